@@ -1,0 +1,31 @@
+# Two commands: `make demo` and `make test`. Each sets up .venv itself.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DEMO    := build/demo
+
+.PHONY: demo test lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: a looser requirement makes pip fetch a multi-GB CUDA build
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	mkdir -p $(DEMO)
+	$(BIN)/hwlat zoo
+	$(BIN)/hwlat export mobilenet_v2 -o $(DEMO)/mobilenet_v2.onnx
+	$(BIN)/hwlat inspect $(DEMO)/mobilenet_v2.onnx
+
+lint: $(STAMP)
+	$(BIN)/ruff check hwlat tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build

@@ -1,0 +1,26 @@
+"""hwlat: a hardware-aware compiler and latency estimator for neural networks.
+
+Heavy dependencies (torch, tvm) are imported only by the functions that need them, so
+`import hwlat` and table queries start fast.
+"""
+
+__version__ = "0.1.0"
+
+from hwlat.errors import HwlatError, InvalidInputError, InvalidModelError  # noqa: E402
+
+
+def load(path):
+    """Load and validate an ONNX model into hwlat's graph IR."""
+    from hwlat.graph import load as _load
+
+    return _load(path)
+
+
+def export(model, example_inputs, path, **kwargs):
+    """Export a torch module to ONNX, check it, and compare onnxruntime's output with torch's."""
+    from hwlat.export import export as _export
+
+    return _export(model, example_inputs, path, **kwargs)
+
+
+__all__ = ["HwlatError", "InvalidInputError", "InvalidModelError", "export", "load"]

@@ -1,0 +1,97 @@
+"""Work a kernel does: multiply-accumulates, parameters, bytes read and written.
+
+One interpreter over the kernel's nodes, one formula per op kind; a dimension that is not
+known makes that figure None (shown as '?') instead of a guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+
+from hwlat.graph.ir import Graph, Node
+from hwlat.graph.kernel import Kernel
+
+
+@dataclass(frozen=True)
+class Cost:
+    macs: int | None
+    params: int | None
+    bytes_read: int | None
+    bytes_written: int | None
+
+
+def _shape(g: Graph, value: str) -> tuple[int, ...] | None:
+    v = g.values.get(value)
+    if v is None or v.shape is None or not all(isinstance(d, int) for d in v.shape):
+        return None
+    return tuple(v.shape)
+
+
+def _conv_macs(g: Graph, n: Node) -> int | None:
+    out, w = _shape(g, n.outputs[0]), _shape(g, n.inputs[1])
+    # weight [Cout, Cin/group, *k]: each output element sums Cin/group * k taps
+    return None if out is None or w is None else prod(out) * prod(w[1:])
+
+
+def _conv_transpose_macs(g: Graph, n: Node) -> int | None:
+    x, w = _shape(g, n.inputs[0]), _shape(g, n.inputs[1])
+    # weight [Cin, Cout/group, *k]: each input element scatters into Cout/group * k taps
+    return None if x is None or w is None else prod(x) * prod(w[1:])
+
+
+def _matmul_macs(g: Graph, n: Node) -> int | None:
+    out, a = _shape(g, n.outputs[0]), _shape(g, n.inputs[0])
+    if out is None or a is None or not a:
+        return None
+    k = a[0] if len(a) == 2 and n.attr("transA", 0) else a[-1]
+    return prod(out) * k
+
+
+def _sparse_conv_macs(g: Graph, n: Node) -> int | None:
+    # dense upper bound: every output voxel meets all K taps; the kernel map decides the rest
+    out, w = _shape(g, n.outputs[0]), _shape(g, n.inputs[2])
+    return None if out is None or w is None else out[0] * prod(w[:-1]) * w[-1]
+
+
+def _attention_macs(g: Graph, n: Node) -> int | None:
+    q, k = _shape(g, n.inputs[0]), _shape(g, n.inputs[1])
+    if q is None or k is None or len(q) != len(k):
+        return None
+    # scores and weighted sum: two products of Sq x Sk x head size per batch and head
+    return 2 * prod(q) * k[-2]
+
+
+_MACS = {
+    "Conv": _conv_macs,
+    "ConvTranspose": _conv_transpose_macs,
+    "MatMul": _matmul_macs,
+    "Gemm": _matmul_macs,
+    "hwlat.SparseConv3d": _sparse_conv_macs,
+    "Attention": _attention_macs,
+}
+
+
+def kernel_cost(g: Graph, k: Kernel) -> Cost:
+    macs = 0
+    for name in k.nodes:
+        node = g.node(name)
+        fn = _MACS.get(node.op.qualname)
+        m = fn(g, node) if fn is not None else 0
+        macs = None if macs is None or m is None else macs + m
+    key = k.key
+    return Cost(
+        macs=macs,
+        params=_sum(s.numel() for s in key.params),
+        bytes_read=_sum(s.nbytes() for s in (*key.inputs, *key.params)),
+        bytes_written=_sum(s.nbytes() for s in key.outputs),
+    )
+
+
+def _sum(xs) -> int | None:
+    total = 0
+    for x in xs:
+        if x is None:
+            return None
+        total += x
+    return total

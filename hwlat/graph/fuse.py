@@ -1,0 +1,335 @@
+"""Cut a Graph into Kernels the way runtimes execute them: fusion rules as data.
+
+A rule is (name, kind, anchor ops, fn). `fn(graph, anchor)` returns the nodes of one kernel
+and its extra attributes, or None when it does not apply. Rules run in list order over the
+graph in topological order; a node belongs to at most one kernel; what no rule claims becomes
+a one-node kernel. Rule lists compose with `+`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from hwlat.graph.ir import AttrValue, Graph, Node
+from hwlat.graph.kernel import Kernel, KernelKey, KernelKind
+from hwlat.graph.ops import (
+    ACTIVATION,
+    CONV,
+    DATA_MOVEMENT,
+    ELEMENTWISE,
+    MATMUL,
+    NORMALIZATION,
+    POOL,
+    REDUCTION,
+    SHAPE_COMPUTE,
+    SOFTMAX,
+    SPIKE_THRESHOLD,
+    SPIKING_ARITH,
+    VIEW,
+    Op,
+)
+
+
+@dataclass(frozen=True)
+class Match:
+    nodes: tuple[Node, ...]
+    attrs: tuple[tuple[str, AttrValue], ...] = ()
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    kind: KernelKind
+    anchors: frozenset[Op]
+    fn: Callable[[Graph, Node], Match | None]
+
+
+# --- helpers shared by rules -------------------------------------------------------------
+
+def _cone(g: Graph, seeds: Iterable[str], allowed: frozenset[Op], limit: int) -> list[Node]:
+    """Nodes of `allowed` ops reachable forward from `seeds` whose every non-constant input
+    comes from the seeds or from the cone itself: an elementwise island hanging off them."""
+    known = set(seeds)
+    cone: list[Node] = []
+    frontier = list(known)
+    while frontier and len(cone) <= limit:
+        value = frontier.pop(0)
+        for u in g.users(value):
+            if u in cone or u.op not in allowed:
+                continue
+            if all(not i or i in known or g.is_const(i) for i in u.inputs):
+                cone.append(u)
+                new = [o for o in u.outputs if o]
+                known.update(new)
+                frontier.extend(new)
+    return cone
+
+
+def _exits(g: Graph, nodes: Iterable[Node]) -> list[str]:
+    """Values produced inside `nodes` that something outside reads (or the graph returns)."""
+    inside = {n.name for n in nodes}
+    return [
+        o for n in nodes for o in n.outputs
+        if o and (o in g.outputs or any(u not in inside for u in g.values[o].uses))
+    ]
+
+
+# composite activations as they appear after export: (ops allowed, op that must be present)
+_COMPOSITE_ACTIVATIONS = (
+    (frozenset({Op.Sigmoid, Op.Mul}), Op.Sigmoid),  # SiLU / swish: x * sigmoid(x)
+    (frozenset({Op.HardSigmoid, Op.Mul}), Op.HardSigmoid),  # hard swish: x * hardsigmoid(x)
+    (frozenset({Op.Add, Op.Clip, Op.Div, Op.Mul}), Op.Clip),  # x * relu6(x + 3) / 6
+    (frozenset({Op.Div, Op.Mul, Op.Erf, Op.Add}), Op.Erf),  # exact GELU
+    (frozenset({Op.Mul, Op.Pow, Op.Add, Op.Tanh}), Op.Tanh),  # tanh-approximated GELU
+)
+
+
+def _activation(g: Graph, x: str) -> list[Node] | None:
+    """The activation applied to `x`, as one op or as a composite written in several."""
+    users = g.users(x)
+    if x in g.outputs or not users:
+        return None
+    if len(users) == 1 and users[0].op in ACTIVATION and users[0].inputs[0] == x:
+        return [users[0]]
+    for allowed, required in _COMPOSITE_ACTIVATIONS:
+        cone = _cone(g, [x], allowed, limit=6)
+        if any(n.op is required for n in cone) and len(cone) >= 2 and len(_exits(g, cone)) == 1:
+            if all(u in cone for u in users):
+                return cone
+    return None
+
+
+def _epilogue(g: Graph, out: str, *, bn: bool, bias: bool, residual: bool) -> list[Node]:
+    """What a conv or matmul kernel absorbs after its main op: BN, bias, residual, activation."""
+    taken: list[Node] = []
+    u = g.sole_user(out)
+    if bn and u is not None and u.op is Op.BatchNormalization and u.inputs[0] == out \
+            and all(g.is_const(i) for i in u.inputs[1:] if i):
+        taken.append(u)
+        out, u = u.outputs[0], g.sole_user(u.outputs[0])
+    if u is not None and u.op is Op.Add and out in u.inputs:
+        other = u.inputs[1] if u.inputs[0] == out else u.inputs[0]
+        same_shape = g.values[other].shape == g.values[out].shape
+        if (bias and g.is_const(other)) or (residual and not g.is_const(other) and same_shape):
+            taken.append(u)
+            out = u.outputs[0]
+    act = _activation(g, out)
+    return taken + (act or [])
+
+
+def _ordered(g: Graph, nodes: Iterable[Node]) -> tuple[Node, ...]:
+    order = {n.name: i for i, n in enumerate(g.nodes)}
+    return tuple(sorted(set(nodes), key=lambda n: order[n.name]))
+
+
+# --- rules ---------------------------------------------------------------------------------
+
+def conv_rule(g: Graph, conv: Node) -> Match | None:
+    return Match(_ordered(g, [conv, *_epilogue(g, conv.outputs[0], bn=True, bias=True, residual=True)]))
+
+
+def sparse_conv_rule(g: Graph, conv: Node) -> Match | None:
+    return Match(_ordered(g, [conv, *_epilogue(g, conv.outputs[0], bn=True, bias=True, residual=False)]))
+
+
+def matmul_rule(g: Graph, mm: Node) -> Match | None:
+    return Match(_ordered(g, [mm, *_epilogue(g, mm.outputs[0], bn=False, bias=True, residual=False)]))
+
+
+def attention_rule(g: Graph, softmax: Node) -> Match | None:
+    """MatMul(q, kT) -> [scale Mul/Div] -> [mask Add] -> Softmax -> MatMul(., v)."""
+    taken = [softmax]
+    x = softmax.inputs[0]
+    qk = None
+    for _ in range(3):  # walk back over at most a mask Add and a scale
+        p = g.producer(x)
+        if p is None or g.sole_user(x) is None:
+            return None
+        if p.op is Op.MatMul:
+            qk = p
+            break
+        if p.op in (Op.Mul, Op.Div, Op.Add):
+            scores = [i for i in p.inputs if _leads_to_matmul(g, i)]
+            if len(scores) != 1 or (p.op is not Op.Add and not _is_scalar(g, _other(p, scores[0]))):
+                return None
+            taken.append(p)
+            x = scores[0]
+            continue
+        return None
+    pv = g.sole_user(softmax.outputs[0])
+    if qk is None or pv is None or pv.op is not Op.MatMul or pv.inputs[0] != softmax.outputs[0]:
+        return None
+    taken += [qk, pv]
+    for operand in qk.inputs:  # the scale some exporters put on q and k, and k's transpose
+        for _ in range(2):
+            p = g.producer(operand)
+            if p is None or g.sole_user(operand) is None:
+                break
+            if p.op is Op.Transpose or (p.op in (Op.Mul, Op.Div) and _is_scalar(g, p.inputs[1])):
+                taken.append(p)
+                operand = p.inputs[0]
+            else:
+                break
+    return Match(_ordered(g, taken), (("causal", 0),))
+
+
+def _leads_to_matmul(g: Graph, value: str) -> bool:
+    for _ in range(3):
+        p = g.producer(value)
+        if p is None:
+            return False
+        if p.op is Op.MatMul:
+            return True
+        value = p.inputs[0]
+    return False
+
+
+def _other(node: Node, value: str) -> str:
+    return node.inputs[1] if node.inputs[0] == value else node.inputs[0]
+
+
+def _is_scalar(g: Graph, value: str) -> bool:
+    v = g.values.get(value)
+    return v is not None and v.is_const and v.shape is not None and all(d == 1 for d in v.shape)
+
+
+def layer_norm_rule(g: Graph, node: Node) -> Match | None:
+    """LayerNormalization, or its decomposed form anchored at the first ReduceMean:
+    mean, x - mean, square, mean, + eps, sqrt, divide, [* gamma], [+ beta]."""
+    if node.op is Op.LayerNormalization:
+        return Match((node,))
+    x = node.inputs[0]
+    allowed = frozenset({Op.ReduceMean, Op.Sub, Op.Pow, Op.Mul, Op.Add, Op.Sqrt, Op.Div,
+                         Op.Reciprocal})
+    cone = _cone(g, [x], allowed, limit=12)
+    ops = [n.op for n in cone]
+    if node not in cone or ops.count(Op.ReduceMean) != 2 or Op.Sub not in ops:
+        return None
+    if Op.Sqrt not in ops or len(_exits(g, cone)) != 1:
+        return None
+    return Match(_ordered(g, cone))
+
+
+def spiking_neuron_rule(g: Graph, fire: Node) -> Match | None:
+    """The T unrolled steps of a LIF/IF neuron (charge: Sub/Div/Add; fire: GreaterOrEqual ->
+    Cast; reset: Mul/Sub/Mul/Add) as one kernel. Anchored at a threshold compare against a
+    constant; grows over the neuron arithmetic through the membrane state from step to step."""
+    if not any(_is_scalar(g, i) for i in fire.inputs):
+        return None
+    region: dict[str, Node] = {}
+
+    def grow_back(n: Node) -> None:
+        if n.name in region or n.op not in SPIKING_ARITH or g.is_foldable(n):
+            return
+        region[n.name] = n
+        for i in n.inputs:
+            p = g.producer(i) if i and not g.is_const(i) else None
+            if p is not None:
+                grow_back(p)
+
+    grow_back(fire)
+    changed = True
+    while changed:  # forward: the reset ops and the next steps' charge that read the state
+        changed = False
+        produced = {o for n in region.values() for o in n.outputs}
+        for v in list(produced):
+            for u in g.users(v):
+                if u.name in region or u.op not in SPIKING_ARITH:
+                    continue
+                outside = [g.producer(i) for i in u.inputs if i and i not in produced and not g.is_const(i)]
+                if all(p is None or p.op not in SPIKING_ARITH for p in outside):
+                    grow_back(u)
+                    changed = True
+    nodes = _ordered(g, region.values())
+    fires = [n for n in nodes if n.op in SPIKE_THRESHOLD]
+    threshold = next(g.values[i].scalar() for i in fire.inputs if _is_scalar(g, i))
+    return Match(nodes, (("threshold", float(threshold or 0.0)), ("timesteps", len(fires))))
+
+
+DEFAULT_RULES: list[Rule] = [
+    # hwlat.SparseConv3d with its BatchNorm and activation: one gather-GEMM-scatter pass
+    Rule("sparse_conv", KernelKind.SPARSE_CONV, frozenset({Op.SparseConv3d}), sparse_conv_rule),
+    # LIF/IF neuron unrolled over T steps -> one multi-step neuron kernel
+    Rule("spiking_neuron", KernelKind.SPIKING_NEURON, SPIKE_THRESHOLD, spiking_neuron_rule),
+    # the opset-23 Attention op is already one kernel
+    Rule("attention_op", KernelKind.ATTENTION, frozenset({Op.Attention}), lambda g, n: Match((n,))),
+    # scaled dot-product attention written as MatMul -> scale -> mask -> Softmax -> MatMul
+    Rule("attention", KernelKind.ATTENTION, frozenset({Op.Softmax}), attention_rule),
+    # LayerNormalization, or mean/var/normalize/affine written out
+    Rule("layer_norm", KernelKind.LAYER_NORM,
+         frozenset({Op.LayerNormalization, Op.ReduceMean}), layer_norm_rule),
+    # Conv (+BN folded) (+residual Add) (+activation): ORT's FusedConv / NCHWc conv with Sum
+    Rule("conv", KernelKind.CONV, CONV, conv_rule),
+    # MatMul/Gemm (+bias) (+activation)
+    Rule("matmul", KernelKind.MATMUL, MATMUL, matmul_rule),
+]
+
+_SINGLE_KIND = (
+    (NORMALIZATION, KernelKind.NORMALIZATION),
+    (POOL, KernelKind.POOL),
+    (SOFTMAX, KernelKind.SOFTMAX),
+    (REDUCTION, KernelKind.REDUCTION),
+    (ELEMENTWISE, KernelKind.ELEMENTWISE),
+    (VIEW, KernelKind.VIEW),
+    (DATA_MOVEMENT | SHAPE_COMPUTE, KernelKind.DATA_MOVEMENT),
+)
+# metadata only: a runtime answers them without touching tensor data
+_NOT_KERNELS = frozenset({Op.Shape, Op.Size, Op.Constant})
+
+
+def single_kind(op: Op) -> KernelKind:
+    for ops, kind in _SINGLE_KIND:
+        if op in ops:
+            return kind
+    return KernelKind.DATA_MOVEMENT
+
+
+def fuse(g: Graph, rules: list[Rule] = DEFAULT_RULES) -> list[Kernel]:
+    """Kernels of `g`, in graph order."""
+    claimed: set[str] = set()
+    found: list[tuple[str, KernelKind, Match]] = []
+    for rule in rules:
+        for node in g.nodes:
+            if node.name in claimed or node.op not in rule.anchors or g.is_foldable(node):
+                continue
+            m = rule.fn(g, node)
+            if m is None or any(n.name in claimed for n in m.nodes):
+                continue
+            claimed.update(n.name for n in m.nodes)
+            found.append((rule.name, rule.kind, m))
+    for node in g.nodes:
+        if node.name in claimed or g.is_foldable(node) or node.op in _NOT_KERNELS:
+            continue
+        found.append(("single", single_kind(node.op), Match((node,))))
+    order = {n.name: i for i, n in enumerate(g.nodes)}
+    found.sort(key=lambda f: order[f[2].nodes[0].name])
+    return [_make_kernel(g, rule, kind, m) for rule, kind, m in found]
+
+
+def _make_kernel(g: Graph, rule: str, kind: KernelKind, m: Match) -> Kernel:
+    inside = {o for n in m.nodes for o in n.outputs if o}
+    ext = list(dict.fromkeys(i for n in m.nodes for i in n.inputs if i and i not in inside))
+    acts = [g.values[i].sig for i in ext if not g.is_const(i)]
+    params = [g.values[i].sig for i in ext if g.is_const(i)]
+    outs = [g.values[o].sig for o in _exits(g, m.nodes)]
+    anchor = m.nodes[0] if kind in (KernelKind.SPIKING_NEURON, KernelKind.LAYER_NORM) else \
+        next((n for n in m.nodes if _is_anchor(n, kind)), m.nodes[0])
+    key = KernelKey(
+        kind=kind,
+        ops=tuple(n.op.qualname for n in m.nodes),
+        inputs=tuple(acts),
+        outputs=tuple(outs),
+        params=tuple(params),
+        attrs=tuple(sorted(anchor.attrs + m.attrs)),
+    )
+    return Kernel(key=key, nodes=tuple(n.name for n in m.nodes), rule=rule)
+
+
+def _is_anchor(n: Node, kind: KernelKind) -> bool:
+    return {
+        KernelKind.CONV: n.op in CONV,
+        KernelKind.MATMUL: n.op in MATMUL,
+        KernelKind.SPARSE_CONV: n.op is Op.SparseConv3d,
+        KernelKind.ATTENTION: n.op in (Op.Softmax, Op.Attention),
+    }.get(kind, True)

@@ -1,0 +1,70 @@
+"""Tiny ONNX graphs written by hand, for exact asserts on loading and fusion."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+FLOAT = TensorProto.FLOAT
+
+
+def tensor(name: str, shape, dtype=FLOAT):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def const(name: str, value) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(value, dtype=np.float32), name)
+
+
+def node(op: str, inputs, outputs, domain: str = "", **attrs) -> onnx.NodeProto:
+    return helper.make_node(op, list(inputs), list(outputs), name=f"{op}_{outputs[0]}", domain=domain, **attrs)
+
+
+def model(nodes, inputs, outputs, initializers=(), opset: int = 18, extra_opsets=()) -> onnx.ModelProto:
+    graph = helper.make_graph(list(nodes), "tiny", list(inputs), list(outputs), list(initializers))
+    opsets = [helper.make_opsetid("", opset), *(helper.make_opsetid(d, v) for d, v in extra_opsets)]
+    m = helper.make_model(graph, opset_imports=opsets)
+    m.ir_version = 10
+    return m
+
+
+def save(m: onnx.ModelProto, path) -> str:
+    onnx.save(m, str(path))
+    return str(path)
+
+
+def rand(*shape, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def conv_weights(cout: int, cin: int, k: int, seed: int = 0):
+    return [const("w", rand(cout, cin, k, k, seed=seed))]
+
+
+def bn_params(c: int, prefix: str = "bn"):
+    return [const(f"{prefix}_s", np.ones(c)), const(f"{prefix}_b", np.zeros(c)),
+            const(f"{prefix}_m", np.zeros(c)), const(f"{prefix}_v", np.ones(c))]
+
+
+def lif_steps(T: int, shape, tau: float = 2.0, threshold: float = 1.0):
+    """The unrolled LIF neuron exactly as exported: per step Sub/Div/Add -> GreaterOrEqual ->
+    Cast -> Mul/Sub/Mul/Add, the membrane carried from step to step."""
+    nodes, inits = [], [const("tau", tau), const("vth", threshold), const("one", 1.0),
+                        const("vreset", 0.0), const("v0", np.zeros(shape))]
+    v = "v0"
+    for t in range(T):
+        x = f"x{t}"
+        nodes += [
+            node("Sub", [x, v], [f"d{t}"]),
+            node("Div", [f"d{t}", "tau"], [f"q{t}"]),
+            node("Add", [v, f"q{t}"], [f"h{t}"]),
+            node("GreaterOrEqual", [f"h{t}", "vth"], [f"ge{t}"]),
+            node("Cast", [f"ge{t}"], [f"s{t}"], to=FLOAT),
+            node("Sub", ["one", f"s{t}"], [f"ns{t}"]),
+            node("Mul", [f"h{t}", f"ns{t}"], [f"keep{t}"]),
+            node("Mul", ["vreset", f"s{t}"], [f"rst{t}"]),
+            node("Add", [f"keep{t}", f"rst{t}"], [f"v{t + 1}"]),
+        ]
+        v = f"v{t + 1}"
+    return nodes, inits

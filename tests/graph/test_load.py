@@ -1,0 +1,163 @@
+"""Loading: a valid model becomes the IR; every kind of bad file is one InvalidModelError."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, external_data_helper
+
+from hwlat.errors import InvalidModelError, UnsupportedOpError
+from hwlat.graph import Op, load
+from tests.graph.onnx_builders import const, conv_weights, model, node, rand, save, tensor
+
+
+def small_model():
+    return model([node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), node("Relu", ["c"], ["y"])],
+                 [tensor("x", [1, 4, 8, 8])], [tensor("y", [1, 4, 8, 8])], conv_weights(4, 4, 3))
+
+
+def test_valid_model_becomes_ir(tmp_path):
+    g = load(save(small_model(), tmp_path / "m.onnx"))
+    assert [n.op for n in g.nodes] == [Op.Conv, Op.Relu]
+    assert g.inputs == ("x",) and g.outputs == ("y",)
+    c = g.values["c"]
+    assert c.shape == (1, 4, 8, 8) and c.sig.dtype == "float32"  # from shape inference
+    assert c.producer == g.nodes[0].name and c.uses == (g.nodes[1].name,)
+    assert g.values["w"].is_const and not c.is_const
+    assert g.nodes[0].attr("pads") == (1, 1, 1, 1)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InvalidModelError, match="no such file"):
+        load(tmp_path / "absent.onnx")
+
+
+def test_directory(tmp_path):
+    with pytest.raises(InvalidModelError, match="not a regular file"):
+        load(tmp_path)
+
+
+def test_truncated_file(tmp_path):
+    data = small_model().SerializeToString()
+    p = tmp_path / "t.onnx"
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InvalidModelError):
+        load(p)
+
+
+def test_random_bytes(tmp_path):
+    p = tmp_path / "r.onnx"
+    p.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(InvalidModelError):
+        load(p)
+
+
+def test_cycle_is_named(tmp_path):
+    m = model([node("Relu", ["x", ], ["a"]), node("Add", ["a", "c"], ["b"]), node("Relu", ["b"], ["c"])],
+              [tensor("x", [3])], [tensor("c", [3])])
+    with pytest.raises(InvalidModelError, match="cycle"):
+        load(save(m, tmp_path / "c.onnx"))
+
+
+def test_every_unknown_op_is_listed_at_once(tmp_path):
+    m = model([node("Frobnicate", ["x"], ["a"]), node("Relu", ["a"], ["b"]),
+               node("Frobnicate", ["b"], ["c"]), node("Warp", ["c"], ["y"], domain="acme")],
+              [tensor("x", [3])], [tensor("y", [3])], extra_opsets=[("acme", 1)])
+    with pytest.raises(UnsupportedOpError) as info:
+        load(save(m, tmp_path / "u.onnx"))
+    assert info.value.ops == {"Frobnicate": 2, "acme.Warp": 1}
+    assert "Frobnicate (x2)" in str(info.value) and "acme.Warp (x1)" in str(info.value)
+
+
+def test_undefined_input_is_named(tmp_path):
+    m = model([node("Relu", ["ghost"], ["y"])], [tensor("x", [3])], [tensor("y", [3])])
+    with pytest.raises(InvalidModelError, match="ghost"):
+        load(save(m, tmp_path / "g.onnx"))
+
+
+def _with_external_weight(tmp_path, location: str) -> str:
+    m = model([node("Add", ["x", "w"], ["y"])], [tensor("x", [4])], [tensor("y", [4])], [const("w", rand(4))])
+    w = m.graph.initializer[0]
+    external_data_helper.set_external_data(w, location=location, offset=0, length=16)
+    w.data_location = TensorProto.EXTERNAL
+    w.ClearField("raw_data")
+    d = tmp_path / "models"
+    d.mkdir()
+    p = d / "m.onnx"
+    p.write_bytes(m.SerializeToString())
+    return str(p)
+
+
+def test_external_data_outside_the_model_folder_is_refused(tmp_path):
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 16)
+    with pytest.raises(InvalidModelError, match="not a readable ONNX model"):
+        load(_with_external_weight(tmp_path, "../secret.bin"))
+
+
+def test_external_data_through_a_symlink_is_refused(tmp_path):
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 16)
+    p = _with_external_weight(tmp_path, "w.bin")
+    os.symlink(tmp_path / "secret.bin", tmp_path / "models" / "w.bin")
+    with pytest.raises(InvalidModelError):
+        load(p)
+
+
+def test_external_data_inside_the_folder_loads(tmp_path):
+    p = _with_external_weight(tmp_path, "w.bin")
+    (tmp_path / "models" / "w.bin").write_bytes(np.ones(4, np.float32).tobytes())
+    g = load(p)
+    assert [n.op for n in g.nodes] == [Op.Add]
+
+
+VALID = small_model().SerializeToString()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), min_size=1, max_size=8),
+       st.integers(0, len(VALID)))
+def test_mutated_bytes_never_escape_as_anything_but_invalid_model(tmp_path, edits, cut):
+    data = bytearray(VALID)
+    for pos, byte in edits:
+        data[pos] = byte
+    p = tmp_path / "fuzz.onnx"
+    p.write_bytes(bytes(data[:cut]) if cut < 16 else bytes(data))
+    try:
+        load(p)
+    except InvalidModelError:
+        pass
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "hwlat.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+@pytest.mark.parametrize("make", ["missing", "garbage", "unknown_op"])
+def test_cli_bad_model_is_one_line_and_exit_2(tmp_path, make):
+    p = tmp_path / "bad.onnx"
+    if make == "garbage":
+        p.write_bytes(b"\x08\x07garbage" * 10)
+    elif make == "unknown_op":
+        save(model([node("Frobnicate", ["x"], ["y"])], [tensor("x", [3])], [tensor("y", [3])]), p)
+    r = run_cli("inspect", str(p))
+    assert r.returncode == 2
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_onnx_roundtrip_keeps_model(tmp_path):
+    # the IR never writes the model: loading leaves the file byte-identical
+    p = save(small_model(), tmp_path / "m.onnx")
+    before = open(p, "rb").read()
+    load(p)
+    assert open(p, "rb").read() == before
+    assert onnx.load(p).graph.node[0].op_type == "Conv"
