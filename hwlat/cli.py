@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -24,7 +25,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console()
+# piped output is not cut to 80 columns: tables stay readable in logs
+out = Console(width=shutil.get_terminal_size(fallback=(200, 50)).columns)
 err = Console(stderr=True)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from math import prod
 
 from hwlat.graph.ir import Graph, Node
-from hwlat.graph.kernel import Kernel
+from hwlat.graph.kernel import Kernel, KernelKind
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,12 @@ def kernel_cost(g: Graph, k: Kernel) -> Cost:
         m = fn(g, node) if fn is not None else 0
         macs = None if macs is None or m is None else macs + m
     key = k.key
+    if k.kind is KernelKind.VIEW:  # runtimes alias the buffer: nothing is moved
+        return Cost(macs=0, params=0, bytes_read=0, bytes_written=0)
     return Cost(
         macs=macs,
-        params=_sum(s.numel() for s in key.params),
+        # weights are floating-point constants; integer ones are shapes, axes and indices
+        params=_sum(s.numel() for s in key.params if s.dtype.startswith(("float", "bfloat"))),
         bytes_read=_sum(s.nbytes() for s in (*key.inputs, *key.params)),
         bytes_written=_sum(s.nbytes() for s in key.outputs),
     )

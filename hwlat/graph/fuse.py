@@ -1,14 +1,15 @@
 """Cut a Graph into Kernels the way runtimes execute them: fusion rules as data.
 
-A rule is (name, kind, anchor ops, fn). `fn(graph, anchor)` returns the nodes of one kernel
-and its extra attributes, or None when it does not apply. Rules run in list order over the
+A rule is (name, kind, anchor ops, fn). `fn(graph, anchor, taken)` returns the nodes of one
+kernel and its extra attributes, or None when it does not apply; `taken` names nodes earlier
+kernels own, which an optional part of a pattern (an epilogue) must leave alone. Rules run in list order over the
 graph in topological order; a node belongs to at most one kernel; what no rule claims becomes
 a one-node kernel. Rule lists compose with `+`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass
 
 from hwlat.graph.ir import AttrValue, Graph, Node
@@ -42,7 +43,7 @@ class Rule:
     name: str
     kind: KernelKind
     anchors: frozenset[Op]
-    fn: Callable[[Graph, Node], Match | None]
+    fn: Callable[[Graph, Node, Set[str]], Match | None]  # (graph, anchor, taken)
 
 
 # --- helpers shared by rules -------------------------------------------------------------
@@ -66,7 +67,7 @@ def _cone(g: Graph, seeds: Iterable[str], allowed: frozenset[Op], limit: int) ->
     return cone
 
 
-def _exits(g: Graph, nodes: Iterable[Node]) -> list[str]:
+def exits(g: Graph, nodes: Iterable[Node]) -> list[str]:
     """Values produced inside `nodes` that something outside reads (or the graph returns)."""
     inside = {n.name for n in nodes}
     return [
@@ -94,28 +95,34 @@ def _activation(g: Graph, x: str) -> list[Node] | None:
         return [users[0]]
     for allowed, required in _COMPOSITE_ACTIVATIONS:
         cone = _cone(g, [x], allowed, limit=6)
-        if any(n.op is required for n in cone) and len(cone) >= 2 and len(_exits(g, cone)) == 1:
+        if any(n.op is required for n in cone) and len(cone) >= 2 and len(exits(g, cone)) == 1:
             if all(u in cone for u in users):
                 return cone
     return None
 
 
-def _epilogue(g: Graph, out: str, *, bn: bool, bias: bool, residual: bool) -> list[Node]:
+def _epilogue(g: Graph, out: str, claimed: Set[str], *, bn: bool, bias: bool,
+              residual: bool) -> list[Node]:
     """What a conv or matmul kernel absorbs after its main op: BN, bias, residual, activation."""
     taken: list[Node] = []
-    u = g.sole_user(out)
+
+    def free_user(value: str) -> Node | None:
+        u = g.sole_user(value)
+        return None if u is None or u.name in claimed else u
+
+    u = free_user(out)
     if bn and u is not None and u.op is Op.BatchNormalization and u.inputs[0] == out \
             and all(g.is_const(i) for i in u.inputs[1:] if i):
         taken.append(u)
-        out, u = u.outputs[0], g.sole_user(u.outputs[0])
+        out, u = u.outputs[0], free_user(u.outputs[0])
     if u is not None and u.op is Op.Add and out in u.inputs:
         other = u.inputs[1] if u.inputs[0] == out else u.inputs[0]
         same_shape = g.values[other].shape == g.values[out].shape
         if (bias and g.is_const(other)) or (residual and not g.is_const(other) and same_shape):
             taken.append(u)
             out = u.outputs[0]
-    act = _activation(g, out)
-    return taken + (act or [])
+    act = _activation(g, out) or []
+    return taken + ([] if any(n.name in claimed for n in act) else act)
 
 
 def _ordered(g: Graph, nodes: Iterable[Node]) -> tuple[Node, ...]:
@@ -125,19 +132,26 @@ def _ordered(g: Graph, nodes: Iterable[Node]) -> tuple[Node, ...]:
 
 # --- rules ---------------------------------------------------------------------------------
 
-def conv_rule(g: Graph, conv: Node) -> Match | None:
-    return Match(_ordered(g, [conv, *_epilogue(g, conv.outputs[0], bn=True, bias=True, residual=True)]))
+def conv_rule(g: Graph, conv: Node, taken: Set[str]) -> Match | None:
+    epi = _epilogue(g, conv.outputs[0], taken, bn=True, bias=True, residual=True)
+    return Match(_ordered(g, [conv, *epi]))
 
 
-def sparse_conv_rule(g: Graph, conv: Node) -> Match | None:
-    return Match(_ordered(g, [conv, *_epilogue(g, conv.outputs[0], bn=True, bias=True, residual=False)]))
+def sparse_conv_rule(g: Graph, conv: Node, taken: Set[str]) -> Match | None:
+    epi = _epilogue(g, conv.outputs[0], taken, bn=True, bias=True, residual=False)
+    return Match(_ordered(g, [conv, *epi]))
 
 
-def matmul_rule(g: Graph, mm: Node) -> Match | None:
-    return Match(_ordered(g, [mm, *_epilogue(g, mm.outputs[0], bn=False, bias=True, residual=False)]))
+def matmul_rule(g: Graph, mm: Node, taken: Set[str]) -> Match | None:
+    epi = _epilogue(g, mm.outputs[0], taken, bn=False, bias=True, residual=False)
+    return Match(_ordered(g, [mm, *epi]))
 
 
-def attention_rule(g: Graph, softmax: Node) -> Match | None:
+def single_rule(g: Graph, node: Node, taken: Set[str]) -> Match | None:
+    return Match((node,))
+
+
+def attention_rule(g: Graph, softmax: Node, taken: Set[str]) -> Match | None:
     """MatMul(q, kT) -> [scale Mul/Div] -> [mask Add] -> Softmax -> MatMul(., v)."""
     taken = [softmax]
     x = softmax.inputs[0]
@@ -194,7 +208,7 @@ def _is_scalar(g: Graph, value: str) -> bool:
     return v is not None and v.is_const and v.shape is not None and all(d == 1 for d in v.shape)
 
 
-def layer_norm_rule(g: Graph, node: Node) -> Match | None:
+def layer_norm_rule(g: Graph, node: Node, taken: Set[str]) -> Match | None:
     """LayerNormalization, or its decomposed form anchored at the first ReduceMean:
     mean, x - mean, square, mean, + eps, sqrt, divide, [* gamma], [+ beta]."""
     if node.op is Op.LayerNormalization:
@@ -206,12 +220,12 @@ def layer_norm_rule(g: Graph, node: Node) -> Match | None:
     ops = [n.op for n in cone]
     if node not in cone or ops.count(Op.ReduceMean) != 2 or Op.Sub not in ops:
         return None
-    if Op.Sqrt not in ops or len(_exits(g, cone)) != 1:
+    if Op.Sqrt not in ops or len(exits(g, cone)) != 1:
         return None
     return Match(_ordered(g, cone))
 
 
-def spiking_neuron_rule(g: Graph, fire: Node) -> Match | None:
+def spiking_neuron_rule(g: Graph, fire: Node, taken: Set[str]) -> Match | None:
     """The T unrolled steps of a LIF/IF neuron (charge: Sub/Div/Add; fire: GreaterOrEqual ->
     Cast; reset: Mul/Sub/Mul/Add) as one kernel. Anchored at a threshold compare against a
     constant; grows over the neuron arithmetic through the membrane state from step to step."""
@@ -253,7 +267,7 @@ DEFAULT_RULES: list[Rule] = [
     # LIF/IF neuron unrolled over T steps -> one multi-step neuron kernel
     Rule("spiking_neuron", KernelKind.SPIKING_NEURON, SPIKE_THRESHOLD, spiking_neuron_rule),
     # the opset-23 Attention op is already one kernel
-    Rule("attention_op", KernelKind.ATTENTION, frozenset({Op.Attention}), lambda g, n: Match((n,))),
+    Rule("attention_op", KernelKind.ATTENTION, frozenset({Op.Attention}), single_rule),
     # scaled dot-product attention written as MatMul -> scale -> mask -> Softmax -> MatMul
     Rule("attention", KernelKind.ATTENTION, frozenset({Op.Softmax}), attention_rule),
     # LayerNormalization, or mean/var/normalize/affine written out
@@ -266,6 +280,8 @@ DEFAULT_RULES: list[Rule] = [
 ]
 
 _SINGLE_KIND = (
+    (CONV, KernelKind.CONV),
+    (MATMUL, KernelKind.MATMUL),
     (NORMALIZATION, KernelKind.NORMALIZATION),
     (POOL, KernelKind.POOL),
     (SOFTMAX, KernelKind.SOFTMAX),
@@ -293,7 +309,7 @@ def fuse(g: Graph, rules: list[Rule] = DEFAULT_RULES) -> list[Kernel]:
         for node in g.nodes:
             if node.name in claimed or node.op not in rule.anchors or g.is_foldable(node):
                 continue
-            m = rule.fn(g, node)
+            m = rule.fn(g, node, claimed)
             if m is None or any(n.name in claimed for n in m.nodes):
                 continue
             claimed.update(n.name for n in m.nodes)
@@ -312,7 +328,7 @@ def _make_kernel(g: Graph, rule: str, kind: KernelKind, m: Match) -> Kernel:
     ext = list(dict.fromkeys(i for n in m.nodes for i in n.inputs if i and i not in inside))
     acts = [g.values[i].sig for i in ext if not g.is_const(i)]
     params = [g.values[i].sig for i in ext if g.is_const(i)]
-    outs = [g.values[o].sig for o in _exits(g, m.nodes)]
+    outs = [g.values[o].sig for o in exits(g, m.nodes)]
     anchor = m.nodes[0] if kind in (KernelKind.SPIKING_NEURON, KernelKind.LAYER_NORM) else \
         next((n for n in m.nodes if _is_anchor(n, kind)), m.nodes[0])
     key = KernelKey(

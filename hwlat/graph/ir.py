@@ -75,6 +75,7 @@ class Node:
     inputs: tuple[str, ...]  # value names; "" marks an omitted optional input
     outputs: tuple[str, ...]
     attrs: tuple[tuple[str, AttrValue], ...] = ()
+    index: int = -1  # position in the ONNX file's node list
 
     def attr(self, key: str, default: Any = None) -> Any:
         for k, v in self.attrs:
@@ -91,6 +92,8 @@ class Graph:
     inputs: tuple[str, ...]  # runtime inputs (initializers excluded)
     outputs: tuple[str, ...]
     opset: int
+    # pass-local notes, not part of equality; `load` leaves the shape-inferred ModelProto
+    # under "onnx" for the stages that cut kernels out of the file
     meta: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __hash__(self) -> int:

@@ -38,7 +38,9 @@ def load(path: str | os.PathLike) -> Graph:
     check_vocabulary(model)
     check_structure(model)
     model = check_and_infer(model, Path(path))
-    return to_ir(model, name=Path(path).stem)
+    g = to_ir(model, name=Path(path).stem)
+    g.meta["onnx"] = model
+    return g
 
 
 def read_model(path: str | os.PathLike) -> onnx.ModelProto:
@@ -173,6 +175,7 @@ def _convert_node(n, idx: int, data: dict, sigs: dict) -> Node:
         inputs=tuple(n.input),
         outputs=tuple(n.output),
         attrs=tuple(sorted(attrs)),
+        index=idx,
     )
 
 

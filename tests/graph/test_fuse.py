@@ -76,6 +76,16 @@ def test_conv_output_read_twice_is_not_fused(tmp_path):
                            (KernelKind.ELEMENTWISE, ("Add",))]
 
 
+def test_two_convs_into_one_residual_add_stay_two_conv_kernels(tmp_path):
+    # a ResNet downsample: whichever conv takes the Add, the other is still a conv kernel
+    m = model([node("Conv", ["x", "w"], ["a"], pads=[1, 1, 1, 1]),
+               node("Conv", ["x", "w1"], ["b"]),
+               node("Add", ["a", "b"], ["s"]), node("Relu", ["s"], ["y"])],
+              [X], [tensor("y", [1, 4, 8, 8])], conv_weights(4, 4, 3) + [const("w1", rand(4, 4, 1, 1))])
+    _, ks = kernels_of(tmp_path, m)
+    assert sorted(summary(ks)) == sorted([(KernelKind.CONV, ("Conv", "Add", "Relu")), (KernelKind.CONV, ("Conv",))])
+
+
 def test_matmul_bias_activation(tmp_path):
     m = model([node("MatMul", ["a", "w"], ["mm"]), node("Add", ["mm", "b"], ["ab"]),
                node("Relu", ["ab"], ["y"]),
