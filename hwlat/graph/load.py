@@ -15,7 +15,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import onnx
-from onnx import AttributeProto, numpy_helper
+from onnx import AttributeProto, helper, numpy_helper
 
 from hwlat.errors import InvalidModelError, UnsupportedOpError
 from hwlat.graph.ir import SMALL_CONSTANT_ELEMENTS, AttrValue, Graph, Node, TensorSig, Value
@@ -99,14 +99,43 @@ def check_structure(model: onnx.ModelProto) -> None:
 
 
 def check_and_infer(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
+    """onnx's checker and shape inference on the graph without its weights (both serialize the
+    whole model; weights are checked here instead, tensor by tensor), then the inferred shapes
+    are put back into the full model."""
+    if len(model.graph.sparse_initializer):
+        raise InvalidModelError(f"{path}: sparse initializers are not supported")
+    for t in model.graph.initializer:
+        try:
+            numpy_helper.to_array(t)
+        except Exception as e:
+            raise InvalidModelError(f"{path}: initializer '{t.name}' is malformed ({_one_line(e)})") from e
+    skeleton = _without_weights(model)
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(skeleton)
     except Exception as e:
         raise InvalidModelError(f"{path}: fails the ONNX checker ({_one_line(e)})") from e
     try:
-        return onnx.shape_inference.infer_shapes(model, check_type=True, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=True, data_prop=True)
     except Exception as e:
         raise InvalidModelError(f"{path}: shape inference failed ({_one_line(e)})") from e
+    known = {v.name for v in model.graph.value_info}
+    model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in known)
+    return model
+
+
+def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with each large initializer turned into a typed graph input of the same shape;
+    small ones stay, since shape inference reads shapes and axes from them."""
+    g = model.graph
+    keep = [t for t in g.initializer if _numel(t.dims) <= SMALL_CONSTANT_ELEMENTS]
+    declared = {i.name for i in g.input}
+    as_inputs = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                 for t in g.initializer if _numel(t.dims) > SMALL_CONSTANT_ELEMENTS and t.name not in declared]
+    graph = helper.make_graph(list(g.node), g.name, [*g.input, *as_inputs], list(g.output), keep,
+                              value_info=list(g.value_info))
+    out = helper.make_model(graph, opset_imports=list(model.opset_import))
+    out.ir_version = model.ir_version
+    return out
 
 
 def to_ir(model: onnx.ModelProto, name: str = "model") -> Graph:
