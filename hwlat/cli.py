@@ -163,6 +163,247 @@ def _bytes(n: int | None) -> str:
     return f"{n} B"
 
 
+def _table(path: Path | None, *, readonly: bool):
+    from hwlat.lut import TableStore, default_table_path
+
+    return TableStore(path or default_table_path(), readonly=readonly)
+
+
+TableOpt = Annotated[Path | None, typer.Option("--table", help="table file (default $HWLAT_HOME/tables.sqlite)")]
+DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="device name (see `hwlat devices`)")]
+
+
+@app.command()
+def devices() -> None:
+    """List the devices hwlat can profile and predict for."""
+    from importlib import metadata
+
+    from hwlat.devices import list_devices
+
+    dists = {"onnxruntime": "onnxruntime", "tvm": "apache-tvm"}
+    table = Table("name", "runtime", "version", "threads", "description", title="hwlat devices")
+    for d in list_devices():
+        try:
+            version = metadata.version(dists.get(d.runtime, d.runtime))
+        except metadata.PackageNotFoundError:
+            version = "not installed"
+        table.add_row(d.name, d.runtime, version, str(d.threads), d.description)
+    out.print(table)
+
+
+@app.command()
+def profile(
+    models: Annotated[list[Path] | None, typer.Argument(help="ONNX models")] = None,
+    device: DeviceOpt = "cpu-ort",
+    table: TableOpt = None,
+    zoo_models: Annotated[bool, typer.Option("--zoo", help="also profile every built-in model the device runs")] = False,
+) -> None:
+    """Measure every kernel of the models that the table lacks for the device (resumable)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from hwlat.devices import load_device
+    from hwlat.lut.build import plan
+    from hwlat.lut.build import profile as run_profile
+
+    spec = load_device(device)
+    paths = list(models or [])
+    if zoo_models:
+        paths += _export_zoo(spec)
+    if not paths:
+        raise InvalidInputError("give ONNX models to profile, or --zoo")
+    runner = spec.make_runner()
+    with _table(table, readonly=False) as store:
+        todo = plan(paths, spec, runner, store)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+        with Progress(*columns, console=err) as bar:
+            task = bar.add_task(f"profiling on {spec.name}", total=len(todo.kernels))
+            report = run_profile(todo, spec, runner, store, on_kernel=lambda k: bar.advance(task))
+    out.print(f"{report.measured} kernels measured, {report.skipped} already in {store.path} "
+              f"({report.seconds:.1f} s)")
+
+
+def _export_zoo(spec) -> list[Path]:
+    """Built-in models exported once into $HWLAT_HOME/zoo; those the device cannot run are left out."""
+    from hwlat import zoo
+    from hwlat.export import export as do_export
+    from hwlat.lut import default_table_path
+
+    folder = default_table_path().parent / "zoo"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in zoo.MODELS:
+        path = folder / f"{name}.onnx"
+        if not path.exists():
+            with err.status(f"exporting {name} ..."):
+                do_export(*zoo.build(name), path, compare=False)
+        paths.append(path)
+    runner = spec.make_runner()
+    from hwlat.graph import fuse, load
+
+    return [p for p in paths if not runner.unsupported({op for k in fuse(load(p)) for op in k.key.ops})]
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="ONNX model")],
+    device: DeviceOpt = "cpu-ort",
+    table: TableOpt = None,
+    breakdown: Annotated[bool, typer.Option(help="show every kernel's share")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Predict a model's latency on a device from the table, without running it."""
+    from hwlat.devices import load_device
+    from hwlat.graph import fuse, load
+    from hwlat.lut.predict import predict as do_predict
+
+    spec = load_device(device)
+    g = load(model)
+    with _table(table, readonly=True) as store:
+        pred = do_predict(g, fuse(g), store, spec.name)
+    if as_json:
+        print(json.dumps(pred.to_json(), indent=1))
+        return
+    if breakdown:
+        t = Table("kind", "ops", "output", "count", "ms each", "ms total", "share", "source",
+                  title=f"{model.name} on {spec.name}")
+        for r in sorted(pred.rows, key=lambda r: -r.total_ms):
+            t.add_row(r.kernel.kind.value, "+".join(r.kernel.key.ops), _sigs(r.kernel.key.outputs),
+                      str(r.count), f"{r.ms:.4f}", f"{r.total_ms:.4f}",
+                      f"{r.total_ms / pred.latency_ms:.1%}" if pred.latency_ms else "-", r.source)
+        out.print(t)
+    out.print(f"{model.name} on {spec.name}: {pred.latency_ms:.3f} ms predicted "
+              f"({pred.estimated_share:.1%} of it estimated)")
+
+
+@app.command()
+def validate(
+    models: Annotated[list[Path], typer.Argument(help="ONNX models")],
+    device: DeviceOpt = "cpu-ort",
+    table: TableOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    plot: Annotated[Path | None, typer.Option(help="write a predicted-vs-measured scatter (PNG)")] = None,
+) -> None:
+    """Measure models end to end and compare with the table's prediction."""
+    from hwlat.devices import load_device
+    from hwlat.graph import fuse, load
+    from hwlat.lut.metrics import accuracy_metrics
+    from hwlat.lut.predict import predict as do_predict
+
+    spec = load_device(device)
+    runner = spec.make_runner()
+    graphs = [(p, load(p)) for p in models]
+    rows = []
+    with _table(table, readonly=True) as store:
+        for path, g in graphs:
+            pred = do_predict(g, fuse(g), store, spec.name)
+            with err.status(f"measuring {path.name} on {spec.name} ..."):
+                measured = runner.time_model(str(path))
+            rows.append({"model": str(path), "predicted_ms": pred.latency_ms,
+                         "measured_ms": measured.median_ms, "measured_cv": measured.cv,
+                         "estimated_share": pred.estimated_share,
+                         "error": pred.latency_ms / measured.median_ms - 1})
+    metrics = accuracy_metrics([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
+    if plot is not None:
+        _scatter(rows, plot, spec.name)
+    if as_json:
+        print(json.dumps({"device": spec.name, "models": rows, "metrics": metrics}, indent=1))
+        return
+    t = Table("model", "predicted ms", "measured ms", "error", "estimated", title=f"validate on {spec.name}")
+    for r in rows:
+        t.add_row(Path(r["model"]).name, f"{r['predicted_ms']:.3f}", f"{r['measured_ms']:.3f}",
+                  f"{r['error']:+.1%}", f"{r['estimated_share']:.0%}")
+    out.print(t)
+    out.print(f"RMSE {metrics['rmse_ms']:.3f} ms, RMSPE {metrics['rmspe']:.1%}, within 5/10/15 %: "
+              f"{metrics['within_5']:.0%} / {metrics['within_10']:.0%} / {metrics['within_15']:.0%}")
+
+
+def _scatter(rows, path: Path, device: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = [r["measured_ms"] for r in rows]
+    p = [r["predicted_ms"] for r in rows]
+    hi = max(m + p) * 1.1
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.fill_between([0, hi], [0, hi * 0.9], [0, hi * 1.1], color="tab:green", alpha=0.15, label="±10 %")
+    ax.plot([0, hi], [0, hi], color="gray", lw=1)
+    ax.scatter(m, p, s=18)
+    ax.set(xlabel="measured (ms)", ylabel="predicted (ms)", title=f"hwlat predict vs measured, {device}",
+           xlim=(0, hi), ylim=(0, hi))
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+lut_app = typer.Typer(help="Show, export and import latency tables.", no_args_is_help=True)
+app.add_typer(lut_app, name="lut")
+
+
+@lut_app.command("show")
+def lut_show(table: TableOpt = None,
+             device: Annotated[str | None, typer.Option(help="list this device's entries")] = None) -> None:
+    """Devices in the table and their entry counts, or one device's entries."""
+    with _table(table, readonly=True) as store:
+        if device is None:
+            t = Table("device", "entries", title=str(store.path))
+            for name, n in store.devices():
+                t.add_row(name, str(n))
+        else:
+            t = Table("kind", "median ms", "cv", "repeats", "pipeline", "key", title=f"{device} in {store.path}")
+            for e in store.entries(device):
+                t.add_row(e.kind, f"{e.median_ms:.4f}", f"{e.cv:.1%}", str(e.repeats), e.pipeline, e.key)
+    out.print(t)
+
+
+def _format_of(path: Path, fmt: str | None) -> str:
+    fmt = fmt or path.suffix.lstrip(".").lower()
+    if fmt not in ("json", "csv"):
+        raise InvalidInputError(f"format '{fmt}': use --format json or csv")
+    return fmt
+
+
+@lut_app.command("export")
+def lut_export(path: Annotated[Path, typer.Argument(help="file to write")],
+               fmt: Annotated[str | None, typer.Option("--format", help="json or csv (default: from suffix)")] = None,
+               device: Annotated[str | None, typer.Option(help="only this device")] = None,
+               table: TableOpt = None) -> None:
+    """Write table entries to JSON or CSV."""
+    from hwlat.lut import export_csv, export_json
+
+    fmt = _format_of(path, fmt)
+    with _table(table, readonly=True) as store:
+        n = (export_json if fmt == "json" else export_csv)(store, path, device)
+    out.print(f"wrote {n} entries to {path}")
+
+
+@lut_app.command("import")
+def lut_import(path: Annotated[Path, typer.Argument(help="file to read")],
+               fmt: Annotated[str | None, typer.Option("--format", help="json or csv (default: from suffix)")] = None,
+               table: TableOpt = None) -> None:
+    """Read entries from JSON or CSV into the table (all or nothing)."""
+    from hwlat.lut import import_csv, import_json
+
+    fmt = _format_of(path, fmt)
+    if not path.is_file():
+        raise InvalidInputError(f"{path}: no such file")
+    with _table(table, readonly=False) as store:
+        n = (import_json if fmt == "json" else import_csv)(store, path)
+    out.print(f"imported {n} entries into {store.path}")
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,133 @@
+"""Time kernels and whole models with onnxruntime's CPU execution provider.
+
+A kernel is a small ONNX model cut out of its network. onnxruntime applies the same fusions and
+NCHWc layout to it as inside the network, and its profiler reports each node it executes; the
+kernel's time in one run is the sum of those nodes, less the layout Reorder nodes that exist
+only because the kernel was cut loose (inside the network the neighbours share the layout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from hwlat.devices.measure import Timing, cpu_model, measure
+from hwlat.devices.spec import DeviceSpec
+from hwlat.errors import HwlatError, InvalidModelError
+
+# nodes onnxruntime adds at the edge of an NCHWc region; a cut-out kernel is all edge
+_BOUNDARY_OPS = frozenset({"ReorderInput", "ReorderOutput"})
+
+
+class OrtRunner:
+    pipeline = "ort-profiler"
+
+    def __init__(self, spec: DeviceSpec):
+        self.spec = spec
+
+    def environment(self) -> dict:
+        return {"cpu": cpu_model(), "threads": self.spec.threads,
+                "versions": {"onnxruntime": ort.__version__, "onnx": onnx.__version__}}
+
+    def unsupported(self, ops: set[str]) -> set[str]:
+        """Ops of these (qualnames) that onnxruntime's CPU provider cannot run."""
+        return {op for op in ops if "." in op}  # hwlat's custom-domain ops have no ORT kernel
+
+    def _options(self, profile_dir: str | None = None) -> ort.SessionOptions:
+        o = ort.SessionOptions()
+        o.intra_op_num_threads = self.spec.threads
+        o.inter_op_num_threads = 1
+        o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        o.log_severity_level = 3
+        if profile_dir:
+            o.enable_profiling = True
+            o.profile_file_prefix = os.path.join(profile_dir, "ort")
+        return o
+
+    def time_kernel(self, proto: onnx.ModelProto) -> Timing:
+        feeds = None
+        with tempfile.TemporaryDirectory(prefix="hwlat-ort-") as tmp:
+            def round_(n: int) -> list[float]:
+                nonlocal feeds
+                sess = _session(proto.SerializeToString(), self._options(tmp))
+                feeds = feeds or random_feeds(sess)
+                for _ in range(self.spec.measure.warmup + n):
+                    sess.run(None, feeds)
+                trace = sess.end_profiling()
+                times = kernel_times_per_run(trace)
+                os.unlink(trace)
+                return times[-n:]
+
+            return measure(round_, self.spec.measure)
+
+    def time_model(self, path: str) -> Timing:
+        sess = _session(path, self._options())
+        feeds = random_feeds(sess)
+
+        def round_(n: int) -> list[float]:
+            for _ in range(self.spec.measure.warmup):
+                sess.run(None, feeds)
+            out = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                sess.run(None, feeds)
+                out.append((time.perf_counter() - t0) * 1e3)
+            return out
+
+        return measure(round_, self.spec.measure)
+
+
+def _session(model: bytes | str, options: ort.SessionOptions) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise HwlatError(f"onnxruntime cannot build the model: {' '.join(str(e).split())[:300]}") from e
+
+
+_NP = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+       "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+       "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+
+
+def random_feeds(sess: ort.InferenceSession, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for i in sess.get_inputs():
+        if any(not isinstance(d, int) for d in i.shape):
+            raise InvalidModelError(f"input '{i.name}' has an unknown dimension {i.shape}; "
+                                    "export with a fixed shape to time it")
+        dtype = _NP.get(i.type)
+        if dtype is None:
+            raise InvalidModelError(f"input '{i.name}' has type {i.type}, which hwlat cannot feed")
+        if np.issubdtype(dtype, np.floating):
+            feeds[i.name] = rng.standard_normal(i.shape).astype(dtype)
+        else:
+            feeds[i.name] = np.zeros(i.shape, dtype)
+    return feeds
+
+
+def kernel_times_per_run(trace_path: str) -> list[float]:
+    """Per run, in ms: the summed time of the nodes onnxruntime executed, boundary reorders out."""
+    with open(trace_path) as f:
+        events = json.load(f)
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                  if e.get("cat") == "Session" and e.get("name") == "model_run")
+    nodes = sorted((e["ts"], e["dur"]) for e in events
+                   if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")
+                   and e.get("args", {}).get("op_name") not in _BOUNDARY_OPS)
+    totals, j = [], 0
+    for start, end in runs:
+        total = 0
+        while j < len(nodes) and nodes[j][0] < start:
+            j += 1
+        while j < len(nodes) and nodes[j][0] <= end:
+            total += nodes[j][1]
+            j += 1
+        totals.append(total / 1e3)
+    return totals

@@ -1,0 +1,85 @@
+"""Device descriptions: TOML files validated into frozen dataclasses.
+
+Backends are named by import path and loaded only when used, so listing devices or querying a
+table never imports onnxruntime or tvm.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from hwlat.errors import InvalidInputError
+
+DEVICE_DIR = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class MeasureSpec:
+    warmup: int = 5
+    repeats: int = 25
+    max_cv: float = 0.10
+    max_rounds: int = 3
+
+    def __post_init__(self):
+        if self.warmup < 0 or self.repeats < 3 or self.max_rounds < 1 or not 0 < self.max_cv < 10:
+            raise InvalidInputError(f"measure settings out of range: {self}")
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    name: str
+    description: str
+    runtime: str
+    runner: str  # "package.module:Class"
+    threads: int = 1
+    pipeline: str | None = None
+    target: dict[str, Any] = field(default_factory=dict)
+    measure: MeasureSpec = field(default_factory=MeasureSpec)
+    source: str = ""  # the file it came from
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def make_runner(self):
+        module, _, cls = self.runner.partition(":")
+        try:
+            return getattr(importlib.import_module(module), cls)(self)
+        except (ImportError, AttributeError) as e:
+            raise InvalidInputError(f"device '{self.name}': cannot load runner {self.runner} ({e})") from e
+
+
+def parse_device(path: Path) -> DeviceSpec:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise InvalidInputError(f"{path}: not a readable device file ({e})") from e
+    allowed = {f.name for f in fields(DeviceSpec)} - {"source"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise InvalidInputError(f"{path}: unknown keys {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    for key in ("name", "description", "runtime", "runner"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise InvalidInputError(f"{path}: '{key}' must be a non-empty string")
+    if not isinstance(raw.get("threads", 1), int) or raw.get("threads", 1) < 1:
+        raise InvalidInputError(f"{path}: 'threads' must be a positive integer, got {raw.get('threads')!r}")
+    measure = raw.pop("measure", {})
+    m_allowed = {f.name for f in fields(MeasureSpec)}
+    if not isinstance(measure, dict) or set(measure) - m_allowed:
+        raise InvalidInputError(f"{path}: [measure] takes {', '.join(sorted(m_allowed))}")
+    return DeviceSpec(**raw, measure=MeasureSpec(**measure), source=str(path))
+
+
+def list_devices(directory: Path = DEVICE_DIR) -> list[DeviceSpec]:
+    return [parse_device(p) for p in sorted(directory.glob("*.toml"))]
+
+
+def load_device(name: str, directory: Path = DEVICE_DIR) -> DeviceSpec:
+    for spec in list_devices(directory):
+        if spec.name == name:
+            return spec
+    known = ", ".join(s.name for s in list_devices(directory))
+    raise InvalidInputError(f"unknown device '{name}'; known: {known}")

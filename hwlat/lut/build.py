@@ -1,0 +1,102 @@
+"""Profile: measure every kernel of some models that the table does not have yet.
+
+Kernels are de-duplicated by key across all models first, so a kernel shared by many models is
+timed once. Entries are committed in small batches: a crash or `kill -9` loses at most the batch
+in flight, and the next run resumes where this one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hwlat.devices.spec import DeviceSpec
+from hwlat.errors import InvalidModelError
+from hwlat.graph import Graph, Kernel, fuse, load
+from hwlat.graph.cost import kernel_cost
+from hwlat.graph.extract import extract_kernel
+from hwlat.lut.store import Entry, TableStore
+
+BATCH_SECONDS = 1.0  # commit at least this often
+
+
+@dataclass(frozen=True)
+class ProfilePlan:
+    kernels: dict[str, tuple[Graph, Kernel]]  # key text -> one place it occurs, to be measured
+    already: int  # unique keys the table had
+
+
+@dataclass(frozen=True)
+class ProfileReport:
+    measured: int
+    skipped: int
+    seconds: float
+
+
+def plan(models: list[Path], device: DeviceSpec, runner, store: TableStore) -> ProfilePlan:
+    """Load every model and check the device can run it before anything is measured."""
+    todo: dict[str, tuple[Graph, Kernel]] = {}
+    for path in models:
+        g = load(path)
+        kernels = fuse(g)
+        bad = runner.unsupported({op for k in kernels for op in k.key.ops})
+        if bad:
+            raise InvalidModelError(
+                f"{path}: device '{device.name}' cannot run {', '.join(sorted(bad))}"
+            )
+        for k in kernels:
+            todo.setdefault(k.key.text(), (g, k))
+    have = store.keys(device.name)
+    return ProfilePlan(
+        {key: gk for key, gk in todo.items() if key not in have}, already=len(set(todo) & have)
+    )
+
+
+def profile(
+    plan_: ProfilePlan,
+    device: DeviceSpec,
+    runner,
+    store: TableStore,
+    on_kernel: Callable[[Kernel], None] = lambda k: None,
+) -> ProfileReport:
+    env = runner.environment()
+    versions = json.dumps(env["versions"], sort_keys=True)
+    t0 = last_commit = time.perf_counter()
+    batch: list[Entry] = []
+    feats: list[tuple[str, str, int | None, int | None]] = []
+    for key, (g, k) in plan_.kernels.items():
+        timing = runner.time_kernel(extract_kernel(g, k))
+        batch.append(
+            Entry(
+                device=device.name,
+                key=key,
+                kind=k.kind.value,
+                median_ms=timing.median_ms,
+                q1_ms=timing.q1_ms,
+                q3_ms=timing.q3_ms,
+                cv=timing.cv,
+                repeats=len(timing.samples_ms),
+                threads=env["threads"],
+                cpu=env["cpu"],
+                versions=versions,
+                pipeline=runner.pipeline,
+                measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+        )
+        feats.append(kernel_features(g, k))
+        on_kernel(k)
+        if time.perf_counter() - last_commit >= BATCH_SECONDS:
+            store.put_many(batch, feats)
+            batch, feats, last_commit = [], [], time.perf_counter()
+    store.put_many(batch, feats)
+    return ProfileReport(len(plan_.kernels), plan_.already, time.perf_counter() - t0)
+
+
+def kernel_features(g: Graph, k: Kernel) -> tuple[str, str, int | None, int | None]:
+    c = kernel_cost(g, k)
+    moved = None if c.bytes_read is None or c.bytes_written is None else c.bytes_read + c.bytes_written
+    return k.key.text(), k.kind.value, c.macs, moved

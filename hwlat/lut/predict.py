@@ -1,0 +1,144 @@
+"""Predict a model's latency from the table: the sum of its kernels' measured medians.
+
+A kernel missing from the table is estimated from measured kernels of the same kind on the same
+device (a least-squares fit of latency on MACs and bytes moved, or, with too few of them, the
+nearest measured kernel scaled by work) and is reported as an estimate, never silently.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwlat.errors import HwlatError
+from hwlat.graph import Graph, Kernel
+from hwlat.graph.summary import summarize
+from hwlat.lut.store import TableStore
+
+MIN_FIT = 4  # same-kind entries needed before a least-squares fit replaces nearest-neighbour
+
+
+@dataclass(frozen=True)
+class KernelLatency:
+    kernel: Kernel
+    count: int
+    ms: float  # one occurrence
+    estimated: bool
+    source: str  # "table", or how the estimate was made
+
+    @property
+    def total_ms(self) -> float:
+        return self.ms * self.count
+
+
+@dataclass(frozen=True)
+class Prediction:
+    device: str
+    rows: tuple[KernelLatency, ...]
+
+    @property
+    def latency_ms(self) -> float:
+        return sum(r.total_ms for r in self.rows)
+
+    @property
+    def estimated_share(self) -> float:
+        total = self.latency_ms
+        return 0.0 if total <= 0 else sum(r.total_ms for r in self.rows if r.estimated) / total
+
+    def to_json(self) -> dict:
+        return {
+            "device": self.device,
+            "latency_ms": self.latency_ms,
+            "estimated_share": self.estimated_share,
+            "kernels": [
+                {
+                    "kind": r.kernel.kind.value,
+                    "ops": list(r.kernel.key.ops),
+                    "count": r.count,
+                    "ms": r.ms,
+                    "total_ms": r.total_ms,
+                    "estimated": r.estimated,
+                    "source": r.source,
+                    "key": r.kernel.key.text(),
+                }
+                for r in self.rows
+            ],
+        }
+
+
+def features(macs: int | None, bytes_moved: int | None) -> tuple[float, float]:
+    return float(macs or 0), float(bytes_moved or 0)
+
+
+def predict(g: Graph, kernels: list[Kernel], store: TableStore, device: str) -> Prediction:
+    summary = summarize(g, kernels)
+    keys = [r.kernel.key.text() for r in summary.rows]
+    found = store.get_many(device, keys)
+    missing = [r for r in summary.rows if r.kernel.key.text() not in found]
+    estimator = _Estimator(store, device) if missing else None
+    rows = []
+    for r in summary.rows:
+        e = found.get(r.kernel.key.text())
+        if e is not None:
+            rows.append(KernelLatency(r.kernel, r.count, e.median_ms, False, "table"))
+        else:
+            ms, how = estimator.estimate(r.kernel.kind.value, r.cost)
+            rows.append(KernelLatency(r.kernel, r.count, ms, True, how))
+    return Prediction(device, tuple(rows))
+
+
+class _Estimator:
+    """Per-kind models of latency over (MACs, bytes) from the device's measured entries."""
+
+    def __init__(self, store: TableStore, device: str):
+        self.points: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+        feats = store.features()
+        for e in store.entries(device):
+            f = feats.get(e.key)
+            if f is not None:
+                self.points[e.kind].append((*features(f[1], f[2]), e.median_ms))
+        if not self.points:
+            raise HwlatError(
+                f"the table has no entries for device '{device}'; "
+                f"run `hwlat profile MODEL.onnx --device {device}` first"
+            )
+        self._fits: dict[str, np.ndarray | None] = {}
+
+    def estimate(self, kind: str, cost) -> tuple[float, str]:
+        macs, nbytes = features(
+            cost.macs, cost.bytes_read and cost.bytes_read + (cost.bytes_written or 0)
+        )
+        pts = self.points.get(kind)
+        if not pts:
+            pts = [p for ps in self.points.values() for p in ps]
+            scope = "all kinds"
+        else:
+            scope = kind
+        if len(pts) >= MIN_FIT:
+            coef = self._fit(scope, pts)
+            ms = float(coef @ np.array([macs, nbytes, 1.0]))
+            return max(ms, 0.0), f"estimate: fit on {len(pts)} {scope} entries"
+        nearest = min(
+            pts,
+            key=lambda p: (
+                abs(np.log1p(p[0]) - np.log1p(macs)) + abs(np.log1p(p[1]) - np.log1p(nbytes))
+            ),
+        )
+        scale = (
+            (macs / nearest[0])
+            if macs and nearest[0]
+            else (nbytes / nearest[1] if nbytes and nearest[1] else 1.0)
+        )
+        return nearest[2] * scale, f"estimate: nearest {scope} entry scaled by work"
+
+    def _fit(self, scope: str, pts) -> np.ndarray:
+        if scope not in self._fits:
+            a = np.array([[m, b, 1.0] for m, b, _ in pts])
+            y = np.array([t for _, _, t in pts])
+            # relative error matters, not absolute: weight each point by 1/latency
+            w = 1.0 / np.maximum(y, 1e-6)
+            coef, *_ = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)
+            self._fits[scope] = np.maximum(coef, 0.0)  # latency never falls with more work
+        return self._fits[scope]

@@ -1,0 +1,388 @@
+"""The latency table: measured kernel latencies per (device, KernelKey.text()) in one SQLite file.
+
+An existing file is validated read-only before anything writes to it, so pointing hwlat at the
+wrong file never damages that file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import astuple, dataclass, fields
+from datetime import datetime
+from pathlib import Path
+
+from hwlat import __version__
+from hwlat.errors import HwlatError, InvalidInputError
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x68776C74  # b"hwlt": marks an SQLite file as an hwlat table
+_BUSY_TIMEOUT_S = 30.0  # profiling workers share one table; wait for each other's commits
+_CHUNK = 500  # keys per IN (...) query, far below SQLite's bound-parameter limit
+_MAX_INT = 2**63 - 1  # SQLite INTEGER
+
+
+class TableError(HwlatError):
+    """A latency table (or an export of one) that is missing, corrupt, foreign or of another version."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One measured kernel latency; validated on construction, so a stored Entry is always sound."""
+
+    device: str
+    key: str  # KernelKey.text()
+    kind: str
+    median_ms: float
+    q1_ms: float
+    q3_ms: float
+    cv: float  # coefficient of variation of the samples
+    repeats: int
+    threads: int
+    cpu: str  # CPU model
+    versions: str  # JSON object text, e.g. '{"onnxruntime": "1.23.0"}'
+    pipeline: str  # how it was measured, e.g. "ort-profiler", "tvm-default"
+    measured_at: str  # ISO 8601 UTC
+
+    def __post_init__(self) -> None:
+        for name in FIELDS:
+            kind = _FIELD_TYPES[name]
+            value = getattr(self, name)
+            if kind == "str":
+                _check_text(name, value)
+            elif kind == "float":
+                object.__setattr__(self, name, _nonneg_float(name, value))
+            else:
+                _check_count(name, value)
+        for name in ("device", "key"):
+            if not getattr(self, name).strip():
+                raise _invalid(name, getattr(self, name), "must not be empty")
+        q1, med, q3 = self.q1_ms, self.median_ms, self.q3_ms
+        if not (_le(q1, med) and _le(med, q3)):
+            raise InvalidInputError(
+                f"invalid quartiles q1_ms={q1!r}, median_ms={med!r}, q3_ms={q3!r}: "
+                "need q1_ms <= median_ms <= q3_ms"
+            )
+        try:
+            versions = json.loads(self.versions)
+        except (ValueError, RecursionError):
+            versions = None
+        if not isinstance(versions, dict):
+            raise _invalid(
+                "versions", self.versions, 'must be a JSON object, e.g. {"onnxruntime": "1.23.0"}'
+            )
+        try:
+            at = datetime.fromisoformat(self.measured_at)
+        except ValueError:
+            at = None
+        if at is None or at.utcoffset() is None or at.utcoffset().total_seconds() != 0:
+            raise _invalid(
+                "measured_at",
+                self.measured_at,
+                "must be ISO 8601 UTC, e.g. 2025-01-31T12:00:00+00:00",
+            )
+
+
+FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Entry))
+# "str" | "float" | "int": annotations are strings under postponed evaluation
+_FIELD_TYPES = {f.name: f.type for f in fields(Entry)}
+_SQL_TYPES = {"str": "TEXT", "float": "REAL", "int": "INTEGER"}
+_COLUMNS = ", ".join(FIELDS)
+_SCHEMA = (
+    "CREATE TABLE entries ("
+    + ", ".join(f"{n} {_SQL_TYPES[_FIELD_TYPES[n]]} NOT NULL" for n in FIELDS)
+    + ", PRIMARY KEY (device, key)) WITHOUT ROWID",
+    "CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID",
+    # device-independent work of each kernel key: what estimates for table misses are fitted on
+    "CREATE TABLE kernels (key TEXT PRIMARY KEY, kind TEXT NOT NULL, macs INTEGER, bytes INTEGER)"
+    " WITHOUT ROWID",
+)
+
+
+def default_table_path() -> Path:
+    """$HWLAT_HOME/tables.sqlite, HWLAT_HOME defaulting to ~/.cache/hwlat."""
+    return Path(os.environ.get("HWLAT_HOME") or "~/.cache/hwlat").expanduser() / "tables.sqlite"
+
+
+class TableStore:
+    """An open latency table; use as a context manager or call close()."""
+
+    def __init__(self, path: Path | str, *, readonly: bool = False):
+        self.path = Path(path).expanduser()
+        self.readonly = readonly
+        if readonly and not self.path.exists():
+            raise TableError(f"no table at {self.path}")
+        # A missing file, or a blank database (a creator killed early, or one creating it now), gets
+        # the schema under SQLite's write lock. Anything else is judged read-only before any write.
+        blank = not self.path.exists() or (not readonly and self.path.stat().st_size == 0)
+        if not blank:
+            ro = self._open_ro()
+            try:
+                blank = self._validate(ro)
+                if readonly and blank:
+                    raise TableError(f"{self.path} is an empty SQLite database, not an hwlat table")
+            except BaseException:
+                ro.close()
+                raise
+            if readonly:
+                self._db = ro
+                return
+            ro.close()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = self._open_rw()
+        try:
+            self._use_wal()
+            if blank:
+                self._create_if_blank()
+                self._validate(self._db)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def __enter__(self) -> TableStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- writing
+
+    def put_many(self, entries: Iterable[Entry],
+                 features: Iterable[tuple[str, str, int | None, int | None]] = ()) -> int:
+        """Insert or replace entries, and (key, kind, macs, bytes) features of their kernels, in
+        one transaction; returns how many entries were written."""
+        rows = []
+        for e in entries:
+            if not isinstance(e, Entry):
+                raise InvalidInputError(f"put_many takes Entry objects, got {type(e).__name__}")
+            rows.append(astuple(e))
+        placeholders = ", ".join("?" * len(FIELDS))
+        with self._write():
+            self._db.executemany(
+                f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES ({placeholders})", rows
+            )
+            self._db.executemany("INSERT OR REPLACE INTO kernels VALUES (?, ?, ?, ?)", list(features))
+        return len(rows)
+
+    def delete_device(self, device: str) -> int:
+        """Delete every entry of one device; returns how many were deleted."""
+        with self._write():
+            return self._db.execute("DELETE FROM entries WHERE device = ?", (device,)).rowcount
+
+    # --- reading
+
+    def get(self, device: str, key: str) -> Entry | None:
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE device = ? AND key = ?", (device, key)
+        ).fetchone()
+        return None if row is None else self._entry(row)
+
+    def get_many(self, device: str, keys: Iterable[str]) -> dict[str, Entry]:
+        """The entries found among keys, by key; keys without an entry are absent from the result."""
+        if isinstance(keys, str):
+            raise InvalidInputError(
+                f"get_many takes an iterable of keys, not one str {keys[:60]!r}; use get()"
+            )
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, Entry] = {}
+        for i in range(0, len(wanted), _CHUNK):
+            chunk = wanted[i : i + _CHUNK]
+            query = f"SELECT {_COLUMNS} FROM entries WHERE device = ? AND key IN ({', '.join('?' * len(chunk))})"
+            for row in self._db.execute(query, (device, *chunk)):
+                entry = self._entry(row)
+                found[entry.key] = entry
+        return found
+
+    def keys(self, device: str) -> set[str]:
+        return {
+            k for (k,) in self._db.execute("SELECT key FROM entries WHERE device = ?", (device,))
+        }
+
+    def entries(self, device: str | None = None) -> list[Entry]:
+        """All entries (of one device, if given), ordered by device then key."""
+        where, args = ("WHERE device = ?", (device,)) if device is not None else ("", ())
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM entries {where} ORDER BY device, key", args
+        )
+        return [self._entry(row) for row in rows]
+
+    def features(self) -> dict[str, tuple[str, int | None, int | None]]:
+        """key -> (kind, MACs, bytes moved) for every kernel whose work is known."""
+        return {k: (kind, macs, nbytes) for k, kind, macs, nbytes in self._db.execute("SELECT * FROM kernels")}
+
+    def devices(self) -> list[tuple[str, int]]:
+        """(device, entry count) for every device in the table, ordered by device."""
+        return self._db.execute(
+            "SELECT device, COUNT(*) FROM entries GROUP BY device ORDER BY device"
+        ).fetchall()
+
+    # --- internals
+
+    def _entry(self, row: tuple) -> Entry:
+        try:
+            return Entry(*row)
+        except InvalidInputError as e:
+            raise TableError(f"{self.path}: bad stored entry ({row[0]!r}, {row[1]!r}): {e}") from e
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        if self.readonly:
+            raise TableError(f"{self.path} was opened read-only")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as e:
+            raise TableError(f"cannot write {self.path}: {e}") from e
+
+    def _use_wal(self) -> None:
+        try:
+            self._db.execute("PRAGMA journal_mode = WAL")
+            # with WAL, NORMAL still keeps every commit through a killed process
+            self._db.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as e:
+            raise TableError(
+                f"cannot open {self.path} for writing ({e}); pass readonly=True to read it"
+            ) from e
+
+    def _open_rw(self) -> sqlite3.Connection:
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE in _write)
+        try:
+            return sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as e:
+            raise TableError(f"cannot open {self.path}: {e}") from e
+
+    def _open_ro(self) -> sqlite3.Connection:
+        _check_header(self.path)
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        try:
+            return sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as e:
+            raise TableError(f"cannot open {self.path}: {e}") from e
+
+    def _validate(self, db: sqlite3.Connection) -> bool:
+        """Raise unless db is an hwlat table of this schema or blank; return whether it is blank."""
+        path = self.path
+        try:
+            if _is_blank(db):
+                return True
+            app_id = db.execute("PRAGMA application_id").fetchone()[0]
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {
+                n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            columns = tuple(r[1] for r in db.execute("PRAGMA table_info(entries)"))
+        except sqlite3.DatabaseError as e:
+            raise TableError(f"{path} is not a readable SQLite database ({e})") from e
+        if app_id != APPLICATION_ID:
+            raise TableError(
+                f"{path} is not an hwlat table (application_id {app_id}, expected {APPLICATION_ID})"
+            )
+        if version != SCHEMA_VERSION:
+            raise TableError(
+                f"{path} has table schema version {version}; this hwlat reads version {SCHEMA_VERSION}"
+                " — re-profile or export/import with a matching hwlat"
+            )
+        if not {"meta", "kernels"} <= tables or columns != FIELDS:
+            raise TableError(
+                f"{path} is a damaged hwlat table (tables {sorted(tables)}, entries columns {list(columns)}; "
+                f"expected entries columns {list(FIELDS)}, meta and kernels)"
+            )
+        return False
+
+    def _create_if_blank(self) -> None:
+        with self._write():
+            if not _is_blank(self._db):
+                return  # another process created it meanwhile; _validate judges it
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+            self._db.executemany(
+                "INSERT INTO meta (k, v) VALUES (?, ?)",
+                [("created_by", f"hwlat {__version__}"), ("schema_version", str(SCHEMA_VERSION))],
+            )
+            self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _is_blank(db: sqlite3.Connection) -> bool:
+    """An SQLite database nobody has stamped or put a table in yet."""
+    stamps = (
+        db.execute("PRAGMA application_id").fetchone()[0],
+        db.execute("PRAGMA user_version").fetchone()[0],
+    )
+    return stamps == (0, 0) and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+
+
+def _check_header(path: Path) -> None:
+    """Reject what SQLite might open without complaint: non-database files and truncated tables."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+        size = path.stat().st_size
+    except OSError as e:
+        raise TableError(f"cannot read {path}: {e.strerror}") from e
+    if size == 0:
+        raise TableError(f"{path} is an empty file, not an hwlat table")
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        raise TableError(f"{path} is not an SQLite database (no SQLite header)")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    size_is_valid = header[24:28] == header[92:96]  # the file-format rule for trusting bytes 28..31
+    wal = Path(f"{path}-wal")
+    # A non-empty WAL may legitimately hold pages a checkpoint had not yet written back.
+    wal_pending = wal.exists() and wal.stat().st_size > 0
+    if size_is_valid and not wal_pending and size < pages * page_size:
+        raise TableError(
+            f"{path} is truncated ({size} bytes; its header says {pages} pages of {page_size})"
+        )
+
+
+def _le(a: float, b: float) -> bool:
+    return a <= b or math.isclose(a, b, rel_tol=1e-9)
+
+
+def _invalid(name: str, value: object, why: str) -> InvalidInputError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    return InvalidInputError(f"invalid {name}={shown}: {why}")
+
+
+def _check_text(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise _invalid(name, value, f"must be a string, not {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise _invalid(name, value, "must be valid Unicode text (has a lone surrogate)") from e
+
+
+def _nonneg_float(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _invalid(name, value, f"must be a number, not {type(value).__name__}")
+    try:
+        x = float(value)
+    except OverflowError:
+        x = math.inf
+    if not (math.isfinite(x) and x >= 0):
+        raise _invalid(name, value, "must be a finite number >= 0")
+    return x + 0.0  # -0.0 -> 0.0, as SQLite would store it
+
+
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(name, value, f"must be an integer, not {type(value).__name__}")
+    if not 1 <= value <= _MAX_INT:
+        raise _invalid(name, value, f"must be between 1 and {_MAX_INT}")

@@ -1,0 +1,170 @@
+"""Profiling into a table, predicting from it, and what bad input gets, on real onnxruntime."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hwlat.devices import load_device
+from hwlat.graph import fuse, load
+from hwlat.lut import TableStore
+from hwlat.lut.build import plan, profile
+from hwlat.lut.predict import predict
+from tests.graph.onnx_builders import const, model, node, rand, save, tensor
+
+
+def conv_chain(n: int, c: int = 8, hw: int = 16, seed: int = 0):
+    """n convs of distinct widths: n distinct kernel keys."""
+    nodes, inits, x, cin = [], [], "x", c
+    for i in range(n):
+        cout = c + 4 * (i + 1)
+        k = 1 + 2 * (i % 2)
+        inits.append(const(f"w{i}", rand(cout, cin, k, k, seed=seed + i)))
+        nodes.append(node("Conv", [x, f"w{i}"], [f"c{i}"], pads=[k // 2] * 4))
+        nodes.append(node("Relu", [f"c{i}"], [f"r{i}"]))
+        x, cin = f"r{i}", cout
+    return model(nodes, [tensor("x", [1, c, hw, hw])], [tensor(x, [1, cin, hw, hw])], inits)
+
+
+@pytest.fixture
+def device():
+    return load_device("cpu-ort")
+
+
+def test_profile_then_predict_sums_the_table(tmp_path, device):
+    path = save(conv_chain(3), tmp_path / "m.onnx")
+    runner = device.make_runner()
+    with TableStore(tmp_path / "t.sqlite") as store:
+        todo = plan([path], device, runner, store)
+        assert len(todo.kernels) == 3 and todo.already == 0
+        report = profile(todo, device, runner, store)
+        assert report.measured == 3
+        assert plan([path], device, runner, store).kernels == {}  # resumable: nothing left
+        entries = {e.key: e for e in store.entries("cpu-ort")}
+        assert len(entries) == 3
+        for e in entries.values():
+            assert e.q1_ms <= e.median_ms <= e.q3_ms and e.median_ms > 0
+            assert e.threads == 1 and e.pipeline == "ort-profiler" and e.repeats >= 25
+        g = load(path)
+        pred = predict(g, fuse(g), store, "cpu-ort")
+        assert pred.estimated_share == 0.0
+        assert pred.latency_ms == pytest.approx(sum(e.median_ms for e in entries.values()))
+
+
+def test_missing_kernel_is_estimated_and_says_so(tmp_path, device):
+    runner = device.make_runner()
+    with TableStore(tmp_path / "t.sqlite") as store:
+        profile(plan([save(conv_chain(6), tmp_path / "a.onnx")], device, runner, store), device, runner, store)
+        other = save(conv_chain(2, c=24, hw=12, seed=9), tmp_path / "b.onnx")
+        g = load(other)
+        pred = predict(g, fuse(g), store, "cpu-ort")
+    assert pred.estimated_share == 1.0
+    assert all(r.estimated and r.source.startswith("estimate") for r in pred.rows)
+    assert pred.latency_ms > 0
+
+
+def cli(*args, env_home, timeout=300):
+    env = dict(os.environ, HWLAT_HOME=str(env_home))
+    return subprocess.run([sys.executable, "-m", "hwlat.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def digest(p) -> str:
+    return hashlib.sha256(open(p, "rb").read()).hexdigest()
+
+
+def one_error_line(r):
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+def test_unknown_device_names_the_known_ones_and_creates_no_table(tmp_path):
+    path = save(conv_chain(1), tmp_path / "m.onnx")
+    r = cli("profile", path, "--device", "cpu-ortt", env_home=tmp_path / "home")
+    assert "unknown device 'cpu-ortt'; known: cpu-ort, cpu-tvm" in one_error_line(r)
+    assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize("content", ["random", "foreign", "version"])
+def test_bad_table_is_refused_and_left_unchanged(tmp_path, content):
+    path = save(conv_chain(1), tmp_path / "m.onnx")
+    table = tmp_path / "t.sqlite"
+    if content == "random":
+        table.write_bytes(os.urandom(8192))
+    else:
+        db = sqlite3.connect(table)
+        db.execute("CREATE TABLE other (a, b)")
+        if content == "version":
+            TableStore(tmp_path / "real.sqlite").close()
+            db.close()
+            table.write_bytes((tmp_path / "real.sqlite").read_bytes())
+            db = sqlite3.connect(table)
+            db.execute("PRAGMA user_version = 7")
+        db.commit()
+        db.close()
+    before = digest(table)
+    for args in (["profile", path, "--table", str(table)], ["predict", path, "--table", str(table)]):
+        one_error_line(cli(*args, env_home=tmp_path / "home"))
+        assert digest(table) == before
+
+
+def test_kernels_the_device_cannot_run_are_refused_before_measuring(tmp_path):
+    m = model([node("SparseConv3d", ["f", "coords", "w"], ["y"], domain="hwlat", subm=1,
+                    kernel_size=[3, 3, 3], stride=[1, 1, 1], padding=[1, 1, 1])],
+              [tensor("f", [10, 4]), tensor("coords", [10, 4], 6)], [tensor("y", [10, 8])],
+              [const("w", rand(27, 4, 8))], extra_opsets=[("hwlat", 1)])
+    path = save(m, tmp_path / "s.onnx")
+    table = tmp_path / "t.sqlite"
+    TableStore(table).close()
+    before = digest(table)
+    line = one_error_line(cli("profile", path, "--table", str(table), env_home=tmp_path / "home"))
+    assert "cannot run hwlat.SparseConv3d" in line
+    assert digest(table) == before
+
+
+def test_kill_9_during_profile_loses_nothing_committed(tmp_path):
+    path = save(conv_chain(40, hw=20), tmp_path / "m.onnx")
+    table = tmp_path / "t.sqlite"
+    env = dict(os.environ, HWLAT_HOME=str(tmp_path / "home"))
+    proc = subprocess.Popen([sys.executable, "-m", "hwlat.cli", "profile", path, "--table", str(table)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    committed: dict = {}
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+            if table.exists():
+                try:
+                    with TableStore(table, readonly=True) as store:
+                        committed = {e.key: e for e in store.entries("cpu-ort")}
+                except Exception:
+                    continue
+            if committed:
+                break
+        assert proc.poll() is None, "profile finished before it could be killed; make the model bigger"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert committed
+    with TableStore(table, readonly=True) as store:
+        after = {e.key: e for e in store.entries("cpu-ort")}
+    assert set(committed) <= set(after) and len(after) < 40
+    for key, e in committed.items():
+        assert after[key] == e
+    r = cli("profile", path, "--table", str(table), env_home=tmp_path / "home")
+    assert r.returncode == 0, r.stderr
+    assert f"{40 - len(after)} kernels measured, {len(after)} already" in r.stdout
+    with TableStore(table, readonly=True) as store:
+        final = {e.key: e for e in store.entries("cpu-ort")}
+    assert len(final) == 40 and all(final[k] == e for k, e in after.items())
