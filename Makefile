@@ -15,11 +15,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# export -> inspect -> profile -> predict -> validate, on MobileNetV2, into a table of its own
 demo: $(STAMP)
 	mkdir -p $(DEMO)
 	$(BIN)/hwlat zoo
 	$(BIN)/hwlat export mobilenet_v2 -o $(DEMO)/mobilenet_v2.onnx
 	$(BIN)/hwlat inspect $(DEMO)/mobilenet_v2.onnx
+	$(BIN)/hwlat devices
+	$(BIN)/hwlat profile $(DEMO)/mobilenet_v2.onnx --device cpu-ort --table $(DEMO)/table.sqlite
+	$(BIN)/hwlat predict $(DEMO)/mobilenet_v2.onnx --device cpu-ort --table $(DEMO)/table.sqlite --breakdown
+	$(BIN)/hwlat validate $(DEMO)/mobilenet_v2.onnx --device cpu-ort --table $(DEMO)/table.sqlite --plot $(DEMO)/validate.png
 
 lint: $(STAMP)
 	$(BIN)/ruff check hwlat tests benchmarks
