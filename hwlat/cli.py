@@ -280,7 +280,40 @@ def predict(
                       f"{r.total_ms / pred.latency_ms:.1%}" if pred.latency_ms else "-", r.source)
         out.print(t)
     out.print(f"{model.name} on {spec.name}: {pred.latency_ms:.3f} ms predicted "
-              f"({pred.estimated_share:.1%} of it estimated)")
+              f"(kernel sum {pred.kernel_sum_ms:.3f} ms, {pred.estimated_share:.1%} of it estimated)")
+    if pred.correction is not None:
+        out.print(f"correction: {pred.correction.describe()}")
+
+
+@app.command()
+def calibrate(
+    models: Annotated[list[Path], typer.Argument(help="ONNX models to measure end to end")],
+    device: DeviceOpt = "cpu-ort",
+    table: TableOpt = None,
+) -> None:
+    """Measure whole models and fit the correction from kernel sums to end-to-end latency."""
+    from hwlat.devices import load_device
+    from hwlat.graph import fuse, load
+    from hwlat.lut.correct import fit_correction
+    from hwlat.lut.predict import predict as do_predict
+
+    spec = load_device(device)
+    runner = spec.make_runner()
+    graphs = [(p, load(p)) for p in models]
+    with _table(table, readonly=False) as store:
+        for path, g in graphs:
+            pred = do_predict(g, fuse(g), store, spec.name, correct=False)
+            with err.status(f"measuring {path.name} on {spec.name} ..."):
+                measured = runner.time_model(str(path))
+            store.put_calibration(spec.name, str(path.resolve()), pred.features, measured.median_ms)
+            out.print(f"{path.name}: kernel sum {pred.kernel_sum_ms:.3f} ms, measured {measured.median_ms:.3f} ms "
+                      f"({pred.kernel_sum_ms / measured.median_ms - 1:+.1%})")
+        samples = store.calibration(spec.name)
+    correction = fit_correction([(f, m) for _, f, m in samples])
+    if correction is None:
+        out.print(f"{len(samples)} models calibrated on {spec.name}; the correction needs at least 3")
+    else:
+        out.print(f"correction for {spec.name}: {correction.describe()}")
 
 
 @app.command()
@@ -307,6 +340,7 @@ def validate(
             with err.status(f"measuring {path.name} on {spec.name} ..."):
                 measured = runner.time_model(str(path))
             rows.append({"model": str(path), "predicted_ms": pred.latency_ms,
+                         "kernel_sum_ms": pred.kernel_sum_ms, "corrected": pred.correction is not None,
                          "measured_ms": measured.median_ms, "measured_cv": measured.cv,
                          "estimated_share": pred.estimated_share,
                          "error": pred.latency_ms / measured.median_ms - 1})
@@ -316,10 +350,11 @@ def validate(
     if as_json:
         print(json.dumps({"device": spec.name, "models": rows, "metrics": metrics}, indent=1))
         return
-    t = Table("model", "predicted ms", "measured ms", "error", "estimated", title=f"validate on {spec.name}")
+    t = Table("model", "predicted ms", "kernel sum ms", "measured ms", "error", "estimated",
+              title=f"validate on {spec.name}")
     for r in rows:
-        t.add_row(Path(r["model"]).name, f"{r['predicted_ms']:.3f}", f"{r['measured_ms']:.3f}",
-                  f"{r['error']:+.1%}", f"{r['estimated_share']:.0%}")
+        t.add_row(Path(r["model"]).name, f"{r['predicted_ms']:.3f}", f"{r['kernel_sum_ms']:.3f}",
+                  f"{r['measured_ms']:.3f}", f"{r['error']:+.1%}", f"{r['estimated_share']:.0%}")
     out.print(t)
     out.print(f"RMSE {metrics['rmse_ms']:.3f} ms, RMSPE {metrics['rmspe']:.1%}, within 5/10/15 %: "
               f"{metrics['within_5']:.0%} / {metrics['within_10']:.0%} / {metrics['within_15']:.0%}")

@@ -15,6 +15,7 @@ import numpy as np
 from hwlat.errors import HwlatError
 from hwlat.graph import Graph, Kernel
 from hwlat.graph.summary import summarize
+from hwlat.lut.correct import Correction, fit_correction, model_features
 from hwlat.lut.store import TableStore
 
 MIN_FIT = 4  # same-kind entries needed before a least-squares fit replaces nearest-neighbour
@@ -37,20 +38,34 @@ class KernelLatency:
 class Prediction:
     device: str
     rows: tuple[KernelLatency, ...]
+    correction: Correction | None = None
 
     @property
-    def latency_ms(self) -> float:
+    def kernel_sum_ms(self) -> float:
         return sum(r.total_ms for r in self.rows)
 
     @property
+    def features(self) -> dict[str, float]:
+        return model_features(self.rows)
+
+    @property
+    def latency_ms(self) -> float:
+        """The kernel sum, corrected when the device has been calibrated."""
+        if self.correction is None:
+            return self.kernel_sum_ms
+        return max(self.correction.apply(self.features), 0.0)
+
+    @property
     def estimated_share(self) -> float:
-        total = self.latency_ms
+        total = self.kernel_sum_ms
         return 0.0 if total <= 0 else sum(r.total_ms for r in self.rows if r.estimated) / total
 
     def to_json(self) -> dict:
         return {
             "device": self.device,
             "latency_ms": self.latency_ms,
+            "kernel_sum_ms": self.kernel_sum_ms,
+            "correction": None if self.correction is None else self.correction.describe(),
             "estimated_share": self.estimated_share,
             "kernels": [
                 {
@@ -72,7 +87,8 @@ def features(macs: int | None, bytes_moved: int | None) -> tuple[float, float]:
     return float(macs or 0), float(bytes_moved or 0)
 
 
-def predict(g: Graph, kernels: list[Kernel], store: TableStore, device: str) -> Prediction:
+def predict(g: Graph, kernels: list[Kernel], store: TableStore, device: str, *,
+            correct: bool = True) -> Prediction:
     summary = summarize(g, kernels)
     keys = [r.kernel.key.text() for r in summary.rows]
     found = store.get_many(device, keys)
@@ -86,7 +102,10 @@ def predict(g: Graph, kernels: list[Kernel], store: TableStore, device: str) -> 
         else:
             ms, how = estimator.estimate(r.kernel.kind.value, r.cost)
             rows.append(KernelLatency(r.kernel, r.count, ms, True, how))
-    return Prediction(device, tuple(rows))
+    correction = None
+    if correct:
+        correction = fit_correction([(f, m) for _, f, m in store.calibration(device)])
+    return Prediction(device, tuple(rows), correction)
 
 
 class _Estimator:

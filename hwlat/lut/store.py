@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from hwlat import __version__
@@ -100,6 +100,9 @@ _SCHEMA = (
     # device-independent work of each kernel key: what estimates for table misses are fitted on
     "CREATE TABLE kernels (key TEXT PRIMARY KEY, kind TEXT NOT NULL, macs INTEGER, bytes INTEGER)"
     " WITHOUT ROWID",
+    # whole models measured end to end: what the prediction's correction is fitted on
+    "CREATE TABLE calibration (device TEXT NOT NULL, model TEXT NOT NULL, features TEXT NOT NULL,"
+    " measured_ms REAL NOT NULL, measured_at TEXT NOT NULL, PRIMARY KEY (device, model)) WITHOUT ROWID",
 )
 
 
@@ -213,6 +216,31 @@ class TableStore:
         )
         return [self._entry(row) for row in rows]
 
+    def put_calibration(self, device: str, model: str, features: dict[str, float],
+                        measured_ms: float) -> None:
+        """Record one model measured end to end with the features of its prediction."""
+        if not (math.isfinite(measured_ms) and measured_ms > 0):
+            raise InvalidInputError(f"measured_ms must be a positive number, got {measured_ms!r}")
+        with self._write():
+            self._db.execute(
+                "INSERT OR REPLACE INTO calibration VALUES (?, ?, ?, ?, ?)",
+                (device, model, json.dumps(features, sort_keys=True), float(measured_ms),
+                 datetime.now(UTC).isoformat(timespec="seconds")),
+            )
+
+    def calibration(self, device: str) -> list[tuple[str, dict[str, float], float]]:
+        """(model, features, measured_ms) of every model measured end to end on the device."""
+        rows = self._db.execute(
+            "SELECT model, features, measured_ms FROM calibration WHERE device = ? ORDER BY model", (device,))
+        out = []
+        for model, feats, ms in rows:
+            try:
+                parsed = json.loads(feats)
+            except ValueError as e:
+                raise TableError(f"{self.path}: bad calibration row for {model!r}") from e
+            out.append((model, parsed, float(ms)))
+        return out
+
     def features(self) -> dict[str, tuple[str, int | None, int | None]]:
         """key -> (kind, MACs, bytes moved) for every kernel whose work is known."""
         return {k: (kind, macs, nbytes) for k, kind, macs, nbytes in self._db.execute("SELECT * FROM kernels")}
@@ -295,10 +323,10 @@ class TableStore:
                 f"{path} has table schema version {version}; this hwlat reads version {SCHEMA_VERSION}"
                 " — re-profile or export/import with a matching hwlat"
             )
-        if not {"meta", "kernels"} <= tables or columns != FIELDS:
+        if not {"meta", "kernels", "calibration"} <= tables or columns != FIELDS:
             raise TableError(
                 f"{path} is a damaged hwlat table (tables {sorted(tables)}, entries columns {list(columns)}; "
-                f"expected entries columns {list(FIELDS)}, meta and kernels)"
+                f"expected entries columns {list(FIELDS)}, meta, kernels and calibration)"
             )
         return False
 

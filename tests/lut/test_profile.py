@@ -168,3 +168,28 @@ def test_kill_9_during_profile_loses_nothing_committed(tmp_path):
     with TableStore(table, readonly=True) as store:
         final = {e.key: e for e in store.entries("cpu-ort")}
     assert len(final) == 40 and all(final[k] == e for k, e in after.items())
+
+
+def test_calibrate_then_predict_and_validate_use_the_correction(tmp_path):
+    import json
+
+    paths = [save(conv_chain(2 + i, seed=10 * i), tmp_path / f"m{i}.onnx") for i in range(3)]
+    table = str(tmp_path / "t.sqlite")
+    home = tmp_path / "home"
+    assert cli("profile", *paths, "--table", table, env_home=home).returncode == 0
+    r = cli("predict", paths[0], "--table", table, "--json", env_home=home)
+    before = json.loads(r.stdout)
+    assert before["correction"] is None and before["latency_ms"] == before["kernel_sum_ms"]
+    r = cli("calibrate", *paths, "--table", table, env_home=home)
+    assert r.returncode == 0, r.stderr
+    assert "correction for cpu-ort" in r.stdout
+    after = json.loads(cli("predict", paths[0], "--table", table, "--json", env_home=home).stdout)
+    assert after["correction"].endswith("(fitted on 3 models)")
+    assert after["kernel_sum_ms"] == pytest.approx(before["kernel_sum_ms"])
+    plot = tmp_path / "v.png"
+    r = cli("validate", *paths, "--table", table, "--json", "--plot", str(plot), env_home=home)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["metrics"]["n"] == 3 and len(report["models"]) == 3
+    assert all(m["corrected"] for m in report["models"])
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

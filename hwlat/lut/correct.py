@@ -1,0 +1,65 @@
+"""The learned correction from the sum of kernel latencies to a model's end-to-end latency.
+
+Summing kernels timed one at a time misses what happens between them: a kernel in a model finds
+its weights colder in cache than one timed in a loop, each run pays the runtime's fixed cost,
+layout conversions sit between kernels. A small linear model over the prediction's parts,
+fitted on models measured end to end (`hwlat calibrate`), accounts for it:
+
+    latency ~ a_conv * conv_ms + a_dense * dense_ms + a_other * other_ms + b * kernels + c
+
+It is fitted on relative error and pulled towards the identity (a = 1, b = c = 0), so a few
+calibration models nudge it rather than overfit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_MODELS = 3
+FEATURES = ("conv_ms", "dense_ms", "other_ms", "kernels", "one")
+_GROUP = {"conv": "conv_ms", "sparse_conv": "conv_ms", "matmul": "dense_ms", "attention": "dense_ms"}
+_PRIOR = np.array([1.0, 1.0, 1.0, 0.0, 0.0])
+# how far each coefficient may move for the price of 1 % relative error: scales of the prior
+_PRIOR_SCALE = np.array([0.5, 0.5, 0.5, 0.05, 1.0])
+_PRIOR_WEIGHT = 0.05
+
+
+def model_features(rows) -> dict[str, float]:
+    """Features of one prediction; `rows` are KernelLatency rows (kind, per-occurrence ms, count)."""
+    f = dict.fromkeys(FEATURES, 0.0)
+    for r in rows:
+        f[_GROUP.get(r.kernel.kind.value, "other_ms")] += r.total_ms
+        f["kernels"] += r.count
+    f["one"] = 1.0
+    return f
+
+
+@dataclass(frozen=True)
+class Correction:
+    coef: tuple[float, ...]  # aligned with FEATURES
+    n_models: int
+
+    def apply(self, features: dict[str, float]) -> float:
+        return float(np.dot(self.coef, [features.get(k, 0.0) for k in FEATURES]))
+
+    def describe(self) -> str:
+        a = dict(zip(FEATURES, self.coef, strict=True))
+        return (f"x{a['conv_ms']:.3f} conv, x{a['dense_ms']:.3f} matmul/attention, x{a['other_ms']:.3f} other, "
+                f"{a['kernels'] * 1e3:+.1f} us/kernel, {a['one']:+.3f} ms (fitted on {self.n_models} models)")
+
+
+def fit_correction(samples: list[tuple[dict[str, float], float]]) -> Correction | None:
+    """Weighted ridge fit towards the identity; None with fewer than MIN_MODELS samples."""
+    if len(samples) < MIN_MODELS:
+        return None
+    x = np.array([[f.get(k, 0.0) for k in FEATURES] for f, _ in samples])
+    y = np.array([m for _, m in samples])
+    rows = x / y[:, None]  # relative error: each model counts the same, whatever its latency
+    target = np.ones(len(y))
+    reg = np.sqrt(_PRIOR_WEIGHT) * np.diag(1.0 / _PRIOR_SCALE)  # fixed: data outweighs it as models add up
+    a = np.vstack([rows, reg])
+    b = np.concatenate([target, reg @ _PRIOR])
+    coef, *_ = np.linalg.lstsq(a, b, rcond=None)
+    return Correction(tuple(float(c) for c in coef), len(samples))
