@@ -1,0 +1,100 @@
+"""Time kernels and whole models built by TVM for the host CPU and run by the Relax VM.
+
+Each kernel (or model) goes ONNX -> Relax (`from_onnx`) -> the device file's Relax pipeline ->
+`tvm.compile` for an llvm target with the host's CPU features -> VirtualMachine. Entries record
+the pipeline, so tuned and untuned measurements never mix.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+
+from hwlat.devices.measure import Timing, cpu_model, measure
+from hwlat.devices.spec import DeviceSpec
+from hwlat.errors import HwlatError, InvalidInputError, InvalidModelError
+
+
+def resolve_target(spec: DeviceSpec):
+    """The device file's target dict; mcpu "host" becomes the CPU LLVM detects here."""
+    import tvm
+
+    target = dict(spec.target or {"kind": "llvm"})
+    if target.get("mcpu") == "host":
+        target["mcpu"] = tvm.target.codegen.llvm_get_system_cpu()
+    try:
+        return tvm.target.Target(target)
+    except Exception as e:
+        raise InvalidInputError(f"device '{spec.name}': bad target {target} ({' '.join(str(e).split())[:200]})") from e
+
+
+class TvmRunner:
+    def __init__(self, spec: DeviceSpec):
+        # the runtime's thread pool reads this once, when it first starts
+        os.environ["TVM_NUM_THREADS"] = str(spec.threads)
+        import tvm
+        from tvm import relax
+
+        self.spec = spec
+        self.target = resolve_target(spec)
+        name = spec.pipeline or "default"
+        try:
+            self._pipeline = relax.get_pipeline(name)
+        except Exception as e:
+            raise InvalidInputError(f"device '{spec.name}': unknown Relax pipeline '{name}'") from e
+        self.pipeline = f"tvm-{name}"
+        self._dev = tvm.cpu(0)
+
+    def environment(self) -> dict:
+        import tvm
+
+        return {"cpu": cpu_model(), "threads": self.spec.threads,
+                "versions": {"apache-tvm": tvm.__version__, "target": str(self.target)}}
+
+    def unsupported(self, ops: set[str]) -> set[str]:
+        return {op for op in ops if "." in op}  # hwlat's custom ops need hwlat's lowering
+
+    def _build(self, proto: onnx.ModelProto):
+        import tvm
+        from tvm import relax
+        from tvm.relax.frontend.onnx import from_onnx
+
+        try:
+            mod = from_onnx(proto, keep_params_in_input=False)
+            ex = tvm.compile(mod, target=self.target, relax_pipeline=self._pipeline)
+        except Exception as e:
+            raise HwlatError(f"TVM cannot build the model: {' '.join(str(e).split())[:300]}") from e
+        vm = relax.VirtualMachine(ex, self._dev)
+        inits = {t.name for t in proto.graph.initializer}
+        rng = np.random.default_rng(0)
+        args = []
+        for i in proto.graph.input:
+            if i.name in inits:
+                continue
+            tt = i.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+            if any(d is None for d in dims):
+                raise InvalidModelError(f"input '{i.name}' has an unknown dimension; export with a fixed shape")
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
+            data = rng.standard_normal(dims).astype(dtype) if np.issubdtype(dtype, np.floating) \
+                else np.zeros(dims, dtype)
+            args.append(tvm.runtime.tensor(data, self._dev))
+        vm.set_input("main", *args)
+        return vm
+
+    def _time(self, vm) -> Timing:
+        def round_(n: int) -> list[float]:
+            for _ in range(self.spec.measure.warmup):
+                vm.invoke_stateful("main")
+            res = vm.time_evaluator("invoke_stateful", self._dev, number=1, repeat=n)("main")
+            return [r * 1e3 for r in res.results]
+
+        return measure(round_, self.spec.measure)
+
+    def time_kernel(self, proto: onnx.ModelProto) -> Timing:
+        return self._time(self._build(proto))
+
+    def time_model(self, path: str) -> Timing:
+        return self._time(self._build(onnx.load(path)))
