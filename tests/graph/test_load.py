@@ -139,13 +139,19 @@ def run_cli(*args, cwd=None):
                           cwd=cwd, timeout=120)
 
 
-@pytest.mark.parametrize("make", ["missing", "garbage", "unknown_op"])
+@pytest.mark.parametrize("make", ["missing", "garbage", "unknown_op", "cycle", "external_escape"])
 def test_cli_bad_model_is_one_line_and_exit_2(tmp_path, make):
     p = tmp_path / "bad.onnx"
     if make == "garbage":
         p.write_bytes(b"\x08\x07garbage" * 10)
     elif make == "unknown_op":
         save(model([node("Frobnicate", ["x"], ["y"])], [tensor("x", [3])], [tensor("y", [3])]), p)
+    elif make == "cycle":
+        save(model([node("Relu", ["x"], ["a"]), node("Add", ["a", "c"], ["b"]), node("Relu", ["b"], ["c"])],
+                   [tensor("x", [3])], [tensor("c", [3])]), p)
+    elif make == "external_escape":
+        (tmp_path / "secret.bin").write_bytes(b"\0" * 16)
+        p = _with_external_weight(tmp_path, "../secret.bin")
     r = run_cli("inspect", str(p))
     assert r.returncode == 2
     assert r.stdout == ""
