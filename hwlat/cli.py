@@ -405,9 +405,15 @@ def lut_show(table: TableOpt = None,
 
 def _format_of(path: Path, fmt: str | None) -> str:
     fmt = fmt or path.suffix.lstrip(".").lower()
-    if fmt not in ("json", "csv"):
-        raise InvalidInputError(f"format '{fmt}': use --format json or csv")
+    if fmt not in ("json", "csv", "ofa"):
+        raise InvalidInputError(f"format '{fmt}': use --format json, csv or ofa")
     return fmt
+
+
+def _ofa_device(device: str | None) -> str:
+    if not device:
+        raise InvalidInputError("--format ofa needs --device NAME: the device the OFA tables were measured on")
+    return device
 
 
 @lut_app.command("export")
@@ -415,28 +421,75 @@ def lut_export(path: Annotated[Path, typer.Argument(help="file to write")],
                fmt: Annotated[str | None, typer.Option("--format", help="json or csv (default: from suffix)")] = None,
                device: Annotated[str | None, typer.Option(help="only this device")] = None,
                table: TableOpt = None) -> None:
-    """Write table entries to JSON or CSV."""
+    """Write table entries to JSON, CSV, or OFA's yaml tables (a folder, one file per resolution)."""
     from hwlat.lut import export_csv, export_json
+    from hwlat.lut.ofa import export_ofa_dir
 
     fmt = _format_of(path, fmt)
     with _table(table, readonly=True) as store:
-        n = (export_json if fmt == "json" else export_csv)(store, path, device)
+        if fmt == "ofa":
+            n = export_ofa_dir(store, path, _ofa_device(device))
+        else:
+            n = (export_json if fmt == "json" else export_csv)(store, path, device)
     out.print(f"wrote {n} entries to {path}")
 
 
 @lut_app.command("import")
 def lut_import(path: Annotated[Path, typer.Argument(help="file to read")],
-               fmt: Annotated[str | None, typer.Option("--format", help="json or csv (default: from suffix)")] = None,
+               fmt: Annotated[str | None, typer.Option("--format", help="json, csv or ofa (default: from suffix)")] = None,
+               device: Annotated[str | None, typer.Option(help="with --format ofa: the device to file them under")] = None,
                table: TableOpt = None) -> None:
-    """Read entries from JSON or CSV into the table (all or nothing)."""
+    """Read entries from JSON, CSV or a folder of OFA yaml tables into the table (all or nothing)."""
     from hwlat.lut import import_csv, import_json
+    from hwlat.lut.ofa import import_ofa_dir
 
     fmt = _format_of(path, fmt)
+    if fmt == "ofa":
+        if not path.is_dir():
+            raise InvalidInputError(f"{path}: not a folder of OFA <R>_lookup_table.yaml files")
+        with _table(table, readonly=False) as store:
+            n = import_ofa_dir(store, path, _ofa_device(device))
+        out.print(f"imported {n} entries into {store.path}")
+        return
     if not path.is_file():
         raise InvalidInputError(f"{path}: no such file")
     with _table(table, readonly=False) as store:
         n = (import_json if fmt == "json" else import_csv)(store, path)
     out.print(f"imported {n} entries into {store.path}")
+
+
+nas_app = typer.Typer(help="Latency inside architecture search.", no_args_is_help=True)
+app.add_typer(nas_app, name="nas")
+SPACES = ("ofa-mbv3",)
+
+
+@nas_app.command("predict")
+def nas_predict(
+    space: Annotated[str, typer.Option(help=f"search space: {', '.join(SPACES)}")],
+    config: Annotated[Path, typer.Option(help="OFA net config JSON ({'image_size': R, 'net': ...})")],
+    device: DeviceOpt = "cpu-ort",
+    table: TableOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Latency of one architecture of a search space, from the device's table (OFA's rule)."""
+    from hwlat.lut.ofa import predict_ofa
+
+    if space not in SPACES:
+        raise InvalidInputError(f"unknown space '{space}'; known: {', '.join(SPACES)}")
+    try:
+        cfg = json.loads(config.read_text())
+    except (OSError, ValueError) as e:
+        raise InvalidInputError(f"{config}: not a readable net config ({e})") from e
+    with _table(table, readonly=True) as store:
+        pred = predict_ofa(store, device, cfg)
+    if as_json:
+        print(json.dumps(pred.to_json(), indent=1))
+        return
+    t = Table("block", "ms", title=f"{config.name} on {device} (resolution {pred.image_size})")
+    for row in pred.rows:
+        t.add_row(row.key, f"{row.ms:.6f}")
+    out.print(t)
+    out.print(f"{config.name} on {device}: {pred.latency_ms:.6f} ms")
 
 
 def main() -> None:
