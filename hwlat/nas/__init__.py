@@ -1,0 +1,32 @@
+"""Neural architecture search support: search spaces that sample architectures as descriptions
+(OFA net configs, NAS-Bench-201 cell strings) for `hwlat.zoo` to build. No torch import."""
+
+from hwlat.nas.spaces import (
+    NB201_EDGES,
+    NB201_OPS,
+    NB201_SIZE,
+    OFA_MBV3,
+    OFA_MBV3_W12,
+    OFAMobileNetV3Space,
+    nb201_arch,
+    nb201_index,
+    ofa_mbv3_config,
+    parse_nb201,
+    sample_nb201,
+    sample_ofa_mbv3,
+)
+
+__all__ = [
+    "NB201_EDGES",
+    "NB201_OPS",
+    "NB201_SIZE",
+    "OFA_MBV3",
+    "OFA_MBV3_W12",
+    "OFAMobileNetV3Space",
+    "nb201_arch",
+    "nb201_index",
+    "ofa_mbv3_config",
+    "parse_nb201",
+    "sample_nb201",
+    "sample_ofa_mbv3",
+]
