@@ -97,6 +97,8 @@ def main() -> None:
     args = ap.parse_args()
     data = Path(args.data)
     models = json.loads((data / "manifest.json").read_text())
+    for m in models:  # manifest paths are relative to its folder
+        m["path"] = str(data / m["path"])
     spec = load_device(DEVICE)
     runner = spec.make_runner()
     graphs = {}

@@ -5,7 +5,12 @@ its weights colder in cache than one timed in a loop, each run pays the runtime'
 layout conversions sit between kernels. A small linear model over the prediction's parts,
 fitted on models measured end to end (`hwlat calibrate`), accounts for it:
 
-    latency ~ a_conv * conv_ms + a_dense * dense_ms + a_other * other_ms + b * kernels + c
+    latency ~ a_conv * conv_ms + a_dense * dense_ms + a_other * other_ms + b * kernels
+              + d * boundary_mb + c
+
+`boundary_mb` is the data handed between spatial kernels (conv, pool, normalization) and kernels
+of other kinds: runtimes that run convolutions in a blocked layout (onnxruntime's NCHWc)
+convert it there, e.g. around every squeeze-excite block, and no kernel timed alone pays that.
 
 It is fitted on relative error and pulled towards the identity (a = 1, b = c = 0), so a few
 calibration models nudge it rather than overfit.
@@ -18,22 +23,41 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_MODELS = 3
-FEATURES = ("conv_ms", "dense_ms", "other_ms", "kernels", "one")
+FEATURES = ("conv_ms", "dense_ms", "other_ms", "kernels", "boundary_mb", "one")
+SPATIAL_KINDS = frozenset({"conv", "pool", "normalization"})
 _GROUP = {"conv": "conv_ms", "sparse_conv": "conv_ms", "matmul": "dense_ms", "attention": "dense_ms"}
-_PRIOR = np.array([1.0, 1.0, 1.0, 0.0, 0.0])
+_PRIOR = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
 # how far each coefficient may move for the price of 1 % relative error: scales of the prior
-_PRIOR_SCALE = np.array([0.5, 0.5, 0.5, 0.05, 1.0])
+# (ms per kernel; ms per MB, about a memory copy at 1 GB/s; ms)
+_PRIOR_SCALE = np.array([0.5, 0.5, 0.5, 0.05, 1.0, 1.0])
 _PRIOR_WEIGHT = 0.05
 
 
-def model_features(rows) -> dict[str, float]:
+def model_features(rows, boundary_bytes: int) -> dict[str, float]:
     """Features of one prediction; `rows` are KernelLatency rows (kind, per-occurrence ms, count)."""
     f = dict.fromkeys(FEATURES, 0.0)
     for r in rows:
         f[_GROUP.get(r.kernel.kind.value, "other_ms")] += r.total_ms
         f["kernels"] += r.count
+    f["boundary_mb"] = boundary_bytes / 1e6
     f["one"] = 1.0
     return f
+
+
+def boundary_bytes(g, kernels) -> int:
+    """Bytes passed from spatial kernels to others and back (see `boundary_mb` above)."""
+    producer = {o: k for k in kernels for n in k.nodes for o in g.node(n).outputs if o}
+    total = 0
+    for k in kernels:
+        inside = {o for n in k.nodes for o in g.node(n).outputs}
+        for n in k.nodes:
+            for i in g.node(n).inputs:
+                p = producer.get(i)
+                if p is None or i in inside:
+                    continue
+                if (p.kind.value in SPATIAL_KINDS) != (k.kind.value in SPATIAL_KINDS):
+                    total += g.values[i].sig.nbytes() or 0
+    return total
 
 
 @dataclass(frozen=True)
@@ -47,7 +71,8 @@ class Correction:
     def describe(self) -> str:
         a = dict(zip(FEATURES, self.coef, strict=True))
         return (f"x{a['conv_ms']:.3f} conv, x{a['dense_ms']:.3f} matmul/attention, x{a['other_ms']:.3f} other, "
-                f"{a['kernels'] * 1e3:+.1f} us/kernel, {a['one']:+.3f} ms (fitted on {self.n_models} models)")
+                f"{a['kernels'] * 1e3:+.1f} us/kernel, {a['boundary_mb']:+.3f} ms/MB at layout boundaries, "
+                f"{a['one']:+.3f} ms (fitted on {self.n_models} models)")
 
 
 def fit_correction(samples: list[tuple[dict[str, float], float]]) -> Correction | None:

@@ -15,7 +15,7 @@ import numpy as np
 from hwlat.errors import HwlatError
 from hwlat.graph import Graph, Kernel
 from hwlat.graph.summary import summarize
-from hwlat.lut.correct import Correction, fit_correction, model_features
+from hwlat.lut.correct import Correction, boundary_bytes, fit_correction, model_features
 from hwlat.lut.store import TableStore
 
 MIN_FIT = 4  # same-kind entries needed before a least-squares fit replaces nearest-neighbour
@@ -38,6 +38,7 @@ class KernelLatency:
 class Prediction:
     device: str
     rows: tuple[KernelLatency, ...]
+    boundary_bytes: int = 0
     correction: Correction | None = None
 
     @property
@@ -46,7 +47,7 @@ class Prediction:
 
     @property
     def features(self) -> dict[str, float]:
-        return model_features(self.rows)
+        return model_features(self.rows, self.boundary_bytes)
 
     @property
     def latency_ms(self) -> float:
@@ -105,59 +106,57 @@ def predict(g: Graph, kernels: list[Kernel], store: TableStore, device: str, *,
     correction = None
     if correct:
         correction = fit_correction([(f, m) for _, f, m in store.calibration(device)])
-    return Prediction(device, tuple(rows), correction)
+    return Prediction(device, tuple(rows), boundary_bytes(g, kernels), correction)
 
 
 class _Estimator:
-    """Per-kind models of latency over (MACs, bytes) from the device's measured entries."""
+    """Per-kind power laws of latency over (MACs, bytes) from the device's measured entries.
+
+    log(ms) = a + b*log(1 + MACs) + c*log(1 + bytes): a power law extrapolates from small
+    kernels to large ones without the blow-ups a linear fit gives, and fits relative error.
+    """
 
     def __init__(self, store: TableStore, device: str):
         self.points: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
         feats = store.features()
         for e in store.entries(device):
             f = feats.get(e.key)
-            if f is not None:
+            if f is not None and e.median_ms > 0:
                 self.points[e.kind].append((*features(f[1], f[2]), e.median_ms))
         if not self.points:
-            raise HwlatError(
-                f"the table has no entries for device '{device}'; "
-                f"run `hwlat profile MODEL.onnx --device {device}` first"
-            )
-        self._fits: dict[str, np.ndarray | None] = {}
+            raise HwlatError(f"the table has no entries for device '{device}'; "
+                             f"run `hwlat profile MODEL.onnx --device {device}` first")
+        self._fits: dict[str, np.ndarray] = {}
 
     def estimate(self, kind: str, cost) -> tuple[float, str]:
-        macs, nbytes = features(
-            cost.macs, cost.bytes_read and cost.bytes_read + (cost.bytes_written or 0)
-        )
-        pts = self.points.get(kind)
+        moved = None if cost.bytes_read is None else cost.bytes_read + (cost.bytes_written or 0)
+        macs, nbytes = features(cost.macs, moved)
+        pts, scope = self.points.get(kind), kind
         if not pts:
-            pts = [p for ps in self.points.values() for p in ps]
-            scope = "all kinds"
-        else:
-            scope = kind
+            pts, scope = [p for ps in self.points.values() for p in ps], "all kinds"
         if len(pts) >= MIN_FIT:
             coef = self._fit(scope, pts)
-            ms = float(coef @ np.array([macs, nbytes, 1.0]))
-            return max(ms, 0.0), f"estimate: fit on {len(pts)} {scope} entries"
-        nearest = min(
-            pts,
-            key=lambda p: (
-                abs(np.log1p(p[0]) - np.log1p(macs)) + abs(np.log1p(p[1]) - np.log1p(nbytes))
-            ),
-        )
-        scale = (
-            (macs / nearest[0])
-            if macs and nearest[0]
-            else (nbytes / nearest[1] if nbytes and nearest[1] else 1.0)
-        )
+            ms = float(np.exp(coef @ np.array([1.0, np.log1p(macs), np.log1p(nbytes)])))
+            return ms, f"estimate: power law on {len(pts)} {scope} entries"
+        nearest = min(pts, key=lambda p: abs(np.log1p(p[0]) - np.log1p(macs)) + abs(np.log1p(p[1]) - np.log1p(nbytes)))
+        if macs and nearest[0]:
+            scale = macs / nearest[0]
+        elif nbytes and nearest[1]:
+            scale = nbytes / nearest[1]
+        else:
+            scale = 1.0
         return nearest[2] * scale, f"estimate: nearest {scope} entry scaled by work"
 
     def _fit(self, scope: str, pts) -> np.ndarray:
         if scope not in self._fits:
-            a = np.array([[m, b, 1.0] for m, b, _ in pts])
-            y = np.array([t for _, _, t in pts])
-            # relative error matters, not absolute: weight each point by 1/latency
-            w = 1.0 / np.maximum(y, 1e-6)
-            coef, *_ = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)
-            self._fits[scope] = np.maximum(coef, 0.0)  # latency never falls with more work
+            a = np.array([[1.0, np.log1p(m), np.log1p(b)] for m, b, _ in pts])
+            y = np.log(np.array([t for _, _, t in pts]))
+            # a small ridge keeps collinear MACs and bytes (convs of one shape family) stable
+            reg = 1e-3 * np.diag([0.0, 1.0, 1.0])
+            coef, *_ = np.linalg.lstsq(np.vstack([a, reg]), np.concatenate([y, np.zeros(3)]), rcond=None)
+            # latency never falls with more work, and grows at most ~linearly with it
+            clipped = np.clip(coef[1:], 0.0, 1.2)
+            if not np.array_equal(clipped, coef[1:]):  # refit the intercept for the bounded slopes
+                coef = np.array([np.mean(y - a[:, 1:] @ clipped), *clipped])
+            self._fits[scope] = coef
         return self._fits[scope]

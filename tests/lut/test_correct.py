@@ -14,22 +14,22 @@ def synthetic(n: int, coef, seed: int = 0):
     samples = []
     for _ in range(n):
         f = {"conv_ms": rng.uniform(1, 50), "dense_ms": rng.uniform(0, 20), "other_ms": rng.uniform(0, 5),
-             "kernels": float(rng.integers(20, 300)), "one": 1.0}
+             "kernels": float(rng.integers(20, 300)), "boundary_mb": rng.uniform(0, 3), "one": 1.0}
         samples.append((f, float(np.dot(coef, [f[k] for k in FEATURES]))))
     return samples
 
 
 def test_too_few_models_give_no_correction():
-    assert fit_correction(synthetic(MIN_MODELS - 1, [1, 1, 1, 0, 0])) is None
+    assert fit_correction(synthetic(MIN_MODELS - 1, [1, 1, 1, 0, 0, 0])) is None
 
 
 def test_identity_data_gives_the_identity():
-    c = fit_correction(synthetic(20, [1, 1, 1, 0, 0]))
-    assert np.allclose(c.coef, [1, 1, 1, 0, 0], atol=1e-6)
+    c = fit_correction(synthetic(20, [1, 1, 1, 0, 0, 0]))
+    assert np.allclose(c.coef, [1, 1, 1, 0, 0, 0], atol=1e-6)
 
 
 def test_recovers_a_systematic_bias_from_many_models():
-    truth = [1.2, 0.9, 1.0, 0.004, 0.3]  # cold caches on convs, 4 us per kernel, 0.3 ms per run
+    truth = [1.2, 0.9, 1.0, 0.004, 0.5, 0.3]  # cold convs, 4 us/kernel, 0.5 ms/MB reordered, 0.3 ms/run
     samples = synthetic(200, truth)
     c = fit_correction(samples)
     errors = [abs(c.apply(f) / m - 1) for f, m in samples]
@@ -38,7 +38,7 @@ def test_recovers_a_systematic_bias_from_many_models():
 
 
 def test_few_models_move_the_fit_only_towards_them():
-    samples = synthetic(3, [1.5, 1.5, 1.5, 0, 0])
+    samples = synthetic(3, [1.5, 1.5, 1.5, 0, 0, 0])
     c = fit_correction(samples)
     before = np.mean([abs(sum(f[k] for k in ("conv_ms", "dense_ms", "other_ms")) / m - 1) for f, m in samples])
     after = np.mean([abs(c.apply(f) / m - 1) for f, m in samples])
@@ -53,3 +53,26 @@ def test_calibration_rows_round_trip_through_the_store(tmp_path):
         assert store.calibration("cpu-ort") == [("/m/a.onnx", {"conv_ms": 1.6, "one": 1.0}, 2.1)]
         with pytest.raises(Exception, match="measured_ms"):
             store.put_calibration("cpu-ort", "/m/b.onnx", {}, float("nan"))
+
+
+def test_boundary_bytes_count_data_crossing_between_spatial_and_other_kernels(tmp_path):
+    from onnx import TensorProto, helper
+
+    from hwlat.graph import fuse, load
+    from hwlat.lut.correct import boundary_bytes
+    from tests.graph.onnx_builders import const as init
+    from tests.graph.onnx_builders import conv_weights, model, node, rand, save, tensor
+
+    m = model([node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+               node("ReduceMean", ["c", "axes"], ["m"], keepdims=1),
+               node("Mul", ["c", "m"], ["y"]),
+               node("Conv", ["y", "w2"], ["z"], pads=[1, 1, 1, 1])],
+              [tensor("x", [1, 4, 8, 8])], [tensor("z", [1, 4, 8, 8])],
+              conv_weights(4, 4, 3) + [init("w2", rand(4, 4, 3, 3)),
+                                       helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3])])
+    g = load(save(m, tmp_path / "se.onnx"))
+    kernels = fuse(g)
+    assert [k.kind.value for k in kernels] == ["conv", "reduction", "elementwise", "conv"]
+    one = 4 * 8 * 8 * 4  # a float32 [1, 4, 8, 8]
+    # c -> ReduceMean, c -> Mul, y -> Conv; m (reduction -> elementwise) stays in one layout
+    assert boundary_bytes(g, kernels) == 3 * one
