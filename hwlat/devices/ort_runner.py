@@ -34,6 +34,7 @@ _BOUNDARY_OPS = frozenset({"ReorderInput", "ReorderOutput"})
 
 class OrtRunner:
     pipeline = "ort-profiler"
+    in_model_pipeline = "ort-in-model"
 
     def __init__(self, spec: DeviceSpec):
         self.spec = spec
@@ -103,6 +104,52 @@ class OrtRunner:
 
             return measure(round_, self.spec.measure)
 
+    def time_in_model(self, path: str, g, kernels) -> dict[int, list[float]]:
+        """Per kernel (by index in `kernels`), its time in each run of the whole model.
+
+        onnxruntime names the nodes it executes after the original nodes or their output values
+        (`<value>_nchwc` for a fused conv, `<node>/<Fusion>` for other fusions); a node it adds
+        itself (a layout Reorder, a Gemm's Reshape) is charged to the next kernel that runs,
+        which is the one that needed it. Kernels onnxruntime removed or renamed beyond
+        recognition are absent from the result and are timed alone instead.
+        """
+        owner: dict[str, int] = {}
+        for idx, k in enumerate(kernels):
+            for name in k.nodes:
+                owner[name.rsplit("#", 1)[0]] = idx
+                owner.update((o, idx) for o in g.node(name).outputs if o)
+        overhead = self.profiler_overhead_ms
+        n = self.spec.measure.repeats
+        with tempfile.TemporaryDirectory(prefix="hwlat-ort-") as tmp:
+            sess = _session(str(path), self._options(tmp))
+            feeds = random_feeds(sess)
+            for _ in range(self.spec.measure.warmup + n):
+                sess.run(None, feeds)
+            trace = sess.end_profiling()
+            with open(trace) as f:
+                events = json.load(f)
+        runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                      if e.get("cat") == "Session" and e.get("name") == "model_run")[-n:]
+        nodes = sorted((e["ts"], e["dur"], e["name"][: -len("_kernel_time")]) for e in events
+                       if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"))
+        per: dict[int, list[float]] = {}
+        for r, (start, end) in enumerate(runs):
+            pending, last = 0.0, None
+            for ts, dur, name in nodes:
+                if ts < start or ts > end:
+                    continue
+                cost = max(dur / 1e3 - overhead, 0.0)
+                idx = owner.get(_ort_origin(name))
+                if idx is None:
+                    pending += cost
+                    continue
+                times = per.setdefault(idx, [0.0] * len(runs))
+                times[r] += cost + pending
+                pending, last = 0.0, idx
+            if pending and last is not None:
+                per[last][r] += pending
+        return per
+
     def time_model(self, path: str) -> Timing:
         sess = _session(path, self._options())
         feeds = random_feeds(sess)
@@ -170,6 +217,12 @@ def kernel_times_per_run(trace_path: str) -> list[tuple[float, int]]:
             j += 1
         totals.append((total / 1e3, count))
     return totals
+
+
+def _ort_origin(name: str) -> str:
+    """The original node or value name an executed onnxruntime node was made from."""
+    base = name.split("/", 1)[0]
+    return base[: -len("_nchwc")] if base.endswith("_nchwc") else base
 
 
 def _relu_chain(n: int, shape) -> onnx.ModelProto:

@@ -51,11 +51,36 @@ def test_profile_then_predict_sums_the_table(tmp_path, device):
         assert len(entries) == 3
         for e in entries.values():
             assert e.q1_ms <= e.median_ms <= e.q3_ms and e.median_ms > 0
-            assert e.threads == 1 and e.pipeline == "ort-profiler" and e.repeats >= 25
+            # every kernel of a plain conv chain is found in onnxruntime's run of the model
+            assert e.threads == 1 and e.pipeline == "ort-in-model" and e.repeats >= 25
         g = load(path)
         pred = predict(g, fuse(g), store, "cpu-ort")
         assert pred.estimated_share == 0.0
         assert pred.latency_ms == pytest.approx(sum(e.median_ms for e in entries.values()))
+
+
+def test_without_the_model_kernels_are_cut_out_and_timed_alone(tmp_path, device):
+    path = save(conv_chain(2), tmp_path / "m.onnx")
+    runner = device.make_runner()
+    with TableStore(tmp_path / "t.sqlite") as store:
+        full = plan([path], device, runner, store)
+        alone = type(full)(kernels=full.kernels, already=0)  # no models: nothing to attribute
+        profile(alone, device, runner, store)
+        assert {e.pipeline for e in store.entries("cpu-ort")} == {"ort-profiler"}
+
+
+def test_in_model_attribution_charges_added_nodes_to_a_kernel(tmp_path, device):
+    # conv -> flatten -> gemm: onnxruntime adds a ReorderOutput (NCHWc) it has to charge somewhere
+    m = model([node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), node("Relu", ["c"], ["r"]),
+               node("Flatten", ["r"], ["f"]), node("Gemm", ["f", "wg", "bg"], ["y"], transB=1)],
+              [tensor("x", [1, 8, 8, 8])], [tensor("y", [1, 10])],
+              [const("w", rand(16, 8, 3, 3)), const("wg", rand(10, 16 * 8 * 8)), const("bg", rand(10))])
+    path = save(m, tmp_path / "m.onnx")
+    g = load(path)
+    kernels = fuse(g)
+    per = device.make_runner().time_in_model(path, g, kernels)
+    assert sorted(per) == list(range(len(kernels)))  # every kernel found in the run
+    assert all(len(v) == device.measure.repeats and min(v) >= 0 for v in per.values())
 
 
 def test_missing_kernel_is_estimated_and_says_so(tmp_path, device):
@@ -132,16 +157,18 @@ def test_kernels_the_device_cannot_run_are_refused_before_measuring(tmp_path):
 
 
 def test_kill_9_during_profile_loses_nothing_committed(tmp_path):
-    path = save(conv_chain(40, hw=20), tmp_path / "m.onnx")
+    # 30 models of distinct kernels: profile commits after each, so a kill lands between commits
+    paths = [save(conv_chain(3, c=4 + 2 * i, hw=24, seed=i), tmp_path / f"m{i}.onnx") for i in range(30)]
+    total = len({k.key.text() for p in paths for k in fuse(load(p))})  # models share some kernels
     table = tmp_path / "t.sqlite"
     env = dict(os.environ, HWLAT_HOME=str(tmp_path / "home"))
-    proc = subprocess.Popen([sys.executable, "-m", "hwlat.cli", "profile", path, "--table", str(table)],
+    proc = subprocess.Popen([sys.executable, "-m", "hwlat.cli", "profile", *paths, "--table", str(table)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     committed: dict = {}
     deadline = time.time() + 120
     try:
         while time.time() < deadline and proc.poll() is None:
-            time.sleep(0.3)
+            time.sleep(0.2)
             if table.exists():
                 try:
                     with TableStore(table, readonly=True) as store:
@@ -150,7 +177,7 @@ def test_kill_9_during_profile_loses_nothing_committed(tmp_path):
                     continue
             if committed:
                 break
-        assert proc.poll() is None, "profile finished before it could be killed; make the model bigger"
+        assert proc.poll() is None, "profile finished before it could be killed; give it more models"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
@@ -159,15 +186,15 @@ def test_kill_9_during_profile_loses_nothing_committed(tmp_path):
     assert committed
     with TableStore(table, readonly=True) as store:
         after = {e.key: e for e in store.entries("cpu-ort")}
-    assert set(committed) <= set(after) and len(after) < 40
+    assert set(committed) <= set(after) and len(after) < total
     for key, e in committed.items():
         assert after[key] == e
-    r = cli("profile", path, "--table", str(table), env_home=tmp_path / "home")
+    r = cli("profile", *paths, "--table", str(table), env_home=tmp_path / "home")
     assert r.returncode == 0, r.stderr
-    assert f"{40 - len(after)} kernels measured, {len(after)} already" in r.stdout
+    assert f"{total - len(after)} kernels measured, {len(after)} already" in r.stdout
     with TableStore(table, readonly=True) as store:
         final = {e.key: e for e in store.entries("cpu-ort")}
-    assert len(final) == 40 and all(final[k] == e for k, e in after.items())
+    assert len(final) == total and all(final[k] == e for k, e in after.items())
 
 
 def test_calibrate_then_predict_and_validate_use_the_correction(tmp_path):
