@@ -101,14 +101,15 @@ def profile(
         if not any(k.key.text() in remaining for k in kernels):
             continue
         series: dict[str, list[list[float]]] = defaultdict(list)
+        found: dict[str, Kernel] = {}
         for idx, times in in_model(path, g, kernels).items():
             series[kernels[idx].key.text()].append(times)
+            found[kernels[idx].key.text()] = kernels[idx]
         for key, runs in series.items():
             if key in remaining:
                 # a key met n times in the model: each run's mean over its occurrences
                 samples = tuple(sum(r) / len(runs) for r in zip(*runs, strict=True))
-                _, k = remaining[key]
-                add(key, g, k, Timing(samples), runner.in_model_pipeline)
+                add(key, g, found[key], Timing(samples), runner.in_model_pipeline)
         commit()
     last_commit = time.perf_counter()
     for key, (g, k) in list(remaining.items()):
