@@ -130,7 +130,8 @@ def main() -> None:
         print("\n| family | model | measured ms | predicted (LOFO) | error | estimated | predicted (seen) | error |")
         print("|---|---|---|---|---|---|---|---|")
         for a, b in zip(lofo, seen, strict=True):
-            print(f"| {a['family']} | {a['name']} | {a['measured']:.3f} | {a['predicted']:.3f} | "
+            name = a["name"].replace("|", "\\|")  # NB201 cell strings hold pipes
+            print(f"| {a['family']} | {name} | {a['measured']:.3f} | {a['predicted']:.3f} | "
                   f"{a['predicted'] / a['measured'] - 1:+.1%} | {a['estimated_share']:.0%} | "
                   f"{b['predicted']:.3f} | {b['predicted'] / b['measured'] - 1:+.1%} |")
 
