@@ -111,13 +111,26 @@ class OrtRunner:
         (`<value>_nchwc` for a fused conv, `<node>/<Fusion>` for other fusions); a node it adds
         itself (a layout Reorder, a Gemm's Reshape) is charged to the next kernel that runs,
         which is the one that needed it. Kernels onnxruntime removed or renamed beyond
-        recognition are absent from the result and are timed alone instead.
+        recognition are absent from the result and are timed alone instead. Like every
+        measurement, a round whose spread is too wide is run again (the tightest round is kept
+        for each kernel).
         """
         owner: dict[str, int] = {}
         for idx, k in enumerate(kernels):
             for name in k.nodes:
                 owner[name.rsplit("#", 1)[0]] = idx
                 owner.update((o, idx) for o in g.node(name).outputs if o)
+        best: dict[int, Timing] = {}
+        for _ in range(self.spec.measure.max_rounds):
+            for idx, samples in self._in_model_round(path, owner).items():
+                t = Timing(tuple(samples))
+                if idx not in best or t.cv < best[idx].cv:
+                    best[idx] = t
+            if all(t.cv <= self.spec.measure.max_cv for t in best.values()):
+                break
+        return {idx: list(t.samples_ms) for idx, t in best.items()}
+
+    def _in_model_round(self, path: str, owner: dict[str, int]) -> dict[int, list[float]]:
         overhead = self.profiler_overhead_ms
         n = self.spec.measure.repeats
         with tempfile.TemporaryDirectory(prefix="hwlat-ort-") as tmp:

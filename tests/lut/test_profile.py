@@ -220,3 +220,15 @@ def test_calibrate_then_predict_and_validate_use_the_correction(tmp_path):
     assert report["metrics"]["n"] == 3 and len(report["models"]) == 3
     assert all(m["corrected"] for m in report["models"])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_in_model_rounds_repeat_while_noisy_and_keep_the_tightest(tmp_path, device, monkeypatch):
+    runner = device.make_runner()
+    rounds = iter([{0: [1.0, 3.0, 1.0, 5.0], 1: [2.0, 2.0, 2.0, 2.0]},   # kernel 0 too noisy
+                   {0: [1.0, 1.0, 1.1, 1.0], 1: [9.0, 1.0, 9.0, 1.0]}])  # now kernel 1 is
+    calls = []
+    monkeypatch.setattr(runner, "_in_model_round", lambda path, owner: calls.append(1) or next(rounds))
+    g = load(save(conv_chain(2), tmp_path / "m.onnx"))
+    per = runner.time_in_model("unused", g, fuse(g))
+    assert len(calls) == 2
+    assert per == {0: [1.0, 1.0, 1.1, 1.0], 1: [2.0, 2.0, 2.0, 2.0]}
