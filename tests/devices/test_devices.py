@@ -54,7 +54,8 @@ def test_profile_and_predict_on_each_cpu_device(tmp_path, device):
         profile(plan([path], spec, runner, store), spec, runner, store)
         entries = store.entries(device)
         assert len(entries) == 2
-        assert {e.pipeline for e in entries} == {"ort-profiler" if device == "cpu-ort" else "tvm-default"}
+        # onnxruntime's kernels are timed inside the model; TVM's are built and timed one by one
+        assert {e.pipeline for e in entries} == {"ort-in-model" if device == "cpu-ort" else "tvm-default"}
         g = load(path)
         assert predict(g, fuse(g), store, device).latency_ms == pytest.approx(sum(e.median_ms for e in entries))
     whole = runner.time_model(path)
