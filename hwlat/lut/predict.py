@@ -94,7 +94,7 @@ def predict(g: Graph, kernels: list[Kernel], store: TableStore, device: str, *,
     keys = [r.kernel.key.text() for r in summary.rows]
     found = store.get_many(device, keys)
     missing = [r for r in summary.rows if r.kernel.key.text() not in found]
-    estimator = _Estimator(store, device) if missing else None
+    estimator = MissEstimator(store, device) if missing else None
     rows = []
     for r in summary.rows:
         e = found.get(r.kernel.key.text())
@@ -109,7 +109,7 @@ def predict(g: Graph, kernels: list[Kernel], store: TableStore, device: str, *,
     return Prediction(device, tuple(rows), boundary_bytes(g, kernels), correction)
 
 
-class _Estimator:
+class MissEstimator:
     """Per-kind power laws of latency over (MACs, bytes) from the device's measured entries.
 
     log(ms) = a + b*log(1 + MACs) + c*log(1 + bytes): a power law extrapolates from small

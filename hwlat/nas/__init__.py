@@ -1,6 +1,8 @@
 """Neural architecture search support: search spaces that sample architectures as descriptions
-(OFA net configs, NAS-Bench-201 cell strings) for `hwlat.zoo` to build. No torch import."""
+(OFA net configs, NAS-Bench-201 cell strings) for `hwlat.zoo` to build, and batched latency
+queries over a device's table. No torch import here (`hwlat.nas.expected` is the torch part)."""
 
+from hwlat.nas.ofa_lut import OfaEncoding, OfaLatencyTable, OfaTableIncomplete, ofa_mbv3_kernels
 from hwlat.nas.spaces import (
     NB201_EDGES,
     NB201_OPS,
@@ -23,6 +25,10 @@ __all__ = [
     "OFA_MBV3",
     "OFA_MBV3_W12",
     "OFAMobileNetV3Space",
+    "OfaEncoding",
+    "OfaLatencyTable",
+    "OfaTableIncomplete",
+    "ofa_mbv3_kernels",
     "nb201_arch",
     "nb201_index",
     "ofa_mbv3_config",

@@ -1,0 +1,444 @@
+"""OFA MobileNetV3 archs -> their kernels' keys without exporting, and a dense table of latencies.
+
+`ofa_mbv3_kernels(arch)` writes down the KernelKeys that `fuse(load(path))` cuts from the arch's
+exported ONNX file, from channel counts and feature-map sizes alone, so a NAS loop can query a
+table that `hwlat profile` filled, with neither torch nor onnx. It mirrors two conventions, and a
+test holds it to real exports: `hwlat.export`'s (torch's dynamo exporter folds BatchNorm into
+the conv's bias, and the zoo's zero-initialised biases, of the squeeze-excite convs and the
+classifier, do not appear in the file; `x.mean((2, 3))` is a ReduceMean with its axes as an int64
+input; `flatten` a Reshape; the classifier a Gemm) and `hwlat.graph.fuse`'s (a conv with its residual Add and its
+activation is one kernel; squeeze-excite is ReduceMean, conv + Relu, conv + HardSigmoid, Mul).
+
+`OfaLatencyTable` looks up every key the space can produce once and keeps, per resolution, block
+position and (kernel size, expand ratio), the sum of that block's kernel medians in a dense
+array; a batch of encoded archs is then one gather and one sum.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from functools import cache
+from math import prod
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from hwlat.errors import HwlatError, InvalidInputError
+from hwlat.graph.cost import Cost
+from hwlat.graph.ir import AttrValue, TensorSig
+from hwlat.graph.kernel import KernelKey, KernelKind
+from hwlat.lut.predict import MissEstimator
+from hwlat.lut.store import TableStore
+from hwlat.nas.spaces import OFA_MBV3, OFAMobileNetV3Space, make_divisible
+
+__all__ = [
+    "OfaEncoding",
+    "OfaLatencyTable",
+    "OfaTableIncomplete",
+    "block_kernels",
+    "fixed_kernels",
+    "key_cost",
+    "ofa_mbv3_kernels",
+]
+
+_F32 = "float32"
+_ACT_OPS = {"relu": "Relu", "h_swish": "HardSwish", "h_sigmoid": "HardSigmoid"}
+_SHOWN = 3  # missing keys quoted per error
+_CHUNK = 4096  # archs per gather in `latency`: its temporaries stay in the core's L2 cache
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+def _t(*shape: int, dtype: str = _F32) -> TensorSig:
+    return TensorSig(tuple(shape), dtype)
+
+
+def _out_size(size: int, k: int, stride: int) -> int:
+    return (size + 2 * (k // 2) - k) // stride + 1  # 'same' padding, as the zoo's ConvBNAct pads
+
+
+def _conv_attrs(k: int, stride: int, groups: int) -> tuple[tuple[str, AttrValue], ...]:
+    # the Conv node's attributes as the dynamo exporter writes them (sorted, as loading sorts them)
+    return (("auto_pad", "NOTSET"), ("dilations", (1, 1)), ("group", groups),
+            ("kernel_shape", (k, k)), ("pads", (k // 2,) * 4), ("strides", (stride, stride)))
+
+
+def _conv(cin: int, cout: int, size: int, k: int = 1, stride: int = 1, groups: int = 1,
+          act: str | None = None, *, bias: bool = True, residual: bool = False) -> KernelKey:
+    """Conv (BatchNorm folded into its bias) [+ residual Add] [+ activation]: one kernel."""
+    out = _out_size(size, k, stride)
+    y = _t(1, cout, out, out)
+    return KernelKey(
+        kind=KernelKind.CONV,
+        ops=("Conv", *(("Add",) if residual else ()), *((_ACT_OPS[act],) if act else ())),
+        inputs=(_t(1, cin, size, size), *((y,) if residual else ())),
+        outputs=(y,),
+        params=(_t(cout, cin // groups, k, k), *((_t(cout),) if bias else ())),
+        attrs=_conv_attrs(k, stride, groups),
+    )
+
+
+def _mean(channels: int, size: int) -> KernelKey:
+    """x.mean((2, 3), keepdim=True): opset 18 takes the axes as an input."""
+    return KernelKey(KernelKind.REDUCTION, ("ReduceMean",), (_t(1, channels, size, size),),
+                     (_t(1, channels, 1, 1),), (_t(2, dtype="int64"),),
+                     (("keepdims", 1), ("noop_with_empty_axes", 0)))
+
+
+def _block(cin: int, cout: int, size: int, k: int, stride: int, mid: int, act: str, se: bool,
+           expand: bool) -> list[KernelKey]:
+    """The zoo's InvertedResidual: [1x1 expand] -> kxk depthwise -> [SE] -> 1x1 project [+ x]."""
+    keys = [_conv(cin, mid, size, act=act)] if expand else []
+    keys.append(_conv(mid, mid, size, k, stride, mid, act))
+    out = _out_size(size, k, stride)
+    if se:
+        squeeze = make_divisible(mid // 4)
+        x, gate = _t(1, mid, out, out), _t(1, mid, 1, 1)
+        keys += [
+            _mean(mid, out),
+            _conv(mid, squeeze, 1, act="relu", bias=False),
+            _conv(squeeze, mid, 1, act="h_sigmoid", bias=False),
+            KernelKey(KernelKind.ELEMENTWISE, ("Mul",), (x, gate), (x,), (), ()),
+        ]
+    keys.append(_conv(mid, cout, out, residual=stride == 1 and cin == cout))
+    return keys
+
+
+def _sizes(space: OFAMobileNetV3Space, r: int) -> tuple[int, tuple[int, ...]]:
+    """Feature-map size after the stem, and at the input of each stage."""
+    size = _out_size(r, 3, 2)
+    stem, stages = size, []
+    for stride in space.strides:
+        stages.append(size)
+        size = _out_size(size, 3, stride)  # every odd kernel gives the same size
+    return stem, tuple(stages)
+
+
+@cache
+def block_kernels(r: int, pos: int, k: int, e: int,
+                  space: OFAMobileNetV3Space = OFA_MBV3) -> tuple[KernelKey, ...]:
+    """Kernels of block `pos` (= 4 * stage + index in stage) with kernel size k and expand ratio e
+    at input resolution r, whatever the rest of the arch."""
+    s, i = divmod(pos, space.max_depth)
+    w = space.widths
+    cin = space.stage_widths[s] if i else (space.stage_widths[s - 1] if s else w[1])
+    cout = space.stage_widths[s]
+    stride = space.strides[s] if i == 0 else 1
+    size = _sizes(space, r)[1][s]
+    if i:
+        size = _out_size(size, 3, space.strides[s])
+    mid = make_divisible(round(cin * e), 8)
+    return tuple(_block(cin, cout, size, k, stride, mid, space.acts[s], space.se[s], True))
+
+
+def _front(r: int, space: OFAMobileNetV3Space) -> list[KernelKey]:
+    """Stem and the fixed first block (expand 1, k3, identity shortcut)."""
+    w = space.widths
+    stem = _out_size(r, 3, 2)
+    return [_conv(3, w[0], r, 3, 2, act="h_swish"),
+            *_block(w[0], w[1], stem, 3, 1, w[0], space.acts[0], False, expand=False)]
+
+
+def _head(r: int, space: OFAMobileNetV3Space) -> list[KernelKey]:
+    """Final expand, global pool, feature mix (no BN, no bias), flatten, classifier."""
+    w, classes = space.widths, space.n_classes
+    stages = _sizes(space, r)[1]
+    size = _out_size(stages[-1], 3, space.strides[-1])
+    return [
+        _conv(space.stage_widths[-1], w[7], size, act="h_swish"),
+        _mean(w[7], size),
+        _conv(w[7], w[8], 1, act="h_swish", bias=False),
+        KernelKey(KernelKind.VIEW, ("Reshape",), (_t(1, w[8], 1, 1),), (_t(1, w[8]),),
+                  (_t(2, dtype="int64"),), (("allowzero", 1),)),
+        KernelKey(KernelKind.MATMUL, ("Gemm",), (_t(1, w[8]),), (_t(1, classes),),
+                  (_t(classes, w[8]),),
+                  (("alpha", 1.0), ("beta", 1.0), ("transA", 0), ("transB", 1))),
+    ]
+
+
+@cache
+def fixed_kernels(r: int, space: OFAMobileNetV3Space = OFA_MBV3) -> tuple[KernelKey, ...]:
+    """Kernels every arch at resolution r has: stem, the fixed first block and the head."""
+    return (*_front(r, space), *_head(r, space))
+
+
+def ofa_mbv3_kernels(arch: Any, space: OFAMobileNetV3Space = OFA_MBV3) -> list[KernelKey]:
+    """The kernel keys `fuse(load(...))` cuts from the exported arch, in the model's order."""
+    arch = space.validate(arch)
+    r = arch["r"]
+    keys = _front(r, space)
+    for s, depth in enumerate(arch["d"]):
+        for i in range(depth):
+            j = s * space.max_depth + i
+            keys += block_kernels(r, j, arch["ks"][j], arch["e"][j], space)
+    return keys + _head(r, space)
+
+
+def key_cost(key: KernelKey) -> Cost:
+    """What `hwlat.graph.cost.kernel_cost` gives the kernel, from its key alone: the Conv or
+    Gemm's MACs, float parameters, bytes read and written."""
+    if key.kind is KernelKind.VIEW:
+        return Cost(0, 0, 0, 0)
+    out = prod(key.outputs[0].shape)
+    if key.ops[0] == "Conv":
+        macs = out * prod(key.params[0].shape[1:])
+    elif key.ops[0] == "Gemm":
+        macs = out * key.inputs[0].shape[-1]
+    else:
+        macs = 0
+    return Cost(
+        macs=macs,
+        params=sum(s.numel() for s in key.params if s.dtype.startswith("float")),
+        bytes_read=sum(s.nbytes() for s in (*key.inputs, *key.params)),
+        bytes_written=sum(s.nbytes() for s in key.outputs),
+    )
+
+
+# --- the dense table ---------------------------------------------------------------------------
+
+class OfaTableIncomplete(HwlatError, LookupError):
+    """The device's table lacks kernel keys the space produces; says how many and names a few."""
+
+    def __init__(self, device: str, missing: list[str], total: int, resolutions: Sequence[int]):
+        self.device, self.missing, self.total = device, missing, total
+        shown = ", ".join(repr(k) for k in missing[:_SHOWN])
+        more = f" and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else ""
+        super().__init__(
+            f"device '{device}' lacks {len(missing)} of the {total} kernel keys OFA MobileNetV3 "
+            f"produces at resolutions {_ranges(resolutions)}: {shown}{more}; profile subnets that "
+            f"cover them (`hwlat profile MODEL.onnx --device {device}`), pass fewer resolutions, "
+            "or pass estimate=True to estimate them from the measured kernels"
+        )
+
+
+class OfaEncoding(NamedTuple):
+    """A batch of N archs as indices into the space's choices; inactive blocks keep their k and e
+    (so decode gives back the arch) but are masked out by `active`."""
+
+    r_idx: np.ndarray  # [N] int16: position of r in the table's resolutions
+    k_idx: np.ndarray  # [N, 20] uint8: position of ks[j] in space.kernel_sizes
+    e_idx: np.ndarray  # [N, 20] uint8: position of e[j] in space.expand_ratios
+    active: np.ndarray  # [N, 20] bool: block j runs (j % 4 < d[j // 4])
+
+
+class OfaLatencyTable:
+    """Kernel-sum latency (ms) of any OFA MobileNetV3 arch on one device, from a TableStore.
+
+    Built once: every distinct kernel key the space produces at `resolutions` (all of the
+    space's by default) is looked up, and misses either raise OfaTableIncomplete or, with
+    `estimate=True`, are estimated as `hwlat.lut.predict` estimates them (`self.estimated` counts
+    them). The result equals `predict(g, fuse(g), store, device, correct=False).kernel_sum_ms`.
+
+    `block_ms[r_idx, j, k_idx, e_idx]`: block j's kernels summed; `fixed_ms[r_idx]`: stem, first
+    block and head.
+    """
+
+    def __init__(self, store: TableStore, device: str, space: OFAMobileNetV3Space = OFA_MBV3, *,
+                 resolutions: Sequence[int] | None = None, estimate: bool = False):
+        res = tuple(space.resolutions if resolutions is None else resolutions)
+        bad = [r for r in res if r not in space.resolutions]
+        if not res or bad or len(set(res)) != len(res):
+            raise InvalidInputError(
+                f"resolutions {list(res)!r}: need distinct values of {_ranges(space.resolutions)}"
+            )
+        self.space, self.device, self.resolutions = space, device, res
+        ks, es, nb = space.kernel_sizes, space.expand_ratios, space.n_blocks
+        blocks = {(ri, j, ki, ei): block_kernels(r, j, k, e, space)
+                  for ri, r in enumerate(res) for j in range(nb)
+                  for ki, k in enumerate(ks) for ei, e in enumerate(es)}
+        fixed = {ri: fixed_kernels(r, space) for ri, r in enumerate(res)}
+        texts = {key: key.text() for keys in (*blocks.values(), *fixed.values()) for key in keys}
+        found = store.get_many(device, texts.values())
+        ms = {t: e.median_ms for t, e in found.items()}
+        missing = [k for k, t in texts.items() if t not in ms]
+        if missing and not estimate:
+            raise OfaTableIncomplete(device, [texts[k] for k in missing], len(texts), res)
+        if missing:
+            estimator = MissEstimator(store, device)
+            for k in missing:
+                ms[texts[k]] = estimator.estimate(k.kind.value, key_cost(k))[0]
+        self.estimated = len(missing)
+
+        n_choices = len(ks) * len(es)
+        # one spare choice column of zeros: where an inactive block's gather lands
+        dense = np.zeros((len(res), nb, n_choices + 1))
+        for (ri, j, ki, ei), keys in blocks.items():
+            dense[ri, j, ki * len(es) + ei] = sum(ms[texts[k]] for k in keys)
+        dense.flags.writeable = False  # block_ms and fixed_ms are views the queries rely on
+        self._flat = dense.reshape(-1)
+        self._inactive = n_choices
+        self._base = (np.arange(len(res) * nb, dtype=np.int32) * (n_choices + 1)).reshape(len(res), nb)
+        self.block_ms = dense[:, :, :n_choices].reshape(len(res), nb, len(ks), len(es))
+        self.fixed_ms = np.array([sum(ms[texts[k]] for k in fixed[ri]) for ri in range(len(res))])
+        self.fixed_ms.flags.writeable = False
+        # plain Python for latency_one: r -> (fixed ms, ms[j][k][e] indexed by the values k and e),
+        # and depths -> the blocks they run; list indexing beats hashing (k, e) tuples 3 to 1
+        self._one = {}
+        for ri, r in enumerate(res):
+            per_block = [_by_value(ks, [_by_value(es, row) for row in self.block_ms[ri, j].tolist()])
+                         for j in range(nb)]
+            self._one[r] = (float(self.fixed_ms[ri]), per_block)
+        m = space.max_depth
+        self._runs = {d: tuple(j for s, n in enumerate(d) for j in range(m * s, m * s + n))
+                      for d in itertools.product(space.depths, repeat=space.n_stages)}
+        self._r_lut = _lut(res)
+        self._k_lut = _lut(ks)
+        self._e_lut = _lut(es)
+        self._d_lut = _lut(space.depths)
+        self._depths = np.array(space.depths)
+        self._ks, self._es = set(ks), set(es)
+        self._in_stage = np.tile(np.arange(space.max_depth), space.n_stages)  # [20]: i of block j
+
+    # --- encoding
+
+    def encode(self, archs: Sequence[dict]) -> OfaEncoding:
+        """Index arrays of a list of arch dicts; InvalidInputError naming the first bad arch."""
+        if isinstance(archs, dict | str) or not hasattr(archs, "__len__"):
+            raise InvalidInputError(
+                f"encode takes a list of arch dicts, got {type(archs).__name__}; for one arch "
+                "use latency_one(arch) or encode([arch])"
+            )
+        enc = self._encode_fast(archs)
+        if enc is not None:
+            return enc
+        for n, arch in enumerate(archs):
+            try:
+                arch = self.space.validate(arch)
+            except InvalidInputError as e:
+                raise InvalidInputError(f"archs[{n}]: {e}") from None
+            if arch["r"] not in self.resolutions:
+                raise InvalidInputError(
+                    f"archs[{n}]: resolution {arch['r']} is not in this table (built for "
+                    f"{_ranges(self.resolutions)})"
+                )
+        raise InvalidInputError("archs must be a sequence of arch dicts {'ks', 'e', 'd', 'r'}")
+
+    def _encode_fast(self, archs: Sequence[dict]) -> OfaEncoding | None:
+        """The encoding when every arch is valid, else None (encode then finds the culprit)."""
+        sp = self.space
+        if len(archs) == 0:
+            empty = np.zeros((0, sp.n_blocks), dtype=np.uint8)
+            return OfaEncoding(np.zeros(0, np.int16), empty, empty, empty.astype(bool))
+        try:
+            if any(not isinstance(a, dict) or len(a) != 4 for a in archs):
+                return None
+            ks = np.array([a["ks"] for a in archs])
+            es = np.array([a["e"] for a in archs])
+            ds = np.array([a["d"] for a in archs])
+            rs = np.array([a["r"] for a in archs])
+        except (KeyError, TypeError, ValueError):
+            return None
+        n = len(archs)
+        shapes = ((ks, (n, sp.n_blocks)), (es, (n, sp.n_blocks)), (ds, (n, sp.n_stages)), (rs, (n,)))
+        if any(a.shape != shape or a.dtype.kind not in "iu" for a, shape in shapes):
+            return None
+        idx = [_index(a, lut) for a, lut in ((rs, self._r_lut), (ks, self._k_lut),
+                                                (es, self._e_lut), (ds, self._d_lut))]
+        if any(i is None for i in idx):
+            return None
+        r_idx, k_idx, e_idx, d_idx = idx
+        active = np.repeat(self._depths[d_idx], sp.max_depth, axis=1) > self._in_stage
+        return OfaEncoding(r_idx.astype(np.int16), k_idx.astype(np.uint8), e_idx.astype(np.uint8),
+                           active)
+
+    def decode(self, enc: OfaEncoding) -> list[dict]:
+        """The arch dicts of an encoding (inverse of encode)."""
+        sp = self.space
+        ks = np.asarray(sp.kernel_sizes)[enc.k_idx].tolist()
+        es = np.asarray(sp.expand_ratios)[enc.e_idx].tolist()
+        ds = enc.active.reshape(len(enc.active), sp.n_stages, sp.max_depth).sum(axis=2).tolist()
+        rs = np.asarray(self.resolutions)[enc.r_idx].tolist()
+        return [{"ks": k, "e": e, "d": d, "r": r} for k, e, d, r in zip(ks, es, ds, rs, strict=True)]
+
+    def sample(self, n: int, rng: np.random.Generator | int | None = None) -> OfaEncoding:
+        """n random archs, encoded, drawn as the space's `sample` draws them (every field uniform
+        and independent) over this table's resolutions."""
+        rng = np.random.default_rng(rng)
+        sp = self.space
+        k_idx = rng.integers(len(sp.kernel_sizes), size=(n, sp.n_blocks), dtype=np.uint8)
+        e_idx = rng.integers(len(sp.expand_ratios), size=(n, sp.n_blocks), dtype=np.uint8)
+        d = self._depths[rng.integers(len(sp.depths), size=(n, sp.n_stages))]
+        active = np.repeat(d, sp.max_depth, axis=1) > self._in_stage
+        r_idx = rng.integers(len(self.resolutions), size=n, dtype=np.int16)
+        return OfaEncoding(r_idx, k_idx, e_idx, active)
+
+    # --- queries
+
+    def latency(self, enc: OfaEncoding) -> np.ndarray:
+        """Kernel-sum latency (ms) of every encoded arch: gathers and a sum, in numpy."""
+        r_idx, k_idx, e_idx, active = enc
+        n, n_k, n_e = len(r_idx), len(self.space.kernel_sizes), len(self.space.expand_ratios)
+        if not (k_idx.shape == e_idx.shape == active.shape == (n, self.space.n_blocks)):
+            raise InvalidInputError(
+                f"encoding shapes r_idx {r_idx.shape}, k_idx {k_idx.shape}, e_idx {e_idx.shape}, "
+                f"active {active.shape}; expected (N,) and (N, {self.space.n_blocks}); use encode()"
+            )
+        # an index past its choices would silently read a neighbouring block's cost
+        for name, idx, bound in (("r_idx", r_idx, len(self.resolutions)), ("k_idx", k_idx, n_k),
+                                 ("e_idx", e_idx, n_e)):
+            if n and (idx.min() < 0 or idx.max() >= bound):
+                raise InvalidInputError(
+                    f"encoding {name} spans {idx.min()}..{idx.max()}; valid: 0..{bound - 1}"
+                )
+        out = np.empty(n)
+        for lo in range(0, n, _CHUNK):
+            hi = min(lo + _CHUNK, n)
+            r = r_idx[lo:hi]
+            choice = np.where(active[lo:hi], k_idx[lo:hi] * n_e + e_idx[lo:hi], self._inactive)
+            idx = self._base[r]
+            idx += choice
+            np.add(self._flat.take(idx).sum(axis=1), self.fixed_ms[r], out=out[lo:hi])
+        return out
+
+    def latency_one(self, arch: dict) -> float:
+        """Kernel-sum latency (ms) of one arch dict, in plain Python (no numpy per call)."""
+        try:
+            fixed, blocks = self._one[arch["r"]]
+            ks, es = arch["ks"], arch["e"]
+            # the checks that make the lookups below safe (a -1 would index from the end)
+            if not (len(arch) == 4 and len(ks) == len(es) == len(blocks) and set(ks) <= self._ks
+                    and set(es) <= self._es):
+                raise KeyError("ks")
+            total = fixed
+            for j in self._runs[tuple(arch["d"])]:
+                total += blocks[j][ks[j]][es[j]]
+            return total
+        except (KeyError, TypeError):
+            return float(self.latency(self.encode([arch]))[0])  # encode names what is wrong
+
+    def resolution_index(self, r: int) -> int:
+        if r not in self.resolutions:
+            raise InvalidInputError(
+                f"resolution {r!r} is not in this table (built for {_ranges(self.resolutions)})"
+            )
+        return self.resolutions.index(r)
+
+
+def _by_value(choices: Sequence[int], values: list) -> list:
+    """values[i] at index choices[i] of a list, None elsewhere."""
+    out = [None] * (max(choices) + 1)
+    for c, v in zip(choices, values, strict=True):
+        out[c] = v
+    return out
+
+
+def _lut(choices: Sequence[int]) -> np.ndarray:
+    """value -> position in choices, -1 elsewhere, for values 0..max(choices)."""
+    lut = np.full(max(choices) + 1, -1, dtype=np.int64)
+    lut[list(choices)] = np.arange(len(choices))
+    return lut
+
+
+def _index(values: np.ndarray, lut: np.ndarray) -> np.ndarray | None:
+    if values.size and (values.min() < 0 or values.max() >= len(lut)):
+        return None
+    idx = lut[values]
+    return None if (idx < 0).any() else idx
+
+
+def _ranges(values: Sequence[int]) -> str:
+    values = list(values)
+    if len(values) > 4 and all(b - a == values[1] - values[0] for a, b in itertools.pairwise(values)):
+        return f"{values[0]}..{values[-1]} step {values[1] - values[0]}"
+    return ", ".join(map(str, values))
