@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from hwlat.errors import InvalidInputError
+from hwlat.nas.spaces import parse_nb201
 from hwlat.zoo.inputs import images
 
 STEM_CHANNELS = 16
@@ -38,35 +39,8 @@ KNOWN_OPS = ("none", *OPS)
 
 def parse_cell(arch: str) -> list[list[str]]:
     """The op names per node: `result[j - 1][i]` is the op on edge i -> j."""
-    if not isinstance(arch, str):
-        raise InvalidInputError(f"NB201 cell string must be a string, got {arch!r}")
-    nodes = arch.split("+")
-    if len(nodes) != NODES - 1:
-        raise InvalidInputError(
-            f"NB201 cell string {arch!r} has {len(nodes)} '+'-separated nodes; expected {NODES - 1}, "
-            "like |nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
-        )
-    cell = []
-    for j, node in enumerate(nodes, start=1):
-        edges = node.split("|")
-        if len(edges) != j + 2 or edges[0] or edges[-1]:
-            raise InvalidInputError(
-                f"NB201 node {j} {node!r} must have {j} edge(s): |op~0|...|op~{j - 1}|"
-            )
-        ops = []
-        for i, edge in enumerate(edges[1:-1]):
-            op, _, source = edge.partition("~")
-            if op not in KNOWN_OPS:
-                raise InvalidInputError(
-                    f"unknown NB201 op {op!r} in {edge!r}; known: {', '.join(KNOWN_OPS)}"
-                )
-            if source != str(i):
-                raise InvalidInputError(
-                    f"NB201 edge {edge!r} of node {j} must come from node {i} ('{op}~{i}')"
-                )
-            ops.append(op)
-        cell.append(ops)
-    return cell
+    ops = iter(parse_nb201(arch))  # validates: node count, edge order, op names
+    return [[next(ops) for _ in range(j)] for j in range(1, NODES)]
 
 
 class Cell(nn.Module):

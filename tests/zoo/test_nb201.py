@@ -65,17 +65,17 @@ def test_skip_only_cell_sums_paths():
     [
         (
             "|conv_5x5~0|+|none~0|none~1|+|none~0|none~1|none~2|",
-            "unknown NB201 op 'conv_5x5' in 'conv_5x5~0'; known: none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3",
+            "unknown op 'conv_5x5' in token 'conv_5x5~0'; allowed ops: none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3",
         ),
         ("|none~0|+|none~0|none~1|", "has 2 '+'-separated nodes; expected 3"),
-        ("|none~0|+|none~0|+|none~0|none~1|none~2|", "NB201 node 2 '|none~0|' must have 2 edge(s)"),
+        ("|none~0|+|none~0|+|none~0|none~1|none~2|", "NB201 node 2 '|none~0|' in '|none~0|+|none~0|+|none~0|none~1|none~2|' must have 2 edge(s)"),
         (
             "|none~0|+|none~1|none~0|+|none~0|none~1|none~2|",
-            "edge 'none~1' of node 2 must come from node 0",
+            "token 'none~1' (node 2, edge 0) must read 'none~0'",
         ),
         (
             "none~0+|none~0|none~1|+|none~0|none~1|none~2|",
-            "NB201 node 1 'none~0' must have 1 edge(s)",
+            "NB201 node 1 'none~0' in 'none~0+|none~0|none~1|+|none~0|none~1|none~2|' must have 1 edge(s)",
         ),
     ],
 )
