@@ -492,6 +492,41 @@ def nas_predict(
     out.print(f"{config.name} on {device}: {pred.latency_ms:.6f} ms")
 
 
+@app.command()
+def search(
+    latency_ms: Annotated[float, typer.Option("--latency-ms", help="latency budget (ms)")],
+    space: Annotated[str, typer.Option(help=f"search space: {', '.join(SPACES)}")] = "ofa-mbv3",
+    device: DeviceOpt = "cpu-ort",
+    generations: Annotated[int, typer.Option(help="generations after the random population of 100 (OFA uses 500)")] = 100,
+    seed: int = 0,
+    estimate: Annotated[bool, typer.Option(help="estimate kernels the table lacks")] = False,
+    table: TableOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Evolutionary search within a latency budget; the objective is a proxy (most MACs)."""
+    from hwlat.nas import OfaLatencyTable
+    from hwlat.nas.search import run_search
+
+    if space not in SPACES:
+        raise InvalidInputError(f"unknown space '{space}'; known: {', '.join(SPACES)}")
+    with _table(table, readonly=True) as store:
+        lut = OfaLatencyTable(store, device, estimate=estimate)
+    result = run_search(lut, latency_ms, generations, seed)
+    if as_json:
+        print(json.dumps(result.to_json(), indent=1))
+        return
+    t = Table("latency ms", "MMACs", "M params", "r", "depths",
+              title=f"Pareto front within {latency_ms:g} ms on {device}")
+    for c in result.front:
+        t.add_row(f"{c.latency_ms:.4f}", f"{c.macs / 1e6:.1f}", f"{c.params / 1e6:.2f}",
+                  str(c.arch["r"]), str(c.arch["d"]))
+    out.print(t)
+    b = result.best
+    out.print(f"best: {b.latency_ms:.4f} ms, {b.macs / 1e6:.1f} M MACs, {b.params / 1e6:.2f} M params")
+    out.print(json.dumps(b.arch), highlight=False)
+    out.print(f"objective: {result.objective}; {result.evaluated} candidates evaluated in {result.wall_s:.2f} s")
+
+
 def main() -> None:
     try:
         app()

@@ -3,6 +3,7 @@
 queries over a device's table. No torch import here (`hwlat.nas.expected` is the torch part)."""
 
 from hwlat.nas.ofa_lut import OfaEncoding, OfaLatencyTable, OfaTableIncomplete, ofa_mbv3_kernels
+from hwlat.nas.search import EvolutionSearch, MacsObjective, RandomSearch, SearchResult, run_search
 from hwlat.nas.spaces import (
     NB201_EDGES,
     NB201_OPS,
@@ -28,6 +29,11 @@ __all__ = [
     "OfaEncoding",
     "OfaLatencyTable",
     "OfaTableIncomplete",
+    "EvolutionSearch",
+    "MacsObjective",
+    "RandomSearch",
+    "SearchResult",
+    "run_search",
     "ofa_mbv3_kernels",
     "nb201_arch",
     "nb201_index",
