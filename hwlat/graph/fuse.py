@@ -126,8 +126,7 @@ def _epilogue(g: Graph, out: str, claimed: Set[str], *, bn: bool, bias: bool,
 
 
 def _ordered(g: Graph, nodes: Iterable[Node]) -> tuple[Node, ...]:
-    order = {n.name: i for i, n in enumerate(g.nodes)}
-    return tuple(sorted(set(nodes), key=lambda n: order[n.name]))
+    return tuple(sorted(set(nodes), key=lambda n: n.index))  # the file's order is topological
 
 
 # --- rules ---------------------------------------------------------------------------------

@@ -35,10 +35,13 @@ _PRIMITIVE_ATTRS = {
 def load(path: str | os.PathLike) -> Graph:
     """Read, validate and convert an ONNX model file; InvalidModelError on any problem."""
     model = read_model(path)
-    check_vocabulary(model)
-    check_structure(model)
-    model = check_and_infer(model, Path(path))
-    g = to_ir(model, name=Path(path).stem)
+    try:
+        check_vocabulary(model)
+        check_structure(model)
+        model = check_and_infer(model, Path(path))
+        g = to_ir(model, name=Path(path).stem)
+    except UnicodeDecodeError as e:  # ONNX strings are decoded lazily, on first access
+        raise InvalidModelError(f"{path}: a name or string in the model is not valid UTF-8") from e
     g.meta["onnx"] = model
     return g
 
@@ -109,8 +112,8 @@ def check_and_infer(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
             numpy_helper.to_array(t)
         except Exception as e:
             raise InvalidModelError(f"{path}: initializer '{t.name}' is malformed ({_one_line(e)})") from e
-    skeleton = _without_weights(model)
     try:
+        skeleton = _without_weights(model)  # reads names: protobuf decodes their UTF-8 here
         onnx.checker.check_model(skeleton)
     except Exception as e:
         raise InvalidModelError(f"{path}: fails the ONNX checker ({_one_line(e)})") from e

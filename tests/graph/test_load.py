@@ -59,6 +59,17 @@ def test_random_bytes(tmp_path):
         load(p)
 
 
+@pytest.mark.parametrize("field", [b"Relu", b"tiny"])
+def test_invalid_utf8_in_names_is_an_invalid_model(tmp_path, field):
+    # an op type or the graph's name with a byte that is not UTF-8: protobuf only notices on access
+    data = small_model().SerializeToString()
+    assert field in data
+    p = tmp_path / "u.onnx"
+    p.write_bytes(data.replace(field, b"\x80" + field[1:], 1))
+    with pytest.raises(InvalidModelError):
+        load(p)
+
+
 def test_cycle_is_named(tmp_path):
     m = model([node("Relu", ["x", ], ["a"]), node("Add", ["a", "c"], ["b"]), node("Relu", ["b"], ["c"])],
               [tensor("x", [3])], [tensor("c", [3])])
