@@ -1,0 +1,90 @@
+"""Named Relax pipelines: each turns the imported module into one `tvm.compile` can build.
+
+TVM's own "zero" and "static_shape_tuning" stop before the VM lowering passes (its examples run
+them, then `tvm.compile` with the default build), and its "default" has no GPU schedules; each
+pipeline here is complete for the target it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import tvm
+from tvm import relax
+
+from hwlat.errors import InvalidInputError
+from hwlat.lowering.tuning import tune_pass
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    target: tvm.target.Target
+    tuning_db: Path | None = None  # an opened database (tuning.open_tuning_db)
+    trials: int = 0
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    summary: str
+    make: Callable[[PipelineOptions], tvm.transform.Pass]
+    tunes: bool = False  # reads a tuning database and may measure candidates on this machine
+
+
+def _is_gpu(target: tvm.target.Target) -> bool:
+    return "gpu" in target.keys
+
+
+def _build(o: PipelineOptions) -> tvm.transform.Pass:
+    """Legalize and lower to the VM; GPU targets also get DLight's default schedules."""
+    return relax.get_default_pipeline(o.target) if _is_gpu(o.target) else relax.get_pipeline("default")
+
+
+def _zero(o: PipelineOptions) -> tvm.transform.Pass:
+    return tvm.transform.Sequential([relax.get_pipeline("zero"), _build(o)], name="hwlat.zero")
+
+
+def _static_shape_tuning(o: PipelineOptions) -> tvm.transform.Pass:
+    if _is_gpu(o.target) or o.target.kind.name != "llvm":
+        raise InvalidInputError("pipeline 'static_shape_tuning' measures candidates on this machine's "
+                                f"CPU; target kind '{o.target.kind.name}' cannot be tuned here")
+    if o.trials and "num-cores" not in o.target.attrs:
+        raise InvalidInputError("tuning needs the target's thread count: add \"num-cores\" to it")
+    if o.tuning_db is None:
+        raise InvalidInputError("pipeline 'static_shape_tuning' needs a tuning database (--tuning-db DIR)")
+    return tvm.transform.Sequential([
+        relax.transform.DecomposeOpsForInference(),
+        relax.transform.CanonicalizeBindings(),
+        relax.get_pipeline("zero"),
+        tune_pass(o.target, o.tuning_db, o.trials),
+        relax.transform.MetaScheduleApplyDatabase(str(o.tuning_db)),
+        _build(o),
+    ], name="hwlat.static_shape_tuning")
+
+
+PIPELINES: dict[str, Pipeline] = {
+    "default": Pipeline("legalize each op and build, untuned (what `tvm.compile` does)", _build),
+    "zero": Pipeline("fold constants and fuse ops, then build, untuned", _zero),
+    "static_shape_tuning": Pipeline(
+        "fuse, tune each fused op with MetaSchedule into --tuning-db (--tune-trials N; 0 reuses "
+        "what it holds), apply the database, build", _static_shape_tuning, tunes=True),
+}
+
+
+def get_pipeline(name: str) -> Pipeline:
+    if name not in PIPELINES:
+        raise InvalidInputError(f"unknown pipeline '{name}'; known: {', '.join(PIPELINES)}")
+    return PIPELINES[name]
+
+
+def make_pipeline(name: str, options: PipelineOptions) -> tvm.transform.Pass:
+    pipeline = get_pipeline(name)
+    if not pipeline.tunes and (options.tuning_db is not None or options.trials):
+        tuning = [n for n, p in PIPELINES.items() if p.tunes]
+        raise InvalidInputError(f"pipeline '{name}' does not tune nor read a tuning database; "
+                                f"use --pipeline {' or '.join(tuning)}")
+    if options.trials < 0:
+        raise InvalidInputError(f"tuning trials must be >= 0, got {options.trials}")
+    with options.target:  # some passes read the target when they are made
+        return pipeline.make(options)

@@ -1,0 +1,85 @@
+"""MetaSchedule tuning: one database directory per target, and tuning that builds on this machine.
+
+A database tuned for one target applied to another silently gives slow (or wrong-ISA) schedules,
+so each directory records the target it was made for in `hwlat-target.json` and refuses others.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import tvm
+
+from hwlat import __version__
+from hwlat.errors import InvalidInputError
+from hwlat.lowering.artifact import write_json_atomic
+from hwlat.lowering.targets import describe_target, target_dict
+
+TARGET_MARKER = "hwlat-target.json"
+# candidate builds of a conv took over 30 s, MetaSchedule's default timeout (DESIGN.md)
+BUILDER_TIMEOUT_S = 240.0
+
+
+def open_tuning_db(directory: str | Path, target: tvm.target.Target) -> Path:
+    """The database directory for `target`: created and marked if new, checked if not."""
+    d = Path(directory)
+    want = target_dict(target)
+    marker = d / TARGET_MARKER
+    if marker.is_file():
+        try:
+            have = json.loads(marker.read_text())["target"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InvalidInputError(f"{marker}: unreadable ({e}); use another --tuning-db directory") from e
+        if have != want:
+            raise InvalidInputError(
+                f"tuning database {d} was made for target {describe_target(have)}, not {describe_target(want)} "
+                f"(they differ in {', '.join(_differing(have, want))}); "
+                "use another --tuning-db directory for this target")
+        return d
+    if d.exists() and not d.is_dir():
+        raise InvalidInputError(f"--tuning-db {d}: not a directory")
+    if d.is_dir() and any(d.glob("database_*.json")):
+        raise InvalidInputError(f"tuning database {d} has records but no {TARGET_MARKER}, so its "
+                                "target is unknown; use a new --tuning-db directory")
+    d.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(marker, json.dumps({"target": want, "hwlat": __version__}, indent=1, sort_keys=True))
+    return d
+
+
+def _differing(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def build_candidate(mod, target, params):
+    """MetaSchedule's default candidate build without its `import tvm.s_tir.tensor_intrin`: that
+    registers every tensor intrinsic, CUDA's included, which took ~100 s on this 2-core machine
+    and is paid again by each batch's fresh worker pool, so every build hit the timeout. CPU fp32
+    schedules use no intrinsic; a candidate that does fails here and retries the default way."""
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    try:
+        return tvm.tirx.build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+    except Exception:
+        return default_build(mod, target, params)
+
+
+def tune_pass(target: tvm.target.Target, db: Path, trials: int) -> tvm.transform.Pass:
+    """Tune every task of the module for up to `trials` candidates in all, recording into `db`;
+    the module itself is returned unchanged (MetaScheduleApplyDatabase applies the records)."""
+
+    @tvm.transform.module_pass(opt_level=0, name="hwlat.MetaScheduleTune")
+    def _tune(mod, _ctx):
+        from tvm.s_tir import meta_schedule as ms
+
+        if trials > 0:
+            ms.relax_integration.tune_relax(
+                mod, {}, target, str(db), max_trials_global=trials,
+                num_trials_per_iter=min(64, trials),
+                builder=ms.builder.LocalBuilder(timeout_sec=BUILDER_TIMEOUT_S, f_build=build_candidate),
+            )
+        return mod
+
+    return _tune
