@@ -7,15 +7,9 @@ import os
 import subprocess
 import sys
 
-import pytest
-
-import hwlat.cli
 from tests.graph.onnx_builders import rand
 from tests.lowering import models
 
-WIRED = {c.name or c.callback.__name__ for c in hwlat.cli.app.registered_commands}
-pytestmark = pytest.mark.skipif(not {"compile", "run", "bench"} <= WIRED,
-                                reason="hwlat compile/run/bench are not wired into hwlat/cli.py yet")
 COMMAND = [sys.executable, "-m", "hwlat.cli"]
 
 
