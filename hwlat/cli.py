@@ -171,6 +171,20 @@ def _table(path: Path | None, *, readonly: bool):
 
 TableOpt = Annotated[Path | None, typer.Option("--table", help="table file (default $HWLAT_HOME/tables.sqlite)")]
 DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="device name (see `hwlat devices`)")]
+RpcOpt = Annotated[str | None, typer.Option("--rpc", help="RPC tracker HOST:PORT, for devices timed over RPC (default 127.0.0.1:9190)")]
+KeyOpt = Annotated[str | None, typer.Option("--key", help="RPC key the device's servers registered under (default: the device name)")]
+RPC_RUNNER = "hwlat.devices.tvm_rpc_runner:TvmRpcRunner"
+
+
+def _runner(spec, tracker: str | None, key: str | None):
+    if tracker is None and key is None:
+        return spec.make_runner()
+    if spec.runner != RPC_RUNNER:
+        from hwlat.devices import list_devices
+
+        remote = ", ".join(d.name for d in list_devices() if d.runner == RPC_RUNNER)
+        raise InvalidInputError(f"device '{spec.name}' is not timed over RPC; --rpc and --key apply to {remote}")
+    return spec.make_runner(tracker=tracker, key=key)
 
 
 @app.command()
@@ -180,7 +194,7 @@ def devices() -> None:
 
     from hwlat.devices import list_devices
 
-    dists = {"onnxruntime": "onnxruntime", "tvm": "apache-tvm"}
+    dists = {"onnxruntime": "onnxruntime", "tvm": "apache-tvm", "roofline": "hwlat"}
     table = Table("name", "runtime", "version", "threads", "description", title="hwlat devices")
     for d in list_devices():
         try:
@@ -197,6 +211,8 @@ def profile(
     device: DeviceOpt = "cpu-ort",
     table: TableOpt = None,
     zoo_models: Annotated[bool, typer.Option("--zoo", help="also profile every built-in model the device runs")] = False,
+    rpc: RpcOpt = None,
+    key: KeyOpt = None,
 ) -> None:
     """Measure every kernel of the models that the table lacks for the device (resumable)."""
     from rich.progress import (
@@ -218,7 +234,7 @@ def profile(
         paths += _export_zoo(spec)
     if not paths:
         raise InvalidInputError("give ONNX models to profile, or --zoo")
-    runner = spec.make_runner()
+    runner = _runner(spec, rpc, key)
     with _table(table, readonly=False) as store:
         todo = plan(paths, spec, runner, store)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -226,6 +242,8 @@ def profile(
         with Progress(*columns, console=err) as bar:
             task = bar.add_task(f"profiling on {spec.name}", total=len(todo.kernels))
             report = run_profile(todo, spec, runner, store, on_kernel=lambda k: bar.advance(task))
+    for line in getattr(runner, "lost", ()):  # RPC servers that died mid-kernel; the kernel was retried
+        err.print(f"warning: {line}", highlight=False, markup=False)
     out.print(f"{report.measured} kernels measured, {report.skipped} already in {store.path} "
               f"({report.seconds:.1f} s)")
 
@@ -290,6 +308,8 @@ def calibrate(
     models: Annotated[list[Path], typer.Argument(help="ONNX models to measure end to end")],
     device: DeviceOpt = "cpu-ort",
     table: TableOpt = None,
+    rpc: RpcOpt = None,
+    key: KeyOpt = None,
 ) -> None:
     """Measure whole models and fit the correction from kernel sums to end-to-end latency."""
     from hwlat.devices import load_device
@@ -298,7 +318,7 @@ def calibrate(
     from hwlat.lut.predict import predict as do_predict
 
     spec = load_device(device)
-    runner = spec.make_runner()
+    runner = _runner(spec, rpc, key)
     graphs = [(p, load(p)) for p in models]
     with _table(table, readonly=False) as store:
         for path, g in graphs:
@@ -323,6 +343,8 @@ def validate(
     table: TableOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     plot: Annotated[Path | None, typer.Option(help="write a predicted-vs-measured scatter (PNG)")] = None,
+    rpc: RpcOpt = None,
+    key: KeyOpt = None,
 ) -> None:
     """Measure models end to end and compare with the table's prediction."""
     from hwlat.devices import load_device
@@ -331,7 +353,7 @@ def validate(
     from hwlat.lut.predict import predict as do_predict
 
     spec = load_device(device)
-    runner = spec.make_runner()
+    runner = _runner(spec, rpc, key)
     graphs = [(p, load(p)) for p in models]
     rows = []
     with _table(table, readonly=True) as store:
@@ -595,6 +617,75 @@ def bench(
     out.print(f"{library.name} on {b.device}, {b.threads} thread(s): median {b.median_ms:.4f} ms, "
               f"IQR {b.iqr_ms:.4f} ms ({len(b.timing.samples_ms)} runs, {b.timing.rounds} round(s))",
               highlight=False)
+
+
+rpc_app = typer.Typer(help="Run and query the TVM RPC tracker and servers that remote devices are timed through.",
+                      no_args_is_help=True)
+app.add_typer(rpc_app, name="rpc")
+HostOpt = Annotated[str, typer.Option(help="address to listen on; any but loopback lets the network run code here")]
+
+
+@rpc_app.command("tracker")
+def rpc_tracker(
+    host: HostOpt = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 9190,
+) -> None:
+    """Run a TVM RPC tracker in the foreground; Ctrl-C stops it and everything it started."""
+    from hwlat.devices import rpc
+
+    proc = _start_rpc(host, "tracker", lambda: rpc.start_tracker(host, port))
+    out.print(f"tracker on {proc.address}; add servers with `hwlat rpc server --tracker {proc.address} "
+              f"--key DEVICE`; Ctrl-C stops it", highlight=False, markup=False)
+    rpc.serve_forever(proc)
+
+
+@rpc_app.command("server")
+def rpc_server(
+    tracker: Annotated[str, typer.Option("--tracker", help="tracker to register with, HOST:PORT")],
+    key: Annotated[str, typer.Option("--key", help="key clients ask the tracker for: the device's name")],
+    host: HostOpt = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65435, help="first port to try (up to 100 more)")] = 9090,
+) -> None:
+    """Run a TVM RPC server registered with a tracker, in the foreground; Ctrl-C stops it."""
+    from hwlat.devices import rpc
+
+    proc = _start_rpc(host, "server", lambda: rpc.start_server(tracker, key, host, port))
+    out.print(f"server on {proc.address}, registered with {tracker} under key '{key}'; Ctrl-C stops it",
+              highlight=False, markup=False)
+    rpc.serve_forever(proc)
+
+
+def _start_rpc(host: str, role: str, start):
+    from hwlat.devices import rpc
+
+    warning = rpc.security_warning(host)
+    if warning:
+        err.print(f"warning: {warning}", highlight=False, markup=False)
+    with err.status(f"starting the {role} (it imports TVM: seconds) ..."):
+        return start()
+
+
+@rpc_app.command("status")
+def rpc_status(
+    tracker: Annotated[str, typer.Option("--tracker", help="tracker, HOST:PORT")] = "127.0.0.1:9190",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Show the servers registered with a tracker and its queue, per key."""
+    from hwlat.devices import rpc
+
+    status = rpc.tracker_status(tracker, timeout=5.0)
+    rows = [{"key": k, "servers": [f"{h}:{p}" for h, p in status.servers.get(k, ())],
+             "free": status.queue.get(k, (0, 0))[0], "waiting": status.queue.get(k, (0, 0))[1]}
+            for k in status.keys()]
+    if as_json:
+        print(json.dumps({"tracker": tracker, "keys": rows}, indent=1))
+        return
+    t = Table("key", "servers", "free", "waiting", "addresses", title=f"RPC tracker {tracker}")
+    for r in rows:
+        t.add_row(r["key"], str(len(r["servers"])), str(r["free"]), str(r["waiting"]), " ".join(r["servers"]))
+    out.print(t)
+    if not rows:
+        out.print(f"no servers yet: `hwlat rpc server --tracker {tracker} --key DEVICE`", highlight=False, markup=False)
 
 
 def main() -> None:

@@ -44,10 +44,11 @@ class DeviceSpec:
     def __hash__(self) -> int:
         return hash(self.name)
 
-    def make_runner(self):
+    def make_runner(self, **options):
+        """The device's runner; `options` go to its constructor (an RPC runner's tracker and key)."""
         module, _, cls = self.runner.partition(":")
         try:
-            return getattr(importlib.import_module(module), cls)(self)
+            return getattr(importlib.import_module(module), cls)(self, **options)
         except (ImportError, AttributeError) as e:
             raise InvalidInputError(f"device '{self.name}': cannot load runner {self.runner} ({e})") from e
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+import onnx
 
 from hwlat.devices.measure import Timing
 from hwlat.devices.spec import DeviceSpec
@@ -112,13 +114,31 @@ def profile(
                 add(key, g, found[key], Timing(samples), runner.in_model_pipeline)
         commit()
     last_commit = time.perf_counter()
-    for key, (g, k) in list(remaining.items()):
-        add(key, g, k, runner.time_kernel(extract_kernel(g, k)), runner.pipeline)
+    todo = list(remaining.items())
+    cut = _Cut([gk for _, gk in todo])
+    many = getattr(runner, "time_kernels", None)  # a runner with several devices times in parallel
+    timed = many(cut) if many else ((i, runner.time_kernel(cut[i])) for i in range(len(cut)))
+    for i, timing in timed:
+        key, (g, k) = todo[i]
+        add(key, g, k, timing, runner.pipeline)
         if time.perf_counter() - last_commit >= BATCH_SECONDS:
             commit()
             last_commit = time.perf_counter()
     commit()
     return ProfileReport(len(plan_.kernels), plan_.already, time.perf_counter() - t0)
+
+
+class _Cut(Sequence):
+    """Kernels cut out of their graphs when asked for, so their weights are not all held at once."""
+
+    def __init__(self, kernels: list[tuple[Graph, Kernel]]):
+        self.kernels = kernels
+
+    def __len__(self) -> int:
+        return len(self.kernels)
+
+    def __getitem__(self, i: int) -> onnx.ModelProto:
+        return extract_kernel(*self.kernels[i])
 
 
 def kernel_features(g: Graph, k: Kernel) -> tuple[str, str, int | None, int | None]:

@@ -1,0 +1,98 @@
+"""The roofline device: hand-computed latencies, the shipped figures, and profiling with it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import numpy_helper
+
+from hwlat.devices import load_device
+from hwlat.devices.roofline import Roofline, RooflineRunner
+from hwlat.devices.spec import DeviceSpec
+from hwlat.errors import InvalidInputError
+from hwlat.graph import fuse, load
+from hwlat.graph.extract import extract_kernel
+from hwlat.lut import TableStore
+from hwlat.lut.build import plan, profile
+from tests.graph.onnx_builders import const, model, node, rand, save, tensor
+
+
+def roof(peak_gflops, bandwidth_gbs, launch_us=10.0) -> DeviceSpec:
+    return DeviceSpec(name="roof", description="test roofline", runtime="roofline",
+                      runner="hwlat.devices.roofline:RooflineRunner",
+                      target={"kind": "roofline", "peak_gflops": peak_gflops,
+                              "bandwidth_gbs": bandwidth_gbs, "launch_us": launch_us})
+
+
+def conv_relu():
+    """Conv 8->16, 3x3, pad 1, on 1x8x16x16, then Relu: one kernel.
+    MACs: 16x16x16 outputs x 8x3x3 taps = 294912 (589824 FLOP).
+    Bytes: input 8x16x16x4 = 8192, weights 16x8x3x3x4 = 4608, output 16x16x16x4 = 16384: 29184."""
+    return model([node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), node("Relu", ["c"], ["y"])],
+                 [tensor("x", [1, 8, 16, 16])], [tensor("y", [1, 16, 16, 16])], [const("w", rand(16, 8, 3, 3))])
+
+
+@pytest.mark.parametrize("peak, bandwidth, expected_ms", [
+    (1.0, 1.0, 589824 / 1e9 * 1e3 + 0.01),  # compute bound: 0.589824 ms + 10 us launch
+    (1000.0, 1.0, 29184 / 1e9 * 1e3 + 0.01),  # memory bound: 0.029184 ms + 10 us launch
+])
+def test_conv_latency_is_the_slower_roof_plus_launch(tmp_path, peak, bandwidth, expected_ms):
+    runner = RooflineRunner(roof(peak, bandwidth))
+    t = runner.time_kernel(conv_relu())
+    assert t.samples_ms == (pytest.approx(expected_ms, rel=1e-12),)
+    assert t.median_ms == t.q1_ms == t.q3_ms and t.cv == 0.0
+    assert runner.pipeline == "roofline"
+
+
+def test_model_is_the_sum_of_its_kernels_and_views_cost_nothing(tmp_path):
+    # conv+relu, then a reshape (a view: aliased, no launch) and a standalone Sigmoid
+    m = model([node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), node("Relu", ["c"], ["r"]),
+               node("Reshape", ["r", "shape"], ["f"]), node("Sigmoid", ["f"], ["y"])],
+              [tensor("x", [1, 8, 16, 16])], [tensor("y", [1, 4096])],
+              [const("w", rand(16, 8, 3, 3)), numpy_helper.from_array(np.array([1, 4096], np.int64), "shape")])
+    path = save(m, tmp_path / "m.onnx")
+    kinds = [k.kind.value for k in fuse(load(path))]
+    assert kinds == ["conv", "view", "elementwise"]
+    t = RooflineRunner(roof(1.0, 1.0, launch_us=10.0)).time_model(path)
+    sigmoid = 2 * 16384 / 1e9 * 1e3  # 16384 bytes in, 16384 out, no MACs: memory bound
+    assert t.samples_ms == (pytest.approx(589824 / 1e6 + 0.01 + 0 + sigmoid + 0.01, rel=1e-12),)
+
+
+def test_profile_records_estimates_with_the_figures(tmp_path):
+    spec = roof(1.0, 1.0)
+    runner = spec.make_runner()
+    path = save(conv_relu(), tmp_path / "m.onnx")
+    with TableStore(tmp_path / "t.sqlite") as store:
+        profile(plan([path], spec, runner, store), spec, runner, store)
+        [e] = store.entries("roof")
+    assert e.pipeline == "roofline" and e.repeats == 1 and e.cv == 0.0
+    assert e.median_ms == pytest.approx(0.599824, rel=1e-12)
+    assert '"peak_gflops": 1.0' in e.versions and '"model": "roofline"' in e.versions
+
+
+@pytest.mark.parametrize("name, peak, bandwidth, launch", [
+    ("roofline-h100", 67000.0, 3350.0, 5.0),  # NVIDIA datasheet: FP32 67 TFLOP/s, HBM3 3.35 TB/s
+    ("roofline-sd855", 45.4, 34.1, 2.0),  # 2 FMA pipes x 4 lanes x 2 x 2.84 GHz; LPDDR4X-4266 x 8 B
+])
+def test_shipped_rooflines(tmp_path, name, peak, bandwidth, launch):
+    spec = load_device(name)
+    runner = spec.make_runner()
+    assert runner.roof == Roofline(peak, bandwidth, launch)
+    g = load(save(conv_relu(), tmp_path / "m.onnx"))
+    ms = runner.time_kernel(extract_kernel(g, fuse(g)[0])).median_ms
+    assert ms == pytest.approx(max(589824 / peak / 1e6, 29184 / bandwidth / 1e6) + launch / 1e3, rel=1e-12)
+
+
+@pytest.mark.parametrize("target, match", [
+    ({"kind": "llvm"}, 'needs \\[target\\] kind = "roofline"'),
+    ({"kind": "roofline", "peak_gflops": 1.0}, "takes peak_gflops, bandwidth_gbs and optionally launch_us"),
+    ({"kind": "roofline", "peak_gflops": 1.0, "bandwidth_gbs": 1.0, "clock": 2}, "got bandwidth_gbs, clock"),
+    ({"kind": "roofline", "peak_gflops": 0, "bandwidth_gbs": 1.0}, "peak_gflops must be a positive number, got 0"),
+    ({"kind": "roofline", "peak_gflops": 1, "bandwidth_gbs": "fast"}, "bandwidth_gbs must be a positive number"),
+    ({"kind": "roofline", "peak_gflops": 1, "bandwidth_gbs": 1, "launch_us": -1}, "launch_us must be a non-negative"),
+])
+def test_bad_figures_are_named(target, match):
+    spec = DeviceSpec(name="roof", description="d", runtime="roofline",
+                      runner="hwlat.devices.roofline:RooflineRunner", target=target)
+    with pytest.raises(InvalidInputError, match=match):
+        RooflineRunner(spec)
