@@ -29,8 +29,8 @@ import onnx
 from hwlat.devices import rpc
 from hwlat.devices.measure import Timing, measure
 from hwlat.devices.spec import DeviceSpec
-from hwlat.devices.tvm_runner import resolve_target
-from hwlat.errors import HwlatError, InvalidInputError, InvalidModelError
+from hwlat.devices.tvm_runner import random_inputs, resolve_target
+from hwlat.errors import HwlatError, InvalidInputError
 
 DEFAULT_TRACKER = "127.0.0.1:9190"
 _HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
@@ -252,24 +252,6 @@ class TvmRpcRunner:
                 raise ServerLost(_one_line(e)) from e
             raise HwlatError(f"the kernel failed on server {s.server} (key '{self.key}'): "
                              f"{_one_line(e)}") from e
-
-
-def random_inputs(proto: onnx.ModelProto, seed: int = 0) -> list[np.ndarray]:
-    """Data for the model's inputs (initializers excluded): normal floats, zero integers."""
-    inits = {t.name for t in proto.graph.initializer}
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in proto.graph.input:
-        if i.name in inits:
-            continue
-        tt = i.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-        if any(d is None for d in dims):
-            raise InvalidModelError(f"input '{i.name}' has an unknown dimension; export with a fixed shape")
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        out.append(rng.standard_normal(dims).astype(dtype) if np.issubdtype(dtype, np.floating)
-                   else np.zeros(dims, dtype))
-    return out
 
 
 def _linker(spec: DeviceSpec, target) -> dict:

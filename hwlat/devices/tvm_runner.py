@@ -30,6 +30,24 @@ def resolve_target(spec: DeviceSpec):
         raise InvalidInputError(f"device '{spec.name}': bad target {target} ({' '.join(str(e).split())[:200]})") from e
 
 
+def random_inputs(proto: onnx.ModelProto, seed: int = 0) -> list[np.ndarray]:
+    """Data for the model's inputs (initializers excluded): normal floats, zero integers."""
+    inits = {t.name for t in proto.graph.initializer}
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in proto.graph.input:
+        if i.name in inits:
+            continue
+        tt = i.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if any(d is None for d in dims):
+            raise InvalidModelError(f"input '{i.name}' has an unknown dimension; export with a fixed shape")
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        out.append(rng.standard_normal(dims).astype(dtype) if np.issubdtype(dtype, np.floating)
+                   else np.zeros(dims, dtype))
+    return out
+
+
 class TvmRunner:
     def __init__(self, spec: DeviceSpec):
         # the runtime's thread pool reads this once, when it first starts
@@ -67,20 +85,7 @@ class TvmRunner:
         except Exception as e:
             raise HwlatError(f"TVM cannot build the model: {' '.join(str(e).split())[:300]}") from e
         vm = relax.VirtualMachine(ex, self._dev)
-        inits = {t.name for t in proto.graph.initializer}
-        rng = np.random.default_rng(0)
-        args = []
-        for i in proto.graph.input:
-            if i.name in inits:
-                continue
-            tt = i.type.tensor_type
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-            if any(d is None for d in dims):
-                raise InvalidModelError(f"input '{i.name}' has an unknown dimension; export with a fixed shape")
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-            data = rng.standard_normal(dims).astype(dtype) if np.issubdtype(dtype, np.floating) \
-                else np.zeros(dims, dtype)
-            args.append(tvm.runtime.tensor(data, self._dev))
+        args = [tvm.runtime.tensor(a, self._dev) for a in random_inputs(proto)]
         vm.set_input("main", *args)
         return vm
 
