@@ -303,6 +303,18 @@ def predict(
         out.print(f"correction: {pred.correction.describe()}")
 
 
+def _predicted_and_measured(graphs, spec, runner, store, *, correct: bool):
+    """(path, prediction, end-to-end timing) of each model, measured on the device."""
+    from hwlat.graph import fuse
+    from hwlat.lut.predict import predict as do_predict
+
+    for path, g in graphs:
+        pred = do_predict(g, fuse(g), store, spec.name, correct=correct)
+        with err.status(f"measuring {path.name} on {spec.name} ..."):
+            measured = runner.time_model(str(path))
+        yield path, pred, measured
+
+
 @app.command()
 def calibrate(
     models: Annotated[list[Path], typer.Argument(help="ONNX models to measure end to end")],
@@ -313,18 +325,14 @@ def calibrate(
 ) -> None:
     """Measure whole models and fit the correction from kernel sums to end-to-end latency."""
     from hwlat.devices import load_device
-    from hwlat.graph import fuse, load
+    from hwlat.graph import load
     from hwlat.lut.correct import fit_correction
-    from hwlat.lut.predict import predict as do_predict
 
     spec = load_device(device)
     runner = _runner(spec, rpc, key)
     graphs = [(p, load(p)) for p in models]
     with _table(table, readonly=False) as store:
-        for path, g in graphs:
-            pred = do_predict(g, fuse(g), store, spec.name, correct=False)
-            with err.status(f"measuring {path.name} on {spec.name} ..."):
-                measured = runner.time_model(str(path))
+        for path, pred, measured in _predicted_and_measured(graphs, spec, runner, store, correct=False):
             store.put_calibration(spec.name, str(path.resolve()), pred.features, measured.median_ms)
             out.print(f"{path.name}: kernel sum {pred.kernel_sum_ms:.3f} ms, measured {measured.median_ms:.3f} ms "
                       f"({pred.kernel_sum_ms / measured.median_ms - 1:+.1%})")
@@ -348,19 +356,15 @@ def validate(
 ) -> None:
     """Measure models end to end and compare with the table's prediction."""
     from hwlat.devices import load_device
-    from hwlat.graph import fuse, load
+    from hwlat.graph import load
     from hwlat.lut.metrics import accuracy_metrics
-    from hwlat.lut.predict import predict as do_predict
 
     spec = load_device(device)
     runner = _runner(spec, rpc, key)
     graphs = [(p, load(p)) for p in models]
     rows = []
     with _table(table, readonly=True) as store:
-        for path, g in graphs:
-            pred = do_predict(g, fuse(g), store, spec.name)
-            with err.status(f"measuring {path.name} on {spec.name} ..."):
-                measured = runner.time_model(str(path))
+        for path, pred, measured in _predicted_and_measured(graphs, spec, runner, store, correct=True):
             rows.append({"model": str(path), "predicted_ms": pred.latency_ms,
                          "kernel_sum_ms": pred.kernel_sum_ms, "corrected": pred.correction is not None,
                          "measured_ms": measured.median_ms, "measured_cv": measured.cv,
