@@ -106,7 +106,10 @@ class TvmRpcRunner:
             s.close()
 
     def unsupported(self, ops: set[str]) -> set[str]:
-        return {op for op in ops if "." in op}  # hwlat's custom ops need hwlat's lowering
+        from hwlat.lowering.custom import CUSTOM_OPS, load_kernels
+
+        load_kernels()  # custom ops with a lowering in hwlat/kernels are supported
+        return {op for op in ops if "." in op and op not in CUSTOM_OPS}
 
     def time_kernel(self, proto: onnx.ModelProto) -> Timing:
         return dict(self.time_kernels([proto]))[0]
@@ -218,12 +221,12 @@ class TvmRpcRunner:
 
     def build(self, proto: onnx.ModelProto, path: Path) -> tuple[Path, list[np.ndarray]]:
         """The kernel compiled for the device and linked into `path`, and data for its inputs."""
-        from tvm.relax.frontend.onnx import from_onnx
+        from hwlat.lowering.custom import import_onnx
 
         inputs = random_inputs(proto)
         try:
             with self._build_lock:  # TVM's builders keep global state: one build at a time
-                mod = from_onnx(proto, keep_params_in_input=False)
+                mod = import_onnx(proto)
                 ex = self._tvm.compile(mod, target=self.target, relax_pipeline=self._pipeline)
                 ex.export_library(str(path), **self._link)
         except Exception as e:

@@ -72,15 +72,19 @@ class TvmRunner:
                 "versions": {"apache-tvm": tvm.__version__, "target": str(self.target)}}
 
     def unsupported(self, ops: set[str]) -> set[str]:
-        return {op for op in ops if "." in op}  # hwlat's custom ops need hwlat's lowering
+        from hwlat.lowering.custom import CUSTOM_OPS, load_kernels
+
+        load_kernels()  # custom ops with a lowering in hwlat/kernels are supported
+        return {op for op in ops if "." in op and op not in CUSTOM_OPS}
 
     def _build(self, proto: onnx.ModelProto):
         import tvm
         from tvm import relax
-        from tvm.relax.frontend.onnx import from_onnx
+
+        from hwlat.lowering.custom import import_onnx
 
         try:
-            mod = from_onnx(proto, keep_params_in_input=False)
+            mod = import_onnx(proto)
             ex = tvm.compile(mod, target=self.target, relax_pipeline=self._pipeline)
         except Exception as e:
             raise HwlatError(f"TVM cannot build the model: {' '.join(str(e).split())[:300]}") from e

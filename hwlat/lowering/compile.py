@@ -28,6 +28,7 @@ from hwlat.lowering.artifact import (
     write_atomic,
     write_json_atomic,
 )
+from hwlat.lowering.custom import apply_rewrites, import_onnx
 from hwlat.lowering.pipelines import PipelineOptions, get_pipeline, make_pipeline
 from hwlat.lowering.run import outputs_of, random_inputs
 from hwlat.lowering.support import check_support
@@ -76,7 +77,7 @@ def lower(path: str | os.PathLike, target: str | dict[str, Any] | tvm.target.Tar
     build it with the named pipeline; nothing is written but the tuning database."""
     get_pipeline(pipeline)
     target = as_target(target)
-    model = load(path).meta["onnx"]
+    model = apply_rewrites(load(path).meta["onnx"])
     check_support(model)
     inputs, outputs = _signature(model)
     db = open_tuning_db(tuning_db, target) if tuning_db is not None else None
@@ -166,11 +167,9 @@ def _spec(v: onnx.ValueInfoProto) -> TensorSpec:
 
 
 def _build(model, inputs, target, passes, name):
-    from tvm.relax.frontend.onnx import from_onnx
-
     try:
-        mod = from_onnx(model, shape_dict={s.name: list(s.shape) for s in inputs},
-                        dtype_dict={s.name: s.dtype for s in inputs}, keep_params_in_input=False)
+        mod = import_onnx(model, shape_dict={s.name: list(s.shape) for s in inputs},
+                          dtype_dict={s.name: s.dtype for s in inputs}, rewrite=False)
     except Exception as e:
         raise HwlatError(f"TVM's ONNX frontend failed: {_one_line(e)}") from e
     try:

@@ -12,6 +12,7 @@ import onnx
 from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
 from hwlat.errors import UnsupportedOpError
+from hwlat.lowering.custom import CUSTOM_OPS, load_kernels
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 # standard op type -> why TVM's converter of that name must not be used for it
@@ -35,12 +36,15 @@ class LoweringUnsupportedError(UnsupportedOpError):
 def unsupported_ops(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, str]]:
     """Counts and reasons of the ops TVM cannot lower, keyed as hwlat names ops
     (`op_type`, or `domain.op_type` outside the standard domain)."""
+    load_kernels()
     converters = _get_convert_map()
     counts: Counter[str] = Counter()
     reasons: dict[str, str] = {}
     for node in _all_nodes(model.graph):
         if node.domain not in STANDARD_DOMAINS:
             key, why = f"{node.domain}.{node.op_type}", CUSTOM_OP_REASON
+            if key in CUSTOM_OPS:
+                continue
         elif node.op_type in MISCONVERTED:
             key, why = node.op_type, MISCONVERTED[node.op_type]
         elif node.op_type not in converters and node.op_type not in FRONTEND_DIRECT:
