@@ -484,24 +484,73 @@ def lut_import(path: Annotated[Path, typer.Argument(help="file to read")],
     out.print(f"imported {n} entries into {store.path}")
 
 
+@lut_app.command("fit")
+def lut_fit(
+    space: Annotated[str, typer.Option(help="search space of the measured models: nb201")],
+    measurements: Annotated[Path, typer.Option(help="CSV with columns arch,latency_ms")],
+    device: Annotated[str, typer.Option("--device", "-d", help="name of the new device")],
+    reference_device: Annotated[str, typer.Option(help="device whose profiled table is the prior")] = "cpu-ort",
+    table: TableOpt = None,
+) -> None:
+    """Fit a per-kernel table for a new device from whole-model measurements (few-shot)."""
+    from hwlat.lut.fewshot import fit_device_table, read_measurements
+
+    kernels_of = _space_kernels(space)
+    measured = read_measurements(measurements)
+    arch_kernels = {a: kernels_of(a) for a in measured}
+    with _table(table, readonly=False) as store:
+        fit = fit_device_table(store, device, reference_device, measured, arch_kernels)
+        path = store.path
+    out.print(f"fitted {len(fit.table)} entries for '{device}' into {path} from {fit.n_models} "
+              f"models (reference '{reference_device}')")
+    out.print(fit.describe(), markup=False)
+
+
+def _space_kernels(space: str):
+    """arch string -> its kernel key texts, for the spaces whose archs are one-line strings."""
+    if space == "nb201":
+        from hwlat.nas.nb201_lut import nb201_kernel_texts
+
+        return nb201_kernel_texts
+    known = ", ".join(s for s in SPACES if s in ARCH_LIST_SPACES)
+    raise InvalidInputError(f"space '{space}' has no one-line architecture strings; use: {known}")
+
+
 nas_app = typer.Typer(help="Latency inside architecture search.", no_args_is_help=True)
 app.add_typer(nas_app, name="nas")
-SPACES = ("ofa-mbv3",)
+SPACES = ("ofa-mbv3", "nb201")
+CONFIG_SPACES = ("ofa-mbv3",)  # one net config JSON per query (--config)
+ARCH_LIST_SPACES = ("nb201",)  # a CSV of architecture strings (--archs)
 
 
 @nas_app.command("predict")
 def nas_predict(
     space: Annotated[str, typer.Option(help=f"search space: {', '.join(SPACES)}")],
-    config: Annotated[Path, typer.Option(help="OFA net config JSON ({'image_size': R, 'net': ...})")],
+    config: Annotated[Path | None, typer.Option(
+        help="ofa-mbv3: OFA net config JSON ({'image_size': R, 'net': ...})")] = None,
+    archs: Annotated[Path | None, typer.Option(
+        help="nb201: CSV with an arch column (or one cell string per line)")] = None,
     device: DeviceOpt = "cpu-ort",
     table: TableOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Latency of one architecture of a search space, from the device's table (OFA's rule)."""
-    from hwlat.lut.ofa import predict_ofa
-
+    """Latency of architectures of a search space from the device's table: one OFA net config
+    (OFA's rule), or every cell string of a CSV (printed as arch,latency_ms)."""
     if space not in SPACES:
         raise InvalidInputError(f"unknown space '{space}'; known: {', '.join(SPACES)}")
+    if space in CONFIG_SPACES:
+        if config is None or archs is not None:
+            raise InvalidInputError(f"space '{space}' takes one --config NET.json (not --archs)")
+        _predict_config(config, device, table, as_json)
+    else:
+        if archs is None or config is not None:
+            raise InvalidInputError(f"space '{space}' takes --archs A.csv (not --config)")
+        _predict_archs(space, archs, device, table, as_json)
+
+
+def _predict_config(config: Path, device: str, table: Path | None, as_json: bool) -> None:
+    from hwlat.lut.ofa import predict_ofa
+
     try:
         cfg = json.loads(config.read_text())
     except (OSError, ValueError) as e:
@@ -516,6 +565,24 @@ def nas_predict(
         t.add_row(row.key, f"{row.ms:.6f}")
     out.print(t)
     out.print(f"{config.name} on {device}: {pred.latency_ms:.6f} ms")
+
+
+def _predict_archs(space: str, path: Path, device: str, table: Path | None, as_json: bool) -> None:
+    from hwlat.nas.nb201_lut import nb201_latency, read_archs
+
+    archs = read_archs(path)
+    with _table(table, readonly=True) as store:
+        entries = store.entries(device)
+    if not entries:
+        raise InvalidInputError(f"the table has no entries for device '{device}'; profile it or "
+                                f"fit one with `hwlat lut fit --space {space} --device {device}`")
+    ms = nb201_latency({e.key: e.median_ms for e in entries}, archs)
+    if as_json:
+        print(json.dumps([{"arch": a, "latency_ms": float(v)} for a, v in zip(archs, ms, strict=True)],
+                         indent=1))
+        return
+    lines = ["arch,latency_ms", *(f"{a},{v:.6g}" for a, v in zip(archs, ms, strict=True))]
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 @app.command()

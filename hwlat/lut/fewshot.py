@@ -49,6 +49,7 @@ __all__ = [
     "OVERHEAD_KEY",
     "FewShotFit",
     "fewshot_entries",
+    "fit_device_table",
     "fit_fewshot",
     "fit_fewshot_model",
     "predict_fewshot",
@@ -363,3 +364,30 @@ def fewshot_entries(device: str, fit: FewShotFit, reference_device: str) -> list
               cpu="fitted", versions=versions, pipeline=pipeline, measured_at=at)
         for k, ms in sorted(fit.table.items())
     ]
+
+
+def is_fitted(entry: Entry) -> bool:
+    return entry.pipeline.startswith("fewshot:")
+
+
+def fit_device_table(store: TableStore, device: str, reference_device: str,
+                     measurements: Mapping[str, float], arch_kernels: Mapping[str, list[str]]
+                     ) -> FewShotFit:
+    """Fit `device`'s table from whole-model `measurements` against `reference_device`'s entries
+    in `store`, and write it in place of any earlier fitted table of `device` (one transaction).
+    A device with measured (profiled or imported) entries is refused: a fitted table would be
+    mixed with, or overwrite, measurements."""
+    if device == reference_device:
+        raise InvalidInputError(
+            f"the fitted device and the reference device are both '{device}': name the new device"
+        )
+    measured = [e for e in store.entries(device) if not is_fitted(e)]
+    if measured:
+        raise InvalidInputError(
+            f"device '{device}' already has {len(measured)} measured entries in {store.path}; a "
+            "fitted table would overwrite them: fit under another device name"
+        )
+    reference, features = reference_from_store(store, reference_device)
+    fit = fit_fewshot_model(arch_kernels, measurements, reference, features)
+    store.replace_device(device, fewshot_entries(device, fit, reference_device))
+    return fit

@@ -174,6 +174,22 @@ class TableStore:
             self._db.executemany("INSERT OR REPLACE INTO kernels VALUES (?, ?, ?, ?)", list(features))
         return len(rows)
 
+    def replace_device(self, device: str, entries: Iterable[Entry]) -> int:
+        """Every entry of `device` replaced by `entries` (all of that device) in one transaction:
+        a crash leaves the old entries or the new ones, never neither."""
+        rows = []
+        for e in entries:
+            if not isinstance(e, Entry) or e.device != device:
+                raise InvalidInputError(f"replace_device('{device}') takes that device's Entry objects")
+            rows.append(astuple(e))
+        placeholders = ", ".join("?" * len(FIELDS))
+        with self._write():
+            self._db.execute("DELETE FROM entries WHERE device = ?", (device,))
+            self._db.executemany(
+                f"INSERT INTO entries ({_COLUMNS}) VALUES ({placeholders})", rows
+            )
+        return len(rows)
+
     def delete_device(self, device: str) -> int:
         """Delete every entry of one device; returns how many were deleted."""
         with self._write():

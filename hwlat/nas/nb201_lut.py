@@ -22,10 +22,12 @@ operand as a bias) and the Relu that alone reads the result; the rest are one-op
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -43,6 +45,7 @@ __all__ = [
     "nb201_kernels",
     "nb201_latency",
     "nb201_space_keys",
+    "read_archs",
 ]
 
 _F32 = "float32"
@@ -329,3 +332,32 @@ def nb201_latency(table: Mapping[str, float], archs: Sequence[str]) -> np.ndarra
         raise Nb201TableIncomplete(missing)
     ms = np.array([table[k] for k in keys])
     return counts @ ms + float(table.get(OVERHEAD_KEY, 0.0))
+
+
+def read_archs(path: Path | str) -> list[str]:
+    """Cell strings from a CSV with an `arch` column (other columns ignored), or from a file with
+    one cell string per line; each checked, a bad one named by its line."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise InvalidInputError(f"{path}: cannot read ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(f"{path}: not a text file ({e.reason})") from e
+    header = next(csv.reader(lines[:1]), [])
+    if "arch" in header:
+        col, first = header.index("arch"), 2
+        rows = [(n, r[col] if col < len(r) else "") for n, r in
+                enumerate(csv.reader(lines[1:]), start=first) if any(c.strip() for c in r)]
+    else:
+        rows = [(n, line.strip()) for n, line in enumerate(lines, start=1) if line.strip()]
+    if not rows:
+        raise InvalidInputError(f"{path}: no architectures (a CSV with an arch column, or one "
+                                "cell string per line)")
+    for n, arch in rows:
+        try:
+            parse_nb201(arch)
+        except InvalidInputError as e:
+            raise InvalidInputError(f"{path} line {n}: {e}") from None
+    return [arch for _, arch in rows]

@@ -1,0 +1,146 @@
+"""`hwlat lut fit` and `hwlat nas predict --space nb201`: a new device's table fitted from
+whole-cell measurements in a CSV, written in one transaction, and queried for a CSV of cells."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+from dataclasses import dataclass
+
+import pytest
+from typer.testing import CliRunner
+
+from hwlat.cli import app
+from hwlat.errors import HwlatError
+from hwlat.lut import Entry, TableStore
+from hwlat.lut.fewshot import OVERHEAD_KEY
+from tests.lut.test_fewshot import OVERHEAD, SCALE, space  # noqa: F401  (fixture)
+
+runner = CliRunner()
+AT = "2026-01-01T00:00:00+00:00"
+
+
+@pytest.fixture
+def store_path(space, tmp_path):  # noqa: F811
+    archs, reference, features, device = space
+    path = tmp_path / "t.sqlite"
+    with TableStore(path) as store:
+        store.put_many([Entry("cpu-ort", k, k.partition("|")[0], ms, ms, ms, 0.0, 5, 1, "cpu", "{}",
+                              "ort-in-model", AT) for k, ms in reference.items()],
+                       [(k, k.partition("|")[0], int(m), int(b)) for k, (m, b) in features.items()])
+    return path
+
+
+def _csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+@dataclass
+class Result:
+    exit_code: int
+    output: str
+    stdout: str
+
+
+def _cli(*args) -> Result:
+    """The command in process; a HwlatError is what `hwlat.cli.main` turns into one `error:` line
+    and exit 2 (tests/test_cli.py checks that in a subprocess)."""
+    r = runner.invoke(app, [str(a) for a in args])
+    if isinstance(r.exception, HwlatError):
+        return Result(2, f"error: {r.exception}", r.stdout)
+    return Result(r.exit_code, r.output, r.stdout)
+
+
+def test_fit_then_predict_recovers_a_rescaled_device(space, store_path, tmp_path):  # noqa: F811
+    archs, _, _, device = space
+    train, held_out = archs[:10], archs[10:30]
+    m = _csv(tmp_path / "m.csv", ["arch", "latency_ms"], [(a, repr(device[a])) for a in train])
+    r = _cli("lut", "fit", "--space", "nb201", "--measurements", m, "--device", "phone",
+             "--table", store_path)
+    assert r.exit_code == 0, r.output
+    assert "from 10 models" in r.output
+    a = _csv(tmp_path / "a.csv", ["index", "arch"], list(enumerate(held_out)))
+    r = _cli("nas", "predict", "--space", "nb201", "--device", "phone", "--archs", a,
+             "--table", store_path)
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(r.stdout.splitlines()))
+    assert [row["arch"] for row in rows] == held_out
+    for row in rows:
+        assert float(row["latency_ms"]) == pytest.approx(device[row["arch"]], rel=1e-5)
+    r = _cli("nas", "predict", "--space", "nb201", "--device", "phone", "--archs", a,
+             "--table", store_path, "--json")
+    got = json.loads(r.stdout)
+    assert len(got) == len(held_out) and got[0]["arch"] == held_out[0]
+
+
+def test_refit_replaces_the_fitted_table_and_keeps_the_reference(space, store_path, tmp_path):  # noqa: F811
+    archs, reference, _, device = space
+    for n in (10, 12):
+        train = [*archs[:n - 1], archs[-1]]  # the last cell is the empty one: the overhead alone
+        m = _csv(tmp_path / f"m{n}.csv", ["arch", "latency_ms"], [(a, device[a]) for a in train])
+        r = _cli("lut", "fit", "--space", "nb201", "--measurements", m, "--device", "phone",
+                 "--table", store_path)
+        assert r.exit_code == 0, r.output
+    with TableStore(store_path, readonly=True) as store:
+        phone = store.entries("phone")
+        assert {e.pipeline for e in phone} == {"fewshot:cpu-ort:12-models"}
+        assert store.get("phone", OVERHEAD_KEY).median_ms == pytest.approx(OVERHEAD, rel=1e-5)
+        assert len(store.entries("cpu-ort")) == len(reference)
+
+
+def test_a_measured_device_is_not_overwritten(space, store_path, tmp_path):  # noqa: F811
+    archs, _, _, device = space
+    m = _csv(tmp_path / "m.csv", ["arch", "latency_ms"], [(a, device[a]) for a in archs[:10]])
+    before = sqlite3.connect(store_path).execute("SELECT COUNT(*) FROM entries").fetchone()
+    r = _cli("lut", "fit", "--space", "nb201", "--measurements", m, "--device", "cpu-ort",
+             "--reference-device", "cpu-ort", "--table", store_path)
+    assert r.exit_code == 2 and "both 'cpu-ort'" in r.output
+    with TableStore(store_path) as store:  # a device with profiled entries
+        e = store.entries("cpu-ort")[0]
+        store.put_many([Entry("phone", e.key, e.kind, 1.0, 1.0, 1.0, 0.0, 5, 1, "cpu", "{}",
+                              "ort-in-model", AT)])
+    r = _cli("lut", "fit", "--space", "nb201", "--measurements", m, "--device", "phone",
+             "--table", store_path)
+    assert r.exit_code == 2 and "already has 1 measured entries" in r.output
+    after = sqlite3.connect(store_path).execute("SELECT COUNT(*) FROM entries").fetchone()
+    assert after[0] == before[0] + 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nas", "predict", "--space", "nb201", "--device", "phone", "--config", "x.json"],
+     "takes --archs"),
+    (["nas", "predict", "--space", "ofa-mbv3", "--device", "phone", "--archs", "a.csv"],
+     "takes one --config"),
+    (["nas", "predict", "--space", "nb202", "--archs", "a.csv"], "unknown space 'nb202'"),
+    (["lut", "fit", "--space", "ofa-mbv3", "--measurements", "m.csv", "--device", "p"],
+     "no one-line architecture strings"),
+])
+def test_wrong_space_arguments_get_one_line(args, message, tmp_path):
+    r = _cli(*args, "--table", tmp_path / "t.sqlite")
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
+
+
+def test_bad_cells_are_named_by_line(space, store_path, tmp_path):  # noqa: F811
+    archs, _, _, device = space
+    m = _csv(tmp_path / "m.csv", ["arch", "latency_ms"], [(archs[0], 1.0), ("|conv~0|+|x|", 2.0)])
+    r = _cli("lut", "fit", "--space", "nb201", "--measurements", m, "--device", "phone",
+             "--table", store_path)
+    assert r.exit_code == 2 and "conv~0" in r.output
+    bad_op = archs[1].replace("none", "max_pool", 1).replace("skip_connect", "max_pool", 1)
+    a = tmp_path / "a.txt"
+    a.write_text(f"{archs[0]}\n\n{bad_op}\n")
+    r = _cli("nas", "predict", "--space", "nb201", "--device", "cpu-ort", "--archs", a,
+             "--table", store_path)
+    assert r.exit_code == 2 and "line 3" in r.output and "max_pool" in r.output
+    a.write_text("")
+    r = _cli("nas", "predict", "--space", "nb201", "--device", "cpu-ort", "--archs", a,
+             "--table", store_path)
+    assert r.exit_code == 2 and "no architectures" in r.output
+    r = _cli("nas", "predict", "--space", "nb201", "--device", "cpu-ort", "--archs",
+             tmp_path / "missing.csv", "--table", store_path)
+    assert r.exit_code == 2 and "cannot read" in r.output
