@@ -518,8 +518,8 @@ def _space_kernels(space: str):
 
 nas_app = typer.Typer(help="Latency inside architecture search.", no_args_is_help=True)
 app.add_typer(nas_app, name="nas")
-SPACES = ("ofa-mbv3", "nb201")
-CONFIG_SPACES = ("ofa-mbv3",)  # one net config JSON per query (--config)
+SPACES = ("ofa-mbv3", "proxyless-mobile", "nb201")
+CONFIG_SPACES = ("ofa-mbv3", "proxyless-mobile")  # one JSON per query (--config)
 ARCH_LIST_SPACES = ("nb201",)  # a CSV of architecture strings (--archs)
 
 
@@ -527,7 +527,8 @@ ARCH_LIST_SPACES = ("nb201",)  # a CSV of architecture strings (--archs)
 def nas_predict(
     space: Annotated[str, typer.Option(help=f"search space: {', '.join(SPACES)}")],
     config: Annotated[Path | None, typer.Option(
-        help="ofa-mbv3: OFA net config JSON ({'image_size': R, 'net': ...})")] = None,
+        help="ofa-mbv3: OFA net config JSON ({'image_size': R, 'net': ...}); proxyless-mobile: "
+             "{'ops': [21 of k3_e3..k7_e6, zero], 'r': 224}")] = None,
     archs: Annotated[Path | None, typer.Option(
         help="nb201: CSV with an arch column (or one cell string per line)")] = None,
     device: DeviceOpt = "cpu-ort",
@@ -541,20 +542,35 @@ def nas_predict(
     if space in CONFIG_SPACES:
         if config is None or archs is not None:
             raise InvalidInputError(f"space '{space}' takes one --config NET.json (not --archs)")
-        _predict_config(config, device, table, as_json)
+        _predict_config(space, config, device, table, as_json)
     else:
         if archs is None or config is not None:
             raise InvalidInputError(f"space '{space}' takes --archs A.csv (not --config)")
         _predict_archs(space, archs, device, table, as_json)
 
 
-def _predict_config(config: Path, device: str, table: Path | None, as_json: bool) -> None:
+def _predict_config(space: str, config: Path, device: str, table: Path | None,
+                    as_json: bool) -> None:
     from hwlat.lut.ofa import predict_ofa
+    from hwlat.nas.proxyless import proxyless_latency
 
     try:
         cfg = json.loads(config.read_text())
     except (OSError, ValueError) as e:
         raise InvalidInputError(f"{config}: not a readable net config ({e})") from e
+    if space == "proxyless-mobile":
+        with _table(table, readonly=True) as store:
+            rows = proxyless_latency(store, device, cfg)
+        total = sum(ms for _, ms in rows)
+        if as_json:
+            print(json.dumps({"latency_ms": total, "parts": dict(rows)}, indent=1))
+            return
+        t = Table("part", "ms", title=f"{config.name} on {device}")
+        for name, ms in rows:
+            t.add_row(name, f"{ms:.6f}")
+        out.print(t)
+        out.print(f"{config.name} on {device}: {total:.6f} ms")
+        return
     with _table(table, readonly=True) as store:
         pred = predict_ofa(store, device, cfg)
     if as_json:

@@ -1,8 +1,16 @@
 """Neural architecture search support: search spaces that sample architectures as descriptions
-(OFA net configs, NAS-Bench-201 cell strings) for `hwlat.zoo` to build, and batched latency
+(OFA net configs, ProxylessNAS mobile block choices, NAS-Bench-201 cell strings) for `hwlat.zoo` to build, and batched latency
 queries over a device's table. No torch import here (`hwlat.nas.expected` is the torch part)."""
 
 from hwlat.nas.ofa_lut import OfaEncoding, OfaLatencyTable, OfaTableIncomplete, ofa_mbv3_kernels
+from hwlat.nas.proxyless import (
+    PROXYLESS_MOBILE,
+    ProxylessLatencyTable,
+    ProxylessSpace,
+    proxyless_config,
+    proxyless_kernels,
+    sample_proxyless,
+)
 from hwlat.nas.search import EvolutionSearch, MacsObjective, RandomSearch, SearchResult, run_search
 from hwlat.nas.spaces import (
     NB201_EDGES,
@@ -20,6 +28,12 @@ from hwlat.nas.spaces import (
 )
 
 __all__ = [
+    "PROXYLESS_MOBILE",
+    "ProxylessLatencyTable",
+    "ProxylessSpace",
+    "proxyless_config",
+    "proxyless_kernels",
+    "sample_proxyless",
     "NB201_EDGES",
     "NB201_OPS",
     "NB201_SIZE",

@@ -19,8 +19,9 @@ from torch import Tensor
 
 from hwlat.errors import InvalidInputError
 from hwlat.nas.ofa_lut import OfaLatencyTable
+from hwlat.nas.proxyless import ProxylessLatencyTable
 
-__all__ = ["ExpectedLatency", "expected_latency"]
+__all__ = ["ExpectedLatency", "ProxylessExpectedLatency", "expected_latency"]
 
 
 class ExpectedLatency:
@@ -60,3 +61,24 @@ def expected_latency(table: OfaLatencyTable, resolution: int, choice_probs: Tens
                      depth_probs: Tensor) -> Tensor:
     """One-off form of ExpectedLatency (which keeps the cost tensors between calls)."""
     return ExpectedLatency(table, resolution)(choice_probs, depth_probs)
+
+
+class ProxylessExpectedLatency:
+    """ProxylessNAS's latency loss: `ProxylessExpectedLatency(table)(probs)` with `probs[j, c]`
+    the probability that block j takes choice c of `table.space.choices` (`zero` included, last)
+    -> fixed + sum_j sum_c probs[j, c] * block_ms[j, c], exact and differentiable. A probability
+    on `zero` where a block cannot be skipped is refused only by shape, not by value: pass
+    probabilities over the allowed choices (zero elsewhere)."""
+
+    def __init__(self, table: ProxylessLatencyTable):
+        self.block_ms = torch.tensor(table.block_ms, dtype=torch.float64)  # [21, 7]
+        self.fixed_ms = float(table.fixed_ms)
+
+    def __call__(self, probs: Tensor) -> Tensor:
+        shape = tuple(self.block_ms.shape)
+        if not isinstance(probs, Tensor) or tuple(probs.shape) != shape or not probs.is_floating_point():
+            got = tuple(probs.shape) if isinstance(probs, Tensor) else type(probs).__name__
+            raise InvalidInputError(f"probs must be a floating-point tensor of shape {list(shape)}, "
+                                    f"got {got}")
+        cost = self.block_ms.to(dtype=probs.dtype, device=probs.device)
+        return self.fixed_ms + (probs * cost).sum()

@@ -200,12 +200,13 @@ def key_cost(key: KernelKey) -> Cost:
 class OfaTableIncomplete(HwlatError, LookupError):
     """The device's table lacks kernel keys the space produces; says how many and names a few."""
 
-    def __init__(self, device: str, missing: list[str], total: int, resolutions: Sequence[int]):
+    def __init__(self, device: str, missing: list[str], total: int, resolutions: Sequence[int],
+                 space_name: str = "OFA MobileNetV3"):
         self.device, self.missing, self.total = device, missing, total
         shown = ", ".join(repr(k) for k in missing[:_SHOWN])
         more = f" and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else ""
         super().__init__(
-            f"device '{device}' lacks {len(missing)} of the {total} kernel keys OFA MobileNetV3 "
+            f"device '{device}' lacks {len(missing)} of the {total} kernel keys {space_name} "
             f"produces at resolutions {_ranges(resolutions)}: {shown}{more}; profile subnets that "
             f"cover them (`hwlat profile MODEL.onnx --device {device}`), pass fewer resolutions, "
             "or pass estimate=True to estimate them from the measured kernels"
