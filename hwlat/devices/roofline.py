@@ -11,6 +11,7 @@ gives is recorded as an estimate: one sample, pipeline "roofline".
 from __future__ import annotations
 
 import math
+import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,9 +55,49 @@ class Roofline:
         if c.macs is None or c.bytes_read is None or c.bytes_written is None:
             raise InvalidModelError(f"roofline: the work of kernel {k.key.text()} is unknown "
                                     "(a dimension is not fixed); export with fixed shapes")
-        compute_s = 2 * c.macs / (self.peak_gflops * 1e9)
-        memory_s = (c.bytes_read + c.bytes_written) / (self.bandwidth_gbs * 1e9)
+        return self.work_ms(c.macs, c.bytes_read + c.bytes_written)
+
+    def work_ms(self, macs: float, bytes_moved: float) -> float:
+        """The roofline latency of a (non-view) kernel doing `macs` and moving `bytes_moved`."""
+        compute_s = 2 * macs / (self.peak_gflops * 1e9)
+        memory_s = bytes_moved / (self.bandwidth_gbs * 1e9)
         return max(compute_s, memory_s) * 1e3 + self.launch_us * 1e-3
+
+
+class RooflineEstimator:
+    """Table misses estimated by a roofline device: its latency for the kernel's work, scaled by
+    the median measured / roofline ratio of the target device's entries of the same kind (all
+    kinds when none; unscaled when the table has none of the device's kernels with known work).
+    The scale turns a lower bound into the device's typical efficiency; every value says so."""
+
+    def __init__(self, roof: Roofline, name: str, store, device: str):
+        self.roof, self.name = roof, name
+        feats = store.features()
+        ratios: dict[str, list[float]] = {}
+        for e in store.entries(device):
+            f = feats.get(e.key)
+            if f is None or e.kind == KernelKind.VIEW.value or e.median_ms <= 0:
+                continue
+            ratios.setdefault(e.kind, []).append(
+                e.median_ms / self.roof.work_ms(float(f[1] or 0), float(f[2] or 0)))
+        self.scales = {kind: (statistics.median(r), len(r)) for kind, r in ratios.items()}
+        every = [x for r in ratios.values() for x in r]
+        self.overall = (statistics.median(every), len(every)) if every else None
+
+    def estimate(self, kind: str, cost) -> tuple[float, str]:
+        if kind == KernelKind.VIEW.value:
+            return 0.0, f"estimate: {self.name} (a view moves nothing)"
+        if cost.macs is None or cost.bytes_read is None:
+            raise InvalidModelError(f"{self.name}: a kernel's work is unknown (a dimension is "
+                                    "not fixed); export with fixed shapes")
+        ms = self.roof.work_ms(cost.macs, cost.bytes_read + (cost.bytes_written or 0))
+        scale, scope = self.scales.get(kind, self.overall), kind
+        if kind not in self.scales:
+            scope = "all kinds"
+        if scale is None:
+            return ms, f"estimate: {self.name} roofline, unscaled (no measured kernels)"
+        return ms * scale[0], (f"estimate: {self.name} roofline x{scale[0]:.3g} (median of "
+                               f"{scale[1]} measured {scope} kernels)")
 
 
 class RooflineRunner:
@@ -84,3 +125,39 @@ class RooflineRunner:
     def time_model(self, path: str) -> Timing:
         g = load(path)
         return Timing((sum(self.roof.kernel_ms(g, k) for k in fuse(g)),))
+
+
+def roofline_of(name: str) -> Roofline:
+    """The Roofline of the device named `name`, which must be an analytic roofline device."""
+    from hwlat.devices.spec import load_device
+
+    spec = load_device(name)
+    if spec.runtime != "roofline":
+        raise InvalidInputError(f"device '{name}' is not a roofline device (runtime "
+                                f"'{spec.runtime}'); name one of kind roofline, e.g. roofline-sd855")
+    return Roofline.from_spec(spec)
+
+
+def fallback_estimator(spec: DeviceSpec, store, override: str | None = None
+                       ) -> RooflineEstimator | None:
+    """The estimator of table misses that the device file names (`fallback = "roofline-..."`)
+    or `override` names; None when neither does (misses then use the measured-entry fits)."""
+    name = override or spec.fallback
+    if name is None:
+        return None
+    return RooflineEstimator(roofline_of(name), name, store, spec.name)
+
+
+def roofline_reference(name: str, keys) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """A roofline device's latency of each kernel key (text -> KernelKey), and each key's
+    (MACs, bytes moved): a reference table for a few-shot fit where nothing was profiled."""
+    from hwlat.nas.ofa_lut import key_cost
+
+    roof = roofline_of(name)
+    reference, features = {}, {}
+    for text, key in keys.items():
+        c = key_cost(key)
+        moved = c.bytes_read + c.bytes_written
+        reference[text] = 0.0 if key.kind is KernelKind.VIEW else roof.work_ms(c.macs, moved)
+        features[text] = (float(c.macs), float(moved))
+    return reference, features

@@ -39,6 +39,7 @@ class DeviceSpec:
     pipeline: str | None = None
     target: dict[str, Any] = field(default_factory=dict)
     measure: MeasureSpec = field(default_factory=MeasureSpec)
+    fallback: str | None = None  # an analytic (roofline) device that estimates table misses
     source: str = ""  # the file it came from
 
     def __hash__(self) -> int:
@@ -65,6 +66,8 @@ def parse_device(path: Path) -> DeviceSpec:
     for key in ("name", "description", "runtime", "runner"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise InvalidInputError(f"{path}: '{key}' must be a non-empty string")
+    if "fallback" in raw and (not isinstance(raw["fallback"], str) or not raw["fallback"]):
+        raise InvalidInputError(f"{path}: 'fallback' must name a device, got {raw['fallback']!r}")
     if not isinstance(raw.get("threads", 1), int) or raw.get("threads", 1) < 1:
         raise InvalidInputError(f"{path}: 'threads' must be a positive integer, got {raw.get('threads')!r}")
     measure = raw.pop("measure", {})

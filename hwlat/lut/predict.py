@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -88,13 +89,19 @@ def features(macs: int | None, bytes_moved: int | None) -> tuple[float, float]:
     return float(macs or 0), float(bytes_moved or 0)
 
 
+class Estimator(Protocol):
+    def estimate(self, kind: str, cost) -> tuple[float, str]: ...
+
+
 def predict(g: Graph, kernels: list[Kernel], store: TableStore, device: str, *,
-            correct: bool = True) -> Prediction:
+            correct: bool = True, fallback: Estimator | None = None) -> Prediction:
+    """`fallback` estimates the table's misses (e.g. a roofline device's RooflineEstimator);
+    by default MissEstimator fits them on the device's measured entries."""
     summary = summarize(g, kernels)
     keys = [r.kernel.key.text() for r in summary.rows]
     found = store.get_many(device, keys)
     missing = [r for r in summary.rows if r.kernel.key.text() not in found]
-    estimator = MissEstimator(store, device) if missing else None
+    estimator = (fallback or MissEstimator(store, device)) if missing else None
     rows = []
     for r in summary.rows:
         e = found.get(r.kernel.key.text())

@@ -38,8 +38,10 @@ from hwlat.lut.fewshot import OVERHEAD_KEY
 from hwlat.nas.spaces import NB201_EDGES, NB201_NODES, parse_nb201
 
 __all__ = [
+    "NB201_COVERING",
     "NB201_STAGES",
     "Nb201TableIncomplete",
+    "nb201_all_keys",
     "nb201_features",
     "nb201_kernel_texts",
     "nb201_kernels",
@@ -291,6 +293,18 @@ def nb201_space_keys(archs: Iterable[str]) -> dict[str, KernelKey]:
         for k in _kernels(parse_nb201(a)):
             out.setdefault(_text(k), k)
     return out
+
+
+# Cells that together run every distinct kernel key of the space (67), found by a greedy set
+# cover over all 15,625 (benchmarks/fewshot_nb201.py); tests check random cells against them.
+NB201_COVERING = (26, 752, 809, 1383, 3532, 7818)
+
+
+def nb201_all_keys() -> dict[str, KernelKey]:
+    """Every distinct kernel key of the NB201 space, by text."""
+    from hwlat.nas.spaces import nb201_arch
+
+    return nb201_space_keys(nb201_arch(i) for i in NB201_COVERING)
 
 
 def nb201_features(archs: Sequence[str], keys: Sequence[str] | None = None

@@ -96,3 +96,60 @@ def test_bad_figures_are_named(target, match):
                       runner="hwlat.devices.roofline:RooflineRunner", target=target)
     with pytest.raises(InvalidInputError, match=match):
         RooflineRunner(spec)
+
+
+def _store_with(tmp_path, device, entries):
+    """A table with `device` entries: (key text, kind, ms, MACs, bytes)."""
+    from hwlat.lut import Entry
+
+    at = "2026-01-01T00:00:00+00:00"
+    store = TableStore(tmp_path / "t.sqlite")
+    store.put_many([Entry(device, k, kind, ms, ms, ms, 0.0, 5, 1, "cpu", "{}", "ort-in-model", at)
+                    for k, kind, ms, _, _ in entries],
+                   [(k, kind, macs, nbytes) for k, kind, _, macs, nbytes in entries])
+    return store
+
+
+def test_misses_fall_back_to_the_roofline_scaled_by_measured_kernels(tmp_path):
+    from hwlat.devices.roofline import RooflineEstimator
+    from hwlat.graph.cost import Cost
+    from hwlat.lut.predict import predict
+
+    r = Roofline(1.0, 1.0, launch_us=0.0)  # 1 GFLOP/s, 1 GB/s: ms = max(2 MACs, bytes) / 1e6
+    # two measured convs run at 3x and 5x the roofline: median scale 4
+    store = _store_with(tmp_path, "dev", [("a", "conv", 3 * 2.0, 1_000_000, 10),
+                                          ("b", "conv", 5 * 4.0, 2_000_000, 10),
+                                          ("c", "pool", 0.5, 0, 1_000_000)])
+    est = RooflineEstimator(r, "roof", store, "dev")
+    ms, how = est.estimate("conv", Cost(macs=500_000, params=0, bytes_read=10, bytes_written=0))
+    assert ms == pytest.approx(4 * 1.0) and "x4" in how and "2 measured conv" in how
+    ms, how = est.estimate("elementwise", Cost(0, 0, bytes_read=3_000_000, bytes_written=0))
+    assert ms == pytest.approx(3 * 3.0) and "all kinds" in how  # median of ratios 3, 5, 0.5
+    assert est.estimate("view", Cost(0, 0, 0, 0))[0] == 0.0
+    empty = RooflineEstimator(r, "roof", store, "other")
+    assert "unscaled" in empty.estimate("conv", Cost(1_000_000, 0, 0, 0))[1]
+    # predict uses it for the misses and labels them
+    path = save(conv_relu(), tmp_path / "m.onnx")
+    g = load(path)
+    pred = predict(g, fuse(g), store, "other", correct=False, fallback=empty)
+    [row] = pred.rows
+    assert row.estimated and row.source.startswith("estimate: roof roofline")
+    assert row.ms == pytest.approx(589824 / 1e6)  # 294912 MACs at 1 GFLOP/s
+
+
+def test_device_files_name_a_roofline_fallback(tmp_path):
+    from hwlat.devices.roofline import fallback_estimator
+    from hwlat.devices.spec import parse_device
+
+    arm = load_device("arm64-mobile")
+    with TableStore(tmp_path / "t.sqlite") as store:
+        est = fallback_estimator(arm, store)
+        assert est is not None and est.name == arm.fallback == "roofline-sd855"
+        assert fallback_estimator(load_device("cpu-ort"), store) is None
+        with pytest.raises(InvalidInputError, match="not a roofline device"):
+            fallback_estimator(arm, store, override="cpu-ort")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\ndescription = "x"\nruntime = "onnxruntime"\n'
+                   'runner = "hwlat.devices.ort_runner:OrtRunner"\nfallback = 3\n')
+    with pytest.raises(InvalidInputError, match="'fallback' must name a device"):
+        parse_device(bad)

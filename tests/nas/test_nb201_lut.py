@@ -107,3 +107,13 @@ def test_imports_no_torch():
     code = ("import sys, hwlat.nas.nb201_lut as m; m.nb201_kernels(" + repr(BEST) + "); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_covering_cells_hold_every_key_of_random_cells():
+    from hwlat.nas.nb201_lut import nb201_all_keys
+    from hwlat.nas.spaces import nb201_arch
+
+    every = nb201_all_keys()
+    rng = np.random.default_rng(7)
+    for i in rng.choice(15625, 400, replace=False):
+        assert set(nb201_kernel_texts(nb201_arch(int(i)))) <= set(every)
