@@ -154,6 +154,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--train-from", choices=("path", "all"), default="path")
     ap.add_argument("--reference", type=Path, default=OUT / "ref.sqlite")
+    ap.add_argument("--prior", default=REF_DEVICE,
+                    help="cpu-ort (profiled here into --reference) or a roofline device")
     args = ap.parse_args()
     if not PIXEL3.is_file():
         raise SystemExit(f"{PIXEL3}: not found (the shared reference data)")
@@ -167,7 +169,13 @@ def main() -> None:
     keys, counts = nb201_features(archs)
     print(f"kernel keys of all {len(archs)} cells derived in {time.perf_counter() - t0:.1f} s: "
           f"{len(keys)} distinct")
-    ref, feats = build_reference(archs, args.reference)
+    if args.prior == REF_DEVICE:
+        ref, feats = build_reference(archs, args.reference)
+    else:
+        from hwlat.devices.roofline import roofline_reference
+        from hwlat.nas.nb201_lut import nb201_all_keys
+
+        ref, feats = roofline_reference(args.prior, nb201_all_keys())
 
     y = np.array([measured[a] for a in archs])
     path = counts.sum(axis=1) > 0  # no kernel: no path from the cell's input to its output
@@ -199,7 +207,7 @@ def main() -> None:
 
     train_note = (f"the {n_path:,} cells with a path" if args.train_from == "path"
                   else f"all {len(archs):,} cells")
-    print(f"\nreference {REF_DEVICE} ({len(ref)} kernels); {args.seeds} seeds; training cells drawn "
+    print(f"\nreference {args.prior} ({len(ref)} kernels); {args.seeds} seeds; training cells drawn "
           f"from {train_note}; metrics on all {len(archs):,} cells and on the {n_path:,} with a path\n")
     print("| N | fit | cells | Spearman | within +-10 % | RMSPE |")
     print("|---|---|---|---|---|---|")

@@ -194,7 +194,7 @@ def devices() -> None:
 
     from hwlat.devices import list_devices
 
-    dists = {"onnxruntime": "onnxruntime", "tvm": "apache-tvm", "roofline": "hwlat"}
+    dists = {"onnxruntime": "onnxruntime", "tvm": "apache-tvm", "roofline": "hwlat", "neuromorphic": "hwlat"}
     table = Table("name", "runtime", "version", "threads", "description", title="hwlat devices")
     for d in list_devices():
         try:
@@ -276,16 +276,30 @@ def predict(
     table: TableOpt = None,
     breakdown: Annotated[bool, typer.Option(help="show every kernel's share")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    sample: Annotated[Path | None, typer.Option("--input", "-i", help="neuromorphic devices: sample input whose spikes are measured, .npy (one-input model) or .npz (by input name)")] = None,
+    precision: Annotated[str | None, typer.Option(help="neuromorphic devices: energy preset, fp32, fp16 or int8 (default: the device file's)")] = None,
+    fallback: Annotated[str | None, typer.Option(
+        help="roofline device that estimates kernels missing from the table (default: the device "
+             "file's `fallback`, else fits on the device's measured kernels)")] = None,
 ) -> None:
-    """Predict a model's latency on a device from the table, without running it."""
+    """Predict a model's latency on a device from the table, without running it; on a neuromorphic
+    device, its energy and latency from the spikes it fires on a sample input."""
     from hwlat.devices import load_device
+    from hwlat.devices.roofline import fallback_estimator
     from hwlat.graph import fuse, load
     from hwlat.lut.predict import predict as do_predict
 
     spec = load_device(device)
+    if spec.runtime == "neuromorphic":
+        _predict_neuromorphic(model, spec, sample, precision, as_json)
+        return
+    if sample is not None or precision is not None:
+        raise InvalidInputError(f"--input and --precision apply to neuromorphic devices; '{spec.name}' "
+                                "predicts from its table")
     g = load(model)
     with _table(table, readonly=True) as store:
-        pred = do_predict(g, fuse(g), store, spec.name)
+        pred = do_predict(g, fuse(g), store, spec.name,
+                          fallback=fallback_estimator(spec, store, fallback))
     if as_json:
         print(json.dumps(pred.to_json(), indent=1))
         return
@@ -301,6 +315,39 @@ def predict(
               f"(kernel sum {pred.kernel_sum_ms:.3f} ms, {pred.estimated_share:.1%} of it estimated)")
     if pred.correction is not None:
         out.print(f"correction: {pred.correction.describe()}")
+
+
+def _predict_neuromorphic(model: Path, spec, sample: Path | None, precision: str | None, as_json: bool) -> None:
+    from hwlat.devices.neuromorphic import predict_file
+
+    est = predict_file(model, spec, sample, precision)
+    if as_json:
+        print(json.dumps(est.to_json(), indent=1))
+        return
+    rate = lambda r: "-" if r is None else f"{r:.2%}"  # noqa: E731
+    t = Table("layer", "op", "input", "in rate", "fire rate", "neurons", "cores", "SOPs", "MACs",
+              "energy", "latency", "bound", title=f"{model.name} on {spec.name} ({est.precision}), "
+              f"{est.time_steps} steps x {est.batch} sample(s)")
+    for r in est.layers:
+        t.add_row(r.name, r.op, r.input, rate(r.in_rate), rate(r.fire_rate), str(r.neurons), str(r.cores),
+                  _num(r.sops), _num(r.macs), _energy(r.energy_pj), f"{r.latency_ns / 1e3:.2f} us", r.bound)
+    t.add_section()
+    t.add_row("barrier", "", "", "", "", "", "", "", "", "", f"{est.steps * est.barrier_ns / 1e3:.2f} us", "")
+    t.add_row("total", "", "", "", rate(est.firing_rate), str(sum(r.neurons for r in est.layers)),
+              str(est.cores), _num(est.sops), _num(est.macs), _energy(est.energy_pj),
+              f"{est.latency_ns / 1e3:.2f} us", "")
+    out.print(t)
+    out.print(f"{model.name} on {spec.name} ({est.precision}): {_energy(est.energy_pj)}, "
+              f"{est.latency_ns / 1e3:.2f} us for {est.steps} steps ({est.latency_ns / est.steps / 1e3:.2f} us "
+              f"a step), {est.cores} cores; {_num(est.sops)} SOPs, {_num(est.macs)} MACs, firing rate "
+              f"{est.firing_rate:.2%} (estimates)", highlight=False)
+
+
+def _energy(pj: float) -> str:
+    for unit, scale in (("mJ", 1e9), ("uJ", 1e6), ("nJ", 1e3)):
+        if pj >= scale:
+            return f"{pj / scale:.3f} {unit}"
+    return f"{pj:.3f} pJ"
 
 
 def _predicted_and_measured(graphs, spec, runner, store, *, correct: bool):
@@ -489,7 +536,8 @@ def lut_fit(
     space: Annotated[str, typer.Option(help="search space of the measured models: nb201")],
     measurements: Annotated[Path, typer.Option(help="CSV with columns arch,latency_ms")],
     device: Annotated[str, typer.Option("--device", "-d", help="name of the new device")],
-    reference_device: Annotated[str, typer.Option(help="device whose profiled table is the prior")] = "cpu-ort",
+    reference_device: Annotated[str, typer.Option(
+        help="the prior: a device with a profiled table, or a roofline device")] = "cpu-ort",
     table: TableOpt = None,
 ) -> None:
     """Fit a per-kernel table for a new device from whole-model measurements (few-shot)."""
@@ -498,12 +546,24 @@ def lut_fit(
     kernels_of = _space_kernels(space)
     measured = read_measurements(measurements)
     arch_kernels = {a: kernels_of(a) for a in measured}
+    reference = None
+    if _is_roofline(reference_device):  # an analytic prior: nothing profiled needed
+        from hwlat.devices.roofline import roofline_reference
+        from hwlat.nas.nb201_lut import nb201_all_keys
+
+        reference = roofline_reference(reference_device, nb201_all_keys())
     with _table(table, readonly=False) as store:
-        fit = fit_device_table(store, device, reference_device, measured, arch_kernels)
+        fit = fit_device_table(store, device, reference_device, measured, arch_kernels, reference)
         path = store.path
     out.print(f"fitted {len(fit.table)} entries for '{device}' into {path} from {fit.n_models} "
               f"models (reference '{reference_device}')")
     out.print(fit.describe(), markup=False)
+
+
+def _is_roofline(name: str) -> bool:
+    from hwlat.devices import list_devices
+
+    return any(d.name == name and d.runtime == "roofline" for d in list_devices())
 
 
 def _space_kernels(space: str):

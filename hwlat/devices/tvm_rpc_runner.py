@@ -53,10 +53,13 @@ class _Session:
 
 class TvmRpcRunner:
     def __init__(self, spec: DeviceSpec, tracker: str | None = None, key: str | None = None, *,
-                 request_timeout: float = 60.0, max_attempts: int = 3):
+                 request_timeout: float = 60.0, max_attempts: int = 3,
+                 kernel_timeout: float = 600.0):
         """`tracker` HOST:PORT and `key` default to 127.0.0.1:9190 and the device's name.
         A worker waits `request_timeout` seconds for a free server; a kernel whose server dies
-        is tried on at most `max_attempts` servers."""
+        is tried on at most `max_attempts` servers. Each kernel gets its own session, which the
+        server ends after `kernel_timeout` seconds (TVM's session timeout): a kernel that hangs
+        is lost like one whose server died, and retried."""
         import tvm
         import tvm.rpc
         from tvm import relax
@@ -67,6 +70,9 @@ class TvmRpcRunner:
         self.key = key or spec.name
         self.request_timeout = request_timeout
         self.max_attempts = max_attempts
+        if not kernel_timeout > 0:
+            raise InvalidInputError(f"kernel_timeout must be > 0 seconds, got {kernel_timeout!r}")
+        self.kernel_timeout = float(kernel_timeout)
         self.target = resolve_target(spec)
         name = spec.pipeline or "default"
         if name == "default" and "gpu" in self.target.keys:
@@ -188,15 +194,17 @@ class TvmRpcRunner:
                     timing = self._time_remote(s, lib, inputs)
                     self.timed[server] += 1
                     results.put(("done", idx, timing))
+                    wait = self.request_timeout
                 except ServerLost as e:
                     results.put(("lost", idx, f"server {server} lost during kernel {idx}: {e}"))
-                    s.close()
-                    s, wait = None, min(5.0, self.request_timeout)  # take another only if one is free
+                    wait = min(5.0, self.request_timeout)  # take another only if one is free
                 except Exception as e:
                     results.put(("error", idx, e))
                 finally:
                     self.in_flight.pop(server, None)
                     lib.unlink(missing_ok=True)
+                    s.close()  # the session's timeout bounds one kernel: a new one for the next
+                    s = None
             if s is not None:
                 s.close()
 
@@ -208,7 +216,7 @@ class TvmRpcRunner:
             host, port, match = rpc.request_server(self.tracker, self.key, max(deadline - time.monotonic(), 0.5))
             server = f"{host}:{port}"
             try:
-                sess = self._connect(host, port, match)
+                sess = self._connect(host, port, match, session_timeout=self.kernel_timeout)
                 sess.get_function("runtime.config_threadpool")(_BIG_CORES, self.spec.threads)
                 return _Session(sess, server, sess.device(self._dev_type, 0))
             except Exception as e:
@@ -237,6 +245,7 @@ class TvmRpcRunner:
         from tvm import relax
 
         m = self.spec.measure
+        start = time.monotonic()
         try:
             s.sess.upload(str(lib), target=lib.name)
             vm = relax.VirtualMachine(s.sess.load_module(lib.name), s.dev)
@@ -251,6 +260,9 @@ class TvmRpcRunner:
 
             return measure(round_, m)
         except Exception as e:
+            if time.monotonic() - start >= 0.95 * self.kernel_timeout:
+                raise ServerLost(f"timed out: the server ended the session after the kernel "
+                                 f"timeout of {self.kernel_timeout:g} s") from e
             if not _alive(s):
                 raise ServerLost(_one_line(e)) from e
             raise HwlatError(f"the kernel failed on server {s.server} (key '{self.key}'): "

@@ -153,3 +153,23 @@ def test_device_files_name_a_roofline_fallback(tmp_path):
                    'runner = "hwlat.devices.ort_runner:OrtRunner"\nfallback = 3\n')
     with pytest.raises(InvalidInputError, match="'fallback' must name a device"):
         parse_device(bad)
+
+
+def test_predict_cli_labels_roofline_estimates(tmp_path):
+    from typer.testing import CliRunner
+
+    from hwlat.cli import app
+
+    path = save(conv_relu(), tmp_path / "m.onnx")
+    table = tmp_path / "t.sqlite"
+    TableStore(table).close()
+    r = CliRunner().invoke(app, ["predict", str(path), "--device", "arm64-mobile", "--table",
+                                 str(table), "--json"])
+    assert r.exit_code == 0, r.output
+    [row] = __import__("json").loads(r.stdout)["kernels"]
+    assert row["estimated"] and row["source"].startswith("estimate: roofline-sd855 roofline")
+    # 294912 MACs at 45.4 GFLOP/s (compute bound) + 2 us launch, unscaled: nothing measured
+    assert row["ms"] == pytest.approx(2 * 294912 / 45.4e9 * 1e3 + 2e-3, rel=1e-9)
+    r = CliRunner().invoke(app, ["predict", str(path), "--device", "cpu-ort", "--table",
+                                 str(table), "--fallback", "cpu-tvm"])
+    assert isinstance(r.exception, InvalidInputError) and "not a roofline device" in str(r.exception)

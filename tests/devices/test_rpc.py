@@ -131,6 +131,27 @@ def test_a_kernel_that_fails_on_a_live_server_is_not_retried(farm):
     assert runner.lost == []
 
 
+def test_a_kernel_that_hangs_is_bounded_by_the_kernel_timeout(farm):
+    # a 1024^3 matmul, untuned: seconds a run on this machine, far past a 1.5 s session
+    from onnx import TensorProto, helper
+
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [1024, 1024])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [1024, 1024])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1024, 1024])
+    slow = helper.make_model(helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])],
+                                               "slow", [a, b], [y]),
+                             opset_imports=[helper.make_opsetid("", 17)])
+    runner = TvmRpcRunner(device("loop", "hwlat.devices.tvm_rpc_runner:TvmRpcRunner"),
+                          tracker=farm.address, key=KEY, kernel_timeout=1.5, max_attempts=2)
+    t0 = time.monotonic()
+    with pytest.raises(HwlatError, match="timed out: the server ended the session after the "
+                                         "kernel timeout of 1.5 s"):
+        runner.time_kernel(slow)
+    assert len(runner.lost) == 2 and time.monotonic() - t0 < 60
+    # the servers live on and take the next kernel
+    assert runner.time_kernel(conv_chain(1)).median_ms > 0
+
+
 def _has_gpu() -> bool:
     return shutil.which("nvidia-smi") is not None and subprocess.run(
         ["nvidia-smi", "-L"], capture_output=True).returncode == 0

@@ -144,3 +144,27 @@ def test_bad_cells_are_named_by_line(space, store_path, tmp_path):  # noqa: F811
     r = _cli("nas", "predict", "--space", "nb201", "--device", "cpu-ort", "--archs",
              tmp_path / "missing.csv", "--table", store_path)
     assert r.exit_code == 2 and "cannot read" in r.output
+
+
+def test_a_roofline_device_is_a_prior_without_any_profiling(space, tmp_path):  # noqa: F811
+    from hwlat.devices.roofline import roofline_reference
+    from hwlat.nas.nb201_lut import nb201_all_keys, nb201_kernel_texts
+
+    archs, _, _, _ = space
+    ref, _ = roofline_reference("roofline-sd855", nb201_all_keys())
+    # a device that runs every kernel at 2.5x the roofline, plus 0.2 ms per model
+    device = {a: 0.2 + 2.5 * sum(ref[k] for k in nb201_kernel_texts(a)) for a in archs}
+    m = _csv(tmp_path / "m.csv", ["arch", "latency_ms"], [(a, device[a]) for a in archs[:10]])
+    table = tmp_path / "fresh.sqlite"
+    r = _cli("lut", "fit", "--space", "nb201", "--measurements", m, "--device", "phone",
+             "--reference-device", "roofline-sd855", "--table", table)
+    assert r.exit_code == 0, r.output
+    a = _csv(tmp_path / "a.csv", ["arch"], [(x,) for x in archs[10:20]])
+    r = _cli("nas", "predict", "--space", "nb201", "--device", "phone", "--archs", a,
+             "--table", table)
+    rows = list(csv.DictReader(r.stdout.splitlines()))
+    for row in rows:
+        assert float(row["latency_ms"]) == pytest.approx(device[row["arch"]], rel=1e-5)
+    r = _cli("lut", "fit", "--space", "nb201", "--measurements", m, "--device", "phone2",
+             "--table", table)  # cpu-ort, never profiled into this table
+    assert r.exit_code == 2 and "no profiled entries for reference device 'cpu-ort'" in r.output
