@@ -1,6 +1,7 @@
 """Few-shot latency tables: NAS-Bench-201 on a Pixel 3 from N whole-model measurements.
 
     .venv/bin/python benchmarks/fewshot_nb201.py [--seeds 10] [--sizes 10 20 50 100]
+        [--prior cpu-ort | roofline-sd855] [--unfolded [zero-input] [dead]]
 
 (a) Reference: the NB201 space's distinct kernels (from `hwlat.nas.nb201_lut`, no export) are
     covered by a few cells, chosen greedily; those are exported and profiled on cpu-ort (this
@@ -15,6 +16,9 @@ folds their whole network into a constant (no kernel), so their prediction is th
 alone; the Pixel 3 measured 273 of them at ~0.004 ms (its converter folded them too) and 68 at
 0.5..15 ms (it ran convs on zeros). Training cells are drawn from the 15,284 cells with a path
 (`--train-from all` draws from every cell); metrics are reported on all 15,625 and on those 15,284.
+`--unfolded zero-input` also counts what the phone ran and hwlat's export folds away: convs and
+pools on the zeros of `none` edges (`hwlat lut fit --zero-work`), as one more fitted group.
+`--prior roofline-sd855` takes a roofline device's latencies as the reference (nothing profiled).
 Goals: Spearman >= 0.95 at N = 10; >= 95 % within +-10 % at N = 100.
 """
 
@@ -156,6 +160,9 @@ def main() -> None:
     ap.add_argument("--reference", type=Path, default=OUT / "ref.sqlite")
     ap.add_argument("--prior", default=REF_DEVICE,
                     help="cpu-ort (profiled here into --reference) or a roofline device")
+    ap.add_argument("--unfolded", nargs="*", choices=("zero-input", "dead"), default=None,
+                    help="also count the work of `none` edges' zeros that the phone may run "
+                         "(hwlat.nas.nb201_lut.nb201_unfolded_texts), each class its own group")
     args = ap.parse_args()
     if not PIXEL3.is_file():
         raise SystemExit(f"{PIXEL3}: not found (the shared reference data)")
@@ -177,8 +184,30 @@ def main() -> None:
 
         ref, feats = roofline_reference(args.prior, nb201_all_keys())
 
+    kernels_of = nb201_kernel_texts
+    groups = None
+    if args.unfolded is not None:
+        classes = tuple(args.unfolded or ("zero-input", "dead"))
+        from hwlat.nas.nb201_lut import nb201_unfolded_reference, nb201_unfolded_texts
+
+        extra_ref, extra_feats = nb201_unfolded_reference(ref, feats)
+        ref, feats = {**ref, **extra_ref}, {**feats, **extra_feats}
+        groups = {k: ("unfolded-" + k.split("|")[2]) if k.startswith("unfolded|")
+                  else k.partition("|")[0] for k in ref}
+
+        def kernels_of(a):
+            return nb201_kernel_texts(a) + nb201_unfolded_texts(a, classes)
+
+        extra_keys = sorted(extra_ref)
+        col = {k: j for j, k in enumerate(extra_keys)}
+        extra = np.zeros((len(archs), len(extra_keys)))
+        for i, a in enumerate(archs):
+            for k in nb201_unfolded_texts(a, classes):
+                extra[i, col[k]] += 1
+        keys, counts = keys + extra_keys, np.hstack([counts, extra])
+        print(f"unfolded work: {int((extra.sum(axis=1) > 0).sum())} cells run some")
     y = np.array([measured[a] for a in archs])
-    path = counts.sum(axis=1) > 0  # no kernel: no path from the cell's input to its output
+    path = np.array([bool(nb201_kernel_texts(a)) for a in archs])  # no kernel: no path
     n_path = int(path.sum())
     print(f"{len(archs) - n_path} cells without a path (no kernels; predicted as the overhead "
           f"alone): measured {np.sum(y[~path] < 0.1)} below 0.1 ms, {np.sum(y[~path] >= 0.1)} at "
@@ -194,9 +223,9 @@ def main() -> None:
             for seed in range(args.seeds):
                 train = np.random.default_rng(seed).choice(pool, size=n, replace=False)
                 t0 = time.perf_counter()
-                fit = fit_fewshot_model({archs[i]: nb201_kernel_texts(archs[i]) for i in train},
+                fit = fit_fewshot_model({archs[i]: kernels_of(archs[i]) for i in train},
                                         {archs[i]: measured[archs[i]] for i in train}, ref, feats,
-                                        penalties=penalties)
+                                        groups, penalties=penalties)
                 fit_s.append(time.perf_counter() - t0)
                 pred = counts @ np.array([fit.table[k] for k in keys]) + fit.table[OVERHEAD_KEY]
                 res["all"].append(metrics(pred, y))

@@ -538,26 +538,47 @@ def lut_fit(
     device: Annotated[str, typer.Option("--device", "-d", help="name of the new device")],
     reference_device: Annotated[str, typer.Option(
         help="the prior: a device with a profiled table, or a roofline device")] = "cpu-ort",
+    zero_work: Annotated[bool, typer.Option(
+        help="nb201: the device ran exports that keep `none` edges' zeros (e.g. HW-NAS-Bench's): "
+             "also count ops on zero inputs, which hwlat's export folds away")] = False,
     table: TableOpt = None,
 ) -> None:
     """Fit a per-kernel table for a new device from whole-model measurements (few-shot)."""
-    from hwlat.lut.fewshot import fit_device_table, read_measurements
+    from hwlat.lut.fewshot import fit_device_table, read_measurements, reference_from_store
+    from hwlat.nas.nb201_lut import (
+        nb201_all_keys,
+        nb201_unfolded_reference,
+        nb201_unfolded_texts,
+    )
 
     kernels_of = _space_kernels(space)
     measured = read_measurements(measurements)
-    arch_kernels = {a: kernels_of(a) for a in measured}
-    reference = None
-    if _is_roofline(reference_device):  # an analytic prior: nothing profiled needed
-        from hwlat.devices.roofline import roofline_reference
-        from hwlat.nas.nb201_lut import nb201_all_keys
-
-        reference = roofline_reference(reference_device, nb201_all_keys())
+    arch_kernels = {a: kernels_of(a) + (nb201_unfolded_texts(a, ZERO_WORK) if zero_work else [])
+                    for a in measured}
     with _table(table, readonly=False) as store:
-        fit = fit_device_table(store, device, reference_device, measured, arch_kernels, reference)
+        if _is_roofline(reference_device):  # an analytic prior: nothing profiled needed
+            from hwlat.devices.roofline import roofline_reference
+
+            reference = roofline_reference(reference_device, nb201_all_keys())
+        else:
+            reference = reference_from_store(store, reference_device)
+        groups = None
+        if zero_work:
+            extra = nb201_unfolded_reference(*reference)
+            extra = tuple({k: v for k, v in e.items() if k.split("|")[2] in ZERO_WORK}
+                          for e in extra)
+            reference = ({**reference[0], **extra[0]}, {**reference[1], **extra[1]})
+            groups = {k: f"unfolded-{k.split('|')[2]}" if k in extra[0] else k.partition("|")[0]
+                      for k in reference[0]}
+        fit = fit_device_table(store, device, reference_device, measured, arch_kernels, reference,
+                               groups)
         path = store.path
     out.print(f"fitted {len(fit.table)} entries for '{device}' into {path} from {fit.n_models} "
               f"models (reference '{reference_device}')")
     out.print(fit.describe(), markup=False)
+
+
+ZERO_WORK = ("zero-input",)  # the unfolded work classes `--zero-work` counts
 
 
 def _is_roofline(name: str) -> bool:

@@ -372,8 +372,8 @@ def is_fitted(entry: Entry) -> bool:
 
 def fit_device_table(store: TableStore, device: str, reference_device: str,
                      measurements: Mapping[str, float], arch_kernels: Mapping[str, list[str]],
-                     reference: tuple[dict[str, float], dict[str, tuple[float, float]]] | None = None
-                     ) -> FewShotFit:
+                     reference: tuple[dict[str, float], dict[str, tuple[float, float]]] | None = None,
+                     groups: Mapping[str, str] | None = None) -> FewShotFit:
     """Fit `device`'s table from whole-model `measurements` against `reference_device`'s entries
     in `store` (or the given (reference ms, features), e.g. a roofline device's), and write it in
     place of any earlier fitted table of `device` (one transaction). A device with measured
@@ -389,7 +389,8 @@ def fit_device_table(store: TableStore, device: str, reference_device: str,
             f"device '{device}' already has {len(measured)} measured entries in {store.path}; a "
             "fitted table would overwrite them: fit under another device name"
         )
-    reference, features = reference or reference_from_store(store, reference_device)
-    fit = fit_fewshot_model(arch_kernels, measurements, reference, features)
+    if reference is None:
+        reference = reference_from_store(store, reference_device)
+    fit = fit_fewshot_model(arch_kernels, measurements, *reference, groups)
     store.replace_device(device, fewshot_entries(device, fit, reference_device))
     return fit

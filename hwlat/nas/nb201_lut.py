@@ -47,6 +47,8 @@ __all__ = [
     "nb201_kernels",
     "nb201_latency",
     "nb201_space_keys",
+    "nb201_unfolded_reference",
+    "nb201_unfolded_texts",
     "read_archs",
 ]
 
@@ -339,13 +341,24 @@ class Nb201TableIncomplete(HwlatError, LookupError):
 
 def nb201_latency(table: Mapping[str, float], archs: Sequence[str]) -> np.ndarray:
     """Latency (ms) of each cell: its kernels' ms from `table` summed, plus `table`'s
-    OVERHEAD_KEY entry when it has one (a few-shot fitted table does)."""
+    OVERHEAD_KEY entry when it has one (a few-shot fitted table does), plus the unfolded work
+    (`nb201_unfolded_texts`) of the classes the table has entries for (a table fitted with
+    `hwlat lut fit --zero-work` does)."""
     keys, counts = nb201_features(archs)
     missing = [k for k in keys if k not in table]
     if missing:
         raise Nb201TableIncomplete(missing)
     ms = np.array([table[k] for k in keys])
-    return counts @ ms + float(table.get(OVERHEAD_KEY, 0.0))
+    total = counts @ ms + float(table.get(OVERHEAD_KEY, 0.0))
+    classes = tuple(sorted({k.split("|")[2] for k in table if k.startswith(UNFOLDED + "|")}))
+    if classes:
+        for i, a in enumerate(archs):
+            texts = nb201_unfolded_texts(a, classes)
+            missing = [k for k in texts if k not in table]
+            if missing:
+                raise Nb201TableIncomplete(sorted(set(missing)))
+            total[i] += sum(table[k] for k in texts)
+    return total
 
 
 def read_archs(path: Path | str) -> list[str]:
@@ -375,3 +388,82 @@ def read_archs(path: Path | str) -> list[str]:
         except InvalidInputError as e:
             raise InvalidInputError(f"{path} line {n}: {e}") from None
     return [arch for _, arch in rows]
+
+
+# --- work a runtime does when it does not fold `none` edges -----------------------------------
+#
+# hwlat's export folds a `none` edge (NB201's Zero: x * 0) to a constant and drops what depends
+# on constants or feeds nothing; some devices' converters do not (HW-NAS-Bench's Pixel 3 ran
+# convs on zeros: cells with no path from input to output measured 0.5..15 ms). For such devices
+# a few-shot fit can also count, per stage, the ops of edges whose input is the zero of `none`
+# edges only ("zero-input") or whose output reaches no cell output ("dead"), each as a
+# pseudo-kernel that costs what the live op costs there (ReLU + conv, or the pool, and the Add
+# that sums it into its node).
+
+UNFOLDED = "unfolded"
+
+
+def _edge_classes(ops: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(op, "zero-input" | "dead") of every conv/pool edge that hwlat's export drops."""
+    edge = dict(zip(NB201_EDGES, ops, strict=True))
+    zero = {0: False}
+    for j in range(1, NB201_NODES):
+        zero[j] = all(edge[(j, i)] == "none" or zero[i] for i in range(j))
+    reach = {NB201_NODES - 1: True}
+    for i in range(NB201_NODES - 2, -1, -1):
+        reach[i] = any(edge[(j, i)] != "none" and reach[j] for j in range(i + 1, NB201_NODES))
+    out = []
+    for (j, i), op in edge.items():
+        if op in ("nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3") and (zero[i] or not reach[j]):
+            out.append((op, "zero-input" if zero[i] else "dead"))
+    return out
+
+
+@cache
+def _unfolded(ops: tuple[str, ...], classes: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"{UNFOLDED}|{op}|{cls}|stage{s}" for op, cls in _edge_classes(ops)
+                 if cls in classes
+                 for s in range(len(NB201_STAGES)) for _ in range(CELLS_PER_STAGE))
+
+
+def nb201_unfolded_texts(arch: str, classes: tuple[str, ...] = ("zero-input", "dead")
+                         ) -> list[str]:
+    """Pseudo-kernel keys of the work a runtime that keeps `none` edges' zeros also runs:
+    ops on zero inputs, and ops whose output reaches no cell output (`classes`)."""
+    return list(_unfolded(parse_nb201(arch), tuple(classes)))
+
+
+def nb201_unfolded_reference(reference: Mapping[str, float],
+                             features: Mapping[str, tuple[float, float]]
+                             ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Reference ms and (MACs, bytes) of every pseudo-kernel: the sum of the live kernels it
+    stands for (from a reference table over `nb201_all_keys()`)."""
+    keys = nb201_all_keys()
+    ref, feats = {}, {}
+
+    def find(s: int, x: TensorSig, kind: KernelKind, ops: tuple[str, ...],
+             k: int | None = None) -> str:
+        for text, key in keys.items():
+            if key.kind is kind and key.ops == ops and key.inputs[0] == x == key.outputs[0] \
+                    and (k is None or dict(key.attrs).get("kernel_shape") == (k, k)):
+                return text
+        raise InvalidInputError(f"no {'+'.join(ops)} kernel at stage {s} in the NB201 keys")
+
+    for s, (c, size) in enumerate(NB201_STAGES):
+        x = _t(1, c, size, size)
+        relu = find(s, x, KernelKind.ELEMENTWISE, ("Relu",))
+        add = find(s, x, KernelKind.ELEMENTWISE, ("Add",))
+        parts = {"nor_conv_1x1": (relu, find(s, x, KernelKind.CONV, ("Conv",), 1), add),
+                 "nor_conv_3x3": (relu, find(s, x, KernelKind.CONV, ("Conv",), 3), add),
+                 "avg_pool_3x3": (find(s, x, KernelKind.POOL, ("AveragePool",), 3), add)}
+        for op, texts in parts.items():
+            missing = [t for t in texts if t not in reference or t not in features]
+            if missing:
+                raise InvalidInputError(f"the reference table lacks {missing[0]!r}, which the "
+                                        f"unfolded {op} work at stage {s} stands for")
+            for cls in ("zero-input", "dead"):
+                name = f"{UNFOLDED}|{op}|{cls}|stage{s}"
+                ref[name] = sum(reference[t] for t in texts)
+                feats[name] = (sum(features[t][0] for t in texts),
+                               sum(features[t][1] for t in texts))
+    return ref, feats

@@ -8,6 +8,7 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -168,3 +169,61 @@ def test_a_roofline_device_is_a_prior_without_any_profiling(space, tmp_path):  #
     r = _cli("lut", "fit", "--space", "nb201", "--measurements", m, "--device", "phone2",
              "--table", table)  # cpu-ort, never profiled into this table
     assert r.exit_code == 2 and "no profiled entries for reference device 'cpu-ort'" in r.output
+
+
+def test_zero_work_counts_ops_on_zero_inputs(tmp_path):
+    """A device that also runs the ops hwlat's export folds away (convs and pools on the zeros of
+    `none` edges) at half their live cost: `--zero-work` fits it, and predictions add that work."""
+    from hwlat.nas.nb201_lut import (
+        _edge_classes,
+        nb201_all_keys,
+        nb201_kernel_texts,
+        nb201_unfolded_reference,
+        nb201_unfolded_texts,
+    )
+    from hwlat.nas.spaces import nb201_arch, parse_nb201
+    from tests.lut.test_fewshot import ref_ms
+
+    cell = "|none~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|none~1|none~2|"
+    assert _edge_classes(parse_nb201(cell)) == [("nor_conv_3x3", "dead"),
+                                               ("nor_conv_1x1", "zero-input")]
+    assert nb201_unfolded_texts(cell, ("zero-input",)) == [
+        f"unfolded|nor_conv_1x1|zero-input|stage{s}" for s in range(3) for _ in range(5)]
+
+    keys = nb201_all_keys()
+    reference = {t: ref_ms(t) for t in keys}
+    features = {t: (1.0, 1.0) for t in keys}
+    extra, _ = nb201_unfolded_reference(reference, features)
+    stage0 = [t for t in keys if "in:float32[1x16x32x32]" in t and "out:float32[1x16x32x32]" in t]
+    [relu] = [t for t in stage0 if t.startswith("elementwise|Relu|")]
+    [conv] = [t for t in stage0 if t.startswith("conv|Conv|") and "kernel_shape=1x1" in t]
+    adds = [t for t in stage0 if t.startswith("elementwise|Add|")]
+    got = extra["unfolded|nor_conv_1x1|zero-input|stage0"]
+    assert any(got == pytest.approx(reference[relu] + reference[conv] + reference[a]) for a in adds)
+
+    rng = np.random.default_rng(1)
+    cells = [nb201_arch(int(i)) for i in rng.choice(15625, 400, replace=False)]
+    cells = [a for a in cells if nb201_kernel_texts(a)]
+    with_zero = [a for a in cells if nb201_unfolded_texts(a, ("zero-input",))]
+    train = with_zero[:15] + [a for a in cells if a not in with_zero][:25]
+    held_out = [a for a in with_zero[15:35]]
+
+    def device(a):
+        return 0.3 + 2.0 * sum(reference[k] for k in nb201_kernel_texts(a)) + \
+            0.5 * 2.0 * sum(extra[k] for k in nb201_unfolded_texts(a, ("zero-input",)))
+
+    path = tmp_path / "t.sqlite"
+    with TableStore(path) as store:
+        store.put_many([Entry("cpu-ort", k, k.partition("|")[0], ms, ms, ms, 0.0, 5, 1, "cpu",
+                              "{}", "ort-in-model", AT) for k, ms in reference.items()],
+                       [(k, k.partition("|")[0], 1, 1) for k in keys])
+    m = _csv(tmp_path / "m.csv", ["arch", "latency_ms"], [(a, device(a)) for a in train])
+    r = _cli("lut", "fit", "--space", "nb201", "--measurements", m, "--device", "phone",
+             "--zero-work", "--table", path)
+    assert r.exit_code == 0, r.output
+    assert "unfolded-zero-input x1" in r.output  # half of the live scale 2: x1 the reference
+    a = _csv(tmp_path / "a.csv", ["arch"], [(x,) for x in held_out])
+    r = _cli("nas", "predict", "--space", "nb201", "--device", "phone", "--archs", a,
+             "--table", path)
+    for row in csv.DictReader(r.stdout.splitlines()):
+        assert float(row["latency_ms"]) == pytest.approx(device(row["arch"]), rel=1e-4)
