@@ -276,7 +276,7 @@ def predict(
     table: TableOpt = None,
     breakdown: Annotated[bool, typer.Option(help="show every kernel's share")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-    sample: Annotated[Path | None, typer.Option("--input", "-i", help="neuromorphic devices: sample input whose spikes are measured, .npy (one-input model) or .npz (by input name)")] = None,
+    sample: Annotated[Path | None, typer.Option("--input", "-i", help="sample input, .npy (one-input model) or .npz (by input name): on neuromorphic devices the spikes it fires are measured; a sparse model's coordinates set its kernel maps")] = None,
     precision: Annotated[str | None, typer.Option(help="neuromorphic devices: energy preset, fp32, fp16 or int8 (default: the device file's)")] = None,
     fallback: Annotated[str | None, typer.Option(
         help="roofline device that estimates kernels missing from the table (default: the device "
@@ -293,12 +293,22 @@ def predict(
     if spec.runtime == "neuromorphic":
         _predict_neuromorphic(model, spec, sample, precision, as_json)
         return
-    if sample is not None or precision is not None:
-        raise InvalidInputError(f"--input and --precision apply to neuromorphic devices; '{spec.name}' "
+    if precision is not None:
+        raise InvalidInputError(f"--precision applies to neuromorphic devices; '{spec.name}' "
                                 "predicts from its table")
     g = load(model)
+    kernels = fuse(g)
+    if sample is not None:  # a sparse model's coordinates decide its kernel maps
+        from hwlat.devices.neuromorphic import load_sample
+        from hwlat.graph import KernelKind
+
+        if not any(k.kind is KernelKind.SPARSE_CONV for k in kernels):
+            raise InvalidInputError(f"--input applies to neuromorphic devices and to models with "
+                                    f"sparse convs (their coordinates); '{spec.name}' predicts "
+                                    f"{model.name} from its table alone")
+        kernels = fuse(g, samples=load_sample(sample, g))
     with _table(table, readonly=True) as store:
-        pred = do_predict(g, fuse(g), store, spec.name,
+        pred = do_predict(g, kernels, store, spec.name,
                           fallback=fallback_estimator(spec, store, fallback))
     if as_json:
         print(json.dumps(pred.to_json(), indent=1))

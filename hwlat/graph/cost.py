@@ -82,6 +82,11 @@ def kernel_cost(g: Graph, k: Kernel) -> Cost:
     key = k.key
     if k.kind is KernelKind.VIEW:  # runtimes alias the buffer: nothing is moved
         return Cost(macs=0, params=0, bytes_read=0, bytes_written=0)
+    pairs = dict(key.attrs).get("pairs", -1) if k.kind is KernelKind.SPARSE_CONV else -1
+    if isinstance(pairs, int) and pairs >= 0 and key.params:
+        # gather-GEMM-scatter: each kernel-map pair is one row of Cin x Cout (the key's bucket)
+        w = key.params[0].shape
+        macs = pairs * w[-2] * w[-1]
     return Cost(
         macs=macs,
         # weights are floating-point constants; integer ones are shapes, axes and indices

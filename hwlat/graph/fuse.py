@@ -9,10 +9,13 @@ a one-node kernel. Rule lists compose with `+`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Set
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass
 
-from hwlat.graph.ir import AttrValue, Graph, Node
+import numpy as np
+
+from hwlat.errors import InvalidInputError
+from hwlat.graph.ir import AttrValue, Graph, Node, TensorSig
 from hwlat.graph.kernel import Kernel, KernelKey, KernelKind
 from hwlat.graph.ops import (
     ACTIVATION,
@@ -30,6 +33,7 @@ from hwlat.graph.ops import (
     VIEW,
     Op,
 )
+from hwlat.graph.sparse import default_coords, kernel_map_size, log_bucket
 
 
 @dataclass(frozen=True)
@@ -300,8 +304,11 @@ def single_kind(op: Op) -> KernelKind:
     return KernelKind.DATA_MOVEMENT
 
 
-def fuse(g: Graph, rules: list[Rule] = DEFAULT_RULES) -> list[Kernel]:
-    """Kernels of `g`, in graph order."""
+def fuse(g: Graph, rules: list[Rule] = DEFAULT_RULES, *,
+         samples: Mapping[str, np.ndarray] | None = None) -> list[Kernel]:
+    """Kernels of `g`, in graph order. `samples` (graph input name -> array) gives the sparse
+    coordinates a sparse conv's key is measured on; by default the graph's coordinate inputs
+    are `hwlat.graph.sparse.default_coords(N)`, what the TVM runners feed them."""
     claimed: set[str] = set()
     found: list[tuple[str, KernelKind, Match]] = []
     for rule in rules:
@@ -319,7 +326,45 @@ def fuse(g: Graph, rules: list[Rule] = DEFAULT_RULES) -> list[Kernel]:
         found.append(("single", single_kind(node.op), Match((node,))))
     order = {n.name: i for i, n in enumerate(g.nodes)}
     found.sort(key=lambda f: order[f[2].nodes[0].name])
-    return [_make_kernel(g, rule, kind, m) for rule, kind, m in found]
+    kernels = [_make_kernel(g, rule, kind, m) for rule, kind, m in found]
+    return [_sparse_key(g, k, samples or {}) if k.kind is KernelKind.SPARSE_CONV else k
+            for k in kernels]
+
+
+def _sparse_key(g: Graph, k: Kernel, samples: Mapping[str, np.ndarray]) -> Kernel:
+    """The sparse conv's key on (Cin, Cout, kernel, stride, active voxels, kernel-map pairs),
+    voxel and pair counts bucketed (hwlat.graph.sparse): N in its shapes is the voxel bucket."""
+    conv = next(g.node(n) for n in k.nodes if g.node(n).op is Op.SparseConv3d)
+    feats, coords_name = g.values[conv.inputs[0]].shape, conv.inputs[1]
+    n = feats[0] if feats and isinstance(feats[0], int) else None
+    coords = samples.get(coords_name)
+    if coords is None and n is not None and coords_name in g.inputs:
+        coords = default_coords(n)
+    if coords is not None and n is not None and len(coords) != n:
+        raise InvalidInputError(f"sample '{coords_name}' has {len(coords)} rows; the model's "
+                                f"sparse conv takes {n}")
+    if coords is None:
+        n_out = pairs = -1  # coordinates computed inside the model: unknown here
+    else:
+        n_out, pairs = kernel_map_size(coords, conv.attr("kernel_size"), conv.attr("stride"),
+                                       conv.attr("padding"), bool(conv.attr("subm", 1)))
+    voxels = log_bucket(n) if n is not None else -1
+
+    def rows(sig: TensorSig, count: int) -> TensorSig:
+        if not sig.shape or count < 0:
+            return sig
+        return TensorSig((log_bucket(count), *sig.shape[1:]), sig.dtype)
+
+    key = k.key
+    bucketed = KernelKey(
+        kind=key.kind, ops=key.ops,
+        inputs=tuple(rows(sig, n if n is not None else -1) for sig in key.inputs),
+        outputs=tuple(rows(sig, n_out) for sig in key.outputs),
+        params=key.params,
+        attrs=tuple(sorted((*key.attrs, ("pairs", log_bucket(pairs) if pairs >= 0 else -1),
+                            ("voxels", voxels)))),
+    )
+    return Kernel(key=bucketed, nodes=k.nodes, rule=k.rule)
 
 
 def _make_kernel(g: Graph, rule: str, kind: KernelKind, m: Match) -> Kernel:

@@ -251,7 +251,9 @@ def test_cli_errors(tmp_path):
     )
     assert code == 2 and "no energy preset 'fp8'" in text
     code, text = _cli("predict", path, "--device", "cpu-ort", "--input", tmp_path / "x.npy")
-    assert code == 2 and "--input and --precision apply to neuromorphic devices" in text
+    assert code == 2 and "--input applies to neuromorphic devices and to models with sparse" in text
+    code, text = _cli("predict", path, "--device", "cpu-ort", "--precision", "fp16")
+    assert code == 2 and "--precision applies to neuromorphic devices" in text
     plain = model(
         [node("Conv", ["x", "w"], ["y"])],
         [tensor("x", [1, 1, 4, 4])],

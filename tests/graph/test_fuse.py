@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
+from hwlat.errors import InvalidInputError
 from hwlat.graph import KernelKind, fuse, load
 from hwlat.graph.cost import kernel_cost
+from hwlat.graph.sparse import default_coords, kernel_map_size, log_bucket
 from tests.graph.onnx_builders import (
     bn_params,
     const,
@@ -211,9 +213,20 @@ def test_sparse_conv_node_with_bn_and_relu(tmp_path):
     g, ks = kernels_of(tmp_path, m)
     assert summary(ks) == [(KernelKind.SPARSE_CONV, ("hwlat.SparseConv3d", "BatchNormalization", "Relu"))]
     k = ks[0]
-    assert [s.shape for s in k.key.outputs] == [(n, cout)]
-    assert dict(k.key.attrs)["kernel_size"] == (3, 3, 3)
-    assert kernel_cost(g, k).macs == n * 27 * cin * cout  # dense upper bound
+    assert [s.shape for s in k.key.outputs] == [(log_bucket(n), cout)]
+    attrs = dict(k.key.attrs)
+    assert attrs["kernel_size"] == (3, 3, 3) and attrs["voxels"] == log_bucket(n)
+    # by default the key is measured on the runners' cloud for N voxels
+    _, pairs = kernel_map_size(default_coords(n), (3, 3, 3), (1, 1, 1), (1, 1, 1), True)
+    assert attrs["pairs"] == log_bucket(pairs)
+    assert kernel_cost(g, k).macs == log_bucket(pairs) * cin * cout
+    # a sample's coordinates: a row of 10 voxels along x, each with its neighbours on the row
+    line = np.array([[0, 5, 5, x] for x in range(n)])
+    [k2] = fuse(g, samples={"coords": line})
+    assert dict(k2.key.attrs)["pairs"] == log_bucket(n + 2 * (n - 1)) == 27
+    assert kernel_cost(g, k2).macs == 27 * cin * cout
+    with pytest.raises(InvalidInputError, match="has 3 rows"):
+        fuse(g, samples={"coords": line[:3]})
 
 
 def test_constant_subgraphs_are_folded_not_kernels(tmp_path):
