@@ -7,7 +7,9 @@ hwlat.lowering.custom (see LOWERINGS).
 import importlib
 
 # Modules whose import registers a CustomOp and/or a rewrite.
-LOWERINGS: tuple[str, ...] = ()
+LOWERINGS: tuple[str, ...] = (
+    "hwlat.kernels.spiking.lowering",
+)
 
 for _name in LOWERINGS:
     importlib.import_module(_name)
