@@ -234,7 +234,8 @@ class TvmRpcRunner:
         inputs = random_inputs(proto)
         try:
             with self._build_lock:  # TVM's builders keep global state: one build at a time
-                mod = import_onnx(proto)
+                with self.target:  # hwlat's kernels pick their CPU or GPU schedule by it
+                    mod = import_onnx(proto)
                 ex = self._tvm.compile(mod, target=self.target, relax_pipeline=self._pipeline)
                 ex.export_library(str(path), **self._link)
         except Exception as e:

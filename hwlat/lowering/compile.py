@@ -168,8 +168,9 @@ def _spec(v: onnx.ValueInfoProto) -> TensorSpec:
 
 def _build(model, inputs, target, passes, name):
     try:
-        mod = import_onnx(model, shape_dict={s.name: list(s.shape) for s in inputs},
-                          dtype_dict={s.name: s.dtype for s in inputs}, rewrite=False)
+        with target:  # hwlat's converters pick the CPU or GPU schedule of their kernels by it
+            mod = import_onnx(model, shape_dict={s.name: list(s.shape) for s in inputs},
+                              dtype_dict={s.name: s.dtype for s in inputs}, rewrite=False)
     except Exception as e:
         raise HwlatError(f"TVM's ONNX frontend failed: {_one_line(e)}") from e
     try:

@@ -211,3 +211,14 @@ def test_convnet_spikes_and_logits_match_the_unrolled_graph(convnet):
         np.testing.assert_array_equal(spikes_fused, spikes_unrolled)
     np.testing.assert_allclose(fused[0], want[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fused[0], unrolled[0], rtol=1e-5, atol=1e-5)
+
+
+def test_cuda_compiles_take_the_gpu_kernel(tmp_path):
+    """`hwlat compile` for cuda imports under the cuda target, so the neuron's converter emits
+    the thread-per-neuron kernel (threads bound: the CUDA source has the kernel)."""
+    from hwlat.lowering.compile import device_source, lower
+
+    path = tmp_path / "lif.onnx"
+    onnx.save(on.unrolled(on.zoo_lif, 4, (2, 8, 5, 5), {"tau": 2.0, "thr": 1.0, "vr": 0.0}), path)
+    source = device_source(lower(path, "cuda").executable, "cuda")
+    assert "hwlat_lif_neuron" in source and "threadIdx.x" in source
