@@ -31,8 +31,13 @@ def resolve_target(spec: DeviceSpec):
 
 
 def random_inputs(proto: onnx.ModelProto, seed: int = 0) -> list[np.ndarray]:
-    """Data for the model's inputs (initializers excluded): normal floats, zero integers."""
+    """Data for the model's inputs (initializers excluded): normal floats, zero integers, and
+    unique voxels of a grid for the coordinates of hwlat.SparseConv3d."""
+    from hwlat.graph.sparse import default_coords
+    from hwlat.kernels.sparse_conv.inputs import sparse_coords_inputs
+
     inits = {t.name for t in proto.graph.initializer}
+    coords = sparse_coords_inputs(proto)
     rng = np.random.default_rng(seed)
     out = []
     for i in proto.graph.input:
@@ -44,6 +49,7 @@ def random_inputs(proto: onnx.ModelProto, seed: int = 0) -> list[np.ndarray]:
             raise InvalidModelError(f"input '{i.name}' has an unknown dimension; export with a fixed shape")
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
         out.append(rng.standard_normal(dims).astype(dtype) if np.issubdtype(dtype, np.floating)
+                   else default_coords(dims[0]).astype(dtype) if i.name in coords
                    else np.zeros(dims, dtype))
     return out
 
@@ -84,7 +90,8 @@ class TvmRunner:
         from hwlat.lowering.custom import import_onnx
 
         try:
-            mod = import_onnx(proto)
+            with self.target:  # hwlat's kernels pick their CPU or GPU schedule by it
+                mod = import_onnx(proto)
             ex = tvm.compile(mod, target=self.target, relax_pipeline=self._pipeline)
         except Exception as e:
             raise HwlatError(f"TVM cannot build the model: {' '.join(str(e).split())[:300]}") from e

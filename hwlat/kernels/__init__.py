@@ -9,6 +9,7 @@ import importlib
 # Modules whose import registers a CustomOp and/or a rewrite.
 LOWERINGS: tuple[str, ...] = (
     "hwlat.kernels.spiking.lowering",
+    "hwlat.kernels.sparse_conv.lowering",
 )
 
 for _name in LOWERINGS:

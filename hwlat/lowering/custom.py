@@ -32,6 +32,8 @@ class CustomOp:
     op_type: str
     convert: Converter
     summary: str  # what the op lowers to, for messages and docs
+    # node -> why this node cannot be lowered, or None; asked before any conversion starts
+    refuse: Callable[[onnx.NodeProto], str | None] | None = None
 
     @property
     def key(self) -> str:

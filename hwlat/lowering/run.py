@@ -34,7 +34,12 @@ class LoadedModel:
         return [tvm.runtime.tensor(a, self.device) for a in arrays]
 
     def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        return outputs_of(self.vm["main"](*self.tensors(arrays)))
+        try:
+            return outputs_of(self.vm["main"](*self.tensors(arrays)))
+        except ValueError as e:  # a runtime check of an hwlat kernel refused the input
+            if not str(e).startswith("hwlat."):
+                raise
+            raise InvalidInputError(f"{self.path.name}: {' '.join(str(e).split())}") from None
 
 
 @dataclass(frozen=True)
@@ -82,9 +87,14 @@ def outputs_of(result) -> list[np.ndarray]:
 
 
 def random_inputs(specs: Sequence[TensorSpec], seed: int = 0) -> list[np.ndarray]:
-    """Standard normal floats; zeros for integer and bool inputs (always valid as indices)."""
+    """Standard normal floats; zeros for integer and bool inputs (always valid as indices), except
+    sparse coordinates (int32 [N, 4] named `coords`): unique voxels of a grid."""
+    from hwlat.graph.sparse import default_coords
+    from hwlat.kernels.sparse_conv.inputs import is_sparse_coords
+
     rng = np.random.default_rng(seed)
     return [rng.standard_normal(s.shape).astype(s.dtype) if np.issubdtype(np.dtype(s.dtype), np.floating)
+            else default_coords(s.shape[0]) if is_sparse_coords(s.name, s.shape, s.dtype)
             else np.zeros(s.shape, s.dtype) for s in specs]
 
 

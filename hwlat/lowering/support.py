@@ -43,8 +43,11 @@ def unsupported_ops(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, s
     for node in _all_nodes(model.graph):
         if node.domain not in STANDARD_DOMAINS:
             key, why = f"{node.domain}.{node.op_type}", CUSTOM_OP_REASON
-            if key in CUSTOM_OPS:
-                continue
+            op = CUSTOM_OPS.get(key)
+            if op is not None:
+                why = op.refuse(node) if op.refuse is not None else None
+                if why is None:
+                    continue
         elif node.op_type in MISCONVERTED:
             key, why = node.op_type, MISCONVERTED[node.op_type]
         elif node.op_type not in converters and node.op_type not in FRONTEND_DIRECT:

@@ -50,7 +50,8 @@ MODELS: dict[str, ZooModel] = {
         ),
         ZooModel(
             "sparse_convnet",
-            f"3-layer submanifold sparse conv net on a {sparse.GRID}^3 voxelized point cloud, 10 classes",
+            f"3-layer submanifold sparse conv net on {sparse.POINTS} points voxelized in a "
+            f"{sparse.GRID}^3 grid (--input-shape POINTS,GRID), 10 classes",
             sparse.build,
             ("features", "coords"),
         ),

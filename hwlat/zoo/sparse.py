@@ -81,11 +81,17 @@ class SparseConvNet(nn.Module):
 
 
 def build(batch_size: int, input_shape: tuple[int, ...] | None):
+    """`input_shape` (points, grid) sizes the random cloud per sample (default POINTS, GRID)."""
+    points, grid = POINTS, GRID
     if input_shape is not None:
-        raise InvalidInputError("sparse_convnet takes no input_shape: its input is a point cloud")
+        if len(input_shape) != 2:
+            raise InvalidInputError(
+                "sparse_convnet takes no input_shape (C, H, W): its input is a point cloud; "
+                f"give POINTS,GRID instead (e.g. 40000,128), got {','.join(map(str, input_shape))}")
+        points, grid = (int(v) for v in input_shape)
     coords, features = [], []
     for sample in range(batch_size):
-        c, f = voxelize(torch.rand(POINTS, 3), GRID)
+        c, f = voxelize(torch.rand(points, 3), grid)
         c[:, 0] = sample
         coords.append(c)
         features.append(f)

@@ -30,9 +30,9 @@ def two_inputs(directory) -> str:
 
 def unsupported(directory) -> str:
     """Two op types TVM cannot lower, both accepted by onnx's checker and hwlat's loader:
-    hwlat's sparse conv (twice) and ONNX opset-23 Attention (TVM's converter of that name is
-    com.microsoft Attention)."""
-    sparse = [node("SparseConv3d", ["f", "coords", w], [out], domain="hwlat", subm=1,
+    hwlat's strided sparse conv (twice; submanifold ones are lowered) and ONNX opset-23 Attention
+    (TVM's converter of that name is com.microsoft Attention)."""
+    sparse = [node("SparseConv3d", ["f", "coords", w], [out], domain="hwlat", subm=0,
                    kernel_size=[3, 3, 3], stride=[1, 1, 1], padding=[1, 1, 1])
               for w, out in (("w1", "s1"), ("w2", "s2"))]
     m = model(sparse + [node("Attention", ["q", "k", "v"], ["att"])],

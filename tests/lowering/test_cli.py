@@ -38,5 +38,6 @@ def test_errors_are_one_line(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "error: TVM cannot lower 2 op type(s): Attention (x1): TVM's 'Attention' converter is "
-        "com.microsoft Attention, not ONNX opset-23 Attention; hwlat.SparseConv3d (x2): hwlat's own op; "
-        "no TVM lowering is written for it yet"]
+        "com.microsoft Attention, not ONNX opset-23 Attention; hwlat.SparseConv3d (x2): strided "
+        "sparse convs (subm=0) are not lowered: their number of output voxels depends on the "
+        "coordinates"]

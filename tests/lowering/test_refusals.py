@@ -25,7 +25,7 @@ def test_every_unsupported_op_is_named_in_one_error(tmp_path):
     assert isinstance(e, LoweringUnsupportedError)
     assert e.ops == {"Attention": 1, "hwlat.SparseConv3d": 2}
     assert str(e).startswith("TVM cannot lower 2 op type(s): Attention (x1): ")
-    assert "hwlat.SparseConv3d (x2): hwlat's own op" in str(e)
+    assert "hwlat.SparseConv3d (x2): strided sparse convs (subm=0) are not lowered" in str(e)
     assert not (tmp_path / "m.so").exists()
 
 
