@@ -23,6 +23,9 @@ class PipelineOptions:
     target: tvm.target.Target
     tuning_db: Path | None = None  # an opened database (tuning.open_tuning_db)
     trials: int = 0
+    # rewrite attention into hwlat's fused kernel (hwlat/kernels/attention) on CPU targets;
+    # False leaves it to TVM's own legalization
+    fused_attention: bool = True
 
 
 @dataclass(frozen=True)
@@ -36,13 +39,28 @@ def _is_gpu(target: tvm.target.Target) -> bool:
     return "gpu" in target.keys
 
 
-def _build(o: PipelineOptions) -> tvm.transform.Pass:
+def _attention(o: PipelineOptions) -> list[tvm.transform.Pass]:
+    """The fused attention rewrite, first in every pipeline, where it applies: its kernel is
+    CPU code (llvm targets) and replaces high-level ops, so it runs before legalization."""
+    if not o.fused_attention or o.target.kind.name != "llvm":
+        return []
+    from hwlat.kernels.attention.lowering import fuse_attention_pass  # imports hwlat.kernels
+
+    return [fuse_attention_pass()]
+
+
+def _lower(o: PipelineOptions) -> tvm.transform.Pass:
     """Legalize and lower to the VM; GPU targets also get DLight's default schedules."""
     return relax.get_default_pipeline(o.target) if _is_gpu(o.target) else relax.get_pipeline("default")
 
 
+def _build(o: PipelineOptions) -> tvm.transform.Pass:
+    return tvm.transform.Sequential([*_attention(o), _lower(o)], name="hwlat.default")
+
+
 def _zero(o: PipelineOptions) -> tvm.transform.Pass:
-    return tvm.transform.Sequential([relax.get_pipeline("zero"), _build(o)], name="hwlat.zero")
+    return tvm.transform.Sequential([*_attention(o), relax.get_pipeline("zero"), _lower(o)],
+                                    name="hwlat.zero")
 
 
 def _static_shape_tuning(o: PipelineOptions) -> tvm.transform.Pass:
@@ -54,12 +72,13 @@ def _static_shape_tuning(o: PipelineOptions) -> tvm.transform.Pass:
     if o.tuning_db is None:
         raise InvalidInputError("pipeline 'static_shape_tuning' needs a tuning database (--tuning-db DIR)")
     return tvm.transform.Sequential([
+        *_attention(o),
         relax.transform.DecomposeOpsForInference(),
         relax.transform.CanonicalizeBindings(),
         relax.get_pipeline("zero"),
         tune_pass(o.target, o.tuning_db, o.trials),
         relax.transform.MetaScheduleApplyDatabase(str(o.tuning_db)),
-        _build(o),
+        _lower(o),
     ], name="hwlat.static_shape_tuning")
 
 

@@ -1,0 +1,295 @@
+"""Fused attention as one TIR PrimFunc: tiled over queries and keys with an online softmax, so
+the Sq x Sk score matrix never exists (only a tq x tk tile of it per query tile).
+
+    out[b, h, i, :] = sum_j softmax_j(scale * q[b, h, i, :] . k[b, h, j, :]) v[b, h, j, :]
+
+over the keys j that query i sees: all of them, or, with a causal offset c, those with
+j <= i + c. c = 0 is top-left alignment (torch SDPA's `is_causal`, TVM's "TopLeft");
+c = Sk - Sq is bottom-right alignment (flash-attention's; for Sq <= Sk also TVM's
+"BottomRight", which uses |Sq - Sk|). A query row that sees no key gets zeros.
+
+Layouts: "BNSD" (batch, heads, sequence, head dim; torch SDPA's and the decomposed ONNX form's)
+and "BSNH" (`relax.op.nn.attention`'s); the same loops serve both through strided views of the
+four tensors. float32, static shapes (one PrimFunc per shape), any Sq and Sk (tails are padded
+inside the kernel), any head dim that is a multiple of 16 (32, 64, 128, ...).
+
+Schedule (for AVX2/AVX-512 CPUs; hand-written loops, no TVM schedule): per (batch, head), K is
+packed transposed into contiguous D x tk blocks, zero-padded past Sk (and V packed row-contiguous
+for BSNH). Parallel over batch x heads x query tiles, per tile of tq query rows: Q is copied
+pre-scaled; for each key tile of tk keys: S = Q K^T by an mr x nr register micro-kernel
+(broadcast q, vectors of keys); an online softmax over G interleaved rows: running max m and
+sum l, p = 2^(s - m_new) (scores in base 2: Q pre-scaled by log2 e) with a polynomial that
+vectorises (fast_exp2), masking only in tiles that hold padding or the causal edge; the output
+accumulator rescaled by 2^(m_old - m_new) and P V added by an mv x nv micro-kernel (broadcast p, vectors of V rows);
+finally acc / l. Causal key tiles that no row of the query tile sees are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+from hwlat.errors import InvalidInputError
+
+LAYOUTS = ("BNSD", "BSNH")
+_NEG = -3.0e38  # "minus infinity" that stays finite through subtraction and 2^x
+_LOG2E = 1.4426950408889634  # scores are kept in base 2: Q is scaled by scale * log2(e)
+_MAGIC = 12582912.0 + 127.0  # 1.5 * 2^23 + exponent bias
+# Cephes exp2f: 2^r = 1 + r P(r) on [-1/2, 1/2], relative error ~1.4e-7
+_EXP2_POLY = (1.535336188319500e-4, 1.339887440266574e-3, 9.618437357674640e-3,
+              5.550332471162809e-2, 2.402264791363012e-1, 6.931472028550421e-1)
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    batch: int
+    heads: int
+    q_len: int
+    kv_len: int
+    head_dim: int
+    head_dim_v: int
+    scale: float
+    causal_offset: int | None = None  # key j visible to query i iff j <= i + offset; None: all
+    layout: str = "BNSD"
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise InvalidInputError(f"attention layout must be one of {LAYOUTS}, "
+                                    f"got {self.layout!r}")
+        dims = (self.batch, self.heads, self.q_len, self.kv_len, self.head_dim, self.head_dim_v)
+        if any(int(d) < 1 for d in dims):
+            raise InvalidInputError(f"attention dimensions must be >= 1, got {dims}")
+
+    def shape(self, seq: int, dim: int) -> tuple[int, int, int, int]:
+        if self.layout == "BNSD":
+            return (self.batch, self.heads, seq, dim)
+        return (self.batch, seq, self.heads, dim)
+
+    def strides(self, seq: int, dim: int) -> tuple[int, int, int, int]:
+        """Strides of the (B, N, S, D) view of a tensor of this layout."""
+        n = self.heads
+        if self.layout == "BNSD":
+            return (n * seq * dim, seq * dim, dim, 1)
+        return (seq * n * dim, dim, n * dim, 1)
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds x 2 of Q K^T and P V (causal tiles skipped are still counted)."""
+        b, n, sq, sk = self.batch, self.heads, self.q_len, self.kv_len
+        return 2 * b * n * sq * sk * (self.head_dim + self.head_dim_v)
+
+
+@dataclass(frozen=True)
+class Tiles:
+    tq: int = 48  # query rows per tile
+    tk: int = 64  # keys per tile
+    mr: int = 6  # query rows of the score micro-kernel
+    nr: int = 16  # keys of the score micro-kernel (8 lanes x registers)
+    mv: int = 6  # query rows of the P V micro-kernel
+    nv: int = 16  # head-dim columns of the P V micro-kernel
+    g: int = 6  # query rows whose softmax steps are interleaved
+
+    @property
+    def row_step(self) -> int:
+        """Rows of a query tile are processed in multiples of this (the tail padded)."""
+        return math.lcm(self.mr, self.mv, self.g)
+
+    def check(self, head_dim_v: int) -> None:
+        if self.tq % self.row_step or self.tk % self.nr or self.nr % 8 or head_dim_v % self.nv:
+            raise InvalidInputError(f"bad attention tiles {self} for head_dim_v {head_dim_v}")
+
+
+def fast_exp2(x):
+    """2^x of a float32 expression (scalar or vector) that LLVM vectorises: n = round(x) by
+    adding 1.5 * 2^23 (whose float bits then also hold n + 127, the exponent of 2^n), a
+    polynomial for 2^(x - n) on [-1/2, 1/2]. Inputs below -126 give 2^-126 (the kernel takes
+    2^x of values <= 0 only, where that is 0 to float32 precision against the row's 1)."""
+    f32 = "float32"
+    x = tirx.max(x, tirx.const(-126.0, f32))
+    t = tirx.reinterpret("int32", x + tirx.const(_MAGIC, f32))
+    # through the bits, so that TVM's simplifier cannot cancel the two constants
+    r = x - (tirx.reinterpret(f32, t) - tirx.const(_MAGIC, f32))
+    p = tirx.const(_EXP2_POLY[0], f32)
+    for c in _EXP2_POLY[1:]:
+        p = p * r + tirx.const(c, f32)
+    two_n = tirx.reinterpret(f32, tirx.shift_left(t, tirx.const(23, "int32")))
+    return (p * r + tirx.const(1.0, f32)) * two_n
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def attention_primfunc(spec: AttentionSpec, tiles: Tiles | None = None) -> tirx.PrimFunc:
+    """The PrimFunc `(q, k, v, out)` for one spec; q, k, v and out in `spec.layout`."""
+    t = tiles or default_tiles(spec)
+    B, N, Sq, Sk = spec.batch, spec.heads, spec.q_len, spec.kv_len
+    D, Dv = spec.head_dim, spec.head_dim_v
+    t.check(Dv)
+    tq, tk, mr, nr, mv, nv, G, P = t.tq, t.tk, t.mr, t.nr, t.mv, t.nv, t.g, t.row_step
+    nq = _ceil(Sq, tq)
+    nk = _ceil(Sk, tk)
+    Skp = nk * tk
+    causal = spec.causal_offset is not None
+    off = int(spec.causal_offset or 0)
+    scale = float(spec.scale) * _LOG2E  # exp(s) = 2^(s log2 e)
+    q_shape, k_shape = spec.shape(Sq, D), spec.shape(Sk, D)
+    v_shape, o_shape = spec.shape(Sk, Dv), spec.shape(Sq, Dv)
+    q_str, k_str = spec.strides(Sq, D), spec.strides(Sk, D)
+    v_str, o_str = spec.strides(Sk, Dv), spec.strides(Sq, Dv)
+    NEG = _NEG
+    step = 1 if causal else 0
+    pack_v = spec.layout == "BSNH"
+    fexp = fast_exp2
+
+    @T.macro
+    def softmax_rows(sc, red, mx, m_run, l_run, alpha, i0, n_j8, cols, base, masked):
+        # row i0 + r sees columns j < cols and (causal) j < base + r
+        for r in T.unroll(G):
+            for jj in T.vectorized(8):
+                red[r, jj] = T.float32(NEG)
+        for j8 in range(n_j8):
+            for r in T.unroll(G):
+                for jj in T.vectorized(8):
+                    if masked:
+                        red[r, jj] = T.max(red[r, jj], T.Select(
+                            j8 * 8 + jj < T.min(cols, base + r * step),
+                            sc[i0 + r, j8 * 8 + jj], T.float32(NEG)))
+                    else:
+                        red[r, jj] = T.max(red[r, jj], sc[i0 + r, j8 * 8 + jj])
+        for r in T.unroll(G):
+            mx[r] = m_run[i0 + r]
+            for jj in T.unroll(8):
+                mx[r] = T.max(mx[r], red[r, jj])
+            for jj in T.vectorized(8):
+                red[r, jj] = T.float32(0)
+        for j8 in range(n_j8):
+            for r in T.unroll(G):
+                for jj in T.vectorized(8):
+                    if masked:
+                        sc[i0 + r, j8 * 8 + jj] = T.Select(
+                            j8 * 8 + jj < T.min(cols, base + r * step),
+                            fexp(sc[i0 + r, j8 * 8 + jj] - mx[r]), T.float32(0))
+                    else:
+                        sc[i0 + r, j8 * 8 + jj] = fexp(sc[i0 + r, j8 * 8 + jj] - mx[r])
+                    red[r, jj] = red[r, jj] + sc[i0 + r, j8 * 8 + jj]
+        for r in T.unroll(G):
+            alpha[i0 + r] = fexp(m_run[i0 + r] - mx[r])
+            m_run[i0 + r] = mx[r]
+            l_run[i0 + r] = l_run[i0 + r] * alpha[i0 + r]
+            for jj in T.unroll(8):
+                l_run[i0 + r] = l_run[i0 + r] + red[r, jj]
+
+    @T.prim_func(s_tir=True, private=True)
+    def attention(q: T.Buffer(q_shape, "float32"), k: T.Buffer(k_shape, "float32"),
+                  v: T.Buffer(v_shape, "float32"), o: T.Buffer(o_shape, "float32")):
+        T.func_attr({"tirx.noalias": True})
+        qv = T.decl_buffer((B, N, Sq, D), "float32", data=q.data, strides=q_str)
+        kv = T.decl_buffer((B, N, Sk, D), "float32", data=k.data, strides=k_str)
+        vv = T.decl_buffer((B, N, Sk, Dv), "float32", data=v.data, strides=v_str)
+        ov = T.decl_buffer((B, N, Sq, Dv), "float32", data=o.data, strides=o_str)
+        # K^T, one contiguous D x tk block per key tile, zero-padded past Sk
+        kt = T.alloc_buffer((B * N, nk, D, tk), "float32")
+        # V as (B * N, Sk, Dv): BNSD already is; BSNH rows (N * Dv apart) are packed, or the
+        # rows of a key tile would fall into few cache sets
+        if pack_v:
+            vp = T.alloc_buffer((B * N, Sk, Dv), "float32")
+        else:
+            vp = T.decl_buffer((B * N, Sk, Dv), "float32", data=v.data)
+        for bh in T.parallel(B * N):
+            for j, d in T.grid(Sk, D):
+                kt[bh, j // tk, d, j % tk] = kv[bh // N, bh % N, j, d]
+            for d, j in T.grid(D, Skp - Sk):
+                kt[bh, nk - 1, d, tk - (Skp - Sk) + j] = T.float32(0)
+            if pack_v:
+                for j in range(Sk):
+                    for d in T.vectorized(Dv):
+                        vp[bh, j, d] = vv[bh // N, bh % N, j, d]
+        for task in T.parallel(B * N * nq):
+            qs = T.alloc_buffer((tq, D), "float32", scope="local")
+            sc = T.alloc_buffer((tq, tk), "float32", scope="local")
+            acc_o = T.alloc_buffer((tq, Dv), "float32", scope="local")
+            m_run = T.alloc_buffer((tq,), "float32", scope="local")
+            l_run = T.alloc_buffer((tq,), "float32", scope="local")
+            alpha = T.alloc_buffer((tq,), "float32", scope="local")
+            red = T.alloc_buffer((G, 8), "float32", scope="local")
+            mx = T.alloc_buffer((G,), "float32", scope="local")
+            acc = T.alloc_buffer((mr, nr), "float32", scope="local")
+            acc_v = T.alloc_buffer((mv, nv), "float32", scope="local")
+            bh = task // nq
+            b = bh // N
+            h = bh % N
+            q0 = task % nq * tq
+            rows = T.min(tq, Sq - q0)
+            rows_p = (rows + P - 1) // P * P  # padded rows: zero queries, never written out
+            for i in range(tq):
+                if i < rows:
+                    for d in T.vectorized(D):
+                        qs[i, d] = qv[b, h, q0 + i, d] * T.float32(scale)
+                else:
+                    for d in T.vectorized(D):
+                        qs[i, d] = T.float32(0)
+                m_run[i] = T.float32(NEG)
+                l_run[i] = T.float32(0)
+                for d in T.vectorized(Dv):
+                    acc_o[i, d] = T.float32(0)
+            n_kb = T.max(0, T.min(nk, (q0 + rows + off + tk - 1) // tk)) if causal else nk
+            for kb in range(n_kb):
+                k0 = kb * tk
+                cols = T.min(tk, Sk - k0)
+                n_j8 = (cols + nr - 1) // nr * (nr // 8)
+                # scores of the tile: Q K^T
+                for jb, ib in T.grid((cols + nr - 1) // nr, rows_p // mr):
+                    for ii in T.unroll(mr):
+                        for jj in T.vectorized(nr):
+                            acc[ii, jj] = T.float32(0)
+                    for d in range(D):
+                        for ii in T.unroll(mr):
+                            for jj in T.vectorized(nr):
+                                acc[ii, jj] = acc[ii, jj] + qs[ib * mr + ii, d] * kt[
+                                    bh, kb, d, jb * nr + jj]
+                    for ii in T.unroll(mr):
+                        for jj in T.vectorized(nr):
+                            sc[ib * mr + ii, jb * nr + jj] = acc[ii, jj]
+                # online softmax, G rows interleaved: running max m and sum l, p = 2^(s - m)
+                # in place of s, alpha = 2^(m_old - m_new) to rescale the accumulator; columns
+                # past the keys (or the causal limit) are masked where the group has any
+                for ig in range(rows_p // G):
+                    base = q0 + ig * G + off + 1 - k0 if causal else cols
+                    if T.min(cols, base) == n_j8 * 8:
+                        softmax_rows(sc, red, mx, m_run, l_run, alpha, ig * G, n_j8, cols, base,
+                                     False)
+                    else:
+                        softmax_rows(sc, red, mx, m_run, l_run, alpha, ig * G, n_j8, cols, base,
+                                     True)
+                # acc_o = acc_o * alpha + P V
+                for ib, db in T.grid(rows_p // mv, Dv // nv):
+                    for ii in T.unroll(mv):
+                        for dd in T.vectorized(nv):
+                            acc_v[ii, dd] = (acc_o[ib * mv + ii, db * nv + dd]
+                                             * alpha[ib * mv + ii])
+                    for j in range(cols):
+                        for ii in T.unroll(mv):
+                            for dd in T.vectorized(nv):
+                                acc_v[ii, dd] = acc_v[ii, dd] + sc[ib * mv + ii, j] * vp[
+                                    bh, k0 + j, db * nv + dd]
+                    for ii in T.unroll(mv):
+                        for dd in T.vectorized(nv):
+                            acc_o[ib * mv + ii, db * nv + dd] = acc_v[ii, dd]
+            for i in range(rows):
+                inv = T.Select(l_run[i] > T.float32(0), T.float32(1) / l_run[i], T.float32(0))
+                for d in T.vectorized(Dv):
+                    ov[b, h, q0 + i, d] = acc_o[i, d] * inv
+
+    return attention
+
+
+def default_tiles(spec: AttentionSpec) -> Tiles:
+    """Tiles for a spec: the 6 x 16 micro-kernels (12 of the 16 AVX2 vector registers hold
+    accumulators); tq 48 x tk 64 keeps a tile's Q, scores and accumulator near L1. Measured best
+    of those tried on this project's AMD EPYC (znver3) at head dims 32-128."""
+    return Tiles()
+

@@ -1,0 +1,194 @@
+"""The Relax pass that puts hwlat's fused attention kernel in place of attention in a module.
+
+Two forms are rewritten into one `call_tir` of the kernel (kernel.py), before legalization:
+
+- `relax.nn.attention(q, k, v)` (BSNH; no bias, no sliding window): the kernel runs in BSNH, so
+  no transposes are added. `causal_mask` "TopLeft" is causal offset 0; "BottomRight" is offset
+  |Sq - Sk|, exactly TVM's own legalization of the op (for Sq <= Sk that is bottom-right
+  alignment, Sk - Sq). `scale` None is 1/sqrt(head_dim).
+- the decomposed form ONNX exporters write (and `import_onnx` keeps):
+  `matmul(q, kT) [* c | c * | / c] -> softmax(axis=-1) -> matmul(., v)` with q (..., Sq, D),
+  kT (..., D, Sk), v (..., Sk, Dv), a scalar constant c, the same leading dims on all three:
+  the kernel runs in BNSD; k is kT's input when kT is a permute_dims of the last two axes (as
+  the exporters write k.transpose(-2, -1)), else a transpose of kT is added. Rank 4 maps to
+  (B, N); rank 2 and 3 get reshapes to (1, N, S, D) and back.
+
+Only float32 with static shapes is rewritten; everything else is left to TVM's lowering. Each
+distinct shape gets one PrimFunc, shared by all its calls. The PrimFunc is marked opaque
+(`op_pattern` 8) and scheduled, so FuseOps leaves it alone and MetaSchedule does not tune it.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+from hwlat.kernels.attention.kernel import AttentionSpec, attention_primfunc
+
+KERNEL_NAME = "hwlat_attention"
+_OPAQUE = 8  # relax OpPatternKind kOpaque
+
+
+@lru_cache(maxsize=64)
+def kernel_for(spec: AttentionSpec) -> tvm.tirx.PrimFunc:
+    return attention_primfunc(spec).with_attrs({"op_pattern": _OPAQUE, "tirx.is_scheduled": True})
+
+
+def fuse_attention_pass() -> tvm.transform.Pass:
+    """Module pass: rewrite attention (both forms above) into calls of the fused kernel."""
+
+    @tvm.transform.module_pass(opt_level=0, name="hwlat.FuseAttention")
+    def _fuse(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        return fuse_attention(mod)
+
+    return _fuse
+
+
+def fuse_attention(mod: tvm.IRModule) -> tvm.IRModule:
+    """The module with every attention the kernel can take rewritten (the same module object
+    when there is none)."""
+    return _Rewriter(mod).run()
+
+
+def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.dtype != "float32" or ty.shape is None:
+        return None
+    dims = getattr(ty.shape, "values", None)
+    if dims is None or not all(isinstance(d, tvm.tirx.IntImm) for d in dims):
+        return None
+    return tuple(int(d) for d in dims)
+
+
+def _scalar(c: relax.Expr) -> float | None:
+    value = c.value.numpy()
+    if value.size != 1 or not np.issubdtype(value.dtype, np.floating):
+        return None
+    return float(value.reshape(()))
+
+
+class _Rewriter:
+    def __init__(self, mod: tvm.IRModule):
+        self.mod = mod
+        self.bb = relax.BlockBuilder(mod)
+        self.kernels: dict[AttentionSpec, relax.GlobalVar] = {}
+        self.count = 0
+
+    def kernel(self, spec: AttentionSpec) -> relax.GlobalVar:
+        if spec not in self.kernels:
+            self.kernels[spec] = self.bb.add_func(kernel_for(spec), KERNEL_NAME)
+        return self.kernels[spec]
+
+    def run(self) -> tvm.IRModule:
+        op_pat, op_fn = _op_pattern(self)
+        dec_pat, dec_fn = _decomposed_pattern(self)
+        functions = {}
+        for gv, func in self.mod.functions.items():
+            if isinstance(func, relax.Function):
+                before = self.count
+                new = rewrite_call(dec_pat, dec_fn, rewrite_call(op_pat, op_fn, func))
+                if self.count > before:
+                    functions[gv] = new
+        if not functions:
+            return self.mod
+        out = self.bb.get()
+        for gv, func in functions.items():
+            out[gv] = func
+        return relax.transform.DeadCodeElimination()(out)
+
+
+def _op_pattern(rw: _Rewriter):
+    q, k, v = wildcard(), wildcard(), wildcard()
+    pattern = is_op("relax.nn.attention")(q, k, v)
+
+    def rewrite(call: relax.Call, m: dict) -> relax.Expr:
+        attrs = call.attrs
+        qs, ks, vs = _static_shape(m[q]), _static_shape(m[k]), _static_shape(m[v])
+        if attrs.window_size is not None or qs is None or ks is None or vs is None:
+            return call
+        if len(qs) != 4 or len(ks) != 4 or len(vs) != 4:
+            return call
+        (b, sq, n, d), (_, sk, _, _), dv = qs, ks, vs[3]
+        if ks != (b, sk, n, d) or vs[:3] != (b, sk, n):
+            return call
+        mask = attrs.causal_mask
+        offset = {None: None, "TopLeft": 0, "BottomRight": abs(sq - sk)}.get(mask, -1)
+        if offset == -1:
+            return call
+        scale = float(attrs.scale.value) if attrs.scale is not None else 1.0 / math.sqrt(d)
+        spec = AttentionSpec(b, n, sq, sk, d, dv, scale, offset, "BSNH")
+        rw.count += 1
+        return relax.call_tir(rw.kernel(spec), [m[q], m[k], m[v]],
+                              relax.TensorType((b, sq, n, dv), "float32"))
+
+    return pattern, rewrite
+
+
+def _decomposed_pattern(rw: _Rewriter):
+    q, k, kt_any, v, c = wildcard(), wildcard(), wildcard(), wildcard(), is_const()
+    kt_perm = is_op("relax.permute_dims")(k)
+    scores = is_op("relax.matmul")(q, kt_perm | kt_any)
+    mul_r, mul_l = is_op("relax.multiply")(scores, c), is_op("relax.multiply")(c, scores)
+    div = is_op("relax.divide")(scores, c)
+    softmax = is_op("relax.nn.softmax")(mul_r | mul_l | div | scores)
+    pattern = is_op("relax.matmul")(softmax, v)
+
+    def rewrite(call: relax.Call, m: dict) -> relax.Expr:
+        qs, vs = _static_shape(m[q]), _static_shape(m[v])
+        kt_expr = m[kt_perm] if kt_perm in m else m[kt_any]
+        kts = _static_shape(kt_expr)
+        if qs is None or vs is None or kts is None or not 2 <= len(qs) <= 4:
+            return call
+        if len(kts) != len(qs) or len(vs) != len(qs):
+            return call
+        *lead, sq, d = qs
+        sk, dv = vs[-2:]
+        if tuple(kts) != (*lead, d, sk) or tuple(vs[:-2]) != tuple(lead):
+            return call
+        if any(str(mm.attrs.out_dtype) not in ("None", "void", "float32")
+               for mm in (call, m[scores])):
+            return call
+        sm = m[softmax]
+        if int(sm.attrs.axis) not in (-1, len(qs) - 1):
+            return call
+        scale = 1.0
+        if c in m:
+            value = _scalar(m[c])
+            if value is None or value == 0.0:
+                return call
+            scale = 1.0 / value if div in m else value
+        k_expr = _k_from(m, k, kt_perm, kt_any, len(qs))
+        if len(qs) == 4:
+            b, n = lead
+        else:
+            b, n = 1, int(np.prod(lead, dtype=np.int64))
+        spec = AttentionSpec(b, n, sq, sk, d, dv, scale, None, "BNSD")
+        args = [m[q], k_expr, m[v]]
+        if len(qs) != 4:
+            shapes = ((b, n, sq, d), (b, n, sk, d), (b, n, sk, dv))
+            args = [relax.op.reshape(a, s) for a, s in zip(args, shapes, strict=True)]
+        rw.count += 1
+        out = relax.call_tir(rw.kernel(spec), args, relax.TensorType((b, n, sq, dv), "float32"))
+        if len(qs) != 4:
+            out = relax.op.reshape(out, (*lead, sq, dv))
+        return out
+
+    return pattern, rewrite
+
+
+def _k_from(m: dict, k, kt_perm, kt_any, rank: int) -> relax.Expr:
+    """k (..., Sk, D): the input of a permute_dims that swaps kT's last two axes, else kT
+    transposed here."""
+    swap = [*range(rank - 2), rank - 1, rank - 2]
+    if kt_perm in m:
+        axes = m[kt_perm].attrs.axes
+        axes = list(reversed(range(rank))) if axes is None else [int(a) for a in axes]
+        if axes == swap:
+            return m[k]
+        return relax.op.permute_dims(m[kt_perm], swap)
+    return relax.op.permute_dims(m[kt_any], swap)

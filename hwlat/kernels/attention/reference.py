@@ -1,0 +1,30 @@
+"""numpy reference of hwlat's fused attention: the full score matrix, softmax in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwlat.kernels.attention.kernel import AttentionSpec
+
+
+def attention_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray,
+                        spec: AttentionSpec) -> np.ndarray:
+    """Same contract as the kernel: tensors in `spec.layout`, causal offset as in AttentionSpec,
+    rows that see no key give zeros; returns float32."""
+    if spec.layout == "BSNH":
+        q, k, v = (np.transpose(x, (0, 2, 1, 3)) for x in (q, k, v))
+    s = np.einsum("bnid,bnjd->bnij", q.astype(np.float64), k.astype(np.float64)) * spec.scale
+    if spec.causal_offset is not None:
+        i = np.arange(spec.q_len)[:, None]
+        j = np.arange(spec.kv_len)[None, :]
+        visible = j <= i + spec.causal_offset
+        s = np.where(visible, s, -np.inf)
+    m = np.max(s, axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    p = np.exp(s - m)
+    total = np.sum(p, axis=-1, keepdims=True)
+    p = np.divide(p, total, out=np.zeros_like(p), where=total > 0)
+    out = np.einsum("bnij,bnjd->bnid", p, v.astype(np.float64))
+    if spec.layout == "BSNH":
+        out = np.transpose(out, (0, 2, 1, 3))
+    return np.ascontiguousarray(out, dtype=np.float32)

@@ -1,0 +1,135 @@
+"""hwlat's fused attention kernel against the numpy reference (float64 softmax): non-causal and
+causal, self and cross attention, lengths that are not multiples of the tiles, head dims 32, 64
+and 128, both layouts."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import tvm
+from tvm.script import tirx as T
+
+from hwlat.errors import InvalidInputError
+from hwlat.kernels.attention import (
+    AttentionSpec,
+    Tiles,
+    attention_primfunc,
+    attention_reference,
+    fast_exp2,
+)
+from hwlat.lowering.targets import make_target
+
+TARGET = make_target(threads=1)
+
+
+@functools.cache
+def _compiled(spec: AttentionSpec, tiles: Tiles | None):
+    func = attention_primfunc(spec, tiles).with_attr("global_symbol", "attn")
+    return tvm.compile(tvm.IRModule({"attn": func}), target=TARGET)
+
+
+def run_kernel(spec: AttentionSpec, tiles: Tiles | None = None, seed: int = 0):
+    ex = _compiled(spec, tiles)
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal(spec.shape(spec.q_len, spec.head_dim)).astype(np.float32)
+    k = rng.standard_normal(spec.shape(spec.kv_len, spec.head_dim)).astype(np.float32)
+    v = rng.standard_normal(spec.shape(spec.kv_len, spec.head_dim_v)).astype(np.float32)
+    out = tvm.runtime.tensor(np.full(spec.shape(spec.q_len, spec.head_dim_v), np.nan, np.float32))
+    ex["attn"](*(tvm.runtime.tensor(x) for x in (q, k, v)), out)
+    return q, k, v, out.numpy()
+
+
+CASES = {
+    # name: spec (batch, heads, Sq, Sk, D, Dv, scale, causal offset, layout)
+    "self-197-d64": AttentionSpec(1, 2, 197, 197, 64, 64, 0.125),
+    "self-causal-77-d32": AttentionSpec(1, 3, 77, 77, 32, 32, 32 ** -0.5, 0),
+    "cross-50x197-d128-batch2": AttentionSpec(2, 1, 50, 197, 128, 128, 128 ** -0.5),
+    "cross-causal-bottom-right-1x77": AttentionSpec(1, 2, 1, 77, 64, 64, 0.125, 76),
+    "cross-causal-33x100-bsnh": AttentionSpec(1, 2, 33, 100, 32, 32, 0.2, 67, "BSNH"),
+    "self-1x1": AttentionSpec(1, 1, 1, 1, 32, 32, 1.0),
+    "cross-dv64-d32-bsnh": AttentionSpec(1, 2, 40, 70, 32, 64, 0.3, None, "BSNH"),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_kernel_matches_reference(name):
+    spec = CASES[name]
+    q, k, v, got = run_kernel(spec)
+    want = attention_reference(q, k, v, spec)
+    assert got.shape == want.shape == spec.shape(spec.q_len, spec.head_dim_v)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
+
+
+def test_causal_mask_changes_the_result():
+    """The causal case is not the non-causal one by accident: row 0 sees key 0 only."""
+    spec = CASES["self-causal-77-d32"]
+    q, k, v, got = run_kernel(spec)
+    full = attention_reference(q, k, v, AttentionSpec(1, 3, 77, 77, 32, 32, 32 ** -0.5))
+    assert np.abs(got - full).max() > 0.1
+    np.testing.assert_allclose(got[:, :, 0], v[:, :, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_rows_that_see_no_key_are_zero():
+    """Offset -10 with Sq 20, Sk 10 (bottom-right alignment for Sq > Sk): rows 0-9 see nothing."""
+    spec = AttentionSpec(1, 1, 20, 10, 32, 32, 0.5, -10)
+    q, k, v, got = run_kernel(spec)
+    assert not np.isnan(got).any()
+    np.testing.assert_array_equal(got[:, :, :10], 0.0)
+    np.testing.assert_allclose(got, attention_reference(q, k, v, spec), rtol=1e-4, atol=2e-5)
+
+
+def test_other_tiles_give_the_same_result():
+    """Micro-kernels of different heights (rows padded to lcm(4, 3, 2) = 12), key tile 32."""
+    spec = AttentionSpec(1, 2, 61, 45, 64, 64, 0.125, 0)
+    tiles = Tiles(tq=24, tk=32, mr=4, nr=16, mv=3, nv=32, g=2)
+    q, k, v, got = run_kernel(spec, tiles)
+    np.testing.assert_allclose(got, attention_reference(q, k, v, spec), rtol=1e-4, atol=2e-5)
+
+
+def _allocations(stmt) -> list[int]:
+    """Element counts of every buffer the statement allocates."""
+    if isinstance(stmt, tvm.tirx.AllocBuffer):
+        return [int(np.prod([int(d) for d in stmt.buffer.shape]))]
+    children = []
+    for field in ("seq", "body", "then_case", "else_case", "block"):
+        child = getattr(stmt, field, None)
+        children.extend(child if isinstance(child, (list, tvm.ir.Array)) else [child])
+    return [n for c in children if isinstance(c, (tvm.tirx.Stmt, tvm.ir.Node)) and c is not None
+            for n in _allocations(c)]
+
+
+def test_no_buffer_holds_the_score_matrix():
+    spec = AttentionSpec(1, 1, 512, 512, 32, 32, 0.125)
+    tiles = Tiles()
+    sizes = _allocations(attention_primfunc(spec, tiles).body)
+    assert tiles.tq * tiles.tk in sizes  # the score tile
+    assert max(sizes) == 512 * 32  # packed K^T, the size of K
+    assert max(sizes) < spec.q_len * spec.kv_len // 8
+
+
+def test_fast_exp2_is_accurate_below_zero():
+    @T.prim_func(s_tir=True)
+    def exp2_all(a: T.Buffer((4096,), "float32"), b: T.Buffer((4096,), "float32")):
+        for i in T.vectorized(4096):
+            b[i] = fast_exp2(a[i])
+
+    ex = tvm.compile(tvm.IRModule({"exp2_all": exp2_all.with_attr("global_symbol", "exp2_all")}),
+                     target=TARGET)
+    x = np.concatenate([np.linspace(-125.0, 0.0, 4000), [-1e30, -300.0], np.zeros(94)])
+    x = x.astype(np.float32)
+    out = tvm.runtime.tensor(np.zeros_like(x))
+    ex["exp2_all"](tvm.runtime.tensor(x), out)
+    got, want = out.numpy()[:4000].astype(np.float64), np.exp2(x[:4000].astype(np.float64))
+    assert np.max(np.abs(got - want) / want) < 1e-6
+    assert 0.0 <= out.numpy()[4000] < 1e-37 and 0.0 <= out.numpy()[4001] < 1e-37
+
+
+def test_bad_spec_and_tiles_are_refused():
+    with pytest.raises(InvalidInputError, match="layout"):
+        AttentionSpec(1, 1, 4, 4, 32, 32, 1.0, None, "BHSD")
+    with pytest.raises(InvalidInputError, match="dimensions"):
+        AttentionSpec(1, 1, 0, 4, 32, 32, 1.0)
+    with pytest.raises(InvalidInputError, match="tiles"):
+        attention_primfunc(AttentionSpec(1, 1, 4, 4, 32, 32, 1.0), Tiles(tq=20))

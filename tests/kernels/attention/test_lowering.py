@@ -1,0 +1,220 @@
+"""The fused-attention rewrite: it fires on `relax.nn.attention` and on the decomposed
+matmul -> scale -> softmax -> matmul that exported models hold (vit_tiny), leaves alone what it
+cannot take, runs first in every pipeline unless turned off, and the built result matches."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+import tvm
+from tvm import relax
+
+from hwlat.kernels.attention import KERNEL_NAME, AttentionSpec, attention_reference, fuse_attention
+from hwlat.lowering.pipelines import PipelineOptions, make_pipeline
+from hwlat.lowering.targets import make_target
+from hwlat.lowering.tuning import open_tuning_db
+
+TARGET = make_target(threads=1)
+
+
+def _calls(mod: tvm.IRModule) -> list[str]:
+    """Op names called in the Relax functions; call_tir as `call_tir:<callee>`."""
+    names = []
+
+    def visit(e):
+        if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op):
+            if e.op.name == "relax.call_tir":
+                names.append(f"call_tir:{e.args[0].name_hint}")
+            else:
+                names.append(e.op.name)
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return names
+
+
+def kernel_calls(mod: tvm.IRModule) -> int:
+    return sum(n.startswith(f"call_tir:{KERNEL_NAME}") for n in _calls(mod))
+
+
+def _function(params: dict[str, tuple], body) -> tvm.IRModule:
+    bb = relax.BlockBuilder()
+    args = [relax.Var(n, relax.TensorType(s, "float32")) for n, s in params.items()]
+    with bb.function("main", args):
+        with bb.dataflow():
+            out = bb.emit_output(body(bb, *args))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def attention_module(sq, sk, causal=None, scale=None, n=2, d=32) -> tvm.IRModule:
+    shapes = {"q": (1, sq, n, d), "k": (1, sk, n, d), "v": (1, sk, n, d)}
+    return _function(shapes, lambda bb, q, k, v: relax.op.nn.attention(
+        q, k, v, scale=scale, causal_mask=causal))
+
+
+def decomposed_module(form: str, rank: int = 4, sq: int = 21, sk: int = 37, d: int = 64):
+    """matmul(q, kT) -> scale -> softmax -> matmul(., v) as ONNX imports write it."""
+    lead = (1, 3) if rank == 4 else (3,)
+    kt_given = form == "kT-input"
+    shapes = {"q": (*lead, sq, d), "k": (*lead, d, sk) if kt_given else (*lead, sk, d),
+              "v": (*lead, sk, d)}
+    c = relax.const(0.125, "float32")
+    swap = [*range(rank - 2), rank - 1, rank - 2]
+
+    def body(bb, q, k, v):
+        kt = k if kt_given else bb.emit(relax.op.permute_dims(k, swap))
+        s = bb.emit(relax.op.matmul(q, kt))
+        s = {"multiply": lambda: relax.op.multiply(s, c),
+             "const-left": lambda: relax.op.multiply(c, s),
+             "divide": lambda: relax.op.divide(s, relax.const(8.0, "float32")),
+             "no-scale": lambda: s, "kT-input": lambda: relax.op.multiply(s, c)}[form]()
+        p = bb.emit(relax.op.nn.softmax(bb.emit(s) if form != "no-scale" else s, axis=-1))
+        return relax.op.matmul(p, v)
+
+    return _function(shapes, body), shapes
+
+
+def build_and_run(mod, shapes, fused=True, pipeline="default", seed=0):
+    passes = make_pipeline(pipeline, PipelineOptions(TARGET, fused_attention=fused))
+    ex = tvm.compile(mod, target=TARGET, relax_pipeline=passes)
+    rng = np.random.default_rng(seed)
+    xs = [rng.standard_normal(s).astype(np.float32) for s in shapes.values()]
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](*(tvm.runtime.tensor(x) for x in xs))
+    return xs, out.numpy()
+
+
+@pytest.mark.parametrize(("sq", "sk", "causal"), [
+    (197, 197, None), (13, 40, "TopLeft"), (40, 13, "BottomRight"), (13, 40, "BottomRight")])
+def test_relax_attention_is_rewritten_and_matches(sq, sk, causal):
+    mod = attention_module(sq, sk, causal)
+    fused = fuse_attention(mod)
+    assert kernel_calls(fused) == 1 and "relax.nn.attention" not in _calls(fused)
+    # TVM's own convention: BottomRight is offset |Sq - Sk|
+    offset = {None: None, "TopLeft": 0, "BottomRight": abs(sq - sk)}[causal]
+    spec = AttentionSpec(1, 2, sq, sk, 32, 32, 1 / math.sqrt(32), offset, "BSNH")
+    shapes = {"q": (1, sq, 2, 32), "k": (1, sk, 2, 32), "v": (1, sk, 2, 32)}
+    (q, k, v), got = build_and_run(mod, shapes)
+    np.testing.assert_allclose(got, attention_reference(q, k, v, spec), rtol=1e-4, atol=2e-5)
+
+
+def test_rewrite_agrees_with_tvms_own_legalization():
+    mod = attention_module(29, 13, "BottomRight", scale=0.3)
+    shapes = {"q": (1, 29, 2, 32), "k": (1, 13, 2, 32), "v": (1, 13, 2, 32)}
+    _, ours = build_and_run(mod, shapes, fused=True)
+    _, tvms = build_and_run(mod, shapes, fused=False)
+    np.testing.assert_allclose(ours, tvms, rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize(("form", "rank"), [
+    ("multiply", 4), ("const-left", 4), ("divide", 4), ("no-scale", 3), ("kT-input", 3)])
+def test_decomposed_attention_is_rewritten_and_matches(form, rank):
+    mod, shapes = decomposed_module(form, rank)
+    fused = fuse_attention(mod)
+    calls = _calls(fused)
+    assert kernel_calls(fused) == 1
+    assert "relax.nn.softmax" not in calls and "relax.matmul" not in calls
+    # k^T written by permute_dims is read through; a k^T input is transposed back once
+    assert calls.count("relax.permute_dims") == (1 if form == "kT-input" else 0)
+    (q, k, v), got = build_and_run(mod, shapes)
+    kt = k if form == "kT-input" else np.swapaxes(k, -1, -2)
+    s = np.einsum("...id,...dj->...ij", q.astype(np.float64), kt.astype(np.float64))
+    s = s if form == "no-scale" else s * 0.125
+    p = np.exp(s - s.max(-1, keepdims=True))
+    want = (p / p.sum(-1, keepdims=True)) @ v.astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
+
+
+def test_what_the_kernel_cannot_take_is_left_alone():
+    # softmax over the query axis, a per-element multiplier: not attention
+    shapes = {"q": (1, 2, 8, 32), "k": (1, 2, 8, 32), "v": (1, 2, 8, 32)}
+
+    def over_queries(bb, q, k, v):
+        s = bb.emit(relax.op.matmul(q, bb.emit(relax.op.permute_dims(k, [0, 1, 3, 2]))))
+        return relax.op.matmul(bb.emit(relax.op.nn.softmax(s, axis=-2)), v)
+
+    def masked(bb, q, k, v):
+        s = bb.emit(relax.op.matmul(q, bb.emit(relax.op.permute_dims(k, [0, 1, 3, 2]))))
+        s = bb.emit(relax.op.multiply(s, relax.const(np.tril(np.ones((8, 8), np.float32)))))
+        return relax.op.matmul(bb.emit(relax.op.nn.softmax(s)), v)
+
+    for body in (over_queries, masked):
+        mod = _function(shapes, body)
+        assert fuse_attention(mod).same_as(mod) and "relax.nn.softmax" in _calls(mod)
+    # float16 and a symbolic length stay with TVM's own lowering
+    q16 = relax.Var("q", relax.TensorType((1, 8, 2, 32), "float16"))
+    n = tvm.tirx.Var("n", "int64")
+    qn = relax.Var("q", relax.TensorType((1, n, 2, 32), "float32"))
+    for q in (q16, qn):
+        bb = relax.BlockBuilder()
+        with bb.function("main", [q]):
+            with bb.dataflow():
+                out = bb.emit_output(relax.op.nn.attention(q, q, q))
+            bb.emit_func_output(out)
+        mod = bb.get()
+        assert fuse_attention(mod).same_as(mod) and "relax.nn.attention" in _calls(mod)
+
+
+def test_kernels_are_shared_per_shape():
+    shapes = {"q": (1, 9, 2, 32), "k": (1, 9, 2, 32), "v": (1, 9, 2, 32)}
+
+    def three(bb, q, k, v):
+        a = bb.emit(relax.op.nn.attention(q, k, v))
+        b = bb.emit(relax.op.nn.attention(a, k, v))
+        return relax.op.add(b, bb.emit(relax.op.nn.attention(q, k, v, causal_mask="TopLeft")))
+
+    fused = fuse_attention(_function(shapes, three))
+    assert kernel_calls(fused) == 3
+    kernels = [g.name_hint for g in fused.get_global_vars() if g.name_hint.startswith(KERNEL_NAME)]
+    assert len(kernels) == 2  # non-causal shared by two calls, causal its own
+
+
+@pytest.mark.parametrize("pipeline", ["default", "zero", "static_shape_tuning"])
+def test_every_pipeline_applies_it_unless_turned_off(pipeline, tmp_path):
+    mod, _ = decomposed_module("multiply")
+    db = open_tuning_db(tmp_path / "db", TARGET) if pipeline == "static_shape_tuning" else None
+    for fused in (True, False):
+        passes = make_pipeline(pipeline, PipelineOptions(TARGET, db, fused_attention=fused))
+        with TARGET:
+            lowered = passes(mod)
+        names = [gv.name_hint for gv in lowered.get_global_vars()]
+        assert any(n.startswith(KERNEL_NAME) for n in names) == fused
+        assert any("softmax" in n for n in names) != fused
+
+
+@pytest.fixture(scope="module")
+def vit_onnx(tmp_path_factory):
+    from hwlat import zoo
+    from hwlat.export import export
+
+    model, (image,) = zoo.build("vit_tiny", input_shape=(3, 32, 48))  # 6 patches + class token
+    path = tmp_path_factory.mktemp("vit") / "vit_tiny.onnx"
+    export(model, image, path, compare=False)
+    return path
+
+
+def test_vit_tiny_attention_is_rewritten(vit_onnx):
+    from hwlat.lowering.custom import import_onnx
+
+    mod = import_onnx(onnx.load(vit_onnx))
+    before = _calls(mod)
+    fused = fuse_attention(mod)
+    after = _calls(fused)
+    assert before.count("relax.nn.softmax") == 12 and kernel_calls(mod) == 0
+    assert kernel_calls(fused) == 12 and "relax.nn.softmax" not in after
+    assert before.count("relax.matmul") - after.count("relax.matmul") == 24
+    kernels = [gv for gv in fused.get_global_vars() if gv.name_hint.startswith(KERNEL_NAME)]
+    assert len(kernels) == 1  # the 12 blocks share one shape
+
+
+def test_vit_tiny_compiles_with_the_kernel_and_matches_onnxruntime(vit_onnx, tmp_path):
+    from hwlat.lowering.compile import compile_model
+
+    report = compile_model(vit_onnx, "host", output=tmp_path / "vit.so")
+    assert report.max_abs_diff is not None and report.max_abs_diff < 1e-4
+    lib = tvm.runtime.load_module(str(report.output))
+    assert any(m.implements_function(KERNEL_NAME) for m in [lib, *lib.imports])
