@@ -6,13 +6,15 @@ inputs become graph inputs and the values it hands on become graph outputs.
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from hwlat.errors import InvalidModelError
-from hwlat.graph.fuse import exits
+from hwlat.graph.fuse import exits, sparse_anchor
 from hwlat.graph.ir import Graph
-from hwlat.graph.kernel import Kernel
+from hwlat.graph.kernel import Kernel, KernelKind
+from hwlat.graph.sparse import default_coords
 
 
 def extract_kernel(g: Graph, k: Kernel) -> onnx.ModelProto:
@@ -32,8 +34,17 @@ def extract_kernel(g: Graph, k: Kernel) -> onnx.ModelProto:
         if v in inits:
             used_inits.append(inits[v])
         elif v not in consts_made:
-            inputs.append(value_info.get(v) or _untyped(v))
-    outputs = [value_info.get(o) or _untyped(o) for o in exits(g, nodes)]
+            inputs.append(value_info.get(v) or _typed(g, v))
+    if k.kind is KernelKind.SPARSE_CONV and dict(k.key.attrs).get("map") == 0:
+        # a conv that reuses its model's kernel map is timed without building one: its
+        # coordinates (the runners' default cloud) become a constant the map is built from
+        # at compile time
+        coords = sparse_anchor(g, k).inputs[1]
+        shape = g.values[coords].shape
+        if any(i.name == coords for i in inputs) and shape and isinstance(shape[0], int):
+            inputs = [i for i in inputs if i.name != coords]
+            used_inits.append(numpy_helper.from_array(default_coords(shape[0]), coords))
+    outputs = [value_info.get(o) or _typed(g, o) for o in exits(g, nodes)]
     body = [src.node[n.index] for n in sorted(const_nodes + nodes, key=lambda n: n.index)]
     sub = helper.make_graph(body, f"{g.name}.{k.kind.value}", inputs, outputs, used_inits)
     out = helper.make_model(sub, opset_imports=list(model.opset_import))
@@ -54,5 +65,12 @@ def _constant_producers(g: Graph, values: list[str]) -> list:
     return list(found.values())
 
 
-def _untyped(name: str) -> onnx.ValueInfoProto:
-    return helper.make_empty_tensor_value_info(name)
+def _typed(g: Graph, name: str) -> onnx.ValueInfoProto:
+    """The value's type from the graph's own inference (e.g. of hwlat's ops, which onnx's
+    shape inference does not know), else an untyped value."""
+    v = g.values.get(name)
+    sig = v.sig if v is not None else None
+    if sig is None or sig.shape is None or not all(isinstance(d, int) for d in sig.shape):
+        return helper.make_empty_tensor_value_info(name)
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(sig.dtype))
+    return helper.make_tensor_value_info(name, elem, list(sig.shape))

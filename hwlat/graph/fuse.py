@@ -327,14 +327,26 @@ def fuse(g: Graph, rules: list[Rule] = DEFAULT_RULES, *,
     order = {n.name: i for i, n in enumerate(g.nodes)}
     found.sort(key=lambda f: order[f[2].nodes[0].name])
     kernels = [_make_kernel(g, rule, kind, m) for rule, kind, m in found]
-    return [_sparse_key(g, k, samples or {}) if k.kind is KernelKind.SPARSE_CONV else k
+    maps: set[tuple] = set()  # (coords, kernel geometry) whose kernel map an earlier conv built
+    return [_sparse_key(g, k, samples or {}, maps) if k.kind is KernelKind.SPARSE_CONV else k
             for k in kernels]
 
 
-def _sparse_key(g: Graph, k: Kernel, samples: Mapping[str, np.ndarray]) -> Kernel:
+def sparse_anchor(g: Graph, k: Kernel) -> Node:
+    """The hwlat.SparseConv3d node of a sparse conv kernel."""
+    return next(g.node(n) for n in k.nodes if g.node(n).op is Op.SparseConv3d)
+
+
+def _sparse_key(g: Graph, k: Kernel, samples: Mapping[str, np.ndarray], maps: set) -> Kernel:
     """The sparse conv's key on (Cin, Cout, kernel, stride, active voxels, kernel-map pairs),
-    voxel and pair counts bucketed (hwlat.graph.sparse): N in its shapes is the voxel bucket."""
-    conv = next(g.node(n) for n in k.nodes if g.node(n).op is Op.SparseConv3d)
+    voxel and pair counts bucketed (hwlat.graph.sparse): N in its shapes is the voxel bucket.
+    `map` says whether the kernel builds its kernel map (1) or reuses the one an earlier conv on
+    the same coordinates and kernel geometry built (0), as hwlat's lowering shares them."""
+    conv = sparse_anchor(g, k)
+    geometry = (conv.inputs[1], conv.attr("kernel_size"), conv.attr("stride"),
+                conv.attr("padding"), conv.attr("subm", 1))
+    builds = geometry not in maps
+    maps.add(geometry)
     feats, coords_name = g.values[conv.inputs[0]].shape, conv.inputs[1]
     n = feats[0] if feats and isinstance(feats[0], int) else None
     coords = samples.get(coords_name)
@@ -361,7 +373,8 @@ def _sparse_key(g: Graph, k: Kernel, samples: Mapping[str, np.ndarray]) -> Kerne
         inputs=tuple(rows(sig, n if n is not None else -1) for sig in key.inputs),
         outputs=tuple(rows(sig, n_out) for sig in key.outputs),
         params=key.params,
-        attrs=tuple(sorted((*key.attrs, ("pairs", log_bucket(pairs) if pairs >= 0 else -1),
+        attrs=tuple(sorted((*key.attrs, ("map", int(builds)),
+                            ("pairs", log_bucket(pairs) if pairs >= 0 else -1),
                             ("voxels", voxels)))),
     )
     return Kernel(key=bucketed, nodes=k.nodes, rule=k.rule)

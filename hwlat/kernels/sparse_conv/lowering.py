@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import tvm
 from tvm import relax
 
 from hwlat.errors import InvalidModelError
@@ -65,6 +67,13 @@ def _kernel_map(bb: relax.BlockBuilder, coords, n: int, geom: ConvGeometry):
     if _maps["builder"] is not bb:
         _maps["builder"], _maps["maps"] = bb, {}
     key = (coords, geom)
+    if key not in _maps["maps"] and isinstance(coords, tvm.ir.expr.Constant):
+        # coordinates fixed at compile time (a deployed scene, or a kernel timed without its
+        # map, as the table keys a conv that reuses one): the map is built now, once
+        shapes = kernel.map_shapes(n, n, geom)
+        built = _map_now(geom, coords.value.numpy(), shapes)
+        _maps["maps"][key] = {f: bb.emit(relax.const(built[f], shapes[f][1]))
+                              for f in ("pair_in", "pair_out", "segment")}
     if key not in _maps["maps"]:
         k, p = geom.kernel_size, geom.padding
         name = "hwlat_sparse_kernel_map_k{}_p{}".format("x".join(map(str, k)), "x".join(map(str, p)))
@@ -76,6 +85,24 @@ def _kernel_map(bb: relax.BlockBuilder, coords, n: int, geom: ConvGeometry):
         _maps["maps"][key] = {f: bb.emit(relax.TupleGetItem(built, fields.index(f)))
                               for f in ("pair_in", "pair_out", "segment")}
     return _maps["maps"][key]
+
+
+def _map_now(geom: ConvGeometry, coords: np.ndarray, shapes: dict) -> dict[str, np.ndarray]:
+    """The kernel map of constant coordinates, built by the same TIR kernel on this CPU."""
+    import tvm
+
+    from hwlat.kernels.sparse_conv.conv import check_coords
+    from hwlat.lowering.targets import make_target
+
+    check_coords(coords)  # the row that is wrong, before the kernel's own check
+    lib = tvm.compile(tvm.IRModule({"map": kernel.kernel_map(geom).with_attr("global_symbol", "map")}),
+                      target=make_target("host")).jit()
+    dev = tvm.cpu(0)
+    c = tvm.runtime.tensor(np.ascontiguousarray(coords, dtype=np.int32), dev)
+    outs = {name: tvm.runtime.tensor(np.empty(shape, dtype), dev)
+            for name, (shape, dtype) in shapes.items()}
+    lib["map"](c, c, *outs.values())
+    return {name: t.numpy() for name, t in outs.items()}
 
 
 def convert(bb: relax.BlockBuilder, inputs: list, attrs: dict):

@@ -158,3 +158,43 @@ def test_random_inputs_give_valid_coordinates():
     proto = _sparse_model(300, [np.zeros((27, 4, 4), np.float32)])
     f, c = runner_random_inputs(proto)
     assert f.shape == (300, 4) and len(np.unique(c, axis=0)) == 300
+
+
+def test_constant_coordinates_get_their_kernel_map_at_compile_time(tmp_path):
+    """A conv whose coordinates are a constant (how the table times a conv that reuses its
+    model's map) has no kernel-map call left, and the same output."""
+    from hwlat.graph import fuse, load
+    from hwlat.graph.extract import extract_kernel
+    from hwlat.graph.sparse import default_coords
+
+    rng = np.random.default_rng(3)
+    n = 300
+    weights = [rng.standard_normal((27, 4, 8)).astype(np.float32),
+               rng.standard_normal((27, 8, 8)).astype(np.float32)]
+    onnx.save(_sparse_model(n, weights), tmp_path / "two.onnx")
+    g = load(tmp_path / "two.onnx")
+    first, second = [k for k in fuse(g) if k.kind.value == "sparse_conv"]
+    assert dict(first.key.attrs)["map"] == 1 and dict(second.key.attrs)["map"] == 0
+    cut = extract_kernel(g, second)
+    assert [i.name for i in cut.graph.input] == ["y0"]  # coords became a constant
+    coords = numpy_helper.to_array(next(t for t in cut.graph.initializer if t.name == "coords"))
+    assert np.array_equal(coords, default_coords(n))
+    script = import_onnx(cut).script()
+    assert "hwlat_sparse_kernel_map" not in script and "hwlat_sparse_gemm" in script
+    onnx.save(cut, tmp_path / "cut.onnx")
+    x = rng.standard_normal((n, 8)).astype(np.float32)
+    vm = relax.VirtualMachine(lower(tmp_path / "cut.onnx").executable, tvm.cpu())
+    got = outputs_of(vm["main"](tvm.runtime.tensor(x)))[0]
+    want = torch_sparse_conv3d(torch.from_numpy(x), torch.from_numpy(coords),
+                               torch.from_numpy(weights[1]), 1, [3, 3, 3], [1, 1, 1], [1, 1, 1])
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+    # a constant with a duplicate voxel is refused when the map is built, naming the rows
+    bad = onnx.ModelProto()
+    bad.CopyFrom(cut)
+    dup = coords.copy()
+    dup[1] = dup[0]
+    for i, t in enumerate(bad.graph.initializer):
+        if t.name == "coords":
+            bad.graph.initializer[i].CopyFrom(numpy_helper.from_array(dup, "coords"))
+    with pytest.raises(InvalidInputError, match="duplicate"):
+        import_onnx(bad)
