@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: a looser requirement makes pip fetch a multi-GB CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# SpikingJelly, only for the test that cross-checks the neuromorphic op counts: without its
+	# dependencies (they pull a CUDA torch); its op counter needs loguru alone
+	$(BIN)/python -m pip install -q --no-deps spikingjelly==2.0.0 loguru
 	touch $(STAMP)
 
 # export -> inspect -> profile -> predict -> validate, on MobileNetV2, into a table of its own

@@ -292,8 +292,9 @@ def test_zoo_net_matches_spikingjelly_op_counter(zoo_net):
     the export folds it into the conv) on the same weights and input."""
     counters = pytest.importorskip(
         "spikingjelly.activation_based.op_counter",
-        reason="spikingjelly is an optional test dependency (pip install spikingjelly): the "
-        "cross-check against its op counter needs it",
+        reason="spikingjelly is an optional test dependency (`make test` installs it: pip "
+        "install --no-deps spikingjelly==2.0.0 loguru): the cross-check against its op counter "
+        "needs it",
     )
     import torch
 
