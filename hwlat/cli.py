@@ -735,14 +735,20 @@ def compile_(
     target_kind: Annotated[str | None, typer.Option(help="host | aarch64 | cuda (default: the device's own)")] = None,
     pipeline: Annotated[str | None, typer.Option(help="Relax pipeline: default, zero, static_shape_tuning (default: the device's; static_shape_tuning when tuning)")] = None,
     tune_trials: Annotated[int, typer.Option(min=0, help="MetaSchedule trials in all (~10 s each on 2 cores, plus ~1-2 min start-up)")] = 0,
-    tuning_db: Annotated[Path | None, typer.Option(help="tuning database directory (one per target; reused when trials are 0)")] = None,
+    tuning_db: Annotated[Path | None, typer.Option(help="tuning database directory (one per target; reused when trials are 0; default: the device file's)")] = None,
+    table: TableOpt = None,
 ) -> None:
-    """Compile a model with TVM into a library + .json sidecar, checked against onnxruntime where it runs."""
+    """Compile a model with TVM into a library + .json sidecar, checked against onnxruntime where it
+    runs; with the device's own tuning database, its records also fill the device's table."""
     from hwlat.devices import load_device
     from hwlat.lowering import compile_model, target_for_device
+    from hwlat.lowering.records import feed_table, feeds_table
+    from hwlat.lowering.targets import kind_of
 
     spec = load_device(device)
     target = target_for_device(spec, target_kind)
+    if tuning_db is None and target_kind in (None, kind_of(spec.target or {"kind": "llvm"})):
+        tuning_db = spec.tuning_db_path()  # the device's own database, if its file names one
     tuning = tuning_db is not None or tune_trials > 0
     with err.status(f"compiling {model.name} for {target_kind or spec.name} ..."):
         r = compile_model(model, target, pipeline or (None if tuning else spec.pipeline), output,
@@ -751,6 +757,13 @@ def compile_(
               f"{r.compile_s:.1f} s", highlight=False)
     out.print(f"TVM vs onnxruntime: max abs difference {r.max_abs_diff:.3g}" if r.max_abs_diff is not None
               else r.note)
+    if r.tuning_db is not None and feeds_table(spec, r.tuning_db):
+        with err.status("reading the tuning records into the table ..."), \
+                _table(table, readonly=False) as store:
+            fed = feed_table(model, spec, target, r.tuning_db, store)
+        out.print(f"table {store.path}, device {spec.name}: {fed.written} kernels' latencies from "
+                  f"the tuning records; {fed.unrecorded} without records (`hwlat profile` times "
+                  f"them); {fed.already} already there")
 
 
 InputOpt = Annotated[Path | None, typer.Option("--input", "-i", help=".npy (one-input model) or .npz (by input name); default: seeded random")]

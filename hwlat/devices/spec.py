@@ -7,6 +7,7 @@ table never imports onnxruntime or tvm.
 from __future__ import annotations
 
 import importlib
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -40,10 +41,19 @@ class DeviceSpec:
     target: dict[str, Any] = field(default_factory=dict)
     measure: MeasureSpec = field(default_factory=MeasureSpec)
     fallback: str | None = None  # an analytic (roofline) device that estimates table misses
+    # a TVM device's MetaSchedule database: absolute, or relative to $HWLAT_HOME
+    tuning_db: str | None = None
     source: str = ""  # the file it came from
 
     def __hash__(self) -> int:
         return hash(self.name)
+
+    def tuning_db_path(self) -> Path | None:
+        if self.tuning_db is None:
+            return None
+        path = Path(os.path.expandvars(self.tuning_db)).expanduser()
+        home = Path(os.environ.get("HWLAT_HOME") or "~/.cache/hwlat").expanduser()
+        return path if path.is_absolute() else home / path
 
     def make_runner(self, **options):
         """The device's runner; `options` go to its constructor (an RPC runner's tracker and key)."""
@@ -66,6 +76,8 @@ def parse_device(path: Path) -> DeviceSpec:
     for key in ("name", "description", "runtime", "runner"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise InvalidInputError(f"{path}: '{key}' must be a non-empty string")
+    if "tuning_db" in raw and (not isinstance(raw["tuning_db"], str) or not raw["tuning_db"]):
+        raise InvalidInputError(f"{path}: 'tuning_db' must be a directory path, got {raw['tuning_db']!r}")
     if "fallback" in raw and (not isinstance(raw["fallback"], str) or not raw["fallback"]):
         raise InvalidInputError(f"{path}: 'fallback' must name a device, got {raw['fallback']!r}")
     if not isinstance(raw.get("threads", 1), int) or raw.get("threads", 1) < 1:

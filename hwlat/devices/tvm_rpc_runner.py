@@ -29,7 +29,7 @@ import onnx
 from hwlat.devices import rpc
 from hwlat.devices.measure import Timing, measure
 from hwlat.devices.spec import DeviceSpec
-from hwlat.devices.tvm_runner import random_inputs, resolve_target
+from hwlat.devices.tvm_runner import device_pipeline, random_inputs, resolve_target
 from hwlat.errors import HwlatError, InvalidInputError
 
 DEFAULT_TRACKER = "127.0.0.1:9190"
@@ -62,7 +62,6 @@ class TvmRpcRunner:
         is lost like one whose server died, and retried."""
         import tvm
         import tvm.rpc
-        from tvm import relax
 
         self.spec = spec
         self.tracker = tracker or DEFAULT_TRACKER
@@ -75,14 +74,8 @@ class TvmRpcRunner:
         self.kernel_timeout = float(kernel_timeout)
         self.target = resolve_target(spec)
         name = spec.pipeline or "default"
-        if name == "default" and "gpu" in self.target.keys:
-            # the generic pipeline leaves GPU loops unbound; TVM's per-target one schedules them
-            self._pipeline = relax.get_default_pipeline(self.target)
-        else:
-            try:
-                self._pipeline = relax.get_pipeline(name)
-            except Exception as e:
-                raise InvalidInputError(f"device '{spec.name}': unknown Relax pipeline '{name}'") from e
+        # hwlat's pipelines: GPU targets get TVM's per-target schedules, CPU ones hwlat's kernels
+        self._pipeline = device_pipeline(spec, self.target)
         self.pipeline = f"tvm-{name}"
         self._dev_type = "cpu" if self.target.kind.name == "llvm" else self.target.kind.name
         self._link = _linker(spec, self.target)

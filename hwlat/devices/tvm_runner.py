@@ -54,20 +54,30 @@ def random_inputs(proto: onnx.ModelProto, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
+def device_pipeline(spec: DeviceSpec, target):
+    """The device's named hwlat pipeline (hwlat.lowering.pipelines, as `hwlat compile` builds),
+    reading the device's tuning database, if it names one, without tuning."""
+    from hwlat.lowering.pipelines import PipelineOptions, make_pipeline
+    from hwlat.lowering.tuning import open_tuning_db
+
+    name = spec.pipeline or "default"
+    db = spec.tuning_db_path()
+    try:
+        return make_pipeline(name, PipelineOptions(target, open_tuning_db(db, target) if db else None))
+    except InvalidInputError as e:
+        raise InvalidInputError(f"device '{spec.name}': {e}") from None
+
+
 class TvmRunner:
     def __init__(self, spec: DeviceSpec):
         # the runtime's thread pool reads this once, when it first starts
         os.environ["TVM_NUM_THREADS"] = str(spec.threads)
         import tvm
-        from tvm import relax
 
         self.spec = spec
         self.target = resolve_target(spec)
         name = spec.pipeline or "default"
-        try:
-            self._pipeline = relax.get_pipeline(name)
-        except Exception as e:
-            raise InvalidInputError(f"device '{spec.name}': unknown Relax pipeline '{name}'") from e
+        self._pipeline = device_pipeline(spec, self.target)
         self.pipeline = f"tvm-{name}"
         self._dev = tvm.cpu(0)
 

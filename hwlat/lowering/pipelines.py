@@ -63,6 +63,17 @@ def _zero(o: PipelineOptions) -> tvm.transform.Pass:
                                     name="hwlat.zero")
 
 
+def tuning_prefix(o: PipelineOptions) -> tvm.transform.Pass:
+    """What static_shape_tuning does before tuning: the module whose fused ops are its tasks
+    (and the workloads its database records)."""
+    return tvm.transform.Sequential([
+        *_attention(o),
+        relax.transform.DecomposeOpsForInference(),
+        relax.transform.CanonicalizeBindings(),
+        relax.get_pipeline("zero"),
+    ], name="hwlat.tuning_prefix")
+
+
 def _static_shape_tuning(o: PipelineOptions) -> tvm.transform.Pass:
     if _is_gpu(o.target) or o.target.kind.name != "llvm":
         raise InvalidInputError("pipeline 'static_shape_tuning' measures candidates on this machine's "
@@ -72,10 +83,7 @@ def _static_shape_tuning(o: PipelineOptions) -> tvm.transform.Pass:
     if o.tuning_db is None:
         raise InvalidInputError("pipeline 'static_shape_tuning' needs a tuning database (--tuning-db DIR)")
     return tvm.transform.Sequential([
-        *_attention(o),
-        relax.transform.DecomposeOpsForInference(),
-        relax.transform.CanonicalizeBindings(),
-        relax.get_pipeline("zero"),
+        tuning_prefix(o),
         tune_pass(o.target, o.tuning_db, o.trials),
         relax.transform.MetaScheduleApplyDatabase(str(o.tuning_db)),
         _lower(o),

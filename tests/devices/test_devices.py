@@ -19,8 +19,8 @@ from tests.lut.test_profile import conv_chain
 
 def test_shipped_devices_parse():
     names = [d.name for d in list_devices()]
-    assert names == ["arm64-mobile", "cpu-ort", "cpu-tvm", "cuda-gpu", "neuromorphic-45nm", "roofline-h100",
-                     "roofline-sd855"]
+    assert names == ["arm64-mobile", "cpu-ort", "cpu-tvm-tuned", "cpu-tvm", "cuda-gpu",
+                     "neuromorphic-45nm", "roofline-h100", "roofline-sd855"]
     tvm = load_device("cpu-tvm")
     assert tvm.runtime == "tvm" and tvm.target == {"kind": "llvm", "mcpu": "host"} and tvm.threads == 1
 
@@ -31,6 +31,8 @@ def test_shipped_devices_parse():
     ('name="x"\ndescription="d"\nruntime="r"\nrunner="a:b"\nthreads=0\n', "'threads' must be a positive integer"),
     ('name="x"\ndescription="d"\nruntime="r"\nrunner="a:b"\n[measure]\nrepeats=1\n', "measure settings out of range"),
     ("name = [", "not a readable device file"),
+    ('name="x"\ndescription="d"\nruntime="r"\nrunner="a:b"\ntuning_db=3\n',
+     "'tuning_db' must be a directory path"),
 ])
 def test_bad_device_files_are_named(tmp_path, text, match):
     p = tmp_path / "bad.toml"
@@ -75,3 +77,13 @@ def test_kernel_runs_on_both_runtimes(tmp_path):
     for device in ("cpu-ort", "cpu-tvm"):
         t = load_device(device).make_runner().time_kernel(extract_kernel(g, k))
         assert t.median_ms > 0 and len(t.samples_ms) >= 15
+
+
+def test_tuned_device_reads_its_database_under_hwlat_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HWLAT_HOME", str(tmp_path))
+    spec = load_device("cpu-tvm-tuned")
+    assert spec.pipeline == "static_shape_tuning"
+    assert spec.tuning_db_path() == tmp_path / "tuning" / "cpu-tvm-tuned"
+    runner = spec.make_runner()  # opens (and marks) the database for the host target
+    assert (tmp_path / "tuning" / "cpu-tvm-tuned" / "hwlat-target.json").is_file()
+    assert runner.time_kernel(conv_chain(1)).median_ms > 0  # untuned ops keep default schedules

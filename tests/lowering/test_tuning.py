@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import pytest
 import tvm
 from tvm.script import ir as I
 from tvm.script import tirx as T
@@ -32,3 +33,71 @@ def test_candidate_builds_without_registering_every_tensor_intrinsic():
     b = tvm.runtime.tensor(np.zeros(8, dtype="float32"))
     lib["main"](a, b)
     np.testing.assert_array_equal(b.numpy(), np.arange(8, dtype="float32") + 1)
+
+
+def _matmul_relu(path):
+    import onnx
+    from onnx import TensorProto, numpy_helper
+    from onnx import helper as h
+
+    w = numpy_helper.from_array(np.random.default_rng(0).random((32, 32), dtype=np.float32), "w")
+    g = h.make_graph([h.make_node("MatMul", ["x", "w"], ["m"]), h.make_node("Relu", ["m"], ["y"])],
+                     "g", [h.make_tensor_value_info("x", TensorProto.FLOAT, [16, 32])],
+                     [h.make_tensor_value_info("y", TensorProto.FLOAT, [16, 32])], [w])
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_tuning_records_fill_the_table_of_the_device_that_builds_with_them(tmp_path, monkeypatch):
+    """A record in cpu-tvm-tuned's database (written here as MetaSchedule writes one, since real
+    tuning takes minutes on this machine) becomes the kernel's table entry at compile time, and
+    predict reads it; a kernel without records is left to `hwlat profile`."""
+    import json
+
+    from tvm.s_tir import meta_schedule as ms
+    from typer.testing import CliRunner
+
+    from hwlat.cli import app
+    from hwlat.devices import load_device
+    from hwlat.lowering.custom import import_onnx
+    from hwlat.lowering.pipelines import PipelineOptions, tuning_prefix
+    from hwlat.lowering.records import PIPELINE
+    from hwlat.lowering.targets import target_for_device
+    from hwlat.lowering.tuning import open_tuning_db
+    from hwlat.lut import TableStore
+
+    monkeypatch.setenv("HWLAT_HOME", str(tmp_path / "home"))
+    spec = load_device("cpu-tvm-tuned")
+    target = target_for_device(spec)
+    model = _matmul_relu(tmp_path / "m.onnx")
+    import onnx
+
+    db_dir = open_tuning_db(spec.tuning_db_path(), target)
+    with target:
+        mod = tuning_prefix(PipelineOptions(target))(import_onnx(onnx.load(model)))
+        [task] = ms.relax_integration.extract_tasks(mod, target)
+    db = ms.database.JSONDatabase(work_dir=str(db_dir))
+    workload = db.commit_workload(task.dispatched[0])
+    func = task.dispatched[0]["main"]
+    sch = tvm.s_tir.Schedule(task.dispatched[0])
+    sch.get_sblock("matmul")  # a record needs a trace of at least one step to count
+    db.commit_tuning_record(ms.database.TuningRecord(
+        sch.trace, workload, [2e-5, 3e-5, 2.5e-5], target, ms.arg_info.ArgInfo.from_prim_func(func)))
+
+    table = tmp_path / "t.sqlite"
+    r = CliRunner().invoke(app, ["compile", str(model), "--device", "cpu-tvm-tuned",
+                                 "-o", str(tmp_path / "m.so"), "--table", str(table)])
+    assert r.exit_code == 0, r.output
+    assert "1 kernels' latencies from the tuning records; 0 without records" in r.output
+    with TableStore(table, readonly=True) as store:
+        [e] = store.entries("cpu-tvm-tuned")
+    assert e.pipeline == PIPELINE and e.repeats == 3 and e.median_ms == pytest.approx(0.025)
+    r = CliRunner().invoke(app, ["predict", str(model), "--device", "cpu-tvm-tuned", "--table",
+                                 str(table), "--json"])
+    assert json.loads(r.stdout)["latency_ms"] == pytest.approx(0.025)
+    # the plain cpu-tvm device builds without the database: its table is not filled from it
+    r = CliRunner().invoke(app, ["compile", str(model), "--device", "cpu-tvm", "--tuning-db",
+                                 str(db_dir), "-o", str(tmp_path / "m2.so"), "--table", str(table)])
+    assert r.exit_code == 0, r.output
+    with TableStore(table, readonly=True) as store:
+        assert store.entries("cpu-tvm") == []
