@@ -74,11 +74,14 @@ class TvmRunner:
         os.environ["TVM_NUM_THREADS"] = str(spec.threads)
         import tvm
 
+        from hwlat.lowering.targets import target_for_device
+
         self.spec = spec
-        self.target = resolve_target(spec)
-        name = spec.pipeline or "default"
+        # the target `hwlat compile --device` builds for (host CPU, thread count): a tuning
+        # database made by one is read by the other
+        self.target = target_for_device(spec)
         self._pipeline = device_pipeline(spec, self.target)
-        self.pipeline = f"tvm-{name}"
+        self.pipeline = f"tvm-{spec.pipeline or 'default'}"
         self._dev = tvm.cpu(0)
 
     def environment(self) -> dict:
