@@ -6,7 +6,15 @@ Heavy dependencies (torch, tvm) are imported only by the functions that need the
 
 __version__ = "0.1.0"
 
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 from hwlat.errors import HwlatError, InvalidInputError, InvalidModelError  # noqa: E402
+
+
+def home() -> Path:
+    """Where hwlat keeps its tables and tuning databases: $HWLAT_HOME, else ~/.cache/hwlat."""
+    return Path(os.environ.get("HWLAT_HOME") or "~/.cache/hwlat").expanduser()
 
 
 def load(path):
@@ -23,4 +31,4 @@ def export(model, example_inputs, path, **kwargs):
     return _export(model, example_inputs, path, **kwargs)
 
 
-__all__ = ["HwlatError", "InvalidInputError", "InvalidModelError", "export", "load"]
+__all__ = ["HwlatError", "InvalidInputError", "InvalidModelError", "export", "home", "load"]

@@ -250,11 +250,10 @@ def profile(
 
 def _export_zoo(spec) -> list[Path]:
     """Built-in models exported once into $HWLAT_HOME/zoo; those the device cannot run are left out."""
-    from hwlat import zoo
+    from hwlat import home, zoo
     from hwlat.export import export as do_export
-    from hwlat.lut import default_table_path
 
-    folder = default_table_path().parent / "zoo"
+    folder = home() / "zoo"
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in zoo.MODELS:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from hwlat import home
 from hwlat.errors import InvalidInputError
 
 DEVICE_DIR = Path(__file__).parent
@@ -52,8 +53,7 @@ class DeviceSpec:
         if self.tuning_db is None:
             return None
         path = Path(os.path.expandvars(self.tuning_db)).expanduser()
-        home = Path(os.environ.get("HWLAT_HOME") or "~/.cache/hwlat").expanduser()
-        return path if path.is_absolute() else home / path
+        return path if path.is_absolute() else home() / path
 
     def make_runner(self, **options):
         """The device's runner; `options` go to its constructor (an RPC runner's tracker and key)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -16,7 +15,7 @@ from dataclasses import astuple, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hwlat import __version__
+from hwlat import __version__, home
 from hwlat.errors import HwlatError, InvalidInputError
 
 SCHEMA_VERSION = 1
@@ -108,7 +107,7 @@ _SCHEMA = (
 
 def default_table_path() -> Path:
     """$HWLAT_HOME/tables.sqlite, HWLAT_HOME defaulting to ~/.cache/hwlat."""
-    return Path(os.environ.get("HWLAT_HOME") or "~/.cache/hwlat").expanduser() / "tables.sqlite"
+    return home() / "tables.sqlite"
 
 
 class TableStore:
