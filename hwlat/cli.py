@@ -554,16 +554,12 @@ def lut_fit(
 ) -> None:
     """Fit a per-kernel table for a new device from whole-model measurements (few-shot)."""
     from hwlat.lut.fewshot import fit_device_table, read_measurements, reference_from_store
-    from hwlat.nas.nb201_lut import (
-        nb201_all_keys,
-        nb201_unfolded_reference,
-        nb201_unfolded_texts,
-    )
+    from hwlat.nas.nb201_lut import nb201_all_keys, nb201_fit_inputs
 
-    kernels_of = _space_kernels(space)
+    if space not in ARCH_LIST_SPACES:
+        raise InvalidInputError(f"space '{space}' has no one-line architecture strings; use: "
+                                f"{', '.join(ARCH_LIST_SPACES)}")
     measured = read_measurements(measurements)
-    arch_kernels = {a: kernels_of(a) + (nb201_unfolded_texts(a, ZERO_WORK) if zero_work else [])
-                    for a in measured}
     with _table(table, readonly=False) as store:
         if _is_roofline(reference_device):  # an analytic prior: nothing profiled needed
             from hwlat.devices.roofline import roofline_reference
@@ -571,14 +567,7 @@ def lut_fit(
             reference = roofline_reference(reference_device, nb201_all_keys())
         else:
             reference = reference_from_store(store, reference_device)
-        groups = None
-        if zero_work:
-            extra = nb201_unfolded_reference(*reference)
-            extra = tuple({k: v for k, v in e.items() if k.split("|")[2] in ZERO_WORK}
-                          for e in extra)
-            reference = ({**reference[0], **extra[0]}, {**reference[1], **extra[1]})
-            groups = {k: f"unfolded-{k.split('|')[2]}" if k in extra[0] else k.partition("|")[0]
-                      for k in reference[0]}
+        arch_kernels, reference, groups = nb201_fit_inputs(measured, reference, zero_work)
         fit = fit_device_table(store, device, reference_device, measured, arch_kernels, reference,
                                groups)
         path = store.path
@@ -587,23 +576,10 @@ def lut_fit(
     out.print(fit.describe(), markup=False)
 
 
-ZERO_WORK = ("zero-input",)  # the unfolded work classes `--zero-work` counts
-
-
 def _is_roofline(name: str) -> bool:
     from hwlat.devices import list_devices
 
     return any(d.name == name and d.runtime == "roofline" for d in list_devices())
-
-
-def _space_kernels(space: str):
-    """arch string -> its kernel key texts, for the spaces whose archs are one-line strings."""
-    if space == "nb201":
-        from hwlat.nas.nb201_lut import nb201_kernel_texts
-
-        return nb201_kernel_texts
-    known = ", ".join(s for s in SPACES if s in ARCH_LIST_SPACES)
-    raise InvalidInputError(f"space '{space}' has no one-line architecture strings; use: {known}")
 
 
 nas_app = typer.Typer(help="Latency inside architecture search.", no_args_is_help=True)

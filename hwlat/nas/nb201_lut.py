@@ -43,6 +43,7 @@ __all__ = [
     "Nb201TableIncomplete",
     "nb201_all_keys",
     "nb201_features",
+    "nb201_fit_inputs",
     "nb201_kernel_texts",
     "nb201_kernels",
     "nb201_latency",
@@ -467,3 +468,26 @@ def nb201_unfolded_reference(reference: Mapping[str, float],
                 feats[name] = (sum(features[t][0] for t in texts),
                                sum(features[t][1] for t in texts))
     return ref, feats
+
+
+ZERO_WORK = ("zero-input",)  # the unfolded work class a few-shot fit counts with zero_work
+
+
+def nb201_fit_inputs(archs: Iterable[str],
+                     reference: tuple[dict[str, float], dict[str, tuple[float, float]]],
+                     zero_work: bool = False):
+    """What `hwlat.lut.fewshot.fit_device_table` takes for measured NB201 cells: each cell's
+    kernel keys, the reference (ms, (MACs, bytes)) and the kernel groups. With `zero_work`, the
+    ops a device ran on `none` edges' zeros join each cell, priced from the reference, as one
+    more group (None: groups by kind)."""
+    arch_kernels = {a: nb201_kernel_texts(a) + (nb201_unfolded_texts(a, ZERO_WORK) if zero_work
+                                                else []) for a in archs}
+    if not zero_work:
+        return arch_kernels, reference, None
+    ref, feats = (dict(r) for r in reference)
+    extra_ref, extra_feats = nb201_unfolded_reference(ref, feats)
+    kept = [k for k in extra_ref if k.split("|")[2] in ZERO_WORK]
+    ref.update({k: extra_ref[k] for k in kept})
+    feats.update({k: extra_feats[k] for k in kept})
+    groups = {k: f"{UNFOLDED}-{k.split('|')[2]}" if k in kept else k.partition("|")[0] for k in ref}
+    return arch_kernels, (ref, feats), groups
