@@ -1,0 +1,132 @@
+"""Compiled models (`hwlat.lowering`) vs onnxruntime vs torch eager, one process, 1 thread.
+
+    .venv/bin/python benchmarks/compile_vs_runtimes.py [--models mobilenet_v2 resnet18 vit_tiny ofa]
+        [--pipelines default zero] [--tune-trials N --tuning-db DIR] [--rounds 5]
+
+Each model is exported once (the zoo; "ofa" is OFA's note10 30 ms net from ../shared/data), then
+built by `hwlat.lowering.lower` with each pipeline (compile time printed; with --tune-trials the
+static_shape_tuning pipeline tunes into --tuning-db first and its time is the tuning time). Then,
+per round and model, every contestant runs interleaved: the Relax VM, an onnxruntime session
+(1 intra-op thread, all optimizations), and the torch module (torch.set_num_threads(1),
+inference mode); each timed for >= --min-time s of back-to-back calls. Prints the median per-call
+time over rounds, the min..max of the round medians, and the ratio to onnxruntime.
+Goal (compile issue): compiled <= 1.0x onnxruntime's latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("TVM_NUM_THREADS", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+OFA_NET = ROOT.parent / "shared" / "data" / "ofa" / "net_configs" / "note10_lat-30ms_top1-78.4_finetune-75.json"
+
+
+def build_model(name: str):
+    from hwlat import zoo
+
+    if name == "ofa":
+        return zoo.from_ofa_config(OFA_NET)
+    return zoo.build(name, 1, None)
+
+
+def per_call_s(fn, min_time: float) -> float:
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_time:
+            return elapsed / n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet18", "vit_tiny", "ofa"])
+    ap.add_argument("--pipelines", nargs="+", default=["default", "zero"])
+    ap.add_argument("--tune-trials", type=int, default=0)
+    ap.add_argument("--tuning-db", type=Path, default=None)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--min-time", type=float, default=0.5)
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "compile_bench")
+    args = ap.parse_args()
+
+    import onnxruntime as ort
+    import torch
+    import tvm
+    from tvm import relax
+
+    from hwlat.export import export
+    from hwlat.lowering.compile import lower
+    from hwlat.lowering.targets import make_target
+
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    target = make_target("host", None, 1)
+    dev = tvm.cpu(0)
+    contestants: dict[str, dict[str, object]] = {}
+    for name in args.models:
+        model, inputs = build_model(name)
+        model.eval()
+        path = args.out / f"{name}.onnx"
+        if not path.exists():
+            export(model, inputs, path, compare=False)
+        x = inputs[0] if isinstance(inputs, tuple) else inputs
+        feed = x.numpy()
+        runs: dict[str, object] = {}
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        in_name = sess.get_inputs()[0].name
+        runs["onnxruntime"] = lambda s=sess, n=in_name, f=feed: s.run(None, {n: f})
+
+        def torch_run(m=model, t=x):
+            with torch.inference_mode():
+                m(t)
+
+        runs["torch eager"] = torch_run
+        pipelines = list(args.pipelines)
+        if args.tune_trials or args.tuning_db:
+            pipelines.append("static_shape_tuning")
+        for p in pipelines:
+            t0 = time.perf_counter()
+            tuned = p == "static_shape_tuning"
+            built = lower(path, target, p, tuning_db=args.tuning_db if tuned else None,
+                          tune_trials=args.tune_trials if tuned else 0)
+            seconds = time.perf_counter() - t0
+            vm = relax.VirtualMachine(built.executable, dev)
+            vm.set_input("main", tvm.runtime.tensor(feed, dev))
+            runs[f"tvm {p}"] = lambda v=vm: v.invoke_stateful("main")
+            print(f"{name}: built with {p} in {seconds:.0f} s", flush=True)
+        contestants[name] = runs
+
+    for runs in contestants.values():  # warm-up
+        for fn in runs.values():
+            fn()
+    times: dict[tuple[str, str], list[float]] = {}
+    for r in range(args.rounds):
+        for name, runs in contestants.items():
+            for label, fn in runs.items():
+                times.setdefault((name, label), []).append(per_call_s(fn, args.min_time) * 1e3)
+        print(f"  round {r + 1}/{args.rounds}", flush=True)
+
+    print(f"\n1 thread; median of {args.rounds} interleaved rounds (min..max of round medians); "
+          f"ratio to onnxruntime\n")
+    print("| model | runtime | ms | min..max | vs onnxruntime |")
+    print("|---|---|---|---|---|")
+    for name, runs in contestants.items():
+        base = statistics.median(times[(name, "onnxruntime")])
+        for label in runs:
+            t = times[(name, label)]
+            m = statistics.median(t)
+            print(f"| {name} | {label} | {m:.2f} | {min(t):.2f}..{max(t):.2f} | {m / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
