@@ -10,6 +10,7 @@ import importlib
 LOWERINGS: tuple[str, ...] = (
     "hwlat.kernels.spiking.lowering",
     "hwlat.kernels.sparse_conv.lowering",
+    "hwlat.kernels.attention.onnx_op",
 )
 
 for _name in LOWERINGS:

@@ -34,10 +34,14 @@ class CustomOp:
     summary: str  # what the op lowers to, for messages and docs
     # node -> why this node cannot be lowered, or None; asked before any conversion starts
     refuse: Callable[[onnx.NodeProto], str | None] | None = None
+    # a standard op TVM's frontend converts wrongly (hwlat.lowering.support.MISCONVERTED): this
+    # converter replaces TVM's during hwlat's imports
+    replaces: bool = False
 
     @property
     def key(self) -> str:
-        return f"{self.domain}.{self.op_type}"
+        """How hwlat names the op: `op_type` in the standard domain, else `domain.op_type`."""
+        return self.op_type if self.domain in ("", "ai.onnx") else f"{self.domain}.{self.op_type}"
 
 
 CUSTOM_OPS: dict[str, CustomOp] = {}
@@ -46,7 +50,7 @@ REWRITES: dict[str, Rewrite] = {}
 
 def register_op(op: CustomOp) -> CustomOp:
     taken = {o.op_type for o in CUSTOM_OPS.values() if o.key != op.key}
-    if op.op_type in taken or op.op_type in onnx_frontend._get_convert_map():
+    if op.op_type in taken or (op.op_type in onnx_frontend._get_convert_map() and not op.replaces):
         raise ValueError(f"op type {op.op_type} is already converted by another converter")
     CUSTOM_OPS[op.key] = op
     return op

@@ -50,6 +50,11 @@ def unsupported_ops(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, s
                     continue
         elif node.op_type in MISCONVERTED:
             key, why = node.op_type, MISCONVERTED[node.op_type]
+            op = CUSTOM_OPS.get(key)
+            if op is not None and op.replaces:
+                why = op.refuse(node) if op.refuse is not None else None
+                if why is None:
+                    continue
         elif node.op_type not in converters and node.op_type not in FRONTEND_DIRECT:
             key, why = node.op_type, "TVM's ONNX frontend has no converter for it"
         else:

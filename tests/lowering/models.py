@@ -31,13 +31,14 @@ def two_inputs(directory) -> str:
 def unsupported(directory) -> str:
     """Two op types TVM cannot lower, both accepted by onnx's checker and hwlat's loader:
     hwlat's strided sparse conv (twice; submanifold ones are lowered) and ONNX opset-23 Attention
-    (TVM's converter of that name is com.microsoft Attention)."""
+    with an attention mask (hwlat lowers it without one)."""
     sparse = [node("SparseConv3d", ["f", "coords", w], [out], domain="hwlat", subm=0,
                    kernel_size=[3, 3, 3], stride=[1, 1, 1], padding=[1, 1, 1])
               for w, out in (("w1", "s1"), ("w2", "s2"))]
-    m = model(sparse + [node("Attention", ["q", "k", "v"], ["att"])],
+    m = model(sparse + [node("Attention", ["q", "k", "v", "mask"], ["att"])],
               [tensor("f", [10, 4]), tensor("coords", [10, 4], TensorProto.INT32),
-               tensor("q", [1, 2, 4, 8]), tensor("k", [1, 2, 4, 8]), tensor("v", [1, 2, 4, 8])],
+               tensor("q", [1, 2, 4, 8]), tensor("k", [1, 2, 4, 8]), tensor("v", [1, 2, 4, 8]),
+               tensor("mask", [4, 4])],
               [tensor("s2", [10, 4]), tensor("att", [1, 2, 4, 8])],
               [const("w1", rand(27, 4, 4)), const("w2", rand(27, 4, 4))],
               opset=23, extra_opsets=[("hwlat", 1)])
