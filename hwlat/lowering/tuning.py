@@ -66,6 +66,13 @@ def build_candidate(mod, target, params):
         return default_build(mod, target, params)
 
 
+def trials_per_iter(trials: int, tasks: int) -> int:
+    """Candidates measured per task per round: the budget spread over every task (MetaSchedule
+    gives each round's batch to one task, so a batch of the whole budget tunes only the first),
+    at most 64."""
+    return max(1, min(64, trials // max(1, tasks)))
+
+
 def tune_pass(target: tvm.target.Target, db: Path, trials: int) -> tvm.transform.Pass:
     """Tune every task of the module for up to `trials` candidates in all, recording into `db`;
     the module itself is returned unchanged (MetaScheduleApplyDatabase applies the records)."""
@@ -75,9 +82,10 @@ def tune_pass(target: tvm.target.Target, db: Path, trials: int) -> tvm.transform
         from tvm.s_tir import meta_schedule as ms
 
         if trials > 0:
+            tasks = ms.relax_integration.extract_tasks(mod, target)
             ms.relax_integration.tune_relax(
                 mod, {}, target, str(db), max_trials_global=trials,
-                num_trials_per_iter=min(64, trials),
+                num_trials_per_iter=trials_per_iter(trials, len(tasks)),
                 builder=ms.builder.LocalBuilder(timeout_sec=BUILDER_TIMEOUT_S, f_build=build_candidate),
             )
         return mod

@@ -101,3 +101,12 @@ def test_tuning_records_fill_the_table_of_the_device_that_builds_with_them(tmp_p
     assert r.exit_code == 0, r.output
     with TableStore(table, readonly=True) as store:
         assert store.entries("cpu-tvm") == []
+
+
+def test_a_small_budget_reaches_every_task():
+    from hwlat.lowering.tuning import trials_per_iter
+
+    assert trials_per_iter(48, 33) == 1  # not 48 trials for the first task and none for the rest
+    assert trials_per_iter(330, 33) == 10
+    assert trials_per_iter(10_000, 3) == 64
+    assert trials_per_iter(5, 0) == 5
