@@ -28,11 +28,10 @@ from typing import Any
 import numpy as np
 
 from hwlat.errors import InvalidInputError
-from hwlat.graph.ir import TensorSig
 from hwlat.graph.kernel import KernelKey, KernelKind
 from hwlat.lut.predict import MissEstimator
 from hwlat.lut.store import TableStore
-from hwlat.nas.ofa_lut import OfaTableIncomplete, _conv, _mean, _out_size, key_cost
+from hwlat.nas.ofa_lut import OfaTableIncomplete, _conv, _mean, _out_size, _t, key_cost
 
 __all__ = [
     "PROXYLESS_MOBILE",
@@ -44,7 +43,6 @@ __all__ = [
     "sample_proxyless",
 ]
 
-_F32 = "float32"
 ZERO = "zero"
 
 
@@ -178,10 +176,6 @@ def proxyless_config(arch: Any, space: ProxylessSpace = PROXYLESS_MOBILE) -> dic
 
 
 # --- kernel keys -----------------------------------------------------------------------------
-
-def _t(*shape: int, dtype: str = _F32) -> TensorSig:
-    return TensorSig(tuple(shape), dtype)
-
 
 def _relu6(key: KernelKey) -> KernelKey:
     """ReLU6 exports as Clip with its bounds as two float scalars, which the kernel keeps."""
