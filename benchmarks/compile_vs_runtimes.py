@@ -1,11 +1,13 @@
 """Compiled models (`hwlat.lowering`) vs onnxruntime vs torch eager, one process, 1 thread.
 
     .venv/bin/python benchmarks/compile_vs_runtimes.py [--models mobilenet_v2 resnet18 vit_tiny ofa]
-        [--pipelines default zero] [--tune-trials N --tuning-db DIR] [--rounds 5]
+        [--pipelines default zero] [--tvm-lowering] [--tune-trials N --tuning-db DIR] [--rounds 5]
 
 Each model is exported once (the zoo; "ofa" is OFA's note10 30 ms net from ../shared/data), then
 built by `hwlat.lowering.lower` with each pipeline (compile time printed; with --tune-trials the
-static_shape_tuning pipeline tunes into --tuning-db first and its time is the tuning time). Then,
+static_shape_tuning pipeline tunes into --tuning-db first and its time is the tuning time);
+`--tvm-lowering` adds the default pipeline without hwlat's dense kernels (convs and matmuls left to
+TVM's own legalization), the baseline they replace. Then,
 per round and model, every contestant runs interleaved: the Relax VM, an onnxruntime session
 (1 intra-op thread, all optimizations), and the torch module (torch.set_num_threads(1),
 inference mode); each timed for >= --min-time s of back-to-back calls. Prints the median per-call
@@ -49,7 +51,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet18", "vit_tiny", "ofa"])
-    ap.add_argument("--pipelines", nargs="+", default=["default", "zero"])
+    ap.add_argument("--pipelines", nargs="+", default=["default"])
+    ap.add_argument("--tvm-lowering", action="store_true",
+                    help="also build the default pipeline without hwlat's dense kernels")
     ap.add_argument("--tune-trials", type=int, default=0)
     ap.add_argument("--tuning-db", type=Path, default=None)
     ap.add_argument("--rounds", type=int, default=5)
@@ -57,6 +61,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "compile_bench")
     args = ap.parse_args()
 
+    import numpy as np
     import onnxruntime as ort
     import torch
     import tvm
@@ -91,19 +96,26 @@ def main() -> None:
                 m(t)
 
         runs["torch eager"] = torch_run
-        pipelines = list(args.pipelines)
+        builds = [(f"tvm {p}", p, True) for p in args.pipelines]
+        if args.tvm_lowering:
+            builds.append(("tvm default, TVM's conv/matmul", "default", False))
         if args.tune_trials or args.tuning_db:
-            pipelines.append("static_shape_tuning")
-        for p in pipelines:
+            builds.append(("tvm static_shape_tuning", "static_shape_tuning", True))
+        for label, p, dense in builds:
             t0 = time.perf_counter()
             tuned = p == "static_shape_tuning"
             built = lower(path, target, p, tuning_db=args.tuning_db if tuned else None,
-                          tune_trials=args.tune_trials if tuned else 0)
+                          tune_trials=args.tune_trials if tuned else 0, dense_kernels=dense)
             seconds = time.perf_counter() - t0
             vm = relax.VirtualMachine(built.executable, dev)
             vm.set_input("main", tvm.runtime.tensor(feed, dev))
-            runs[f"tvm {p}"] = lambda v=vm: v.invoke_stateful("main")
-            print(f"{name}: built with {p} in {seconds:.0f} s", flush=True)
+            out = vm.invoke_stateful("main")
+            out = out if hasattr(out, "numpy") else out[0]
+            want = sess.run(None, {in_name: feed})[0]
+            diff = float(np.max(np.abs(out.numpy() - want)))
+            runs[label] = lambda v=vm: v.invoke_stateful("main")
+            print(f"{name}: built '{label}' in {seconds:.0f} s; max |diff| vs onnxruntime "
+                  f"{diff:.2e}", flush=True)
         contestants[name] = runs
 
     for runs in contestants.values():  # warm-up

@@ -11,6 +11,7 @@ LOWERINGS: tuple[str, ...] = (
     "hwlat.kernels.spiking.lowering",
     "hwlat.kernels.sparse_conv.lowering",
     "hwlat.kernels.attention.onnx_op",
+    "hwlat.kernels.dense.lowering",
 )
 
 for _name in LOWERINGS:

@@ -72,16 +72,18 @@ class Lowered:
 
 def lower(path: str | os.PathLike, target: str | dict[str, Any] | tvm.target.Target = "host",
           pipeline: str = "default", *, tuning_db: str | os.PathLike | None = None,
-          tune_trials: int = 0) -> Lowered:
+          tune_trials: int = 0, dense_kernels: bool = True) -> Lowered:
     """Validate the model, refuse every op TVM cannot take (one error), import it to Relax and
-    build it with the named pipeline; nothing is written but the tuning database."""
+    build it with the named pipeline; nothing is written but the tuning database.
+    `dense_kernels=False` leaves convs and matmuls to TVM's own lowering (for comparisons)."""
     get_pipeline(pipeline)
     target = as_target(target)
     model = apply_rewrites(load(path).meta["onnx"])
     check_support(model)
     inputs, outputs = _signature(model)
     db = open_tuning_db(tuning_db, target) if tuning_db is not None else None
-    passes = make_pipeline(pipeline, PipelineOptions(target, db, tune_trials))
+    passes = make_pipeline(pipeline, PipelineOptions(target, db, tune_trials,
+                                                     dense_kernels=dense_kernels))
     t0 = time.perf_counter()
     ex = _build(model, inputs, target, passes, pipeline)
     return Lowered(ex, inputs, outputs, db, time.perf_counter() - t0)

@@ -26,6 +26,9 @@ class PipelineOptions:
     # rewrite attention into hwlat's fused kernel (hwlat/kernels/attention) on CPU targets;
     # False leaves it to TVM's own legalization
     fused_attention: bool = True
+    # rewrite convs and matmuls with constant weights (and their bias, residual and activation)
+    # into hwlat's dense kernels (hwlat/kernels/dense) on CPU targets; False leaves them to TVM
+    dense_kernels: bool = True
 
 
 @dataclass(frozen=True)
@@ -40,13 +43,21 @@ def _is_gpu(target: tvm.target.Target) -> bool:
 
 
 def _attention(o: PipelineOptions) -> list[tvm.transform.Pass]:
-    """The fused attention rewrite, first in every pipeline, where it applies: its kernel is
-    CPU code (llvm targets) and replaces high-level ops, so it runs before legalization."""
-    if not o.fused_attention or o.target.kind.name != "llvm":
+    """hwlat's kernel rewrites, first in every pipeline, where they apply: the kernels are CPU
+    code (llvm targets) and replace high-level ops, so they run before legalization. The dense
+    rewrite runs after constant folding, which makes ONNX's reshaped biases constants."""
+    if o.target.kind.name != "llvm":
         return []
-    from hwlat.kernels.attention.lowering import fuse_attention_pass  # imports hwlat.kernels
+    passes = []
+    if o.fused_attention:
+        from hwlat.kernels.attention.lowering import fuse_attention_pass  # imports hwlat.kernels
 
-    return [fuse_attention_pass()]
+        passes.append(fuse_attention_pass())
+    if o.dense_kernels:
+        from hwlat.kernels.dense.lowering import fuse_dense_pass
+
+        passes += [relax.transform.FoldConstant(), fuse_dense_pass()]
+    return passes
 
 
 def _lower(o: PipelineOptions) -> tvm.transform.Pass:

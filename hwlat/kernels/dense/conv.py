@@ -1,0 +1,495 @@
+"""Dense conv2d (groups == 1, NCHW input, OIHW weight) as a hand-scheduled TIR PrimFunc for one
+or more x86 cores with AVX2 + FMA; any kernel size, stride, padding and dilation, batch >= 1, the
+epilogue y = act(conv + bias + residual) fused into the store.
+
+The conv is a GEMM: rows are output channels, columns output pixels, the reduction runs over
+(cin, kh, kw). Two register micro-kernels (an accumulator tile of mr rows x nr = 8 * nv columns,
+mr * nv <= 12 of the 16 ymm registers):
+
+- ``"cout"`` rows (the usual one): acc[co][pixel] += w[co] (broadcast) * x[pixels] (vector),
+  the weight packed as (ceil(cout / mr), cin, kh, kw, mr) so the broadcasts are sequential;
+  output rows are vector stores along the pixels of y;
+- ``"pixels"`` rows (few output pixels: 7x7 and 1x1 maps): acc[pixel][co] += x[pixel]
+  (broadcast) * w[co] (vector), the weight packed as (ceil(cout / nr), cin, kh, kw, nr); no
+  pixel-tile padding wasted, stores are scalar (cheap next to the long reductions of those layers).
+
+Output channels past cout are zero weight rows, computed and never stored.
+
+Input access. A 1x1, stride 1, unpadded conv reads x in place (a plain GEMM over p = h * w).
+Every other conv first copies each image into a zero-padded scratch split into stride phases:
+phase (a, b) holds the padded input's rows a, a + sh, ... and columns b, b + sw, ..., as a plane
+of width Wph (at most OW + the largest column shift; less where a row's right padding can be the
+next row's leading zero columns, e.g. W + 1 for a 3x3 pad 1 stride 1 conv). Output pixel (oh, ow) then lives at q = oh * Wph + ow, and
+tap (kh, kw) of it reads phase ((kh * dh) % sh, (kw * dw) % sw) at q + ((kh * dh) // sh) * Wph
++ (kw * dw) // sw: every tap is a contiguous, shifted vector load, whatever the stride or
+dilation. Columns ow >= OW of q are computed and dropped; where Wph > OW (padding or kernel wider
+than the stride) the "cout" kernel stores its tiles into a per-task scratch over whole output rows,
+which the epilogue copies into y.
+
+Parallel over (image, pixel chunk) tasks ("cout") or (image, output-channel blocks) ("pixels").
+Where the input rows one tile reads over all of cin overflow L1 the reduction runs in blocks of
+kc channels (partial sums in a per-task buffer). `default_plan` picks tile, chunk and blocks
+from the shape (measured on an AMD EPYC znver3, 1 thread); `Plan` overrides it. The packed
+weight's layout depends on the plan: pack with the plan the PrimFunc is built with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import tirx
+from tvm.script import tirx as T
+
+from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue
+
+LANES = 8  # fp32 lanes of one AVX2 register
+ACC_REGISTERS = 12  # of the 16 ymm registers, the ones a tile's accumulators may take
+ROWS = ("cout", "pixels")
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a conv is computed: which GEMM axis the tile's rows are (``"cout"`` or ``"pixels"``),
+    the register tile (mr rows x nv vectors of 8), and
+
+    - chunk: per parallel task, output rows (``"cout"`` rows through the scratch) or 16-pixel
+      tiles (``"cout"`` rows storing directly); unused by ``"pixels"`` rows;
+    - kc: input channels per reduction block (0: all), partial sums kept in a per-task buffer:
+      the input rows a tile reads stay in L1 across the output-channel blocks;
+    - mb: output-channel blocks per weight block (``"cout"`` rows through the scratch) or per
+      task (``"pixels"`` rows); 0: all.
+    """
+
+    rows: str = "cout"
+    mr: int = 6
+    nv: int = 2
+    chunk: int = 8
+    co_outer: bool = False  # "cout" rows storing directly: channel blocks outside the pixel tiles
+    kc: int = 0  # not "cout" rows storing directly
+    mb: int = 0
+
+    def __post_init__(self):
+        if self.rows not in ROWS:
+            raise ValueError(f"rows must be one of {ROWS}, got {self.rows!r}")
+        if self.mr < 1 or self.nv < 1 or self.mr * self.nv > ACC_REGISTERS or self.chunk < 1:
+            raise ValueError(f"bad tile {self.mr} x {self.nv} vectors, chunk {self.chunk}")
+
+    @property
+    def nr(self) -> int:
+        return self.nv * LANES
+
+    @property
+    def block(self) -> int:
+        """Output channels per packed weight block."""
+        return self.mr if self.rows == "cout" else self.nr
+
+
+@dataclass(frozen=True)
+class _Geom:
+    direct: bool  # x read in place (1x1, stride 1, no padding)
+    nph_h: int  # stride phases kept per axis
+    nph_w: int
+    hrows: int  # rows of a phase plane that hold input
+    wph: int  # width of a phase plane (and of the q rows)
+    plane: int  # floats per phase plane (with the zero tail that tiles overrun into)
+    dense: bool  # q is the output pixel index (Wph == OW)
+
+
+def _geom(spec: Conv2dSpec, plan: Plan) -> _Geom:
+    kh, kw = spec.kernel
+    sh, sw = spec.stride
+    dh, dw = spec.dilation
+    oh, ow = spec.out_height, spec.out_width
+    direct = (kh, kw) == (1, 1) and spec.stride == (1, 1) and not any(spec.padding)
+    if direct:
+        return _Geom(True, 1, 1, oh, ow, oh * ow, True)
+    rsh, csh = (kh - 1) * dh // sh, (kw - 1) * dw // sw
+    nph_h = max((i * dh) % sh for i in range(kh)) + 1
+    nph_w = max((j * dw) % sw for j in range(kw)) + 1
+    hrows = oh + rsh
+    pl, w = spec.padding[1], spec.width
+    wph = 1
+    for b in range(nph_w):  # the plane width each column phase b needs
+        shifts = [j * dw // sw for j in range(kw) if (j * dw) % sw == b]
+        if not shifts:
+            continue
+        lead = max(0, _ceil(pl - b, sw))  # its zero columns left of the input
+        cols = max(0, _ceil(pl + w - b, sw) - lead)  # and its input columns
+        reach = ow + max(shifts)  # columns the outputs read
+        # a row either holds every column read, or its input columns, with reads past its end
+        # wrapping into the next row's leading zero columns (they double as right padding)
+        wph = max(wph, reach - lead, min(lead + cols, reach))
+    q_end = oh * wph + max(plan.nr, plan.mr)  # tiles overrun the last output row by < a tile
+    plane = _ceil(max((hrows + 1) * wph, q_end + rsh * wph + csh), LANES) * LANES
+    return _Geom(False, nph_h, nph_w, hrows, wph, plane, wph == ow)
+
+
+def default_plan(spec: Conv2dSpec) -> Plan:
+    """The plan measured best here (AMD EPYC znver3, 1 thread) for the spec's shape class."""
+    pixels = spec.out_height * spec.out_width
+    if pixels < 64 and spec.cout >= 32:
+        # tile rows over the q positions (fewest padded ones, then the taller tile); 6 rows and
+        # vectors of 24 or 48 channels measured far slower; a single row takes 64 channels
+        qv = spec.out_height * _geom(spec, Plan("pixels", 1, 1)).wph
+        mr = min((5, 4, 3), key=lambda m: (_ceil(qv, m) * m, -m)) if qv >= 3 else qv
+        nv = 8 if mr == 1 else 4 if mr == 2 else 2
+        g = _geom(spec, Plan("pixels", mr, nv))
+        # reduction blocks whose input (~16 KB) stays in L1 across the channel blocks
+        kc = max(16, 4096 // g.plane // 16 * 16)
+        return Plan("pixels", mr, nv, kc=kc if kc < spec.cin else 0)
+    # cout rows, 16 pixels (two vectors: 24 or 32 measured far slower): the mr in 4..6 with
+    # the fewest padded channels, a fewer-row tile (fewer accumulators) counted 5 % slower a row
+    mr = min((6, 5, 4), key=lambda m: _ceil(spec.cout, m) * m * (1 + 0.05 * (6 - m)))
+    g = _geom(spec, Plan("cout", mr, 2))
+    if g.dense:
+        return Plan("cout", mr, 2, chunk=128)
+    # reduction blocks: the rows a 16-pixel tile reads of kc channels (two cache lines per
+    # distinct phase row of the taps) stay in L1 (~16 KB) across the channel blocks
+    sh, sw = spec.stride
+    dh, dw = spec.dilation
+    segments = len({((i * dh) % sh, (j * dw) % sw, i * dh // sh)
+                    for i in range(spec.kernel[0]) for j in range(spec.kernel[1])})
+    kc = max(8, 16384 // (128 * segments) // 8 * 8)
+    return Plan("cout", mr, 2, chunk=max(1, 1024 // g.wph), kc=kc if kc < spec.cin else 0)
+
+
+def supports(spec: Conv2dSpec) -> str | None:
+    if spec.groups != 1:
+        return f"groups={spec.groups}: this kernel takes groups == 1 only"
+    if spec.batch < 1 or spec.cin < 1 or spec.cout < 1:
+        return "batch, cin and cout must be >= 1"
+    if min(spec.kernel) < 1 or min(spec.stride) < 1 or min(spec.dilation) < 1:
+        return "kernel, stride and dilation must be >= 1"
+    if min(spec.padding) < 0:
+        return "negative padding"
+    if spec.out_height < 1 or spec.out_width < 1:
+        return f"empty output {spec.y_shape}"
+    return None
+
+
+def packed_weight_shape(spec: Conv2dSpec, plan: Plan | None = None) -> tuple[int, ...]:
+    plan = plan or default_plan(spec)
+    blk = plan.block
+    return (_ceil(spec.cout, blk), spec.cin, *spec.kernel, blk)
+
+
+def pack_weight(spec: Conv2dSpec, w: np.ndarray, plan: Plan | None = None) -> np.ndarray:
+    """OIHW -> (cout blocks, cin, kh, kw, block), zero rows past cout."""
+    plan = plan or default_plan(spec)
+    w = np.asarray(w, np.float32)
+    if w.shape != spec.w_shape:
+        raise ValueError(f"weight shape {w.shape}, expected {spec.w_shape}")
+    nb, _, _, _, blk = packed_weight_shape(spec, plan)
+    wp = np.zeros((nb * blk, *w.shape[1:]), np.float32)
+    wp[:spec.cout] = w
+    return np.ascontiguousarray(wp.reshape(nb, blk, *w.shape[1:]).transpose(0, 2, 3, 4, 1))
+
+
+def _finish(v, ep: Epilogue, bias, res, b, co, p):
+    """The epilogue on accumulator value v of image b, channel co, output pixel p (flat)."""
+    if ep.bias:
+        v = v + bias[co]
+    if ep.residual:
+        v = v + res[b, co, p]
+    if ep.activation == "relu":
+        v = T.max(v, T.float32(0))
+    elif ep.activation == "clip":
+        v = T.min(T.max(v, T.float32(ep.clip_min)), T.float32(ep.clip_max))
+    return v
+
+
+def primfunc(spec: Conv2dSpec, plan: Plan | None = None) -> tirx.PrimFunc:
+    reason = supports(spec)
+    if reason is not None:
+        raise ValueError(f"conv2d kernel does not support {spec}: {reason}")
+    plan = plan or default_plan(spec)
+    g = _geom(spec, plan)
+    body = _body_cout(spec, plan, g) if plan.rows == "cout" else _body_pixels(spec, plan, g)
+    return _entry(body, spec, packed_weight_shape(spec, plan))
+
+
+def _scratch_fill(spec: Conv2dSpec, g: _Geom):
+    """Macro: xs[image * cin + ci, phase * plane + i * Wph + j] = padded x at the phase's
+    (a + i * sh - pt, b + j * sw - pl), zero elsewhere."""
+    N, C, H, W = spec.x_shape
+    sh, sw = spec.stride
+    pt, pl = spec.padding[0], spec.padding[1]
+    nph_h, nph_w, hrows, wph, plane = g.nph_h, g.nph_w, g.hrows, g.wph, g.plane
+    total = nph_h * nph_w * plane
+
+    @T.macro
+    def fill(x, xs):
+        for t in T.parallel(N * C):
+            for e in range(total // LANES):
+                for e1 in T.vectorized(LANES):
+                    xs[t, e * LANES + e1] = T.float32(0)
+            for a in range(nph_h):
+                for bb in range(nph_w):
+                    for i in range(T.max(0, (pt - a + sh - 1) // sh),
+                                   T.min(hrows, (H - 1 + pt - a) // sh + 1)):
+                        for j in range(T.max(0, (pl - bb + sw - 1) // sw),
+                                       T.min(wph, (W - 1 + pl - bb) // sw + 1)):
+                            xs[t, (a * nph_w + bb) * plane + i * wph + j] = \
+                                x[t // C, t % C, a + i * sh - pt, bb + j * sw - pl]
+
+    return fill, (N * C, total)
+
+
+def _tap_offset(spec: Conv2dSpec, g: _Geom, kh, kw):
+    sh, sw = spec.stride
+    dh, dw = spec.dilation
+    return (((kh * dh) % sh) * g.nph_w + (kw * dw) % sw) * g.plane \
+        + ((kh * dh) // sh) * g.wph + (kw * dw) // sw
+
+
+def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
+    N, C, H, W = spec.x_shape
+    CO = spec.cout
+    KH, KW = spec.kernel
+    OH, OW = spec.out_height, spec.out_width
+    Q = OH * OW
+    mr, nr = plan.mr, plan.nr
+    NCB = _ceil(CO, mr)
+    ragged = CO % mr != 0
+    ep = spec.epilogue
+    fin = _finish
+    tap = _tap_offset
+    direct, dense, wph = g.direct, g.dense, g.wph
+    co_outer = plan.co_outer
+    fill, xs_shape = (None, None) if direct else _scratch_fill(spec, g)
+
+    @T.macro
+    def mac(src, wp, acc, b, cb, q0):
+        # acc[r, j] = sum over (ci, kh, kw) of w[cb * mr + r] * input of pixel q0 + j
+        for r in T.unroll(mr):
+            for j in T.vectorized(nr):
+                acc[r, j] = T.float32(0)
+        for ci in range(C):
+            for kh in range(KH):
+                for kw in range(KW):
+                    for r in T.unroll(mr):
+                        for j in T.vectorized(nr):
+                            if direct:
+                                acc[r, j] = acc[r, j] + wp[cb, ci, kh, kw, r] * src[b, ci, q0 + j]
+                            else:
+                                acc[r, j] = acc[r, j] + wp[cb, ci, kh, kw, r] * src[
+                                    b * C + ci, tap(spec, g, kh, kw) + q0 + j]
+
+    @T.macro
+    def store(acc, bias, res, yf, b, cb, q0, width):
+        for r in T.unroll(mr):
+            if not ragged or cb * mr + r < CO:
+                for j in T.vectorized(width):
+                    yf[b, cb * mr + r, q0 + j] = fin(acc[r, j], ep, bias, res, b, cb * mr + r, q0 + j)
+
+    if dense:
+        NFT = Q // nr  # full pixel tiles per image
+        TAIL = Q - NFT * nr
+        CH = plan.chunk
+        NCH = _ceil(NFT, CH)
+        NCH1 = max(NCH, 1)  # (no full tile: the loop below is empty)
+
+        @T.macro
+        def body(x, wp, bias, rf, y):
+            xf = T.decl_buffer((N, C, H * W), "float32", data=x.data)
+            yf = T.decl_buffer((N, CO, Q), "float32", data=y.data)
+            if direct:
+                src = xf
+            else:
+                src = T.alloc_buffer(xs_shape, "float32")
+                fill(x, src)
+            for t in T.parallel(N * NCH):
+                acc = T.alloc_buffer((mr, nr), "float32", scope="local")
+                b = t // NCH1
+                c = t % NCH1
+                if co_outer:
+                    for cb in range(NCB):
+                        for it in range(T.min(CH, NFT - c * CH)):
+                            mac(src, wp, acc, b, cb, (c * CH + it) * nr)
+                            store(acc, bias, rf, yf, b, cb, (c * CH + it) * nr, nr)
+                else:
+                    for it in range(T.min(CH, NFT - c * CH)):
+                        for cb in range(NCB):
+                            mac(src, wp, acc, b, cb, (c * CH + it) * nr)
+                            store(acc, bias, rf, yf, b, cb, (c * CH + it) * nr, nr)
+            if TAIL > 0:
+                for b in T.parallel(N):
+                    acc = T.alloc_buffer((mr, nr), "float32", scope="local")
+                    if direct:
+                        # the last pixels, zero-padded to a whole tile (x itself ends there)
+                        xt = T.alloc_buffer((N, C, nr), "float32")
+                        for ci in range(C):
+                            for j in range(nr):
+                                xt[b, ci, j] = T.if_then_else(
+                                    j < TAIL, xf[b, ci, T.min(NFT * nr + j, Q - 1)], T.float32(0))
+                        for cb in range(NCB):
+                            mac(xt, wp, acc, b, cb, 0)
+                            store(acc, bias, rf, yf, b, cb, NFT * nr, TAIL)
+                    else:
+                        for cb in range(NCB):
+                            mac(src, wp, acc, b, cb, NFT * nr)
+                            store(acc, bias, rf, yf, b, cb, NFT * nr, TAIL)
+
+        return body
+
+    R = min(plan.chunk, OH)  # output rows per task
+    NCH = _ceil(OH, R)
+    YW = _ceil(R * wph, nr) * nr
+    KC = min(plan.kc or C, C)  # input channels per reduction block
+    NKB = _ceil(C, KC)
+    MB = min(plan.mb or NCB, NCB)  # channel blocks per weight block (kept in L2 over a task's tiles)
+    NMB = _ceil(NCB, MB)
+
+    @T.macro
+    def body(x, wp, bias, rf, y):
+        yf = T.decl_buffer((N, CO, Q), "float32", data=y.data)
+        xs = T.alloc_buffer(xs_shape, "float32")
+        fill(x, xs)
+        for t in T.parallel(N * NCH):
+            acc = T.alloc_buffer((mr, nr), "float32", scope="local")
+            ybuf = T.alloc_buffer((NCB * mr, YW), "float32")
+            b = t // NCH
+            oh0 = t % NCH * R
+            rows = T.min(R, OH - oh0)
+            for mb in range(NMB):
+                for kb in range(NKB):
+                    for it in range((rows * wph + nr - 1) // nr):
+                        for cb in range(mb * MB, T.min(NCB, mb * MB + MB)):
+                            for r in T.unroll(mr):
+                                for j in T.vectorized(nr):
+                                    acc[r, j] = T.Select(kb == 0, T.float32(0),
+                                                         ybuf[cb * mr + r, it * nr + j])
+                            for ci in range(kb * KC, T.min(C, kb * KC + KC)):
+                                for kh in range(KH):
+                                    for kw in range(KW):
+                                        for r in T.unroll(mr):
+                                            for j in T.vectorized(nr):
+                                                acc[r, j] = acc[r, j] + wp[cb, ci, kh, kw, r] * xs[
+                                                    b * C + ci, tap(spec, g, kh, kw) + oh0 * wph
+                                                    + it * nr + j]
+                            for r in T.unroll(mr):
+                                for j in T.vectorized(nr):
+                                    ybuf[cb * mr + r, it * nr + j] = acc[r, j]
+            for co in range(CO):
+                for i in range(rows):
+                    for j in T.vectorized(OW):
+                        yf[b, co, (oh0 + i) * OW + j] = fin(ybuf[co, i * wph + j], ep, bias, rf, b, co,
+                                                            (oh0 + i) * OW + j)
+
+    return body
+
+
+def _body_pixels(spec: Conv2dSpec, plan: Plan, g: _Geom):
+    N, C, H, W = spec.x_shape
+    CO = spec.cout
+    KH, KW = spec.kernel
+    OH, OW = spec.out_height, spec.out_width
+    Q = OH * OW
+    mr, nr = plan.mr, plan.nr
+    NCB = _ceil(CO, nr)
+    ragged = CO % nr != 0
+    ep = spec.epilogue
+    fin = _finish
+    tap = _tap_offset
+    direct, dense, wph = g.direct, g.dense, g.wph
+    QV = OH * wph  # q positions holding outputs (some dropped when wph > OW)
+    NPT = _ceil(QV, mr)
+    KC = min(plan.kc or C, C)  # input channels per reduction block
+    NKB = _ceil(C, KC)
+    MB = min(plan.mb or NCB, NCB)  # channel blocks per task
+    NG = _ceil(NCB, MB)
+    ZR = NPT * mr if NKB > 1 else 1  # partial sums of the task's block between reduction blocks
+    fill, xs_shape = (None, None) if direct else _scratch_fill(spec, g)
+
+    @T.macro
+    def body(x, wp, bias, rf, y):
+        xf = T.decl_buffer((N, C, H * W), "float32", data=x.data)
+        yf = T.decl_buffer((N, CO, Q), "float32", data=y.data)
+        if direct:
+            src = xf
+        else:
+            src = T.alloc_buffer(xs_shape, "float32")
+            fill(x, src)
+        for t in T.parallel(N * NG):
+            acc = T.alloc_buffer((mr, nr), "float32", scope="local")
+            zbuf = T.alloc_buffer((ZR, MB * nr), "float32")
+            b = t // NG
+            g0 = t % NG * MB
+            for kb in range(NKB):
+                for cb in range(g0, T.min(NCB, g0 + MB)):
+                    for pt in range(NPT):
+                        for r in T.unroll(mr):
+                            for j in T.vectorized(nr):
+                                if NKB == 1:
+                                    acc[r, j] = T.float32(0)
+                                else:
+                                    acc[r, j] = T.Select(kb == 0, T.float32(0),
+                                                         zbuf[pt * mr + r, (cb - g0) * nr + j])
+                        for ci in range(kb * KC, T.min(C, kb * KC + KC)):
+                            for kh in range(KH):
+                                for kw in range(KW):
+                                    for r in T.unroll(mr):
+                                        for j in T.vectorized(nr):
+                                            if direct:
+                                                acc[r, j] = acc[r, j] + src[
+                                                    b, ci, T.min(pt * mr + r, Q - 1)] * wp[cb, ci, kh, kw, j]
+                                            else:
+                                                acc[r, j] = acc[r, j] + src[
+                                                    b * C + ci, tap(spec, g, kh, kw) + pt * mr + r] \
+                                                    * wp[cb, ci, kh, kw, j]
+                        if kb == NKB - 1:
+                            for r in T.unroll(mr):
+                                if pt * mr + r < QV and (dense or (pt * mr + r) % wph < OW):
+                                    for j in range(nr):
+                                        if not ragged or cb * nr + j < CO:
+                                            yf[b, cb * nr + j, (pt * mr + r) // wph * OW
+                                               + (pt * mr + r) % wph] = fin(
+                                                acc[r, j], ep, bias, rf, b, cb * nr + j,
+                                                (pt * mr + r) // wph * OW + (pt * mr + r) % wph)
+                        else:
+                            for r in T.unroll(mr):
+                                for j in T.vectorized(nr):
+                                    zbuf[pt * mr + r, (cb - g0) * nr + j] = acc[r, j]
+
+    return body
+
+
+def _entry(body, spec: Conv2dSpec, w_shape) -> tirx.PrimFunc:
+    """The PrimFunc (x, w, [bias], [residual], y) running `body(x, w, bias, residual, y)`, the
+    residual viewed as (batch, cout, pixels), None where the epilogue has no bias or residual."""
+    x_shape, y_shape = spec.x_shape, spec.y_shape
+    b_shape = (spec.cout,)
+    q_shape = (spec.batch, spec.cout, spec.out_height * spec.out_width)  # y with flat pixels
+    attrs = {"tirx.noalias": True, "tirx.is_scheduled": True}
+    f32 = "float32"
+    if spec.epilogue.bias and spec.epilogue.residual:
+        @T.prim_func(s_tir=True, private=True)
+        def conv2d(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), bias: T.Buffer(b_shape, f32),
+                   residual: T.Buffer(y_shape, f32), y: T.Buffer(y_shape, f32)):
+            T.func_attr(attrs)
+            rf = T.decl_buffer(q_shape, f32, data=residual.data)
+            body(x, w, bias, rf, y)
+    elif spec.epilogue.bias:
+        @T.prim_func(s_tir=True, private=True)
+        def conv2d(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), bias: T.Buffer(b_shape, f32),
+                   y: T.Buffer(y_shape, f32)):
+            T.func_attr(attrs)
+            body(x, w, bias, None, y)
+    elif spec.epilogue.residual:
+        @T.prim_func(s_tir=True, private=True)
+        def conv2d(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32),
+                   residual: T.Buffer(y_shape, f32), y: T.Buffer(y_shape, f32)):
+            T.func_attr(attrs)
+            rf = T.decl_buffer(q_shape, f32, data=residual.data)
+            body(x, w, None, rf, y)
+    else:
+        @T.prim_func(s_tir=True, private=True)
+        def conv2d(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), y: T.Buffer(y_shape, f32)):
+            T.func_attr(attrs)
+            body(x, w, None, None, y)
+    return conv2d

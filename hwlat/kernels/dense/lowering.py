@@ -1,0 +1,343 @@
+"""The Relax pass that puts hwlat's dense kernels in place of convs and matmuls with constant
+weights, with the ops after them fused into the kernel's store.
+
+Rewritten, before legalization, into one `call_tir` of a kernel of this package:
+
+    [act](conv2d(x, W) + b [+ r])      conv.py (groups 1) or depthwise.py (groups = channels)
+    [act](matmul(x, W) + b [+ r])      matmul.py (leading axes of x flattened into rows)
+
+where W and b are constants, r has the output's shape (a residual; either operand order of
+either add), and act is `relax.nn.relu` or `relax.clip`; the bias, the residual and the
+activation are each optional, in that order. W is packed into the kernel's layout here, once,
+at compile time. A conv or matmul the kernels do not take (`supports` says why: other layouts,
+dtypes, symbolic shapes, grouped convs that are not depthwise) is left to TVM's lowering.
+
+ONNX `Clip` with constant bounds is imported as `relax.clip` (TVM's converter emits two opaque
+`call_tir`s, which nothing can fuse); the pass runs after constant folding, so that ONNX's
+reshaped conv biases are constants.
+
+Each distinct spec gets one PrimFunc, shared by all its calls, marked opaque (`op_pattern` 8)
+and scheduled, so FuseOps leaves it alone and MetaSchedule does not tune it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from functools import lru_cache
+from types import ModuleType
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue, MatmulSpec
+from hwlat.lowering.custom import CustomOp, register_op
+
+_OPAQUE = 8  # relax OpPatternKind kOpaque
+_Constant = tvm.ir.expr.Constant  # relax.const(...)
+KERNEL_NAMES = {"conv": "hwlat_conv2d", "depthwise": "hwlat_depthwise_conv2d",
+                "matmul": "hwlat_matmul"}
+
+
+def kernel_module(spec: Conv2dSpec | MatmulSpec) -> tuple[str, ModuleType]:
+    """Which kernel computes the spec: (name, module)."""
+    if isinstance(spec, MatmulSpec):
+        from hwlat.kernels.dense import matmul
+
+        return "matmul", matmul
+    if spec.depthwise:
+        from hwlat.kernels.dense import depthwise
+
+        return "depthwise", depthwise
+    from hwlat.kernels.dense import conv
+
+    return "conv", conv
+
+
+def why_not(spec: Conv2dSpec | MatmulSpec) -> str | None:
+    """None when a dense kernel takes the spec, else the reason."""
+    if isinstance(spec, Conv2dSpec) and spec.groups != 1 and not spec.depthwise:
+        return f"grouped conv (groups {spec.groups}) that is not depthwise"
+    return kernel_module(spec)[1].supports(spec)
+
+
+@lru_cache(maxsize=256)
+def kernel_for(spec: Conv2dSpec | MatmulSpec) -> tvm.tirx.PrimFunc:
+    _, module = kernel_module(spec)
+    func = module.primfunc(spec)
+    if func.attrs is not None and "global_symbol" in func.attrs:  # named when added to a module
+        func = func.without_attr("global_symbol")
+    return func.with_attrs({"op_pattern": _OPAQUE, "tirx.is_scheduled": True})
+
+
+def fuse_dense_pass() -> tvm.transform.Pass:
+    """Module pass: rewrite every conv and matmul the kernels take (see the module doc)."""
+
+    @tvm.transform.module_pass(opt_level=0, name="hwlat.FuseDense")
+    def _fuse(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        return fuse_dense(mod)
+
+    return _fuse
+
+
+def fuse_dense(mod: tvm.IRModule) -> tvm.IRModule:
+    """The module with every conv and matmul the kernels take rewritten (the same module object
+    when there is none)."""
+    return _Rewriter(mod).run()
+
+
+# ---- ONNX Clip -> relax.clip ------------------------------------------------------------------
+
+def _bound(x, default: float) -> float | None:
+    """A Clip bound as a float (NaN and absent: unbounded, as onnxruntime), None if not constant."""
+    if x is None:
+        return default
+    if not isinstance(x, _Constant):
+        return None
+    value = x.value.numpy()
+    if value.size != 1:
+        return None
+    v = float(value.reshape(()))
+    return default if math.isnan(v) else v
+
+
+def _convert_clip(bb: relax.BlockBuilder, inputs: list, attrs: dict):
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    x = inputs[0]
+    if len(inputs) == 1:  # opset < 11: bounds are attributes
+        lo, hi = float(attrs.get("min", -math.inf)), float(attrs.get("max", math.inf))
+    else:
+        inputs = [*inputs, None, None][:3]
+        lo, hi = _bound(inputs[1], -math.inf), _bound(inputs[2], math.inf)
+        if lo is None or hi is None or not str(x.ty.dtype).startswith("float"):
+            return onnx_frontend.Clip._impl_v13(bb, inputs, attrs, None)
+    return relax.op.clip(x, lo, hi)
+
+
+register_op(CustomOp(domain="", op_type="Clip", convert=_convert_clip, replaces=True,
+                     summary="Clip with constant bounds -> relax.clip (fusable into a dense "
+                             "kernel's store); other bounds as TVM converts them"))
+
+
+# ---- the rewrite ------------------------------------------------------------------------------
+
+def _static(expr: relax.Expr) -> tuple[int, ...] | None:
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.dtype != "float32" or ty.shape is None:
+        return None
+    dims = getattr(ty.shape, "values", None)
+    if dims is None or not all(isinstance(d, tvm.tirx.IntImm) for d in dims):
+        return None
+    return tuple(int(d) for d in dims)
+
+
+def _const_array(c: relax.Expr) -> np.ndarray | None:
+    if not isinstance(c, _Constant):
+        return None
+    value = c.value.numpy()
+    return value if value.dtype == np.float32 else None
+
+
+def _float(v) -> float:
+    """A clip bound: a PrimValue (or its FloatImm) of a float."""
+    v = getattr(v, "value", v)
+    return float(getattr(v, "value", v))
+
+
+class _Chain:
+    """The pattern `[act]((op + b) [+ r])`, its parts optional, matched at the chain's end;
+    `residual` is "left" (r + x), "right" (x + r) or None."""
+
+    def __init__(self, op_pattern, bias: bool, residual: str | None, act: str | None):
+        self.core = op_pattern
+        self.bias_c = is_const()
+        self.res = wildcard()
+        p = op_pattern
+        self.inner = [p]  # the chain's values before its end: each must have no other user
+        if bias:
+            p = is_op("relax.add")(p, self.bias_c) | is_op("relax.add")(self.bias_c, p)
+            self.inner.append(p)
+        if residual:
+            p = is_op("relax.add")(*((self.res, p) if residual == "left" else (p, self.res)))
+            self.inner.append(p)
+        if act == "relu":
+            p = is_op("relax.nn.relu")(p)
+        elif act == "clip":
+            p = is_op("relax.clip")(p, wildcard(), wildcard())
+        else:
+            self.inner.pop()  # the last part is the end
+        self.pattern = p
+        self.bias, self.residual, self.act = bias, residual is not None, act
+
+    def epilogue(self, m: dict) -> Epilogue:
+        if self.act == "clip":
+            clip = m[self.pattern]
+            return Epilogue(self.bias, self.residual, "clip", _float(clip.args[1]),
+                            _float(clip.args[2]))
+        return Epilogue(self.bias, self.residual, self.act or "none")
+
+    def private(self, m: dict, bound: dict, users: dict) -> bool:
+        """Whether every value inside the chain is bound to a dataflow variable that only the
+        chain uses (else fusing would compute it twice, or hide an output)."""
+        for part in self.inner:
+            var = bound.get(m[part])
+            if not isinstance(var, relax.DataflowVar) or len(users.get(var, ())) != 1:
+                return False
+        return True
+
+
+def _chains(op_pattern) -> list[_Chain]:
+    """Longest first, so that a chain is taken whole before its prefixes are tried."""
+    chains = [_Chain(op_pattern, b, r, a) for b in (True, False) for r in ("right", "left", None)
+              for a in ("relu", "clip", None)]
+    return sorted(chains, key=lambda c: -len(c.inner))
+
+
+def _bindings(func: relax.Function) -> tuple[dict, dict]:
+    """(value -> the variable bound to it, variable -> the variables whose values use it) over
+    the function's dataflow blocks."""
+    bound, users = {}, {}
+    body = func.body
+    for block in getattr(body, "blocks", ()):
+        if not isinstance(block, relax.DataflowBlock):
+            continue
+        for b in block.bindings:
+            if isinstance(b, relax.VarBinding):
+                bound[b.value] = b.var
+        users.update(relax.analysis.udchain(block))
+    return bound, users
+
+
+class _Rewriter:
+    def __init__(self, mod: tvm.IRModule):
+        self.mod = mod
+        self.bb = relax.BlockBuilder(mod)
+        self.kernels: dict[object, relax.GlobalVar] = {}
+        self.count = 0
+
+    def kernel(self, spec) -> relax.GlobalVar:
+        if spec not in self.kernels:
+            name, _ = kernel_module(spec)
+            self.kernels[spec] = self.bb.add_func(kernel_for(spec), KERNEL_NAMES[name])
+        return self.kernels[spec]
+
+    def run(self) -> tvm.IRModule:
+        x, w = wildcard(), is_const()
+        conv = is_op("relax.nn.conv2d")(x, w)
+        mm = is_op("relax.matmul")(x, w)
+        rules = [(c, functools.partial(self._conv_rewrite, c, x, w)) for c in _chains(conv)]
+        rules += [(c, functools.partial(self._matmul_rewrite, c, x, w)) for c in _chains(mm)]
+        functions = {}
+        for gv, func in self.mod.functions.items():
+            if not isinstance(func, relax.Function):
+                continue
+            before = self.count
+            new = func
+            for chain, make in rules:
+                new = rewrite_call(chain.pattern, make(*_bindings(new)), new)
+            if self.count > before:
+                functions[gv] = new
+        if not functions:
+            return self.mod
+        out = self.bb.get()
+        for gv, func in functions.items():
+            out[gv] = func
+        return relax.transform.DeadCodeElimination()(out)
+
+    def _operands(self, chain: _Chain, m: dict, out_shape: tuple[int, ...], bias_len: int):
+        """(bias array or None, residual expr or None), or None when they do not fit."""
+        bias = residual = None
+        if chain.bias:
+            b = _const_array(m[chain.bias_c])
+            if b is None or b.size != bias_len:
+                return None
+            # broadcast along the channel axis only: conv (1, C, 1, 1) / (C, 1, 1); matmul (.., N)
+            if len(out_shape) == 4 and b.ndim >= 3 and b.shape[-3] != bias_len and bias_len != 1:
+                return None
+            if len(out_shape) != 4 and b.ndim >= 1 and b.shape[-1] != bias_len:
+                return None
+            bias = b.reshape(-1)
+        if chain.residual:
+            r = m[chain.res]
+            if _static(r) != tuple(out_shape):
+                return None
+            residual = r
+        return bias, residual
+
+    def _conv_rewrite(self, chain: _Chain, x, w, bound: dict, users: dict):
+        def rewrite(call: relax.Call, m: dict) -> relax.Expr:
+            if not chain.private(m, bound, users):
+                return call
+            conv = m[chain.core]
+            a = conv.attrs
+            xs, wv = _static(m[x]), _const_array(m[w])
+            if xs is None or wv is None or len(xs) != 4 or wv.ndim != 4:
+                return call
+            if (a.data_layout, a.kernel_layout, a.out_layout) != ("NCHW", "OIHW", "NCHW"):
+                return call
+            if str(a.out_dtype) not in ("", "void", "float32", "None"):
+                return call
+            ep = chain.epilogue(m)
+            spec = Conv2dSpec(xs[0], xs[1], xs[2], xs[3], int(wv.shape[0]),
+                              (int(wv.shape[2]), int(wv.shape[3])),
+                              tuple(int(s) for s in a.strides),
+                              tuple(int(p) for p in a.padding),
+                              tuple(int(d) for d in a.dilation), int(a.groups), ep)
+            if spec.w_shape != wv.shape or _static(conv) != spec.y_shape or why_not(spec):
+                return call
+            operands = self._operands(chain, m, spec.y_shape, spec.cout)
+            if operands is None:
+                return call
+            bias, residual = operands
+            _, module = kernel_module(spec)
+            args = [m[x], relax.const(module.pack_weight(spec, wv))]
+            if bias is not None:
+                args.append(relax.const(bias))
+            if residual is not None:
+                args.append(residual)
+            self.count += 1
+            return relax.call_tir(self.kernel(spec), args,
+                                  relax.TensorType(spec.y_shape, "float32"))
+
+        return rewrite
+
+    def _matmul_rewrite(self, chain: _Chain, x, w, bound: dict, users: dict):
+        def rewrite(call: relax.Call, m: dict) -> relax.Expr:
+            if not chain.private(m, bound, users):
+                return call
+            mm = m[chain.core]
+            xs, wv = _static(m[x]), _const_array(m[w])
+            if xs is None or wv is None or wv.ndim != 2 or len(xs) < 1:
+                return call
+            if str(mm.attrs.out_dtype) not in ("", "void", "float32", "None"):
+                return call
+            k, n = (int(d) for d in wv.shape)
+            if xs[-1] != k:
+                return call
+            lead = xs[:-1]
+            rows = int(np.prod(lead, dtype=np.int64)) if lead else 1
+            out_shape = (*lead, n)
+            if _static(mm) != out_shape:
+                return call
+            spec = MatmulSpec(rows, k, n, chain.epilogue(m))
+            if why_not(spec):
+                return call
+            operands = self._operands(chain, m, out_shape, n)
+            if operands is None:
+                return call
+            bias, residual = operands
+            _, module = kernel_module(spec)
+            xin = m[x] if len(xs) == 2 else relax.op.reshape(m[x], (rows, k))
+            args = [xin, relax.const(module.pack_weight(spec, wv))]
+            if bias is not None:
+                args.append(relax.const(bias))
+            if residual is not None:
+                args.append(residual if len(out_shape) == 2 else relax.op.reshape(residual, (rows, n)))
+            self.count += 1
+            out = relax.call_tir(self.kernel(spec), args, relax.TensorType((rows, n), "float32"))
+            return out if len(out_shape) == 2 else relax.op.reshape(out, out_shape)
+
+        return rewrite

@@ -1,0 +1,243 @@
+"""Matmul with a constant weight, hand-scheduled for one x86 core with AVX2 + FMA:
+
+    y[m, n] = act(x[m, k] @ w[k, n] + bias[n] + residual[m, n])
+
+Packed weight: ``(ceil(n / 16), k, 16)``, column panels of 16 output columns (two AVX2 vectors),
+each panel k rows of 16 contiguous floats, zero-padded past n. The kernel streams one panel
+linearly for any m.
+
+- m >= 2 (GEMM): a register tile of ``MR`` (6) rows x 16 columns, 12 accumulators; per step of k
+  it broadcasts x[i, kk] for the 6 rows and loads the panel's 16 floats (6 cycles of FMAs per 2
+  loads + 6 broadcasts: compute bound, ~85-90 GFLOP/s on znver3). Tasks (in parallel) are
+  (column panel, block of ``ROW_TILES`` row tiles); inside a task the panel (k x 64 bytes) stays
+  in L1/L2 while the row tiles go by. The rows tail (m % 6) is a separate, shorter tile; the
+  columns tail (n % 16) computes on the zero padding and stores only its columns. The epilogue
+  (bias, residual, relu/clip) is applied to the accumulators as they are stored. `Blocking`
+  also offers panel groups per task and a rows-major task order (none measured faster here).
+- m == 1 (GEMV, memory bound): each panel is streamed once with ``GEMV_SPLIT`` x 2 accumulators
+  (k split by residue so that the FMA chains are independent), summed at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import tirx
+from tvm.script import tirx as T
+
+from hwlat.kernels.dense.spec import Epilogue, MatmulSpec
+
+NR = 16  # output columns of a panel / register tile (two AVX2 vectors of 8 floats)
+MR = 6  # rows of the GEMM register tile (6 x 2 = 12 accumulator registers of 16)
+ROW_TILES = 8  # row tiles per parallel task (48 rows)
+GEMV_SPLIT = 4  # independent k chains per panel of the m == 1 path
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def supports(spec: MatmulSpec) -> str | None:
+    """None when the kernel takes the spec, else why not."""
+    if not isinstance(spec, MatmulSpec):
+        return f"not a MatmulSpec: {type(spec).__name__}"
+    dims = (spec.m, spec.k, spec.n)
+    if any(not isinstance(d, int | np.integer) for d in dims):
+        return f"matmul dimensions must be static integers, got {dims}"
+    if any(int(d) < 1 for d in dims):
+        return f"matmul dimensions must be >= 1, got {dims}"
+    if int(spec.m) * int(spec.n) >= 2**31 or _ceil(int(spec.n), NR) * NR * int(spec.k) >= 2**31:
+        return f"matmul too large for 32-bit indexing: {dims}"
+    if not isinstance(spec.epilogue, Epilogue):
+        return f"epilogue must be an Epilogue, got {type(spec.epilogue).__name__}"
+    return None
+
+
+def packed_weight_shape(spec: MatmulSpec) -> tuple[int, int, int]:
+    return (_ceil(spec.n, NR), spec.k, NR)
+
+
+def pack_weight(spec: MatmulSpec, w: np.ndarray) -> np.ndarray:
+    """w (k, n) -> (ceil(n / 16), k, 16), zero-padded past n."""
+    w = np.asarray(w, np.float32)
+    if w.shape != spec.w_shape:
+        raise ValueError(f"weight shape {w.shape} != {spec.w_shape}")
+    panels, k, _ = packed_weight_shape(spec)
+    padded = np.zeros((k, panels * NR), np.float32)
+    padded[:, :spec.n] = w
+    return np.ascontiguousarray(padded.reshape(k, panels, NR).transpose(1, 0, 2))
+
+
+def _finish(v, ep, bias, residual, i, j):
+    """The epilogue of one output value (PrimExprs built while the script is parsed)."""
+    if ep.bias:
+        v = v + bias[j]
+    if ep.residual:
+        v = v + residual[i, j]
+    if ep.activation == "relu":
+        v = T.max(v, T.float32(0))
+    elif ep.activation == "clip":
+        v = T.min(T.max(v, T.float32(ep.clip_min)), T.float32(ep.clip_max))
+    return v
+
+
+@dataclass(frozen=True)
+class Blocking:
+    """Loop blocking of the GEMM path. A parallel task is (block of `row_tiles` row tiles, group
+    of `panel_group` column panels), ordered rows-major (`rows_outer`) or panels-major; inside a
+    task each row tile sweeps the group's panels (its x rows stay in L1 across them), the group's
+    panels staying in L1/L2 across the row tiles. The default (one panel per task, panels-major)
+    measured as fast as any other here; k blocking measured no faster for k up to 3072 (the
+    hardware prefetchers keep the 6 x rows and the panel streaming), so there is none."""
+
+    row_tiles: int = ROW_TILES
+    panel_group: int = 1
+    rows_outer: bool = False
+
+    def __post_init__(self):
+        if self.row_tiles < 1 or self.panel_group < 1:
+            raise ValueError(f"bad blocking {self}")
+
+
+def _tree_sum(acc, rows: int, j):
+    """acc[0, j] + ... + acc[rows - 1, j] as a balanced tree (a PrimExpr)."""
+    terms = [acc[r, j] for r in range(rows)]
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+                 for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
+def primfunc(spec: MatmulSpec, blocking: Blocking | None = None) -> tirx.PrimFunc:
+    """PrimFunc(x (m, k), packed w, [bias (n,)], [residual (m, n)], y (m, n)); `blocking`
+    overrides the GEMM path's default loop blocking."""
+    reason = supports(spec)
+    if reason is not None:
+        raise ValueError(f"hwlat dense matmul: {reason}")
+    if spec.m == 1:
+        return _gemv(spec)
+    return _gemm(spec, blocking)
+
+
+def _gemm(spec: MatmulSpec, blocking: Blocking | None = None) -> tirx.PrimFunc:
+    M, K, N = int(spec.m), int(spec.k), int(spec.n)
+    bl = blocking or Blocking()
+    ep = spec.epilogue
+    NP = _ceil(N, NR)
+    NT = N - (NP - 1) * NR  # columns of the last panel
+    MT = M // MR  # full row tiles
+    RT = M - MT * MR  # rows of the tail tile (0: none)
+    TB = bl.row_tiles
+    NRB = max(1, _ceil(MT, TB))  # row blocks (the tail tile joins the last one)
+    PG = min(bl.panel_group, NP)
+    NPG = _ceil(NP, PG)  # panel groups
+    fin = _finish
+
+    # (TVMScript macro calls are slow to parse (each walks the Python stack): few, not nested)
+    @T.macro
+    def tile(x, wp, bias, residual, y, acc, p, i0, rows):
+        for ii in T.unroll(rows):
+            for jj in T.vectorized(NR):
+                acc[ii, jj] = T.float32(0)
+        for kk in range(K):
+            for ii in T.unroll(rows):
+                for jj in T.vectorized(NR):
+                    acc[ii, jj] = acc[ii, jj] + x[i0 + ii, kk] * wp[p, kk, jj]
+        if NT == NR or p < NP - 1:
+            for ii in T.unroll(rows):
+                for jj in T.vectorized(NR):
+                    y[i0 + ii, p * NR + jj] = fin(acc[ii, jj], ep, bias, residual, i0 + ii,
+                                                  p * NR + jj)
+        else:
+            for ii in T.unroll(rows):
+                for jj in T.vectorized(NT):
+                    y[i0 + ii, p * NR + jj] = fin(acc[ii, jj], ep, bias, residual, i0 + ii,
+                                                  p * NR + jj)
+
+    @T.macro
+    def body(x, wp, bias, residual, y):
+        for task in T.parallel(NRB * NPG):
+            acc = T.alloc_buffer((MR, NR), "float32", scope="local")
+            rb = task // NPG if bl.rows_outer else task % NRB
+            pg = task % NPG if bl.rows_outer else task // NRB
+            for it in range(T.min(TB, MT - rb * TB)):
+                for pp in range(T.min(PG, NP - pg * PG)):
+                    tile(x, wp, bias, residual, y, acc, pg * PG + pp, (rb * TB + it) * MR, MR)
+            if RT > 0 and rb == NRB - 1:
+                for pp in range(T.min(PG, NP - pg * PG)):
+                    tile(x, wp, bias, residual, y, acc, pg * PG + pp, MT * MR, RT)
+
+    return _entry(body, spec, (NP, K, NR))
+
+
+def _gemv(spec: MatmulSpec) -> tirx.PrimFunc:
+    K, N = int(spec.k), int(spec.n)
+    ep = spec.epilogue
+    NP = _ceil(N, NR)
+    NT = N - (NP - 1) * NR
+    S = GEMV_SPLIT
+    KS = K // S
+    KR = K - KS * S
+    fin = _finish
+
+    @T.macro
+    def body(x, wp, bias, residual, y):
+        for p in T.parallel(NP):
+            acc = T.alloc_buffer((S, NR), "float32", scope="local")
+            for s in T.unroll(S):
+                for jj in T.vectorized(NR):
+                    acc[s, jj] = T.float32(0)
+            for kq in range(KS):
+                for s in T.unroll(S):
+                    for jj in T.vectorized(NR):
+                        acc[s, jj] = acc[s, jj] + x[0, kq * S + s] * wp[p, kq * S + s, jj]
+            for s in T.unroll(KR):
+                for jj in T.vectorized(NR):
+                    acc[s, jj] = acc[s, jj] + x[0, KS * S + s] * wp[p, KS * S + s, jj]
+            if NT == NR or p < NP - 1:
+                for jj in T.vectorized(NR):
+                    y[0, p * NR + jj] = fin(_tree_sum(acc, S, jj), ep, bias, residual, 0,
+                                            p * NR + jj)
+            else:
+                for jj in T.vectorized(NT):
+                    y[0, p * NR + jj] = fin(_tree_sum(acc, S, jj), ep, bias, residual, 0,
+                                            p * NR + jj)
+
+    return _entry(body, spec, (NP, K, NR))
+
+
+def _entry(body, spec: MatmulSpec, w_shape) -> tirx.PrimFunc:
+    """The PrimFunc (x, w, [bias], [residual], y) that runs the macro `body(x, w, bias, residual,
+    y)` (None for a bias or residual the epilogue does not have)."""
+    x_shape, y_shape = spec.x_shape, spec.y_shape
+    bias_shape = (spec.n,) if spec.epilogue.bias else None
+    res_shape = y_shape if spec.epilogue.residual else None
+    attrs = {"tirx.noalias": True, "tirx.is_scheduled": True}
+    f32 = "float32"
+    if bias_shape is not None and res_shape is not None:
+        @T.prim_func(s_tir=True, private=True)
+        def kernel(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32),
+                   bias: T.Buffer(bias_shape, f32), residual: T.Buffer(res_shape, f32),
+                   y: T.Buffer(y_shape, f32)):
+            T.func_attr(attrs)
+            body(x, w, bias, residual, y)
+    elif bias_shape is not None:
+        @T.prim_func(s_tir=True, private=True)
+        def kernel(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32),
+                   bias: T.Buffer(bias_shape, f32), y: T.Buffer(y_shape, f32)):
+            T.func_attr(attrs)
+            body(x, w, bias, None, y)
+    elif res_shape is not None:
+        @T.prim_func(s_tir=True, private=True)
+        def kernel(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32),
+                   residual: T.Buffer(res_shape, f32), y: T.Buffer(y_shape, f32)):
+            T.func_attr(attrs)
+            body(x, w, None, residual, y)
+    else:
+        @T.prim_func(s_tir=True, private=True)
+        def kernel(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32),
+                   y: T.Buffer(y_shape, f32)):
+            T.func_attr(attrs)
+            body(x, w, None, None, y)
+    return kernel

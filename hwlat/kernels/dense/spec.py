@@ -1,0 +1,101 @@
+"""What a dense kernel computes: the shapes of a conv2d (NCHW/OIHW) or a matmul with a constant
+weight, and the epilogue fused into it.
+
+    y = activation(op(x, w) + bias + residual)
+
+bias is per output channel (conv: shape (cout,), added at [:, c, :, :]; matmul: shape (n,), added
+along the last axis); residual has the output's shape; activation is "none", "relu" or "clip"
+(min(max(v, clip_min), clip_max)). Every tensor is float32 with a static shape.
+
+Each kernel module (conv.py: groups == 1, depthwise.py: groups == cin == cout, matmul.py) has
+
+- ``supports(spec) -> str | None``: None when it takes the spec, else the reason;
+- ``packed_weight_shape(spec)`` and ``pack_weight(spec, w) -> np.ndarray``: the weight in the
+  layout the kernel reads (float32, C-contiguous), from OIHW (conv) or (k, n) (matmul); the
+  rewrite packs constant weights once, at compile time;
+- ``primfunc(spec) -> tvm.tirx.PrimFunc`` with parameters, in order: x, packed weight, bias (when
+  ``epilogue.bias``), residual (when ``epilogue.residual``), y. It is scheduled by hand
+  (``tirx.is_scheduled``), parallel over independent output blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ACTIVATIONS = ("none", "relu", "clip")
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    bias: bool = True
+    residual: bool = False
+    activation: str = "none"
+    clip_min: float = 0.0
+    clip_max: float = 6.0
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+
+
+@dataclass(frozen=True)
+class Conv2dSpec:
+    batch: int
+    cin: int
+    height: int
+    width: int
+    cout: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    epilogue: Epilogue = field(default_factory=Epilogue)
+
+    @property
+    def out_height(self) -> int:
+        kh = (self.kernel[0] - 1) * self.dilation[0] + 1
+        return (self.height + self.padding[0] + self.padding[2] - kh) // self.stride[0] + 1
+
+    @property
+    def out_width(self) -> int:
+        kw = (self.kernel[1] - 1) * self.dilation[1] + 1
+        return (self.width + self.padding[1] + self.padding[3] - kw) // self.stride[1] + 1
+
+    @property
+    def x_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.cin, self.height, self.width)
+
+    @property
+    def w_shape(self) -> tuple[int, int, int, int]:  # OIHW
+        return (self.cout, self.cin // self.groups, *self.kernel)
+
+    @property
+    def y_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.cout, self.out_height, self.out_width)
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups > 1 and self.groups == self.cin == self.cout
+
+
+@dataclass(frozen=True)
+class MatmulSpec:
+    """y[m, n] = x[m, k] @ w[k, n] (leading axes of a batched x are flattened into m)."""
+
+    m: int
+    k: int
+    n: int
+    epilogue: Epilogue = field(default_factory=Epilogue)
+
+    @property
+    def x_shape(self) -> tuple[int, int]:
+        return (self.m, self.k)
+
+    @property
+    def w_shape(self) -> tuple[int, int]:
+        return (self.k, self.n)
+
+    @property
+    def y_shape(self) -> tuple[int, int]:
+        return (self.m, self.n)

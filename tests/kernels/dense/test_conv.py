@@ -1,0 +1,114 @@
+"""hwlat.kernels.dense.conv against the numpy reference: every epilogue, both micro-kernels
+(cout rows / pixel rows), direct / scratch / dense-scratch input paths, tails, blocking, batch 2."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TVM_NUM_THREADS", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tvm  # noqa: E402
+
+from hwlat.kernels.dense import conv  # noqa: E402
+from hwlat.kernels.dense.reference import conv2d_reference  # noqa: E402
+from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue  # noqa: E402
+from hwlat.lowering.targets import make_target  # noqa: E402
+
+TARGET = make_target(threads=2)
+P = conv.Plan
+
+
+def run(spec: Conv2dSpec, plan: conv.Plan | None = None, seed: int = 0) -> None:
+    assert conv.supports(spec) is None
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(spec.x_shape).astype(np.float32)
+    w = rng.standard_normal(spec.w_shape).astype(np.float32)
+    bias = rng.standard_normal(spec.cout).astype(np.float32)
+    res = rng.standard_normal(spec.y_shape).astype(np.float32)
+    ep = spec.epilogue
+    wp = conv.pack_weight(spec, w, plan)
+    assert wp.shape == conv.packed_weight_shape(spec, plan) and wp.flags.c_contiguous
+    func = conv.primfunc(spec, plan).with_attr("global_symbol", "conv")
+    ex = tvm.compile(tvm.IRModule({"conv": func}), target=TARGET)
+    args = [x, wp] + ([bias] if ep.bias else []) + ([res] if ep.residual else [])
+    y = tvm.runtime.tensor(np.full(spec.y_shape, np.nan, np.float32))
+    ex["conv"](*[tvm.runtime.tensor(a) for a in args], y)
+    ref = conv2d_reference(spec, x, w, bias, res)
+    scale = max(1.0, float(np.abs(ref).max()))
+    np.testing.assert_allclose(y.numpy(), ref, rtol=1e-4, atol=1e-4 * scale)
+
+
+EPILOGUES = [Epilogue(bias=b, residual=r, activation=a, clip_min=-0.5, clip_max=2.0)
+             for b in (False, True) for r in (False, True) for a in ("none", "relu", "clip")]
+
+
+@pytest.mark.parametrize("ep", EPILOGUES, ids=lambda e: f"b{int(e.bias)}r{int(e.residual)}{e.activation}")
+def test_epilogues(ep):
+    # 3x3 pad 1 through the scratch (cout rows) and a 1x1 read in place, odd sizes, batch 2
+    run(Conv2dSpec(2, 5, 9, 11, 7, (3, 3), (1, 1), (1, 1, 1, 1), epilogue=ep))
+
+
+@pytest.mark.parametrize("ep", EPILOGUES[::5], ids=lambda e: f"b{int(e.bias)}r{int(e.residual)}{e.activation}")
+def test_epilogues_other_paths(ep):
+    run(Conv2dSpec(2, 6, 5, 7, 13, (1, 1), epilogue=ep))  # direct, pixel tail
+    run(Conv2dSpec(2, 20, 5, 5, 40, (1, 1), epilogue=ep), P("pixels", 4, 2, kc=8))  # pixel rows
+
+
+EP = Epilogue(bias=True, residual=True, activation="relu")
+
+GEOMETRIES = [
+    # (spec, plan or None for the default)
+    (Conv2dSpec(2, 7, 10, 10, 17, (1, 1), epilogue=EP), None),  # direct, 100 px: 6 tiles + tail
+    (Conv2dSpec(1, 5, 4, 4, 9, (1, 1), epilogue=EP), None),  # direct, no full pixel tile
+    (Conv2dSpec(1, 7, 9, 9, 11, (1, 1), epilogue=EP), P("cout", 6, 2, chunk=2, co_outer=True)),
+    (Conv2dSpec(2, 6, 12, 11, 10, (1, 1), (2, 2), epilogue=EP), None),  # 1x1 s2: dense scratch
+    (Conv2dSpec(1, 3, 20, 20, 12, (4, 4), (4, 4), epilogue=EP), None),  # patch embed
+    (Conv2dSpec(1, 3, 23, 21, 16, (7, 7), (2, 2), (3, 3, 3, 3), epilogue=EP), None),  # stem
+    (Conv2dSpec(2, 9, 13, 12, 20, (3, 3), (2, 2), (1, 0, 2, 1), epilogue=EP), None),  # asym pads
+    (Conv2dSpec(1, 4, 13, 12, 9, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), epilogue=EP), None),
+    (Conv2dSpec(1, 4, 13, 12, 9, (3, 2), (3, 2), (0, 2, 1, 0), (1, 3), epilogue=EP), None),
+    (Conv2dSpec(1, 4, 11, 11, 9, (5, 5), (1, 1), (2, 2, 2, 2), epilogue=EP), None),
+    (Conv2dSpec(1, 4, 8, 8, 9, (2, 2), (1, 1), (0, 0, 1, 1), epilogue=EP), None),  # even kernel
+    # cout rows through the scratch with reduction and channel blocks, tasks of 3 rows
+    (Conv2dSpec(2, 21, 9, 10, 26, (3, 3), (1, 1), (1, 1, 1, 1), epilogue=EP),
+     P("cout", 6, 2, chunk=3, kc=8, mb=2)),
+    (Conv2dSpec(1, 21, 9, 10, 26, (3, 3), (2, 2), (1, 1, 1, 1), epilogue=EP),
+     P("cout", 4, 2, chunk=2, kc=8)),
+    # pixel rows: small maps, the default (with reduction blocks), tails in q and cout
+    (Conv2dSpec(2, 150, 7, 7, 40, (1, 1), epilogue=EP), None),
+    (Conv2dSpec(1, 40, 7, 7, 40, (3, 3), (1, 1), (1, 1, 1, 1), epilogue=EP), None),
+    (Conv2dSpec(1, 40, 14, 14, 48, (3, 3), (2, 2), (1, 1, 1, 1), epilogue=EP), P("pixels", 5, 2, kc=16, mb=2)),
+    (Conv2dSpec(2, 30, 1, 1, 70, (1, 1), epilogue=EP), None),  # squeeze-excite: one pixel
+    (Conv2dSpec(1, 30, 6, 5, 35, (3, 3), (2, 2), (1, 1, 1, 1), epilogue=EP), P("pixels", 3, 4)),
+]
+
+
+@pytest.mark.parametrize("spec,plan", GEOMETRIES, ids=[
+    f"{s.cin}x{s.height}x{s.width}-{s.cout}-k{s.kernel}-s{s.stride}-p{s.padding}-d{s.dilation}"
+    f"-{p.rows if p else 'default'}" for s, p in GEOMETRIES])
+def test_geometries(spec, plan):
+    run(spec, plan)
+
+
+def test_default_plans_of_model_shapes():
+    # the shape classes of the models: the plans are valid and the scratch stays modest
+    for cin, hw, cout, k, s, p in [(3, 224, 64, 7, 2, 3), (64, 56, 64, 3, 1, 1), (64, 56, 128, 1, 2, 0),
+                                   (512, 7, 512, 3, 1, 1), (960, 7, 160, 1, 1, 0),
+                                   (1152, 1, 1536, 1, 1, 0), (3, 224, 192, 16, 16, 0)]:
+        spec = Conv2dSpec(1, cin, hw, hw, cout, (k, k), (s, s), (p,) * 4)
+        plan = conv.default_plan(spec)
+        assert plan.mr * plan.nv <= conv.ACC_REGISTERS
+        assert conv.packed_weight_shape(spec)[0] * plan.block >= cout
+
+
+def test_supports_refuses():
+    assert "groups" in conv.supports(Conv2dSpec(1, 8, 8, 8, 8, (3, 3), groups=8))
+    assert "groups" in conv.supports(Conv2dSpec(1, 8, 8, 8, 4, (3, 3), groups=2))
+    assert "empty" in conv.supports(Conv2dSpec(1, 8, 2, 2, 4, (3, 3)))
+    assert conv.supports(Conv2dSpec(1, 8, 2, 2, 4, (3, 3), padding=(1, 1, 1, 1))) is None
+    with pytest.raises(ValueError, match="groups"):
+        conv.primfunc(Conv2dSpec(1, 8, 8, 8, 8, (3, 3), groups=8))
+    with pytest.raises(ValueError, match="weight shape"):
+        conv.pack_weight(Conv2dSpec(1, 8, 8, 8, 4, (3, 3)), np.zeros((4, 8, 1, 1), np.float32))

@@ -1,0 +1,228 @@
+"""The dense rewrite (hwlat/kernels/dense/lowering.py): which chains become one kernel call, what
+is left to TVM, and the built module's output against numpy; ONNX Clip imported as relax.clip."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import tvm
+from onnx import TensorProto, helper
+from tvm import relax
+
+from hwlat.kernels.dense import Conv2dSpec, Epilogue, conv2d_reference
+from hwlat.kernels.dense.lowering import fuse_dense
+from hwlat.lowering.custom import import_onnx
+from hwlat.lowering.pipelines import PipelineOptions, make_pipeline
+from hwlat.lowering.targets import make_target
+
+TARGET = make_target(threads=1)
+RNG = np.random.default_rng(7)
+
+
+def _f32(*shape) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def _calls(mod: tvm.IRModule) -> collections.Counter:
+    """What the main function calls: op names, and `tir:NAME` for call_tir (digits stripped)."""
+    c = collections.Counter()
+    for block in mod["main"].body.blocks:
+        for b in block.bindings:
+            v = b.value
+            if isinstance(v, relax.Call):
+                name = str(getattr(v.op, "name", v.op))
+                if name == "relax.call_tir":
+                    name = "tir:" + v.args[0].name_hint.rstrip("0123456789")
+                c[name] += 1
+    return c
+
+
+def _module(build) -> tvm.IRModule:
+    """A module whose main takes x (and r), with the body `build(bb, x, r)` in a dataflow block."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 8, 10, 9), "float32"))
+    r = relax.Var("r", relax.TensorType((1, 16, 10, 9), "float32"))
+    with bb.function("main", [x, r]):
+        with bb.dataflow():
+            out = bb.emit_output(build(bb, x, r))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+W = _f32(16, 8, 3, 3)
+B = _f32(16)
+DW = _f32(8, 1, 3, 3)
+
+
+def _conv(bb, x, w=W, groups=1, **kw):
+    return bb.emit(relax.op.nn.conv2d(x, relax.const(w), padding=(1, 1, 1, 1), groups=groups, **kw))
+
+
+def _bias(bb, y, b=B):
+    return bb.emit(relax.op.add(y, relax.const(b.reshape(1, -1, 1, 1))))
+
+
+def _build_run(mod: tvm.IRModule, *args: np.ndarray) -> np.ndarray:
+    passes = make_pipeline("default", PipelineOptions(TARGET))
+    with TARGET:
+        ex = tvm.compile(passes(mod), target=TARGET)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return vm["main"](*(tvm.runtime.tensor(a) for a in args)).numpy()
+
+
+CHAINS = {
+    # name: (body, epilogue, residual operand left of the add)
+    "conv+bias+residual+relu": (
+        lambda bb, x, r: bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(_bias(bb, _conv(bb, x)), r)))),
+        Epilogue(True, True, "relu")),
+    "residual-left+clip": (
+        lambda bb, x, r: bb.emit(relax.op.clip(bb.emit(relax.op.add(r, _bias(bb, _conv(bb, x)))), -0.5, 1.5)),
+        Epilogue(True, True, "clip", -0.5, 1.5)),
+    "bias-first-operand": (
+        lambda bb, x, r: bb.emit(relax.op.add(relax.const(B.reshape(1, -1, 1, 1)), _conv(bb, x))),
+        Epilogue(True, False, "none")),
+    "conv-alone": (lambda bb, x, r: _conv(bb, x), Epilogue(False, False, "none")),
+}
+
+
+@pytest.mark.parametrize("name", CHAINS)
+def test_chain_becomes_one_kernel_and_matches_numpy(name):
+    body, ep = CHAINS[name]
+    mod = _module(body)
+    calls = _calls(fuse_dense(mod))
+    assert calls == {"tir:hwlat_conv2d": 1}, calls
+    x, r = _f32(1, 8, 10, 9), _f32(1, 16, 10, 9)
+    spec = Conv2dSpec(1, 8, 10, 9, 16, (3, 3), padding=(1, 1, 1, 1), epilogue=ep)
+    want = conv2d_reference(spec, x, W, B, r)
+    got = _build_run(mod, x, r)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_value_used_twice_is_not_fused_into_the_chain():
+    """conv + bias feeds both the relu and the output: the kernel takes conv + bias only."""
+
+    def body(bb, x, r):
+        y = _bias(bb, _conv(bb, x))
+        return bb.emit(relax.Tuple([bb.emit(relax.op.nn.relu(y)), y]))
+
+    mod = _module(body)
+    calls = _calls(fuse_dense(mod))
+    assert calls["tir:hwlat_conv2d"] == 1 and calls["relax.nn.relu"] == 1, calls
+    x, r = _f32(1, 8, 10, 9), _f32(1, 16, 10, 9)
+    spec = Conv2dSpec(1, 8, 10, 9, 16, (3, 3), padding=(1, 1, 1, 1))
+    want = conv2d_reference(spec, x, W, B)
+    passes = make_pipeline("default", PipelineOptions(TARGET))
+    with TARGET:
+        ex = tvm.compile(passes(mod), target=TARGET)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(r))
+    np.testing.assert_allclose(got[1].numpy(), want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got[0].numpy(), np.maximum(want, 0), rtol=1e-4, atol=1e-4)
+
+
+def test_residual_picks_the_operand_whose_chain_is_private():
+    """x = convA + bias is used twice (the residual and convB's input): the kernel fuses convB
+    with x as its residual, not convA (which would compute convA twice)."""
+    wa, wb = _f32(8, 8, 3, 3), _f32(8, 8, 3, 3)
+    ba, bbias = _f32(8), _f32(8)
+
+    def body(bb, x, r):
+        a = _bias(bb, _conv(bb, x, wa), ba)
+        b = _bias(bb, _conv(bb, a, wb), bbias)
+        return bb.emit(relax.op.add(a, b))
+
+    mod = _module(body)
+    assert _calls(fuse_dense(mod)) == {"tir:hwlat_conv2d": 2}
+    x, r = _f32(1, 8, 10, 9), _f32(1, 16, 10, 9)
+    spec = Conv2dSpec(1, 8, 10, 9, 8, (3, 3), padding=(1, 1, 1, 1))
+    a = conv2d_reference(spec, x, wa, ba)
+    want = a + conv2d_reference(spec, a, wb, bbias)
+    np.testing.assert_allclose(_build_run(mod, x, r), want, rtol=1e-4, atol=1e-4)
+
+
+def test_depthwise_and_matmul_kernels_are_chosen():
+    w_fc = _f32(9, 5)
+    b_fc = _f32(5)
+
+    def body(bb, x, r):
+        y = bb.emit(relax.op.clip(_bias(bb, _conv(bb, x, DW, groups=8), B[:8]), 0.0, 6.0))
+        return bb.emit(relax.op.add(bb.emit(relax.op.matmul(y, relax.const(w_fc))), relax.const(b_fc)))
+
+    mod = _module(body)
+    assert _calls(fuse_dense(mod)) == {"tir:hwlat_depthwise_conv2d": 1, "tir:hwlat_matmul": 1,
+                                       "relax.reshape": 2}
+    x, r = _f32(1, 8, 10, 9), _f32(1, 16, 10, 9)
+    spec = Conv2dSpec(1, 8, 10, 9, 8, (3, 3), padding=(1, 1, 1, 1), groups=8,
+                      epilogue=Epilogue(True, False, "clip", 0.0, 6.0))
+    y = conv2d_reference(spec, x, DW, B[:8])
+    want = (y.astype(np.float64) @ w_fc + b_fc).astype(np.float32)
+    np.testing.assert_allclose(_build_run(mod, x, r), want, rtol=1e-4, atol=1e-4)
+
+
+def test_what_the_kernels_do_not_take_is_left_to_tvm():
+    wg = _f32(16, 4, 3, 3)  # groups 2: neither dense nor depthwise
+
+    def body(bb, x, r):
+        grouped = _conv(bb, x, wg, groups=2)
+        nhwc = bb.emit(relax.op.nn.conv2d(bb.emit(relax.op.permute_dims(x, [0, 2, 3, 1])),
+                                          relax.const(W.transpose(2, 3, 1, 0).copy()),
+                                          padding=(1, 1, 1, 1), data_layout="NHWC",
+                                          kernel_layout="HWIO", out_layout="NCHW"))
+        weight_input = bb.emit(relax.op.nn.conv2d(x, bb.emit(relax.op.multiply(relax.const(W), relax.const(W))),
+                                                  padding=(1, 1, 1, 1)))
+        return bb.emit(relax.op.add(bb.emit(relax.op.add(grouped, nhwc)), weight_input))
+
+    mod = _module(body)
+    assert fuse_dense(mod).same_as(mod)  # nothing rewritten: the same module back
+
+
+def _clip_model(lo, hi, opset: int = 17) -> onnx.ModelProto:
+    inits, inputs = [], ["x"]
+    for name, v in (("lo", lo), ("hi", hi)):
+        if v is None:
+            inputs.append("")
+        else:
+            inits.append(helper.make_tensor(name, TensorProto.FLOAT, [], [v]))
+            inputs.append(name)
+    while inputs and inputs[-1] == "":
+        inputs.pop()
+    node = helper.make_node("Clip", inputs, ["y"])
+    graph = helper.make_graph([node], "clip", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize("bounds", [(0.0, 6.0), (None, 1.0), (-1.0, None), (float("nan"), 0.5)])
+def test_onnx_clip_with_constant_bounds_imports_as_relax_clip(bounds):
+    model = _clip_model(*bounds)
+    with TARGET:
+        mod = import_onnx(model)
+    assert "relax.clip" in _calls(mod)
+    x = np.linspace(-3, 8, 10, dtype=np.float32).reshape(2, 5)
+    want = ort.InferenceSession(model.SerializeToString())
+    want = want.run(None, {"x": x})[0]
+    with TARGET:
+        ex = tvm.compile(make_pipeline("default", PipelineOptions(TARGET))(mod), target=TARGET)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, want)
+
+
+def test_onnx_clip_with_input_bounds_keeps_tvms_conversion():
+    node = helper.make_node("Clip", ["x", "lo"], ["y"])
+    graph = helper.make_graph(
+        [node], "clip", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3]),
+                         helper.make_tensor_value_info("lo", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with TARGET:
+        mod = import_onnx(model)
+    assert "relax.clip" not in _calls(mod)
+    with TARGET:
+        ex = tvm.compile(make_pipeline("default", PipelineOptions(TARGET))(mod), target=TARGET)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](
+        tvm.runtime.tensor(np.array([-2.0, 0.5, 3.0], np.float32)),
+        tvm.runtime.tensor(np.array(0.0, np.float32))).numpy()
+    np.testing.assert_array_equal(got, [0.0, 0.5, 3.0])
