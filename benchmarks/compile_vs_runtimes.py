@@ -109,7 +109,7 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             vm = relax.VirtualMachine(built.executable, dev)
             vm.set_input("main", tvm.runtime.tensor(feed, dev))
-            out = vm.invoke_stateful("main")
+            out = vm["main"](tvm.runtime.tensor(feed, dev))
             out = out if hasattr(out, "numpy") else out[0]
             want = sess.run(None, {in_name: feed})[0]
             diff = float(np.max(np.abs(out.numpy() - want)))

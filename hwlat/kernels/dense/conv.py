@@ -41,6 +41,7 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
+from hwlat.kernels.dense.activation import activate
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue
 
 LANES = 8  # fp32 lanes of one AVX2 register
@@ -196,11 +197,7 @@ def _finish(v, ep: Epilogue, bias, res, b, co, p):
         v = v + bias[co]
     if ep.residual:
         v = v + res[b, co, p]
-    if ep.activation == "relu":
-        v = T.max(v, T.float32(0))
-    elif ep.activation == "clip":
-        v = T.min(T.max(v, T.float32(ep.clip_min)), T.float32(ep.clip_max))
-    return v
+    return activate(v, ep)
 
 
 def primfunc(spec: Conv2dSpec, plan: Plan | None = None) -> tirx.PrimFunc:

@@ -33,6 +33,7 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
+from hwlat.kernels.dense.activation import activate
 from hwlat.kernels.dense.spec import Conv2dSpec
 
 VECTOR_LANES = 8  # float32 lanes of an AVX2 register
@@ -120,8 +121,7 @@ def primfunc(spec: Conv2dSpec, tile: Tile | None = None) -> tirx.PrimFunc:
     NC = N * C
     per_task = max(1, min(_ceil(TASK_OUTPUTS, OH * OW), _ceil(NC, MIN_TASKS)))
     TASKS = _ceil(NC, per_task)
-    has_bias, has_res, act = ep.bias, ep.residual, ep.activation
-    lo, hi = float(ep.clip_min), float(ep.clip_max)
+    has_bias, has_res = ep.bias, ep.residual
     f32 = "float32"
     x_shape, w_shape, y_shape = spec.x_shape, packed_weight_shape(spec), spec.y_shape
 
@@ -130,11 +130,7 @@ def primfunc(spec: Conv2dSpec, tile: Tile | None = None) -> tirx.PrimFunc:
             v = v + b[c]
         if has_res:
             v = v + res[n, c, oh, ow]
-        if act == "relu":
-            v = tirx.max(v, tirx.const(0.0, f32))
-        elif act == "clip":
-            v = tirx.min(tirx.max(v, tirx.const(lo, f32)), tirx.const(hi, f32))
-        return v
+        return activate(v, ep)
 
     def rows_end(rb):  # padded rows read by the first rb row tiles
         return tirx.Select(rb > 0, tirx.min(HS, (rb * R - 1) * SH + KH), 0)

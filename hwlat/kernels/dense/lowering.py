@@ -7,8 +7,10 @@ Rewritten, before legalization, into one `call_tir` of a kernel of this package:
     [act](matmul(x, W) + b [+ r])      matmul.py (leading axes of x flattened into rows)
 
 where W and b are constants, r has the output's shape (a residual; either operand order of
-either add), and act is `relax.nn.relu` or `relax.clip`; the bias, the residual and the
-activation are each optional, in that order. W is packed into the kernel's layout here, once,
+either add), and act is `relax.nn.relu`, `relax.clip`, `relax.nn.gelu`, or hardswish as ONNX's
+HardSwish imports (`v * (clip(v + 3, 0, 6) / 6)`); the bias, the residual and the activation are
+each optional, in that order. Every value inside a chain must be used by the chain only (a
+value used elsewhere too ends the chain before it). W is packed into the kernel's layout here, once,
 at compile time. A conv or matmul the kernels do not take (`supports` says why: other layouts,
 dtypes, symbolic shapes, grouped convs that are not depthwise) is left to TVM's lowering.
 
@@ -135,7 +137,8 @@ def _static(expr: relax.Expr) -> tuple[int, ...] | None:
 
 
 def _const_array(c: relax.Expr) -> np.ndarray | None:
-    if not isinstance(c, _Constant):
+    """The float32 array of a relax constant (not of a scalar PrimValue), else None."""
+    if not isinstance(c, _Constant) or not hasattr(c.value, "numpy"):
         return None
     value = c.value.numpy()
     return value if value.dtype == np.float32 else None
@@ -149,14 +152,17 @@ def _float(v) -> float:
 
 class _Chain:
     """The pattern `[act]((op + b) [+ r])`, its parts optional, matched at the chain's end;
-    `residual` is "left" (r + x), "right" (x + r) or None."""
+    `residual` is "left" (r + x), "right" (x + r) or None; act one of ACTS."""
+
+    ACTS = ("relu", "clip", "hardswish", "gelu", None)
 
     def __init__(self, op_pattern, bias: bool, residual: str | None, act: str | None):
         self.core = op_pattern
         self.bias_c = is_const()
         self.res = wildcard()
+        self.consts: list[tuple[object, float]] = []  # (constant pattern, the value it must hold)
         p = op_pattern
-        self.inner = [p]  # the chain's values before its end: each must have no other user
+        self.inner = [p]  # the chain's values before its end: only the chain may use them
         if bias:
             p = is_op("relax.add")(p, self.bias_c) | is_op("relax.add")(self.bias_c, p)
             self.inner.append(p)
@@ -167,12 +173,34 @@ class _Chain:
             p = is_op("relax.nn.relu")(p)
         elif act == "clip":
             p = is_op("relax.clip")(p, wildcard(), wildcard())
+        elif act == "gelu":
+            p = is_op("relax.nn.gelu")(p)
+        elif act == "hardswish":  # ONNX HardSwish as TVM imports it: p * (clip(p + 3, 0, 6) / 6)
+            three, six = is_const(), is_const()
+            self.lo, self.hi = wildcard(), wildcard()
+            shifted = is_op("relax.add")(p, three)
+            clipped = is_op("relax.clip")(shifted, self.lo, self.hi)
+            scaled = is_op("relax.divide")(clipped, six)
+            self.inner += [shifted, clipped, scaled]
+            self.consts = [(three, 3.0), (six, 6.0), (self.lo, 0.0), (self.hi, 6.0)]
+            p = is_op("relax.multiply")(p, scaled)
         else:
             self.inner.pop()  # the last part is the end
         self.pattern = p
         self.bias, self.residual, self.act = bias, residual is not None, act
 
-    def epilogue(self, m: dict) -> Epilogue:
+    def epilogue(self, m: dict) -> Epilogue | None:
+        """The fused epilogue, or None when the match's constants are not the activation's."""
+        for pat, want in self.consts:
+            got = m[pat]
+            value = _const_array(got)
+            if value is None:
+                try:
+                    value = np.array(_float(got))
+                except (TypeError, ValueError):
+                    return None
+            if value.size != 1 or float(value.reshape(())) != want:
+                return None
         if self.act == "clip":
             clip = m[self.pattern]
             return Epilogue(self.bias, self.residual, "clip", _float(clip.args[1]),
@@ -182,9 +210,13 @@ class _Chain:
     def private(self, m: dict, bound: dict, users: dict) -> bool:
         """Whether every value inside the chain is bound to a dataflow variable that only the
         chain uses (else fusing would compute it twice, or hide an output)."""
-        for part in self.inner:
-            var = bound.get(m[part])
-            if not isinstance(var, relax.DataflowVar) or len(users.get(var, ())) != 1:
+        inner = [bound.get(m[part]) for part in self.inner]
+        chain = {*inner, bound.get(m[self.pattern])}
+        for var in inner:
+            if not isinstance(var, relax.DataflowVar):
+                return False
+            used_by = set(users.get(var, ()))
+            if not used_by or not used_by <= chain:
                 return False
         return True
 
@@ -192,7 +224,7 @@ class _Chain:
 def _chains(op_pattern) -> list[_Chain]:
     """Longest first, so that a chain is taken whole before its prefixes are tried."""
     chains = [_Chain(op_pattern, b, r, a) for b in (True, False) for r in ("right", "left", None)
-              for a in ("relu", "clip", None)]
+              for a in _Chain.ACTS]
     return sorted(chains, key=lambda c: -len(c.inner))
 
 
@@ -281,6 +313,8 @@ class _Rewriter:
             if str(a.out_dtype) not in ("", "void", "float32", "None"):
                 return call
             ep = chain.epilogue(m)
+            if ep is None:
+                return call
             spec = Conv2dSpec(xs[0], xs[1], xs[2], xs[3], int(wv.shape[0]),
                               (int(wv.shape[2]), int(wv.shape[3])),
                               tuple(int(s) for s in a.strides),
@@ -322,7 +356,10 @@ class _Rewriter:
             out_shape = (*lead, n)
             if _static(mm) != out_shape:
                 return call
-            spec = MatmulSpec(rows, k, n, chain.epilogue(m))
+            ep = chain.epilogue(m)
+            if ep is None:
+                return call
+            spec = MatmulSpec(rows, k, n, ep)
             if why_not(spec):
                 return call
             operands = self._operands(chain, m, out_shape, n)

@@ -26,6 +26,7 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
+from hwlat.kernels.dense.activation import activate
 from hwlat.kernels.dense.spec import Epilogue, MatmulSpec
 
 NR = 16  # output columns of a panel / register tile (two AVX2 vectors of 8 floats)
@@ -75,11 +76,7 @@ def _finish(v, ep, bias, residual, i, j):
         v = v + bias[j]
     if ep.residual:
         v = v + residual[i, j]
-    if ep.activation == "relu":
-        v = T.max(v, T.float32(0))
-    elif ep.activation == "clip":
-        v = T.min(T.max(v, T.float32(ep.clip_min)), T.float32(ep.clip_max))
-    return v
+    return activate(v, ep)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue, MatmulSpec
@@ -18,6 +20,10 @@ def _epilogue(acc: np.ndarray, ep: Epilogue, bias, residual, channel_axis: int) 
         acc = np.maximum(acc, 0.0)
     elif ep.activation == "clip":
         acc = np.minimum(np.maximum(acc, ep.clip_min), ep.clip_max)
+    elif ep.activation == "hardswish":
+        acc = acc * np.clip(acc + 3.0, 0.0, 6.0) / 6.0
+    elif ep.activation == "gelu":
+        acc = 0.5 * acc * (1.0 + np.vectorize(math.erf, otypes=[np.float64])(acc / math.sqrt(2.0)))
     return acc.astype(np.float32)
 
 

@@ -4,8 +4,9 @@ weight, and the epilogue fused into it.
     y = activation(op(x, w) + bias + residual)
 
 bias is per output channel (conv: shape (cout,), added at [:, c, :, :]; matmul: shape (n,), added
-along the last axis); residual has the output's shape; activation is "none", "relu" or "clip"
-(min(max(v, clip_min), clip_max)). Every tensor is float32 with a static shape.
+along the last axis); residual has the output's shape; activation is "none", "relu", "clip"
+(min(max(v, clip_min), clip_max)), "hardswish" (v * clip(v + 3, 0, 6) / 6) or "gelu"
+(v/2 (1 + erf(v / sqrt 2))); activation.py builds them. Every tensor is float32 with a static shape.
 
 Each kernel module (conv.py: groups == 1, depthwise.py: groups == cin == cout, matmul.py) has
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ACTIVATIONS = ("none", "relu", "clip")
+ACTIVATIONS = ("none", "relu", "clip", "hardswish", "gelu")
 
 
 @dataclass(frozen=True)

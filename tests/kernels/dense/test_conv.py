@@ -41,7 +41,8 @@ def run(spec: Conv2dSpec, plan: conv.Plan | None = None, seed: int = 0) -> None:
 
 
 EPILOGUES = [Epilogue(bias=b, residual=r, activation=a, clip_min=-0.5, clip_max=2.0)
-             for b in (False, True) for r in (False, True) for a in ("none", "relu", "clip")]
+             for b in (False, True) for r in (False, True) for a in ("none", "relu", "clip")] + \
+    [Epilogue(bias=True, residual=r, activation=a) for r in (False, True) for a in ("hardswish", "gelu")]
 
 
 @pytest.mark.parametrize("ep", EPILOGUES, ids=lambda e: f"b{int(e.bias)}r{int(e.residual)}{e.activation}")

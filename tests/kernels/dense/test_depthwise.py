@@ -61,7 +61,8 @@ def check(spec: Conv2dSpec, tile: depthwise.Tile | None = None, seed: int = 0) -
 
 
 EPILOGUES = [Epilogue(bias, residual, act, -0.5, 1.5) for bias in (False, True)
-             for residual in (False, True) for act in ("none", "relu", "clip")]
+             for residual in (False, True) for act in ("none", "relu", "clip")] + \
+    [Epilogue(True, residual, act) for residual in (False, True) for act in ("hardswish", "gelu")]
 GEOMETRIES = {
     # name: (channels, height, width, kernel, stride, padding (top, left, bottom, right))
     "3x3-s1-tails": (5, 13, 11, (3, 3), (1, 1), (1, 1, 1, 1)),

@@ -74,6 +74,13 @@ def _build_run(mod: tvm.IRModule, *args: np.ndarray) -> np.ndarray:
     return vm["main"](*(tvm.runtime.tensor(a) for a in args)).numpy()
 
 
+def _hardswish(bb, v, three: float = 3.0):
+    """As TVM imports ONNX HardSwish: v * (clip(v + 3, 0, 6) / 6)."""
+    shifted = bb.emit(relax.op.add(v, relax.const(three, "float32")))
+    clipped = bb.emit(relax.op.clip(shifted, 0, 6))
+    return bb.emit(relax.op.multiply(v, bb.emit(relax.op.divide(clipped, relax.const(6.0, "float32")))))
+
+
 CHAINS = {
     # name: (body, epilogue, residual operand left of the add)
     "conv+bias+residual+relu": (
@@ -86,6 +93,10 @@ CHAINS = {
         lambda bb, x, r: bb.emit(relax.op.add(relax.const(B.reshape(1, -1, 1, 1)), _conv(bb, x))),
         Epilogue(True, False, "none")),
     "conv-alone": (lambda bb, x, r: _conv(bb, x), Epilogue(False, False, "none")),
+    "conv+bias+hardswish": (lambda bb, x, r: _hardswish(bb, _bias(bb, _conv(bb, x))),
+                            Epilogue(True, False, "hardswish")),
+    "conv+bias+gelu": (lambda bb, x, r: bb.emit(relax.op.nn.gelu(_bias(bb, _conv(bb, x)))),
+                       Epilogue(True, False, "gelu")),
 }
 
 
@@ -100,6 +111,12 @@ def test_chain_becomes_one_kernel_and_matches_numpy(name):
     want = conv2d_reference(spec, x, W, B, r)
     got = _build_run(mod, x, r)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_hardswish_with_other_constants_is_not_fused():
+    mod = _module(lambda bb, x, r: _hardswish(bb, _bias(bb, _conv(bb, x)), three=2.0))
+    calls = _calls(fuse_dense(mod))
+    assert calls["tir:hwlat_conv2d"] == 1 and calls["relax.multiply"] == 1, calls
 
 
 def test_value_used_twice_is_not_fused_into_the_chain():
@@ -226,3 +243,36 @@ def test_onnx_clip_with_input_bounds_keeps_tvms_conversion():
         tvm.runtime.tensor(np.array([-2.0, 0.5, 3.0], np.float32)),
         tvm.runtime.tensor(np.array(0.0, np.float32))).numpy()
     np.testing.assert_array_equal(got, [0.0, 0.5, 3.0])
+
+
+def test_onnx_conv_hardswish_and_matmul_gelu_fuse_and_match_onnxruntime():
+    """ONNX Conv(bias) -> HardSwish -> Reshape -> MatMul -> Add -> Gelu, as TVM imports them:
+    two kernel calls, no activation left over, onnxruntime's output."""
+    from onnx import numpy_helper
+
+    w, b = _f32(4, 3, 3, 3), _f32(4)
+    wm, bm = _f32(36, 7), _f32(7)
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w, "w"), (b, "b"), (wm, "wm"), (bm, "bm"),
+                                                         (np.array([1, 36], np.int64), "shape"))]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("HardSwish", ["c"], ["h"]),
+             helper.make_node("Reshape", ["h", "shape"], ["f"]),
+             helper.make_node("MatMul", ["f", "wm"], ["m"]),
+             helper.make_node("Add", ["m", "bm"], ["a"]),
+             helper.make_node("Gelu", ["a"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 7])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    with TARGET:
+        mod = import_onnx(model)
+        mod = relax.transform.FoldConstant()(mod)
+    calls = _calls(fuse_dense(mod))
+    assert calls["tir:hwlat_conv2d"] == 1 and calls["tir:hwlat_matmul"] == 1, calls
+    assert not {"relax.multiply", "relax.clip", "relax.nn.gelu", "relax.add"} & set(calls), calls
+    x = _f32(1, 3, 3, 3) * 3
+    want = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    with TARGET:
+        mod = import_onnx(model)
+        ex = tvm.compile(make_pipeline("default", PipelineOptions(TARGET))(mod), target=TARGET)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

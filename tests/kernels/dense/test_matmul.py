@@ -21,7 +21,8 @@ from hwlat.lowering.targets import make_target  # noqa: E402
 
 TARGET = make_target()
 EPILOGUES = [Epilogue(bias=b, residual=r, activation=a, clip_min=-0.5, clip_max=0.75)
-             for b, r, a in itertools.product((False, True), (False, True), ("none", "relu", "clip"))]
+             for b, r, a in itertools.product((False, True), (False, True), ("none", "relu", "clip"))] + \
+    [Epilogue(bias=True, residual=r, activation=a) for r in (False, True) for a in ("hardswish", "gelu")]
 
 
 def build(spec: MatmulSpec, blocking: matmul.Blocking | None = None):
