@@ -73,6 +73,19 @@ def trials_per_iter(trials: int, tasks: int) -> int:
     return max(1, min(64, trials // max(1, tasks)))
 
 
+def hand_scheduled(task) -> bool:
+    """Whether an extracted task is one of hwlat's hand-scheduled kernels (`tirx.is_scheduled` on
+    the PrimFunc; MetaSchedule's own skip looks at the task module's attributes only)."""
+    return any(isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None
+               and bool(f.attrs.get("tirx.is_scheduled", False))
+               for f in task.dispatched[0].functions.values())
+
+
+def tunable_tasks(tasks: list) -> list:
+    """The tasks MetaSchedule should tune: all but hwlat's hand-scheduled kernels."""
+    return [t for t in tasks if not hand_scheduled(t)]
+
+
 def tune_pass(target: tvm.target.Target, db: Path, trials: int) -> tvm.transform.Pass:
     """Tune every task of the module for up to `trials` candidates in all, recording into `db`;
     the module itself is returned unchanged (MetaScheduleApplyDatabase applies the records)."""
@@ -82,12 +95,16 @@ def tune_pass(target: tvm.target.Target, db: Path, trials: int) -> tvm.transform
         from tvm.s_tir import meta_schedule as ms
 
         if trials > 0:
-            tasks = ms.relax_integration.extract_tasks(mod, target)
-            ms.relax_integration.tune_relax(
-                mod, {}, target, str(db), max_trials_global=trials,
-                num_trials_per_iter=trials_per_iter(trials, len(tasks)),
-                builder=ms.builder.LocalBuilder(timeout_sec=BUILDER_TIMEOUT_S, f_build=build_candidate),
-            )
+            tasks = tunable_tasks(ms.relax_integration.extract_tasks(mod, target))
+            if tasks:
+                contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                    tasks, str(db))
+                ms.tune.tune_tasks(
+                    tasks=contexts, task_weights=weights, work_dir=str(db),
+                    max_trials_global=trials, num_trials_per_iter=trials_per_iter(trials, len(tasks)),
+                    builder=ms.builder.LocalBuilder(timeout_sec=BUILDER_TIMEOUT_S,
+                                                    f_build=build_candidate),
+                )
         return mod
 
     return _tune

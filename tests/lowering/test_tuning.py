@@ -112,3 +112,31 @@ def test_a_small_budget_reaches_every_task():
     assert trials_per_iter(330, 33) == 10
     assert trials_per_iter(10_000, 3) == 64
     assert trials_per_iter(5, 0) == 5
+
+
+def test_tuning_skips_hwlats_hand_scheduled_kernels():
+    """A conv with a constant weight becomes hwlat's dense kernel, which tuning leaves alone;
+    the max pool next to it is still a task."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+    from onnx import helper as h
+    from tvm.s_tir import meta_schedule as ms
+
+    from hwlat.lowering.custom import import_onnx
+    from hwlat.lowering.pipelines import PipelineOptions, tuning_prefix
+    from hwlat.lowering.targets import make_target
+    from hwlat.lowering.tuning import hand_scheduled, tunable_tasks
+
+    w = numpy_helper.from_array(np.random.default_rng(0).random((8, 3, 3, 3), dtype=np.float32), "w")
+    g = h.make_graph([h.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                      h.make_node("MaxPool", ["c"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
+                     "g", [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                     [h.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4, 4])], [w])
+    model = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    target = make_target(threads=1)
+    with target:
+        mod = tuning_prefix(PipelineOptions(target))(import_onnx(model))
+        tasks = ms.relax_integration.extract_tasks(mod, target)
+    assert sorted(t.task_name.rstrip("0123456789") for t in tasks) == ["hwlat_conv2d", "max_pool2d"]
+    assert [t.task_name for t in tunable_tasks(tasks)] == ["max_pool2d"]
+    assert [hand_scheduled(t) for t in tasks if t.task_name.startswith("hwlat")] == [True]
