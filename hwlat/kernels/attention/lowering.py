@@ -29,40 +29,25 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 from hwlat.kernels.attention.kernel import AttentionSpec, attention_primfunc
+from hwlat.kernels.relax_rewrite import KernelRewriter, as_kernel, module_pass, static_f32_shape
 
 KERNEL_NAME = "hwlat_attention"
-_OPAQUE = 8  # relax OpPatternKind kOpaque
 
 
 @lru_cache(maxsize=64)
 def kernel_for(spec: AttentionSpec) -> tvm.tirx.PrimFunc:
-    return attention_primfunc(spec).with_attrs({"op_pattern": _OPAQUE, "tirx.is_scheduled": True})
+    return as_kernel(attention_primfunc(spec))
 
 
 def fuse_attention_pass() -> tvm.transform.Pass:
     """Module pass: rewrite attention (both forms above) into calls of the fused kernel."""
-
-    @tvm.transform.module_pass(opt_level=0, name="hwlat.FuseAttention")
-    def _fuse(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        return fuse_attention(mod)
-
-    return _fuse
+    return module_pass("hwlat.FuseAttention", fuse_attention)
 
 
 def fuse_attention(mod: tvm.IRModule) -> tvm.IRModule:
     """The module with every attention the kernel can take rewritten (the same module object
     when there is none)."""
     return _Rewriter(mod).run()
-
-
-def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
-    ty = expr.ty
-    if not isinstance(ty, relax.TensorType) or ty.dtype != "float32" or ty.shape is None:
-        return None
-    dims = getattr(ty.shape, "values", None)
-    if dims is None or not all(isinstance(d, tvm.tirx.IntImm) for d in dims):
-        return None
-    return tuple(int(d) for d in dims)
 
 
 def _scalar(c: relax.Expr) -> float | None:
@@ -72,34 +57,14 @@ def _scalar(c: relax.Expr) -> float | None:
     return float(value.reshape(()))
 
 
-class _Rewriter:
-    def __init__(self, mod: tvm.IRModule):
-        self.mod = mod
-        self.bb = relax.BlockBuilder(mod)
-        self.kernels: dict[AttentionSpec, relax.GlobalVar] = {}
-        self.count = 0
+class _Rewriter(KernelRewriter):
+    def make_kernel(self, spec: AttentionSpec):
+        return kernel_for(spec), KERNEL_NAME
 
-    def kernel(self, spec: AttentionSpec) -> relax.GlobalVar:
-        if spec not in self.kernels:
-            self.kernels[spec] = self.bb.add_func(kernel_for(spec), KERNEL_NAME)
-        return self.kernels[spec]
-
-    def run(self) -> tvm.IRModule:
+    def rewrite_function(self, func: relax.Function) -> relax.Function:
         op_pat, op_fn = _op_pattern(self)
         dec_pat, dec_fn = _decomposed_pattern(self)
-        functions = {}
-        for gv, func in self.mod.functions.items():
-            if isinstance(func, relax.Function):
-                before = self.count
-                new = rewrite_call(dec_pat, dec_fn, rewrite_call(op_pat, op_fn, func))
-                if self.count > before:
-                    functions[gv] = new
-        if not functions:
-            return self.mod
-        out = self.bb.get()
-        for gv, func in functions.items():
-            out[gv] = func
-        return relax.transform.DeadCodeElimination()(out)
+        return rewrite_call(dec_pat, dec_fn, rewrite_call(op_pat, op_fn, func))
 
 
 def _op_pattern(rw: _Rewriter):
@@ -108,7 +73,7 @@ def _op_pattern(rw: _Rewriter):
 
     def rewrite(call: relax.Call, m: dict) -> relax.Expr:
         attrs = call.attrs
-        qs, ks, vs = _static_shape(m[q]), _static_shape(m[k]), _static_shape(m[v])
+        qs, ks, vs = static_f32_shape(m[q]), static_f32_shape(m[k]), static_f32_shape(m[v])
         if attrs.window_size is not None or qs is None or ks is None or vs is None:
             return call
         if len(qs) != 4 or len(ks) != 4 or len(vs) != 4:
@@ -139,9 +104,9 @@ def _decomposed_pattern(rw: _Rewriter):
     pattern = is_op("relax.matmul")(softmax, v)
 
     def rewrite(call: relax.Call, m: dict) -> relax.Expr:
-        qs, vs = _static_shape(m[q]), _static_shape(m[v])
+        qs, vs = static_f32_shape(m[q]), static_f32_shape(m[v])
         kt_expr = m[kt_perm] if kt_perm in m else m[kt_any]
-        kts = _static_shape(kt_expr)
+        kts = static_f32_shape(kt_expr)
         if qs is None or vs is None or kts is None or not 2 <= len(qs) <= 4:
             return call
         if len(kts) != len(qs) or len(vs) != len(qs):

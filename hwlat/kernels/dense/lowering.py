@@ -35,9 +35,9 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue, MatmulSpec
+from hwlat.kernels.relax_rewrite import KernelRewriter, as_kernel, module_pass, static_f32_shape
 from hwlat.lowering.custom import CustomOp, register_op
 
-_OPAQUE = 8  # relax OpPatternKind kOpaque
 _Constant = tvm.ir.expr.Constant  # relax.const(...)
 KERNEL_NAMES = {"conv": "hwlat_conv2d", "depthwise": "hwlat_depthwise_conv2d",
                 "matmul": "hwlat_matmul"}
@@ -68,20 +68,12 @@ def why_not(spec: Conv2dSpec | MatmulSpec) -> str | None:
 @lru_cache(maxsize=256)
 def kernel_for(spec: Conv2dSpec | MatmulSpec) -> tvm.tirx.PrimFunc:
     _, module = kernel_module(spec)
-    func = module.primfunc(spec)
-    if func.attrs is not None and "global_symbol" in func.attrs:  # named when added to a module
-        func = func.without_attr("global_symbol")
-    return func.with_attrs({"op_pattern": _OPAQUE, "tirx.is_scheduled": True})
+    return as_kernel(module.primfunc(spec))
 
 
 def fuse_dense_pass() -> tvm.transform.Pass:
     """Module pass: rewrite every conv and matmul the kernels take (see the module doc)."""
-
-    @tvm.transform.module_pass(opt_level=0, name="hwlat.FuseDense")
-    def _fuse(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        return fuse_dense(mod)
-
-    return _fuse
+    return module_pass("hwlat.FuseDense", fuse_dense)
 
 
 def fuse_dense(mod: tvm.IRModule) -> tvm.IRModule:
@@ -125,16 +117,6 @@ register_op(CustomOp(domain="", op_type="Clip", convert=_convert_clip, replaces=
 
 
 # ---- the rewrite ------------------------------------------------------------------------------
-
-def _static(expr: relax.Expr) -> tuple[int, ...] | None:
-    ty = expr.ty
-    if not isinstance(ty, relax.TensorType) or ty.dtype != "float32" or ty.shape is None:
-        return None
-    dims = getattr(ty.shape, "values", None)
-    if dims is None or not all(isinstance(d, tvm.tirx.IntImm) for d in dims):
-        return None
-    return tuple(int(d) for d in dims)
-
 
 def _const_array(c: relax.Expr) -> np.ndarray | None:
     """The float32 array of a relax constant (not of a scalar PrimValue), else None."""
@@ -243,41 +225,19 @@ def _bindings(func: relax.Function) -> tuple[dict, dict]:
     return bound, users
 
 
-class _Rewriter:
-    def __init__(self, mod: tvm.IRModule):
-        self.mod = mod
-        self.bb = relax.BlockBuilder(mod)
-        self.kernels: dict[object, relax.GlobalVar] = {}
-        self.count = 0
+class _Rewriter(KernelRewriter):
+    def make_kernel(self, spec):
+        return kernel_for(spec), KERNEL_NAMES[kernel_module(spec)[0]]
 
-    def kernel(self, spec) -> relax.GlobalVar:
-        if spec not in self.kernels:
-            name, _ = kernel_module(spec)
-            self.kernels[spec] = self.bb.add_func(kernel_for(spec), KERNEL_NAMES[name])
-        return self.kernels[spec]
-
-    def run(self) -> tvm.IRModule:
+    def rewrite_function(self, func: relax.Function) -> relax.Function:
         x, w = wildcard(), is_const()
         conv = is_op("relax.nn.conv2d")(x, w)
         mm = is_op("relax.matmul")(x, w)
         rules = [(c, functools.partial(self._conv_rewrite, c, x, w)) for c in _chains(conv)]
         rules += [(c, functools.partial(self._matmul_rewrite, c, x, w)) for c in _chains(mm)]
-        functions = {}
-        for gv, func in self.mod.functions.items():
-            if not isinstance(func, relax.Function):
-                continue
-            before = self.count
-            new = func
-            for chain, make in rules:
-                new = rewrite_call(chain.pattern, make(*_bindings(new)), new)
-            if self.count > before:
-                functions[gv] = new
-        if not functions:
-            return self.mod
-        out = self.bb.get()
-        for gv, func in functions.items():
-            out[gv] = func
-        return relax.transform.DeadCodeElimination()(out)
+        for chain, make in rules:
+            func = rewrite_call(chain.pattern, make(*_bindings(func)), func)
+        return func
 
     def _operands(self, chain: _Chain, m: dict, out_shape: tuple[int, ...], bias_len: int):
         """(bias array or None, residual expr or None), or None when they do not fit."""
@@ -294,7 +254,7 @@ class _Rewriter:
             bias = b.reshape(-1)
         if chain.residual:
             r = m[chain.res]
-            if _static(r) != tuple(out_shape):
+            if static_f32_shape(r) != tuple(out_shape):
                 return None
             residual = r
         return bias, residual
@@ -305,7 +265,7 @@ class _Rewriter:
                 return call
             conv = m[chain.core]
             a = conv.attrs
-            xs, wv = _static(m[x]), _const_array(m[w])
+            xs, wv = static_f32_shape(m[x]), _const_array(m[w])
             if xs is None or wv is None or len(xs) != 4 or wv.ndim != 4:
                 return call
             if (a.data_layout, a.kernel_layout, a.out_layout) != ("NCHW", "OIHW", "NCHW"):
@@ -320,7 +280,7 @@ class _Rewriter:
                               tuple(int(s) for s in a.strides),
                               tuple(int(p) for p in a.padding),
                               tuple(int(d) for d in a.dilation), int(a.groups), ep)
-            if spec.w_shape != wv.shape or _static(conv) != spec.y_shape or why_not(spec):
+            if spec.w_shape != wv.shape or static_f32_shape(conv) != spec.y_shape or why_not(spec):
                 return call
             operands = self._operands(chain, m, spec.y_shape, spec.cout)
             if operands is None:
@@ -343,7 +303,7 @@ class _Rewriter:
             if not chain.private(m, bound, users):
                 return call
             mm = m[chain.core]
-            xs, wv = _static(m[x]), _const_array(m[w])
+            xs, wv = static_f32_shape(m[x]), _const_array(m[w])
             if xs is None or wv is None or wv.ndim != 2 or len(xs) < 1:
                 return call
             if str(mm.attrs.out_dtype) not in ("", "void", "float32", "None"):
@@ -354,7 +314,7 @@ class _Rewriter:
             lead = xs[:-1]
             rows = int(np.prod(lead, dtype=np.int64)) if lead else 1
             out_shape = (*lead, n)
-            if _static(mm) != out_shape:
+            if static_f32_shape(mm) != out_shape:
                 return call
             ep = chain.epilogue(m)
             if ep is None:
