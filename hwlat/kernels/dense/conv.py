@@ -13,10 +13,15 @@ mr * nv <= 12 of the 16 ymm registers):
   (broadcast) * w[co] (vector), the weight packed as (ceil(cout / nr), cin, kh, kw, nr); no
   pixel-tile padding wasted, stores are scalar (cheap next to the long reductions of those layers).
 
-Output channels past cout are zero weight rows, computed and never stored.
+Output channels past cout are zero weight rows, never stored; where the "cout" kernel runs
+through the scratch, a ragged last block runs a shorter tile of only its real rows instead
+(its broadcasts skip the zero rows), and kernels of up to 9 taps have the taps unrolled (the
+phase offsets become constant displacements).
 
 Input access. A 1x1, stride 1, unpadded conv reads x in place (a plain GEMM over p = h * w).
-Every other conv first copies each image into a zero-padded scratch split into stride phases:
+Every other conv first copies each image into a zero-padded scratch split into stride phases
+(each input row is vector-copied into a zero-padded row, and each phase row is one vector read of
+it with stride sw, so a stride-2 copy de-interleaves in vector code):
 phase (a, b) holds the padded input's rows a, a + sh, ... and columns b, b + sw, ..., as a plane
 of width Wph (at most OW + the largest column shift; less where a row's right padding can be the
 next row's leading zero columns, e.g. W + 1 for a 3x3 pad 1 stride 1 conv). Output pixel (oh, ow) then lives at q = oh * Wph + ow, and
@@ -219,20 +224,28 @@ def _scratch_fill(spec: Conv2dSpec, g: _Geom):
     nph_h, nph_w, hrows, wph, plane = g.nph_h, g.nph_w, g.hrows, g.wph, g.plane
     total = nph_h * nph_w * plane
 
+    # each input row goes (vector copy) into a zero-padded row tmp, tmp[pl + j] = x[.., j], from
+    # which phase b's plane row is the (vector, strided) read tmp[b + j * sw], j < Wph
+    TW = _ceil(max(pl + W, nph_w + wph * sw), LANES) * LANES
+
     @T.macro
     def fill(x, xs):
         for t in T.parallel(N * C):
+            tmp = T.alloc_buffer((TW,), "float32")
             for e in range(total // LANES):
                 for e1 in T.vectorized(LANES):
                     xs[t, e * LANES + e1] = T.float32(0)
+            for e in range(TW // LANES):
+                for e1 in T.vectorized(LANES):
+                    tmp[e * LANES + e1] = T.float32(0)
             for a in range(nph_h):
-                for bb in range(nph_w):
-                    for i in range(T.max(0, (pt - a + sh - 1) // sh),
-                                   T.min(hrows, (H - 1 + pt - a) // sh + 1)):
-                        for j in range(T.max(0, (pl - bb + sw - 1) // sw),
-                                       T.min(wph, (W - 1 + pl - bb) // sw + 1)):
-                            xs[t, (a * nph_w + bb) * plane + i * wph + j] = \
-                                x[t // C, t % C, a + i * sh - pt, bb + j * sw - pl]
+                for i in range(T.max(0, (pt - a + sh - 1) // sh),
+                               T.min(hrows, (H - 1 + pt - a) // sh + 1)):
+                    for j in T.vectorized(W):
+                        tmp[pl + j] = x[t // C, t % C, a + i * sh - pt, j]
+                    for bb in range(nph_w):
+                        for j in T.vectorized(wph):
+                            xs[t, (a * nph_w + bb) * plane + i * wph + j] = tmp[bb + j * sw]
 
     return fill, (N * C, total)
 
@@ -342,6 +355,28 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
     MB = min(plan.mb or NCB, NCB)  # channel blocks per weight block (kept in L2 over a task's tiles)
     NMB = _ceil(NCB, MB)
 
+    # the ragged last channel block runs a tile of only its MT rows (the packed weight keeps mr
+    # per step: the broadcasts skip the zero rows)
+    NCBF = NCB - 1 if ragged else NCB  # full channel blocks
+    MT = CO - NCBF * mr if ragged else 0
+    taps = T.unroll if KH * KW <= 9 else T.serial  # unrolled 3x3 taps: constant phase offsets
+
+    @T.macro
+    def tile(wp, xs, acc, ybuf, b, kb, it, cb, oh0, rows_):
+        for r in T.unroll(rows_):
+            for j in T.vectorized(nr):
+                acc[r, j] = T.Select(kb == 0, T.float32(0), ybuf[cb * mr + r, it * nr + j])
+        for ci in range(kb * KC, T.min(C, kb * KC + KC)):
+            for kh in taps(KH):
+                for kw in taps(KW):
+                    for r in T.unroll(rows_):
+                        for j in T.vectorized(nr):
+                            acc[r, j] = acc[r, j] + wp[cb, ci, kh, kw, r] * xs[
+                                b * C + ci, tap(spec, g, kh, kw) + oh0 * wph + it * nr + j]
+        for r in T.unroll(rows_):
+            for j in T.vectorized(nr):
+                ybuf[cb * mr + r, it * nr + j] = acc[r, j]
+
     @T.macro
     def body(x, wp, bias, rf, y):
         yf = T.decl_buffer((N, CO, Q), "float32", data=y.data)
@@ -356,22 +391,11 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
             for mb in range(NMB):
                 for kb in range(NKB):
                     for it in range((rows * wph + nr - 1) // nr):
-                        for cb in range(mb * MB, T.min(NCB, mb * MB + MB)):
-                            for r in T.unroll(mr):
-                                for j in T.vectorized(nr):
-                                    acc[r, j] = T.Select(kb == 0, T.float32(0),
-                                                         ybuf[cb * mr + r, it * nr + j])
-                            for ci in range(kb * KC, T.min(C, kb * KC + KC)):
-                                for kh in range(KH):
-                                    for kw in range(KW):
-                                        for r in T.unroll(mr):
-                                            for j in T.vectorized(nr):
-                                                acc[r, j] = acc[r, j] + wp[cb, ci, kh, kw, r] * xs[
-                                                    b * C + ci, tap(spec, g, kh, kw) + oh0 * wph
-                                                    + it * nr + j]
-                            for r in T.unroll(mr):
-                                for j in T.vectorized(nr):
-                                    ybuf[cb * mr + r, it * nr + j] = acc[r, j]
+                        for cb in range(mb * MB, T.min(NCBF, mb * MB + MB)):
+                            tile(wp, xs, acc, ybuf, b, kb, it, cb, oh0, mr)
+                        if MT > 0:
+                            if mb == NMB - 1:
+                                tile(wp, xs, acc, ybuf, b, kb, it, NCB - 1, oh0, MT)
             for co in range(CO):
                 for i in range(rows):
                     for j in T.vectorized(OW):

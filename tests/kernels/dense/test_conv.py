@@ -113,3 +113,9 @@ def test_supports_refuses():
         conv.primfunc(Conv2dSpec(1, 8, 8, 8, 8, (3, 3), groups=8))
     with pytest.raises(ValueError, match="weight shape"):
         conv.pack_weight(Conv2dSpec(1, 8, 8, 8, 4, (3, 3)), np.zeros((4, 8, 1, 1), np.float32))
+
+
+def test_ragged_tail_one_row_stride2():
+    # cout 7 = one 6-row block + a 1-row tail tile, stride 2 phases through the row-copy fill,
+    # reduction blocks, batch 2
+    run(Conv2dSpec(2, 10, 11, 9, 7, (3, 3), (2, 2), (1, 1, 1, 1), epilogue=EP), P("cout", 6, 2, chunk=2, kc=4))
