@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import tvm
-from tvm import relax
+from tvm import relax, s_tir
 
 OPAQUE = 8  # relax OpPatternKind kOpaque: FuseOps leaves the kernel alone
 
@@ -17,6 +17,11 @@ def as_kernel(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
     hwlat.lowering.tuning.tunable_tasks), unnamed until it is added to a module."""
     if func.attrs is not None and "global_symbol" in func.attrs:
         func = func.without_attr("global_symbol")
+    if len(func.params) == 2 and not isinstance(func.body, s_tir.SBlockRealize):
+        # a call_tir with one tensor input is asked whether it is a reshape
+        # (RewriteDataflowReshape), which requires the body to be a root block
+        root = s_tir.SBlockRealize([], True, s_tir.SBlock([], [], [], "root", func.body))
+        func = tvm.tirx.PrimFunc(func.params, root, func.ret_type, func.attrs)
     return func.with_attrs({"op_pattern": OPAQUE, "tirx.is_scheduled": True})
 
 

@@ -117,7 +117,6 @@ def test_a_small_budget_reaches_every_task():
 def test_tuning_skips_hwlats_hand_scheduled_kernels():
     """A conv with a constant weight becomes hwlat's dense kernel, which tuning leaves alone;
     the max pool next to it is still a task."""
-    import onnx
     from onnx import TensorProto, numpy_helper
     from onnx import helper as h
     from tvm.s_tir import meta_schedule as ms

@@ -18,6 +18,9 @@ ONNX `Clip` with constant bounds is imported as `relax.clip` (TVM's converter em
 `call_tir`s, which nothing can fuse); the pass runs after constant folding, so that ONNX's
 reshaped conv biases are constants.
 
+Also rewritten (reduce.py): `relax.nn.layer_norm` over the last axis with constant scale and
+shift, and `relax.mean` over the two spatial axes of an NCHW tensor (a global average pool).
+
 Each distinct spec gets one PrimFunc, shared by all its calls, marked opaque (`op_pattern` 8)
 and scheduled, so FuseOps leaves it alone and MetaSchedule does not tune it.
 """
@@ -40,11 +43,16 @@ from hwlat.lowering.custom import CustomOp, register_op
 
 _Constant = tvm.ir.expr.Constant  # relax.const(...)
 KERNEL_NAMES = {"conv": "hwlat_conv2d", "depthwise": "hwlat_depthwise_conv2d",
-                "matmul": "hwlat_matmul"}
+                "matmul": "hwlat_matmul", "layer_norm": "hwlat_layer_norm",
+                "mean_pool": "hwlat_mean_pool"}
 
 
-def kernel_module(spec: Conv2dSpec | MatmulSpec) -> tuple[str, ModuleType]:
+def kernel_module(spec) -> tuple[str, ModuleType]:
     """Which kernel computes the spec: (name, module)."""
+    if not isinstance(spec, Conv2dSpec | MatmulSpec):  # reduce.py's LayerNormSpec, MeanPoolSpec
+        from hwlat.kernels.dense import reduce
+
+        return ("layer_norm" if isinstance(spec, reduce.LayerNormSpec) else "mean_pool"), reduce
     if isinstance(spec, MatmulSpec):
         from hwlat.kernels.dense import matmul
 
@@ -58,7 +66,7 @@ def kernel_module(spec: Conv2dSpec | MatmulSpec) -> tuple[str, ModuleType]:
     return "conv", conv
 
 
-def why_not(spec: Conv2dSpec | MatmulSpec) -> str | None:
+def why_not(spec) -> str | None:
     """None when a dense kernel takes the spec, else the reason."""
     if isinstance(spec, Conv2dSpec) and spec.groups != 1 and not spec.depthwise:
         return f"grouped conv (groups {spec.groups}) that is not depthwise"
@@ -237,7 +245,51 @@ class _Rewriter(KernelRewriter):
         rules += [(c, functools.partial(self._matmul_rewrite, c, x, w)) for c in _chains(mm)]
         for chain, make in rules:
             func = rewrite_call(chain.pattern, make(*_bindings(func)), func)
-        return func
+        ln_x, gamma, beta = wildcard(), is_const(), is_const()
+        func = rewrite_call(is_op("relax.nn.layer_norm")(ln_x, gamma, beta),
+                            functools.partial(self._layer_norm_rewrite, ln_x, gamma, beta), func)
+        mean_x = wildcard()
+        return rewrite_call(is_op("relax.mean")(mean_x),
+                            functools.partial(self._mean_rewrite, mean_x), func)
+
+    def _layer_norm_rewrite(self, x, gamma, beta, call: relax.Call, m: dict) -> relax.Expr:
+        from hwlat.kernels.dense.reduce import LayerNormSpec
+
+        a = call.attrs
+        xs, g, b = static_f32_shape(m[x]), _const_array(m[gamma]), _const_array(m[beta])
+        if xs is None or g is None or b is None or not xs or not (a.center and a.scale):
+            return call
+        axes = [int(v) % len(xs) for v in a.axes]
+        dim = xs[-1]
+        if axes != [len(xs) - 1] or g.size != dim or b.size != dim:
+            return call
+        rows = int(np.prod(xs[:-1], dtype=np.int64))
+        spec = LayerNormSpec(rows, dim, float(a.epsilon))
+        if why_not(spec):
+            return call
+        self.count += 1
+        xin = m[x] if len(xs) == 2 else relax.op.reshape(m[x], (rows, dim))
+        out = relax.call_tir(self.kernel(spec), [xin, relax.const(g.reshape(-1)),
+                                                 relax.const(b.reshape(-1))],
+                             relax.TensorType((rows, dim), "float32"))
+        return out if len(xs) == 2 else relax.op.reshape(out, xs)
+
+    def _mean_rewrite(self, x, call: relax.Call, m: dict) -> relax.Expr:
+        """mean over the two spatial axes of an NCHW tensor (a global average pool)."""
+        from hwlat.kernels.dense.reduce import MeanPoolSpec
+
+        xs = static_f32_shape(m[x])
+        if xs is None or len(xs) != 4 or call.attrs.axis is None:
+            return call
+        if sorted(int(v) % 4 for v in call.attrs.axis) != [2, 3]:
+            return call
+        keep = bool(call.attrs.keepdims)
+        spec = MeanPoolSpec(*xs, keepdims=keep)
+        if why_not(spec):
+            return call
+        self.count += 1
+        shape = (xs[0], xs[1], 1, 1) if keep else (xs[0], xs[1])
+        return relax.call_tir(self.kernel(spec), [m[x]], relax.TensorType(shape, "float32"))
 
     def _operands(self, chain: _Chain, m: dict, out_shape: tuple[int, ...], bias_len: int):
         """(bias array or None, residual expr or None), or None when they do not fit."""

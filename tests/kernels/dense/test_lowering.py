@@ -276,3 +276,37 @@ def test_onnx_conv_hardswish_and_matmul_gelu_fuse_and_match_onnxruntime():
         ex = tvm.compile(make_pipeline("default", PipelineOptions(TARGET))(mod), target=TARGET)
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_layer_norm_and_spatial_mean_become_kernels_and_match_numpy():
+    """layer_norm over the last axis of a 3-D tensor (constant scale and shift) and a mean over
+    the spatial axes (keepdims both ways); a mean over the channels is left to TVM."""
+    gamma, beta = _f32(9), _f32(9)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 5, 9), "float32"))
+    p = relax.Var("p", relax.TensorType((2, 3, 4, 5), "float32"))
+    with bb.function("main", [x, p]):
+        with bb.dataflow():
+            ln = bb.emit(relax.op.nn.layer_norm(x, relax.const(gamma), relax.const(beta), axes=[-1],
+                                                epsilon=1e-5))
+            pool = bb.emit(relax.op.mean(p, axis=[2, 3], keepdims=True))
+            flat = bb.emit(relax.op.mean(p, axis=[-1, -2], keepdims=False))
+            chan = bb.emit(relax.op.mean(p, axis=[1], keepdims=False))
+            out = bb.emit_output(relax.Tuple([ln, pool, flat, chan]))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    calls = _calls(fuse_dense(mod))
+    assert calls["tir:hwlat_layer_norm"] == 1 and calls["tir:hwlat_mean_pool"] == 2, calls
+    assert calls["relax.mean"] == 1, calls
+    xv, pv = _f32(2, 5, 9) * 3 + 1, _f32(2, 3, 4, 5)
+    passes = make_pipeline("default", PipelineOptions(TARGET))
+    with TARGET:
+        ex = tvm.compile(passes(mod), target=TARGET)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xv), tvm.runtime.tensor(pv))
+    x64 = xv.astype(np.float64)
+    mu, var = x64.mean(-1, keepdims=True), x64.var(-1, keepdims=True)
+    np.testing.assert_allclose(got[0].numpy(), (x64 - mu) / np.sqrt(var + 1e-5) * gamma + beta,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[1].numpy(), pv.mean((2, 3), keepdims=True), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[2].numpy(), pv.mean((2, 3)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[3].numpy(), pv.mean(1), rtol=1e-5, atol=1e-6)
