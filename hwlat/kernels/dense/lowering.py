@@ -3,7 +3,8 @@ weights, with the ops after them fused into the kernel's store.
 
 Rewritten, before legalization, into one `call_tir` of a kernel of this package:
 
-    [act](conv2d(x, W) + b [+ r])      conv.py (groups 1) or depthwise.py (groups = channels)
+    [act](conv2d(x, W) + b [+ r])      conv.py (groups 1; winograd.py for the 3x3 stride-1
+                                       convs where it is faster) or depthwise.py (groups = channels)
     [act](matmul(x, W) + b [+ r])      matmul.py (leading axes of x flattened into rows)
 
 where W and b are constants, r has the output's shape (a residual; either operand order of
@@ -43,6 +44,7 @@ from hwlat.lowering.custom import CustomOp, register_op
 
 _Constant = tvm.ir.expr.Constant  # relax.const(...)
 KERNEL_NAMES = {"conv": "hwlat_conv2d", "depthwise": "hwlat_depthwise_conv2d",
+                "winograd": "hwlat_conv2d_winograd",
                 "matmul": "hwlat_matmul", "layer_norm": "hwlat_layer_norm",
                 "mean_pool": "hwlat_mean_pool"}
 
@@ -61,7 +63,10 @@ def kernel_module(spec) -> tuple[str, ModuleType]:
         from hwlat.kernels.dense import depthwise
 
         return "depthwise", depthwise
-    from hwlat.kernels.dense import conv
+    from hwlat.kernels.dense import conv, winograd
+
+    if winograd.preferred(spec):  # 3x3 stride-1 convs where F(2x2, 3x3) measured faster
+        return "winograd", winograd
 
     return "conv", conv
 

@@ -310,3 +310,21 @@ def test_layer_norm_and_spatial_mean_become_kernels_and_match_numpy():
     np.testing.assert_allclose(got[1].numpy(), pv.mean((2, 3), keepdims=True), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got[2].numpy(), pv.mean((2, 3)), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got[3].numpy(), pv.mean(1), rtol=1e-5, atol=1e-6)
+
+
+def test_3x3_stride1_conv_with_enough_channels_takes_winograd_and_matches_numpy():
+    w32, b32 = _f32(32, 32, 3, 3), _f32(32)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 32, 10, 9), "float32"))
+    r = relax.Var("r", relax.TensorType((1, 32, 10, 9), "float32"))
+    with bb.function("main", [x, r]):
+        with bb.dataflow():
+            y = _bias(bb, _conv(bb, x, w32), b32)
+            out = bb.emit_output(bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(y, r)))))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    assert _calls(fuse_dense(mod)) == {"tir:hwlat_conv2d_winograd": 1}
+    xv, rv = _f32(1, 32, 10, 9), _f32(1, 32, 10, 9)
+    spec = Conv2dSpec(1, 32, 10, 9, 32, (3, 3), padding=(1, 1, 1, 1), epilogue=Epilogue(True, True, "relu"))
+    want = conv2d_reference(spec, xv, w32, b32, rv)
+    np.testing.assert_allclose(_build_run(mod, xv, rv), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
