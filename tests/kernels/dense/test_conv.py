@@ -9,12 +9,11 @@ os.environ.setdefault("TVM_NUM_THREADS", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tvm  # noqa: E402
 
 from hwlat.kernels.dense import conv  # noqa: E402
-from hwlat.kernels.dense.reference import conv2d_reference  # noqa: E402
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue  # noqa: E402
 from hwlat.lowering.targets import make_target  # noqa: E402
+from tests.kernels.dense.conv_check import EPILOGUES, check_conv, epilogue_id  # noqa: E402
 
 TARGET = make_target(threads=2)
 P = conv.Plan
@@ -22,30 +21,16 @@ P = conv.Plan
 
 def run(spec: Conv2dSpec, plan: conv.Plan | None = None, seed: int = 0) -> None:
     assert conv.supports(spec) is None
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(spec.x_shape).astype(np.float32)
-    w = rng.standard_normal(spec.w_shape).astype(np.float32)
-    bias = rng.standard_normal(spec.cout).astype(np.float32)
-    res = rng.standard_normal(spec.y_shape).astype(np.float32)
-    ep = spec.epilogue
-    wp = conv.pack_weight(spec, w, plan)
-    assert wp.shape == conv.packed_weight_shape(spec, plan) and wp.flags.c_contiguous
-    func = conv.primfunc(spec, plan).with_attr("global_symbol", "conv")
-    ex = tvm.compile(tvm.IRModule({"conv": func}), target=TARGET)
-    args = [x, wp] + ([bias] if ep.bias else []) + ([res] if ep.residual else [])
-    y = tvm.runtime.tensor(np.full(spec.y_shape, np.nan, np.float32))
-    ex["conv"](*[tvm.runtime.tensor(a) for a in args], y)
-    ref = conv2d_reference(spec, x, w, bias, res)
-    scale = max(1.0, float(np.abs(ref).max()))
-    np.testing.assert_allclose(y.numpy(), ref, rtol=1e-4, atol=1e-4 * scale)
+
+    def pack(w):
+        wp = conv.pack_weight(spec, w, plan)
+        assert wp.shape == conv.packed_weight_shape(spec, plan)
+        return wp
+
+    check_conv(spec, pack, lambda: conv.primfunc(spec, plan), TARGET, seed)
 
 
-EPILOGUES = [Epilogue(bias=b, residual=r, activation=a, clip_min=-0.5, clip_max=2.0)
-             for b in (False, True) for r in (False, True) for a in ("none", "relu", "clip")] + \
-    [Epilogue(bias=True, residual=r, activation=a) for r in (False, True) for a in ("hardswish", "gelu")]
-
-
-@pytest.mark.parametrize("ep", EPILOGUES, ids=lambda e: f"b{int(e.bias)}r{int(e.residual)}{e.activation}")
+@pytest.mark.parametrize("ep", EPILOGUES, ids=epilogue_id)
 def test_epilogues(ep):
     # 3x3 pad 1 through the scratch (cout rows) and a 1x1 read in place, odd sizes, batch 2
     run(Conv2dSpec(2, 5, 9, 11, 7, (3, 3), (1, 1), (1, 1, 1, 1), epilogue=ep))

@@ -10,43 +10,27 @@ os.environ.setdefault("TVM_NUM_THREADS", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tvm  # noqa: E402
 
 from hwlat.kernels.dense import winograd  # noqa: E402
-from hwlat.kernels.dense.reference import conv2d_reference  # noqa: E402
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue  # noqa: E402
 from hwlat.lowering.targets import make_target  # noqa: E402
+from tests.kernels.dense.conv_check import EPILOGUES, check_conv, epilogue_id  # noqa: E402
 
 TARGET = make_target(threads=2)
 
 
 def run(spec: Conv2dSpec, cbg: int | None = None, seed: int = 0) -> None:
     assert winograd.supports(spec) is None
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(spec.x_shape).astype(np.float32)
-    w = rng.standard_normal(spec.w_shape).astype(np.float32)
-    bias = rng.standard_normal(spec.cout).astype(np.float32)
-    res = rng.standard_normal(spec.y_shape).astype(np.float32)
-    ep = spec.epilogue
-    wp = winograd.pack_weight(spec, w)
-    assert wp.shape == winograd.packed_weight_shape(spec) and wp.flags.c_contiguous
-    assert wp.dtype == np.float32
-    func = winograd.primfunc(spec, cbg).with_attr("global_symbol", "k")
-    ex = tvm.compile(tvm.IRModule({"k": func}), target=TARGET)
-    args = [x, wp] + ([bias] if ep.bias else []) + ([res] if ep.residual else [])
-    y = tvm.runtime.tensor(np.full(spec.y_shape, np.nan, np.float32))
-    ex["k"](*[tvm.runtime.tensor(a) for a in args], y)
-    ref = conv2d_reference(spec, x, w, bias, res)
-    scale = max(1.0, float(np.abs(ref).max()))
-    np.testing.assert_allclose(y.numpy(), ref, rtol=1e-4, atol=1e-4 * scale)
+
+    def pack(w):
+        wp = winograd.pack_weight(spec, w)
+        assert wp.shape == winograd.packed_weight_shape(spec)
+        return wp
+
+    check_conv(spec, pack, lambda: winograd.primfunc(spec, cbg), TARGET, seed)
 
 
-EPILOGUES = [Epilogue(bias=b, residual=r, activation=a, clip_min=-0.5, clip_max=2.0)
-             for b in (False, True) for r in (False, True) for a in ("none", "relu", "clip")] + \
-    [Epilogue(bias=True, residual=r, activation=a) for r in (False, True) for a in ("hardswish", "gelu")]
-
-
-@pytest.mark.parametrize("ep", EPILOGUES, ids=lambda e: f"b{int(e.bias)}r{int(e.residual)}{e.activation}")
+@pytest.mark.parametrize("ep", EPILOGUES, ids=epilogue_id)
 def test_epilogues(ep):
     # batch 2, odd output (9 x 11: clipped last tile row and column), ragged channels
     run(Conv2dSpec(2, 5, 9, 11, 7, (3, 3), (1, 1), (1, 1, 1, 1), epilogue=ep))
