@@ -21,53 +21,26 @@ os.environ["TVM_NUM_THREADS"] = "1"  # before TVM's thread pool starts
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import tvm  # noqa: E402
-from onnx import TensorProto, helper  # noqa: E402
+from dense_conv import model_specs as conv_specs  # noqa: E402  (the sibling benchmark)
+from dense_conv import ort_session, per_call  # noqa: E402
 
 from hwlat.kernels.dense import conv, winograd  # noqa: E402
-from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue  # noqa: E402
+from hwlat.kernels.dense.spec import Conv2dSpec  # noqa: E402
 from hwlat.lowering.targets import make_target  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def model_specs(models: list[str]) -> list[tuple[str, Conv2dSpec]]:
-    shapes = json.loads((ROOT / "build" / "dense_shapes.json").read_text())
-    seen, out = set(), []
-    for model in models:
-        for c in shapes[model]["conv"]:
-            spec = Conv2dSpec(1, c["cin"], *c["hw"], c["cout"], tuple(c["k"]), tuple(c["stride"]),
-                              tuple(c["pads"]), groups=c["groups"], epilogue=Epilogue(bias=True))
-            if winograd.supports(spec) is None and spec not in seen:
-                seen.add(spec)
-                out.append((model, spec))
-    return out
+    """The models' distinct convs that the Winograd kernel takes."""
+    return [(m, spec) for m, spec in conv_specs(models) if winograd.supports(spec) is None]
 
 
 def label(spec: Conv2dSpec) -> str:
     return f"{spec.cin}x{spec.height}x{spec.width}->{spec.cout} p{spec.padding[0]}"
-
-
-def ort_session(spec: Conv2dSpec, w: np.ndarray, b: np.ndarray):
-    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=list(spec.kernel),
-                            strides=list(spec.stride), pads=list(spec.padding),
-                            dilations=list(spec.dilation))
-    graph = helper.make_graph(
-        [node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, spec.x_shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, spec.y_shape)],
-        [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel()),
-         helper.make_tensor("b", TensorProto.FLOAT, b.shape, b.ravel())])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def tvm_call(module, spec: Conv2dSpec, w: np.ndarray, b: np.ndarray, x: np.ndarray, target, **kw):
@@ -81,16 +54,6 @@ def tvm_call(module, spec: Conv2dSpec, w: np.ndarray, b: np.ndarray, x: np.ndarr
         f(*args, y)
 
     return run, y
-
-
-def per_call(fn, min_time: float) -> float:
-    n, start = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        el = time.perf_counter() - start
-        if el >= min_time:
-            return el / n
 
 
 def bench(spec: Conv2dSpec, target, rounds: int, min_time: float, **kw):
