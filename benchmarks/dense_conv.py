@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/dense_conv.py [--models resnet18,mobilenet_v2] [--rounds 7]
         [--min-time 0.2] [--filter 3x3]
 
-Every groups == 1 conv of the models in build/dense_shapes.json (batch 1, with bias, no
+Every groups == 1 conv of the models in build/dense_shapes.json (benchmarks/dense_shapes.py) (batch 1, with bias, no
 activation), each shape once. Per shape: a one-node ONNX Conv (with B) in an onnxruntime session
 (intra/inter op threads 1) and the compiled TIR kernel (TVM_NUM_THREADS=1), outputs checked
 against each other, then timed interleaved: each round runs each contestant back to back for at
@@ -19,13 +19,13 @@ os.environ["TVM_NUM_THREADS"] = "1"  # before TVM's thread pool starts
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import tvm  # noqa: E402
+from dense_shapes import load_shapes  # noqa: E402  (build/dense_shapes.json, written on first use)
 from onnx import TensorProto, helper  # noqa: E402
 
 from hwlat.kernels.dense import conv  # noqa: E402
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def model_specs(models: list[str]) -> list[tuple[str, Conv2dSpec]]:
-    shapes = json.loads((ROOT / "build" / "dense_shapes.json").read_text())
+    shapes = load_shapes()
     seen, out = set(), []
     for model in models:
         for c in shapes[model]["conv"]:

@@ -20,7 +20,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -30,6 +29,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import tvm  # noqa: E402
+from dense_shapes import load_shapes  # noqa: E402  (build/dense_shapes.json, written on first use)
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from hwlat.kernels.dense import depthwise  # noqa: E402
@@ -41,7 +41,7 @@ TARGET = make_target(threads=1)
 
 
 def model_specs(models: list[str], epilogue: Epilogue) -> list[tuple[str, Conv2dSpec, int]]:
-    shapes = json.loads((ROOT / "build" / "dense_shapes.json").read_text())
+    shapes = load_shapes()
     out = []
     for model in models:
         for c in shapes[model]["conv"]:
