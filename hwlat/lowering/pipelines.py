@@ -42,7 +42,7 @@ def _is_gpu(target: tvm.target.Target) -> bool:
     return "gpu" in target.keys
 
 
-def _attention(o: PipelineOptions) -> list[tvm.transform.Pass]:
+def _kernel_rewrites(o: PipelineOptions) -> list[tvm.transform.Pass]:
     """hwlat's kernel rewrites, first in every pipeline, where they apply: the kernels are CPU
     code (llvm targets) and replace high-level ops, so they run before legalization. The dense
     rewrite runs after constant folding, which makes ONNX's reshaped biases constants."""
@@ -66,11 +66,11 @@ def _lower(o: PipelineOptions) -> tvm.transform.Pass:
 
 
 def _build(o: PipelineOptions) -> tvm.transform.Pass:
-    return tvm.transform.Sequential([*_attention(o), _lower(o)], name="hwlat.default")
+    return tvm.transform.Sequential([*_kernel_rewrites(o), _lower(o)], name="hwlat.default")
 
 
 def _zero(o: PipelineOptions) -> tvm.transform.Pass:
-    return tvm.transform.Sequential([*_attention(o), relax.get_pipeline("zero"), _lower(o)],
+    return tvm.transform.Sequential([*_kernel_rewrites(o), relax.get_pipeline("zero"), _lower(o)],
                                     name="hwlat.zero")
 
 
@@ -78,7 +78,7 @@ def tuning_prefix(o: PipelineOptions) -> tvm.transform.Pass:
     """What static_shape_tuning does before tuning: the module whose fused ops are its tasks
     (and the workloads its database records)."""
     return tvm.transform.Sequential([
-        *_attention(o),
+        *_kernel_rewrites(o),
         relax.transform.DecomposeOpsForInference(),
         relax.transform.CanonicalizeBindings(),
         relax.get_pipeline("zero"),
