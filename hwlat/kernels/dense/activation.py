@@ -1,4 +1,5 @@
-"""The activations a dense kernel fuses into its store, as TIR expressions that LLVM vectorises
+"""What the dense kernels share in TIR: the parameter list of their epilogue (`epilogue_params`)
+and the activations they fuse into their store, as TIR expressions that LLVM vectorises
 (no calls into libm): relu, clip, hardswish and gelu (erf form).
 
 gelu(v) = v/2 (1 + erf(v / sqrt 2)), with erf from Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7;
@@ -47,3 +48,11 @@ def activate(v, ep: Epilogue):
     if ep.activation == "gelu":
         return _gelu(v)
     return v
+
+
+def epilogue_params(func: tirx.PrimFunc, ep: Epilogue) -> tirx.PrimFunc:
+    """A kernel written with all five parameters (x, w, bias, residual, y), with those the
+    epilogue does not have dropped; its body reads bias and residual only when the epilogue has
+    them (TVM 0.27's PrimFunc has no buffer map, so the parameter list is all there is)."""
+    keep = [0, 1] + ([2] if ep.bias else []) + ([3] if ep.residual else []) + [4]
+    return tirx.PrimFunc([func.params[i] for i in keep], func.body, func.ret_type, func.attrs)

@@ -46,7 +46,7 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
-from hwlat.kernels.dense.activation import activate
+from hwlat.kernels.dense.activation import activate, epilogue_params
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue
 
 LANES = 8  # fp32 lanes of one AVX2 register
@@ -488,29 +488,19 @@ def _entry(body, spec: Conv2dSpec, w_shape) -> tirx.PrimFunc:
     q_shape = (spec.batch, spec.cout, spec.out_height * spec.out_width)  # y with flat pixels
     attrs = {"tirx.noalias": True, "tirx.is_scheduled": True}
     f32 = "float32"
-    if spec.epilogue.bias and spec.epilogue.residual:
+    # written with all five parameters (dropped below where the epilogue has no bias or
+    # residual); the residual is viewed with flat pixels, so it exists only where it is passed
+    if spec.epilogue.residual:
         @T.prim_func(s_tir=True, private=True)
         def conv2d(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), bias: T.Buffer(b_shape, f32),
                    residual: T.Buffer(y_shape, f32), y: T.Buffer(y_shape, f32)):
             T.func_attr(attrs)
             rf = T.decl_buffer(q_shape, f32, data=residual.data)
             body(x, w, bias, rf, y)
-    elif spec.epilogue.bias:
-        @T.prim_func(s_tir=True, private=True)
-        def conv2d(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), bias: T.Buffer(b_shape, f32),
-                   y: T.Buffer(y_shape, f32)):
-            T.func_attr(attrs)
-            body(x, w, bias, None, y)
-    elif spec.epilogue.residual:
-        @T.prim_func(s_tir=True, private=True)
-        def conv2d(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32),
-                   residual: T.Buffer(y_shape, f32), y: T.Buffer(y_shape, f32)):
-            T.func_attr(attrs)
-            rf = T.decl_buffer(q_shape, f32, data=residual.data)
-            body(x, w, None, rf, y)
     else:
         @T.prim_func(s_tir=True, private=True)
-        def conv2d(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), y: T.Buffer(y_shape, f32)):
+        def conv2d(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), bias: T.Buffer(b_shape, f32),
+                   residual: T.Buffer(y_shape, f32), y: T.Buffer(y_shape, f32)):
             T.func_attr(attrs)
-            body(x, w, None, None, y)
-    return conv2d
+            body(x, w, bias, None, y)
+    return epilogue_params(conv2d, spec.epilogue)

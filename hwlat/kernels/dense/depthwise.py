@@ -33,7 +33,7 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
-from hwlat.kernels.dense.activation import activate
+from hwlat.kernels.dense.activation import activate, epilogue_params
 from hwlat.kernels.dense.spec import Conv2dSpec
 
 VECTOR_LANES = 8  # float32 lanes of an AVX2 register
@@ -207,5 +207,4 @@ def primfunc(spec: Conv2dSpec, tile: Tile | None = None) -> tirx.PrimFunc:
                                                     (t * per_task + pl) % C, rb * R + r,
                                                     CB * V + u * L + j, b, res)
 
-    keep = [0, 1] + ([2] if has_bias else []) + ([3] if has_res else []) + [4]
-    return tirx.PrimFunc([dw.params[i] for i in keep], dw.body, dw.ret_type, dw.attrs)
+    return epilogue_params(dw, ep)

@@ -26,7 +26,7 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
-from hwlat.kernels.dense.activation import activate
+from hwlat.kernels.dense.activation import activate, epilogue_params
 from hwlat.kernels.dense.spec import Epilogue, MatmulSpec
 
 NR = 16  # output columns of a panel / register tile (two AVX2 vectors of 8 floats)
@@ -206,35 +206,14 @@ def _gemv(spec: MatmulSpec) -> tirx.PrimFunc:
 
 def _entry(body, spec: MatmulSpec, w_shape) -> tirx.PrimFunc:
     """The PrimFunc (x, w, [bias], [residual], y) that runs the macro `body(x, w, bias, residual,
-    y)` (None for a bias or residual the epilogue does not have)."""
+    y)`, which reads bias and residual only when the epilogue has them."""
     x_shape, y_shape = spec.x_shape, spec.y_shape
-    bias_shape = (spec.n,) if spec.epilogue.bias else None
-    res_shape = y_shape if spec.epilogue.residual else None
-    attrs = {"tirx.noalias": True, "tirx.is_scheduled": True}
     f32 = "float32"
-    if bias_shape is not None and res_shape is not None:
-        @T.prim_func(s_tir=True, private=True)
-        def kernel(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32),
-                   bias: T.Buffer(bias_shape, f32), residual: T.Buffer(res_shape, f32),
-                   y: T.Buffer(y_shape, f32)):
-            T.func_attr(attrs)
-            body(x, w, bias, residual, y)
-    elif bias_shape is not None:
-        @T.prim_func(s_tir=True, private=True)
-        def kernel(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32),
-                   bias: T.Buffer(bias_shape, f32), y: T.Buffer(y_shape, f32)):
-            T.func_attr(attrs)
-            body(x, w, bias, None, y)
-    elif res_shape is not None:
-        @T.prim_func(s_tir=True, private=True)
-        def kernel(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32),
-                   residual: T.Buffer(res_shape, f32), y: T.Buffer(y_shape, f32)):
-            T.func_attr(attrs)
-            body(x, w, None, residual, y)
-    else:
-        @T.prim_func(s_tir=True, private=True)
-        def kernel(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32),
-                   y: T.Buffer(y_shape, f32)):
-            T.func_attr(attrs)
-            body(x, w, None, None, y)
-    return kernel
+
+    @T.prim_func(s_tir=True, private=True)
+    def kernel(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), bias: T.Buffer((spec.n,), f32),
+               residual: T.Buffer(y_shape, f32), y: T.Buffer(y_shape, f32)):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        body(x, w, bias, residual, y)
+
+    return epilogue_params(kernel, spec.epilogue)

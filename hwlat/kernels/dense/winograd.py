@@ -34,7 +34,7 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
-from hwlat.kernels.dense.activation import activate
+from hwlat.kernels.dense.activation import activate, epilogue_params
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue
 
 MR = 6  # output channels of the register tile (broadcast)
@@ -268,32 +268,15 @@ def primfunc(spec: Conv2dSpec, cbg: int | None = None) -> tirx.PrimFunc:
 
 
 def _entry(body, spec: Conv2dSpec, w_shape) -> tirx.PrimFunc:
-    """The PrimFunc (x, w, [bias], [residual], y) running `body(x, w, bias, residual, y)`."""
+    """The PrimFunc (x, w, [bias], [residual], y) running `body(x, w, bias, residual, y)`, which
+    reads bias and residual only when the epilogue has them."""
     x_shape, y_shape = spec.x_shape, spec.y_shape
-    b_shape = (spec.cout,)
-    attrs = {"tirx.noalias": True, "tirx.is_scheduled": True}
     f32 = "float32"
-    if spec.epilogue.bias and spec.epilogue.residual:
-        @T.prim_func(s_tir=True, private=True)
-        def winograd(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), bias: T.Buffer(b_shape, f32),
-                     residual: T.Buffer(y_shape, f32), y: T.Buffer(y_shape, f32)):
-            T.func_attr(attrs)
-            body(x, w, bias, residual, y)
-    elif spec.epilogue.bias:
-        @T.prim_func(s_tir=True, private=True)
-        def winograd(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), bias: T.Buffer(b_shape, f32),
-                     y: T.Buffer(y_shape, f32)):
-            T.func_attr(attrs)
-            body(x, w, bias, None, y)
-    elif spec.epilogue.residual:
-        @T.prim_func(s_tir=True, private=True)
-        def winograd(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32),
-                     residual: T.Buffer(y_shape, f32), y: T.Buffer(y_shape, f32)):
-            T.func_attr(attrs)
-            body(x, w, None, residual, y)
-    else:
-        @T.prim_func(s_tir=True, private=True)
-        def winograd(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), y: T.Buffer(y_shape, f32)):
-            T.func_attr(attrs)
-            body(x, w, None, None, y)
-    return winograd
+
+    @T.prim_func(s_tir=True, private=True)
+    def winograd(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), bias: T.Buffer((spec.cout,), f32),
+                 residual: T.Buffer(y_shape, f32), y: T.Buffer(y_shape, f32)):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        body(x, w, bias, residual, y)
+
+    return epilogue_params(winograd, spec.epilogue)
