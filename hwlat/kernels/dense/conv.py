@@ -280,16 +280,16 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
     fill, xs_shape = (None, None) if direct else _scratch_fill(spec, g)
 
     @T.macro
-    def mac(src, wp, acc, b, cb, q0):
-        # acc[r, j] = sum over (ci, kh, kw) of w[cb * mr + r] * input of pixel q0 + j
+    def mac(src, wp, acc, b, cb, q0, width):
+        # acc[r, j] = sum over (ci, kh, kw) of w[cb * mr + r] * input of pixel q0 + j, j < width
         for r in T.unroll(mr):
-            for j in T.vectorized(nr):
+            for j in T.vectorized(width):
                 acc[r, j] = T.float32(0)
         for ci in range(C):
             for kh in range(KH):
                 for kw in range(KW):
                     for r in T.unroll(mr):
-                        for j in T.vectorized(nr):
+                        for j in T.vectorized(width):
                             if direct:
                                 acc[r, j] = acc[r, j] + wp[cb, ci, kh, kw, r] * src[b, ci, q0 + j]
                             else:
@@ -306,6 +306,7 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
     if dense:
         NFT = Q // nr  # full pixel tiles per image
         TAIL = Q - NFT * nr
+        NT = LANES if TAIL <= LANES else nr  # tail tile width: one vector where that covers it
         CH = plan.chunk
         NCH = _ceil(NFT, CH)
         NCH1 = max(NCH, 1)  # (no full tile: the loop below is empty)
@@ -326,29 +327,29 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
                 if co_outer:
                     for cb in range(NCB):
                         for it in range(T.min(CH, NFT - c * CH)):
-                            mac(src, wp, acc, b, cb, (c * CH + it) * nr)
+                            mac(src, wp, acc, b, cb, (c * CH + it) * nr, nr)
                             store(acc, bias, rf, yf, b, cb, (c * CH + it) * nr, nr)
                 else:
                     for it in range(T.min(CH, NFT - c * CH)):
                         for cb in range(NCB):
-                            mac(src, wp, acc, b, cb, (c * CH + it) * nr)
+                            mac(src, wp, acc, b, cb, (c * CH + it) * nr, nr)
                             store(acc, bias, rf, yf, b, cb, (c * CH + it) * nr, nr)
             if TAIL > 0:
                 for b in T.parallel(N):
                     acc = T.alloc_buffer((mr, nr), "float32", scope="local")
                     if direct:
                         # the last pixels, zero-padded to a whole tile (x itself ends there)
-                        xt = T.alloc_buffer((N, C, nr), "float32")
+                        xt = T.alloc_buffer((N, C, NT), "float32")
                         for ci in range(C):
-                            for j in range(nr):
+                            for j in range(NT):
                                 xt[b, ci, j] = T.if_then_else(
                                     j < TAIL, xf[b, ci, T.min(NFT * nr + j, Q - 1)], T.float32(0))
                         for cb in range(NCB):
-                            mac(xt, wp, acc, b, cb, 0)
+                            mac(xt, wp, acc, b, cb, 0, NT)
                             store(acc, bias, rf, yf, b, cb, NFT * nr, TAIL)
                     else:
                         for cb in range(NCB):
-                            mac(src, wp, acc, b, cb, NFT * nr)
+                            mac(src, wp, acc, b, cb, NFT * nr, NT)
                             store(acc, bias, rf, yf, b, cb, NFT * nr, TAIL)
 
         return body
