@@ -422,7 +422,6 @@ def _body_pixels(spec: Conv2dSpec, plan: Plan, g: _Geom):
     NCB = _ceil(CO, nr)
     ragged = CO % nr != 0
     ep = spec.epilogue
-    fin = _finish
     tap = _tap_offset
     direct, dense, wph = g.direct, g.dense, g.wph
     QV = OH * wph  # q positions holding outputs (some dropped when wph > OW)
@@ -438,9 +437,15 @@ def _body_pixels(spec: Conv2dSpec, plan: Plan, g: _Geom):
     # no change). Not with a single pixel tile (a GEMV reads its weight in order; prefetching
     # ahead of it measured 10-35 % slower)
     PREFETCH = NPT > 1 and NCB > 1
-    # without a residual (which is strided along the vector's channels) the epilogue runs on
-    # the accumulator vectors before the scalar stores: 6-10 % off 7x7 layers with hardswish/clip
-    VEC_EP = not ep.residual
+    # the epilogue as far as the vector lanes allow (6-10 % off 7x7 layers with hardswish or
+    # clip, against all of it at the scalar stores)
+    def vec_ep(v, bias, co):
+        if ep.bias:
+            v = v + bias[co]
+        return v if ep.residual else activate(v, ep)
+
+    def store_ep(v, res, b, co, p):
+        return activate(v + res[b, co, p], ep) if ep.residual else v
 
     @T.macro
     def body(x, wp, bias, rf, y):
@@ -485,20 +490,19 @@ def _body_pixels(spec: Conv2dSpec, plan: Plan, g: _Geom):
                                                     b * C + ci, tap(spec, g, kh, kw) + pt * mr + r] \
                                                     * wp[cb, ci, kh, kw, j]
                         if kb == NKB - 1:
-                            if VEC_EP:
-                                # bias and activation on the accumulator vectors (bias runs
-                                # along the vector's channels); the stores stay scalar
-                                for r in T.unroll(mr):
-                                    for j in T.vectorized(nr):
-                                        acc[r, j] = fin(acc[r, j], ep, bias, None, b,
-                                                        T.min(cb * nr + j, CO - 1), 0)
+                            # bias (and, without a residual, the activation) on the
+                            # accumulator vectors, whose lanes are channels; the stores are
+                            # scalar, the residual (strided along the channels) added there
+                            for r in T.unroll(mr):
+                                for j in T.vectorized(nr):
+                                    acc[r, j] = vec_ep(acc[r, j], bias, T.min(cb * nr + j, CO - 1))
                             for r in T.unroll(mr):
                                 if pt * mr + r < QV and (dense or (pt * mr + r) % wph < OW):
                                     for j in range(nr):
                                         if not ragged or cb * nr + j < CO:
                                             yf[b, cb * nr + j, (pt * mr + r) // wph * OW
-                                               + (pt * mr + r) % wph] = acc[r, j] if VEC_EP else fin(
-                                                acc[r, j], ep, bias, rf, b, cb * nr + j,
+                                               + (pt * mr + r) % wph] = store_ep(
+                                                acc[r, j], rf, b, cb * nr + j,
                                                 (pt * mr + r) // wph * OW + (pt * mr + r) % wph)
                         else:
                             for r in T.unroll(mr):
