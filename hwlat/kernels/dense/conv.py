@@ -154,11 +154,12 @@ def default_plan(spec: Conv2dSpec) -> Plan:
     g = _geom(spec, Plan("cout", mr, 2))
     if g.dense:
         if pixels >= 3136:
-            # large maps (56x56 and up): each channel block runs over 16 pixel tiles before the
-            # next, so the output is written in 1 KB runs per channel instead of 64 bytes in
-            # each of cout streams at once (in-model, 1 thread: ~1 % off OFA and MobileNetV2;
-            # isolated, 24->24 at 112x112 with its weights and output flushed: 0.73 -> 0.37 ms)
-            return Plan("cout", mr, 2, chunk=16, co_outer=True)
+            # large maps (56x56 and up): each channel block runs over 16 (112x112 and up: 32)
+            # pixel tiles before the next, so the output is written in 1-2 KB runs per channel
+            # instead of 64 bytes in each of cout streams at once (in-model, 1 thread: ~1 % off
+            # OFA and MobileNetV2; isolated, 24->24 at 112x112 with its weights and output
+            # flushed: 0.83 -> 0.35 ms)
+            return Plan("cout", mr, 2, chunk=32 if pixels >= 12544 else 16, co_outer=True)
         return Plan("cout", mr, 2, chunk=128)
     # reduction blocks: the rows a 16-pixel tile reads of kc channels (two cache lines per
     # distinct phase row of the taps) stay in L1 (~16 KB) across the channel blocks
