@@ -281,12 +281,17 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
     fill, xs_shape = (None, None) if direct else _scratch_fill(spec, g)
 
     @T.macro
-    def mac(src, wp, acc, b, cb, q0, width):
+    def mac(src, wp, acc, b, cb, q0, width, pf):
         # acc[r, j] = sum over (ci, kh, kw) of w[cb * mr + r] * input of pixel q0 + j, j < width
         for r in T.unroll(mr):
             for j in T.vectorized(width):
                 acc[r, j] = T.float32(0)
         for ci in range(C):
+            if pf:
+                T.evaluate(T.call_llvm_intrin(
+                    "void", "llvm.prefetch.p0",
+                    T.address_of(wp[T.min(cb + 1, NCB - 1), ci, 0, 0, 0]),
+                    T.int32(0), T.int32(3), T.int32(1)))
             for kh in range(KH):
                 for kw in range(KW):
                     for r in T.unroll(mr):
@@ -304,6 +309,10 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
                 for j in T.vectorized(width):
                     yf[b, cb * mr + r, q0 + j] = fin(acc[r, j], ep, bias, res, b, cb * mr + r, q0 + j)
 
+    # the first pixel tile of a task, which reads the weight from memory (the later ones find it
+    # in L2), prefetches the next channel block's rows: isolated 14x14 layers with a cold weight
+    # ~3 % faster, OFA in-model 1-3 % (prefetching in every tile measured up to 2x slower)
+    PF_FIRST = NCB > 1
     if dense:
         NFT = Q // nr  # full pixel tiles per image
         TAIL = Q - NFT * nr
@@ -328,13 +337,18 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
                 if co_outer:
                     for cb in range(NCB):
                         for it in range(T.min(CH, NFT - c * CH)):
-                            mac(src, wp, acc, b, cb, (c * CH + it) * nr, nr)
+                            mac(src, wp, acc, b, cb, (c * CH + it) * nr, nr, False)
                             store(acc, bias, rf, yf, b, cb, (c * CH + it) * nr, nr)
                 else:
                     for it in range(T.min(CH, NFT - c * CH)):
-                        for cb in range(NCB):
-                            mac(src, wp, acc, b, cb, (c * CH + it) * nr, nr)
-                            store(acc, bias, rf, yf, b, cb, (c * CH + it) * nr, nr)
+                        if PF_FIRST and it == 0:
+                            for cb in range(NCB):
+                                mac(src, wp, acc, b, cb, (c * CH + it) * nr, nr, PF_FIRST)
+                                store(acc, bias, rf, yf, b, cb, (c * CH + it) * nr, nr)
+                        else:
+                            for cb in range(NCB):
+                                mac(src, wp, acc, b, cb, (c * CH + it) * nr, nr, False)
+                                store(acc, bias, rf, yf, b, cb, (c * CH + it) * nr, nr)
             if TAIL > 0:
                 for b in T.parallel(N):
                     acc = T.alloc_buffer((mr, nr), "float32", scope="local")
@@ -346,11 +360,11 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
                                 xt[b, ci, j] = T.if_then_else(
                                     j < TAIL, xf[b, ci, T.min(NFT * nr + j, Q - 1)], T.float32(0))
                         for cb in range(NCB):
-                            mac(xt, wp, acc, b, cb, 0, NT)
+                            mac(xt, wp, acc, b, cb, 0, NT, False)
                             store(acc, bias, rf, yf, b, cb, NFT * nr, TAIL)
                     else:
                         for cb in range(NCB):
-                            mac(src, wp, acc, b, cb, NFT * nr, NT)
+                            mac(src, wp, acc, b, cb, NFT * nr, NT, False)
                             store(acc, bias, rf, yf, b, cb, NFT * nr, TAIL)
 
         return body
