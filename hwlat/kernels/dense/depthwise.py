@@ -18,9 +18,8 @@ q*sw + p), so that every tap of a tile of output columns is one contiguous vecto
 wide and as tall as the output rounded up to whole tiles (plus the taps' reach), so the hot loop
 has no bounds checks; only the padding border, which no plane writes, stays zero between
 planes. Per plane and row tile: the input rows that tile is the first to read are copied into
-the scratch (so they are still in L1 when read) in vector code: a row straight into place at
-stride 1; at larger strides into a zero-padded row, whose phases are strided vector reads (the
-copy was scalar, up to half the kernel's time); then each rows x cols register tile of outputs
+the scratch (so they are still in L1 when read; narrow stride-1 rows as one vector store each),
+then each rows x cols register tile of outputs
 (cols a multiple of 8 lanes; `Tile`, `default_tile`) accumulates all taps with vector FMAs,
 input rows streamed (each vector loaded once, multiplied into every output row that reads it,
 the taps broadcast from the packed weight), and is stored through the epilogue: rows past the
@@ -119,9 +118,10 @@ def primfunc(spec: Conv2dSpec, tile: Tile | None = None) -> tirx.PrimFunc:
     HS = (NRB * R - 1) * SH + KH  # padded rows read
     WQ = NCB * V + (KW - 1) // SW  # columns of each phase
     ROWS_IN = max(0, min(H, HS - PT))  # input rows that land in the scratch
-    # strided: each input row is vector-copied into a zero-padded row (tmp[PL + j] = x[.., j]),
-    # whose phase p is the strided vector read tmp[q * SW + p] (de-interleaved in vector code)
-    TW = _ceil(max(WQ * SW, PL + W), L) * L
+    # narrow stride-1 rows are copied as one vector store each: the loop over a short row was
+    # half the kernel's time at 28x28 and 14x14 (0.07 against 0.11 ms for C144 28x28); rows of
+    # 64 and more, and strided rows, keep the loop (measured faster there)
+    VEC_COPY = SW == 1 and W < 64
     NI = (R - 1) * SH + KH  # padded rows one row tile reads
     NC = N * C
     per_task = max(1, min(_ceil(TASK_OUTPUTS, OH * OW), _ceil(NC, MIN_TASKS)))
@@ -148,28 +148,28 @@ def primfunc(spec: Conv2dSpec, tile: Tile | None = None) -> tirx.PrimFunc:
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
         for t in T.parallel(TASKS):
             sc = T.alloc_buffer((SW, HS, WQ), f32)
-            tmp = T.alloc_buffer((TW,), f32)
             for p in range(SW):
                 for i in range(HS):
                     for q in T.vectorized(WQ):
                         sc[p, i, q] = T.float32(0)
-            for q in T.vectorized(TW):
-                tmp[q] = T.float32(0)
             for pl in range(T.min(per_task, NC - t * per_task)):
                 for rb in range(NRB):
-                    # the input rows this row tile is the first to read, vector copies
-                    for ih in range(T.max(0, rows_end(rb) - PT), T.min(ROWS_IN, rows_end(rb + 1) - PT)):
-                        if SW == 1:
+                    # the input rows this row tile is the first to read
+                    if VEC_COPY:  # one vector store per row
+                        for ih in range(T.max(0, rows_end(rb) - PT),
+                                        T.min(ROWS_IN, rows_end(rb + 1) - PT)):
                             for j in T.vectorized(W):
                                 sc[0, ih + PT, PL + j] = x[(t * per_task + pl) // C,
                                                            (t * per_task + pl) % C, ih, j]
-                        else:
-                            for j in T.vectorized(W):
-                                tmp[PL + j] = x[(t * per_task + pl) // C,
-                                                (t * per_task + pl) % C, ih, j]
-                            for p in T.unroll(SW):
-                                for q in T.vectorized(WQ):
-                                    sc[p, ih + PT, q] = tmp[q * SW + p]
+                    else:  # by phase, a loop LLVM vectorises
+                        for p in T.unroll(SW):
+                            for ih in range(T.max(0, rows_end(rb) - PT),
+                                            T.min(ROWS_IN, rows_end(rb + 1) - PT)):
+                                for q in range(T.max(0, (PL - p + SW - 1) // SW),
+                                               T.min(WQ, (W - 1 + PL - p) // SW + 1)):
+                                    sc[p, ih + PT, q] = x[(t * per_task + pl) // C,
+                                                          (t * per_task + pl) % C, ih,
+                                                          q * SW + p - PL]
                     for cb in range(NCB):
                         # R x V outputs at (rb*R, cb*V); each vector of padded row i is
                         # loaded once and multiplies into every output row r that reads it
