@@ -43,8 +43,11 @@ def device(name: str, runner: str) -> DeviceSpec:
 
 
 # the tracker runs the way `hwlat rpc tracker` runs it: in the foreground until Ctrl-C
+# (SIGINT as a terminal's foreground process has it: a test run started in the background,
+# `(make test &)`, passes SIGINT down ignored, and the tracker then never sees the Ctrl-C)
 FOREGROUND = """
 import faulthandler, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 faulthandler.register(signal.SIGUSR1)  # the teardown asks for its stacks if it hangs
 from hwlat.devices import load_device, rpc
 proc = rpc.start_tracker(port=int(sys.argv[1]), timeout=150)
@@ -77,7 +80,7 @@ def farm():
         fg.send_signal(signal.SIGINT)  # Ctrl-C
         try:
             fg.wait(30)
-        except subprocess.TimeoutExpired:  # seen once in a fresh-clone run; not reproduced
+        except subprocess.TimeoutExpired:
             fg.send_signal(signal.SIGUSR1)  # its Python stacks, to the captured stderr
             time.sleep(2)
             fg.kill()
