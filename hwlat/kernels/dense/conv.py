@@ -32,6 +32,9 @@ than the stride) the "cout" kernel stores its tiles into a per-task scratch over
 which the epilogue copies into y.
 
 Parallel over (image, pixel chunk) tasks ("cout") or (image, output-channel blocks) ("pixels").
+Where a weight is reused over pixel tiles, the kernels prefetch the next channel block's weight
+rows (`_prefetch`) while computing this one's: in every tile with pixel rows, in a task's first
+tile with channel rows (the later tiles find the weight in L2).
 Where the input rows one tile reads over all of cin overflow L1 the reduction runs in blocks of
 kc channels (partial sums in a per-task buffer). `default_plan` picks tile, chunk and blocks
 from the shape (measured on an AMD EPYC znver3, 1 thread); `Plan` overrides it. The packed
@@ -203,6 +206,13 @@ def pack_weight(spec: Conv2dSpec, w: np.ndarray, plan: Plan | None = None) -> np
     return np.ascontiguousarray(wp.reshape(nb, blk, *w.shape[1:]).transpose(0, 2, 3, 4, 1))
 
 
+def _prefetch(address):
+    """A software prefetch of the cache line at `address` into every cache level, for reading
+    (llvm.prefetch: read, locality 3, data)."""
+    return tirx.call_llvm_intrin("void", "llvm.prefetch.p0", address, tirx.const(0, "int32"),
+                                 tirx.const(3, "int32"), tirx.const(1, "int32"))
+
+
 def _finish(v, ep: Epilogue, bias, res, b, co, p):
     """The epilogue on accumulator value v of image b, channel co, output pixel p (flat)."""
     if ep.bias:
@@ -288,10 +298,7 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
                 acc[r, j] = T.float32(0)
         for ci in range(C):
             if pf:
-                T.evaluate(T.call_llvm_intrin(
-                    "void", "llvm.prefetch.p0",
-                    T.address_of(wp[T.min(cb + 1, NCB - 1), ci, 0, 0, 0]),
-                    T.int32(0), T.int32(3), T.int32(1)))
+                T.evaluate(_prefetch(T.address_of(wp[T.min(cb + 1, NCB - 1), ci, 0, 0, 0])))
             for kh in range(KH):
                 for kw in range(KW):
                     for r in T.unroll(mr):
@@ -488,11 +495,9 @@ def _body_pixels(spec: Conv2dSpec, plan: Plan, g: _Geom):
                                                          zbuf[pt * mr + r, (cb - g0) * nr + j])
                         for ci in range(kb * KC, T.min(C, kb * KC + KC)):
                             if PREFETCH:
-                                for ln in T.unroll(nr // 16):
-                                    T.evaluate(T.call_llvm_intrin(
-                                        "void", "llvm.prefetch.p0",
-                                        T.address_of(wp[T.min(cb + 1, NCB - 1), ci, 0, 0, ln * 16]),
-                                        T.int32(0), T.int32(3), T.int32(1)))
+                                for ln in T.unroll(nr // 16):  # a 64-byte line each
+                                    T.evaluate(_prefetch(T.address_of(
+                                        wp[T.min(cb + 1, NCB - 1), ci, 0, 0, ln * 16])))
                             for kh in range(KH):
                                 for kw in range(KW):
                                     for r in T.unroll(mr):
