@@ -96,14 +96,20 @@ def per_call(fn, min_time: float) -> float:
             return el / n
 
 
-def bench(spec: Conv2dSpec, target, rounds: int, min_time: float, plan=None):
+def conv_inputs(spec: Conv2dSpec):
+    """x, w, b (seeded, w scaled by 1/sqrt(fan-in)), the one-node onnxruntime session, its feed
+    and its output."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(spec.x_shape).astype(np.float32)
     w = (rng.standard_normal(spec.w_shape) / np.sqrt(np.prod(spec.w_shape[1:]))).astype(np.float32)
     b = rng.standard_normal(spec.cout).astype(np.float32)
     sess = ort_session(spec, w, b)
     feed = {"x": x}
-    ref = sess.run(None, feed)[0]
+    return x, w, b, sess, feed, sess.run(None, feed)[0]
+
+
+def bench(spec: Conv2dSpec, target, rounds: int, min_time: float, plan=None):
+    x, w, b, sess, feed, ref = conv_inputs(spec)
     run, y = hwlat_call(spec, w, b, x, target, plan)
     run()
     err = np.abs(y.numpy() - ref).max() / (np.abs(ref).max() + 1e-12)

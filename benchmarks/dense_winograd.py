@@ -26,8 +26,8 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import tvm  # noqa: E402
+from dense_conv import conv_inputs, per_call  # noqa: E402
 from dense_conv import model_specs as conv_specs  # noqa: E402  (the sibling benchmark)
-from dense_conv import ort_session, per_call  # noqa: E402
 
 from hwlat.kernels.dense import conv, winograd  # noqa: E402
 from hwlat.kernels.dense.spec import Conv2dSpec  # noqa: E402
@@ -57,13 +57,7 @@ def tvm_call(module, spec: Conv2dSpec, w: np.ndarray, b: np.ndarray, x: np.ndarr
 
 
 def bench(spec: Conv2dSpec, target, rounds: int, min_time: float, **kw):
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(spec.x_shape).astype(np.float32)
-    w = (rng.standard_normal(spec.w_shape) / np.sqrt(np.prod(spec.w_shape[1:]))).astype(np.float32)
-    b = rng.standard_normal(spec.cout).astype(np.float32)
-    sess = ort_session(spec, w, b)
-    feed = {"x": x}
-    ref = sess.run(None, feed)[0]
+    x, w, b, sess, feed, ref = conv_inputs(spec)
     runs = {}
     for name, module, kwargs in (("direct", conv, {}), ("winograd", winograd, kw)):
         run, y = tvm_call(module, spec, w, b, x, target, **kwargs)

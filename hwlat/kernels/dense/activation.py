@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from tvm import tirx
+from tvm.script import tirx as T
 
 from hwlat.kernels.dense.spec import Epilogue
 
@@ -56,3 +57,17 @@ def epilogue_params(func: tirx.PrimFunc, ep: Epilogue) -> tirx.PrimFunc:
     them (TVM 0.27's PrimFunc has no buffer map, so the parameter list is all there is)."""
     keep = [0, 1] + ([2] if ep.bias else []) + ([3] if ep.residual else []) + [4]
     return tirx.PrimFunc([func.params[i] for i in keep], func.body, func.ret_type, func.attrs)
+
+
+def kernel_entry(body, x_shape, w_shape, n_bias: int, y_shape, ep: Epilogue) -> tirx.PrimFunc:
+    """The PrimFunc (x, w, [bias], [residual], y) that runs the macro `body(x, w, bias, residual,
+    y)`, which reads bias and residual only when the epilogue has them (`epilogue_params`)."""
+    f32 = "float32"
+
+    @T.prim_func(s_tir=True, private=True)
+    def kernel(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), bias: T.Buffer((n_bias,), f32),
+               residual: T.Buffer(y_shape, f32), y: T.Buffer(y_shape, f32)):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        body(x, w, bias, residual, y)
+
+    return epilogue_params(kernel, ep)

@@ -26,7 +26,7 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
-from hwlat.kernels.dense.activation import activate, epilogue_params
+from hwlat.kernels.dense.activation import activate, kernel_entry
 from hwlat.kernels.dense.spec import Epilogue, MatmulSpec
 
 NR = 16  # output columns of a panel / register tile (two AVX2 vectors of 8 floats)
@@ -165,7 +165,8 @@ def _gemm(spec: MatmulSpec, blocking: Blocking | None = None) -> tirx.PrimFunc:
                 for pp in range(T.min(PG, NP - pg * PG)):
                     tile(x, wp, bias, residual, y, acc, pg * PG + pp, MT * MR, RT)
 
-    return _entry(body, spec, (NP, K, NR))
+    return kernel_entry(body, spec.x_shape, (NP, K, NR), spec.n, spec.y_shape,
+                        spec.epilogue)
 
 
 def _gemv(spec: MatmulSpec) -> tirx.PrimFunc:
@@ -201,19 +202,5 @@ def _gemv(spec: MatmulSpec) -> tirx.PrimFunc:
                     y[0, p * NR + jj] = fin(_tree_sum(acc, S, jj), ep, bias, residual, 0,
                                             p * NR + jj)
 
-    return _entry(body, spec, (NP, K, NR))
-
-
-def _entry(body, spec: MatmulSpec, w_shape) -> tirx.PrimFunc:
-    """The PrimFunc (x, w, [bias], [residual], y) that runs the macro `body(x, w, bias, residual,
-    y)`, which reads bias and residual only when the epilogue has them."""
-    x_shape, y_shape = spec.x_shape, spec.y_shape
-    f32 = "float32"
-
-    @T.prim_func(s_tir=True, private=True)
-    def kernel(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), bias: T.Buffer((spec.n,), f32),
-               residual: T.Buffer(y_shape, f32), y: T.Buffer(y_shape, f32)):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        body(x, w, bias, residual, y)
-
-    return epilogue_params(kernel, spec.epilogue)
+    return kernel_entry(body, spec.x_shape, (NP, K, NR), spec.n, spec.y_shape,
+                        spec.epilogue)

@@ -34,7 +34,7 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
-from hwlat.kernels.dense.activation import activate, epilogue_params
+from hwlat.kernels.dense.activation import activate, kernel_entry
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue
 
 MR = 6  # output channels of the register tile (broadcast)
@@ -264,19 +264,5 @@ def primfunc(spec: Conv2dSpec, cbg: int | None = None) -> tirx.PrimFunc:
                                     y[n, cb * MR + r, oh + 1, ow + 1] = fin(yl[3, r, j], ep, bias, res, n,
                                                                             cb * MR + r, oh + 1, ow + 1)
 
-    return _entry(body, spec, packed_weight_shape(spec))
-
-
-def _entry(body, spec: Conv2dSpec, w_shape) -> tirx.PrimFunc:
-    """The PrimFunc (x, w, [bias], [residual], y) running `body(x, w, bias, residual, y)`, which
-    reads bias and residual only when the epilogue has them."""
-    x_shape, y_shape = spec.x_shape, spec.y_shape
-    f32 = "float32"
-
-    @T.prim_func(s_tir=True, private=True)
-    def winograd(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), bias: T.Buffer((spec.cout,), f32),
-                 residual: T.Buffer(y_shape, f32), y: T.Buffer(y_shape, f32)):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        body(x, w, bias, residual, y)
-
-    return epilogue_params(winograd, spec.epilogue)
+    return kernel_entry(body, spec.x_shape, packed_weight_shape(spec), spec.cout, spec.y_shape,
+                        spec.epilogue)
