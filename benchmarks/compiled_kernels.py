@@ -40,7 +40,8 @@ from hwlat.lowering.pipelines import PipelineOptions, _kernel_rewrites  # noqa: 
 from hwlat.lowering.targets import make_target  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PAIRED_HWLAT = ("hwlat_conv2d", "hwlat_depthwise", "hwlat_matmul")
+PAIRED_HWLAT = ("hwlat_conv2d", "hwlat_depthwise", "hwlat_matmul", "hwlat_expand_dw")
+FUSED_PAIR = "hwlat_expand_dw"  # one hwlat kernel for two onnxruntime convs
 PAIRED_ORT = ("Conv", "FusedConv", "Gemm", "MatMul", "FusedMatMul")
 
 
@@ -124,6 +125,20 @@ def ort_nodes(path: Path, runs: int) -> list[tuple[str, str, float]]:
     return [(n, op, float(np.median(t[runs // 4:]))) for (n, op), t in times.items()]
 
 
+def _merge_pairs(hw: list, ort_nodes: list) -> list:
+    """onnxruntime's nodes with the two convs of each fused expand + depthwise kernel of hwlat's
+    as one (times summed), so that the lists pair one to one in order."""
+    out, i = [], 0
+    for row in hw:
+        if i >= len(ort_nodes):
+            break
+        take = 2 if row[0].startswith(FUSED_PAIR) else 1
+        group = ort_nodes[i:i + take]
+        out.append((" + ".join(n for n, _, _ in group), group[0][1], sum(t for _, _, t in group)))
+        i += take
+    return out + ort_nodes[i:]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,7 +155,7 @@ def main() -> None:
     nodes = ort_nodes(path, 40)
     mine = [(n, s, w, c) for (n, s), (w, c) in zip(calls, timed, strict=True)]
     paired_hw = [r for r in mine if r[0].startswith(PAIRED_HWLAT)]
-    paired_ort = [r for r in nodes if r[1] in PAIRED_ORT]
+    paired_ort = _merge_pairs(paired_hw, [r for r in nodes if r[1] in PAIRED_ORT])
     print(f"{args.model}: {len(calls)} hwlat kernel calls, warm sum {sum(r[2] for r in mine):.2f} ms, "
           f"flushed sum {sum(r[3] for r in mine):.2f} ms; onnxruntime {len(nodes)} nodes, "
           f"in-model sum {sum(r[2] for r in nodes):.2f} ms")

@@ -7,6 +7,11 @@ Rewritten, before legalization, into one `call_tir` of a kernel of this package:
                                        convs where it is faster) or depthwise.py (groups = channels)
     [act](matmul(x, W) + b [+ r])      matmul.py (leading axes of x flattened into rows)
 
+    act2(dwconv(act1(conv1x1(x, W1) + b1), W2) + b2)
+                                       expand_dw.py: a 1x1 conv and the depthwise conv that
+                                       alone reads its output, where that output is large
+                                       (`expand_dw.preferred`); matched before the single convs
+
 where W and b are constants, r has the output's shape (a residual; either operand order of
 either add), and act is `relax.nn.relu`, `relax.clip`, `relax.nn.gelu`, or hardswish as ONNX's
 HardSwish imports (`v * (clip(v + 3, 0, 6) / 6)`); the bias, the residual and the activation are
@@ -44,13 +49,17 @@ from hwlat.lowering.custom import CustomOp, register_op
 
 _Constant = tvm.ir.expr.Constant  # relax.const(...)
 KERNEL_NAMES = {"conv": "hwlat_conv2d", "depthwise": "hwlat_depthwise_conv2d",
-                "winograd": "hwlat_conv2d_winograd",
+                "winograd": "hwlat_conv2d_winograd", "expand_dw": "hwlat_expand_dw_conv2d",
                 "matmul": "hwlat_matmul", "layer_norm": "hwlat_layer_norm",
                 "mean_pool": "hwlat_mean_pool"}
 
 
 def kernel_module(spec) -> tuple[str, ModuleType]:
     """Which kernel computes the spec: (name, module)."""
+    from hwlat.kernels.dense import expand_dw
+
+    if isinstance(spec, expand_dw.ExpandDwSpec):
+        return "expand_dw", expand_dw
     if not isinstance(spec, Conv2dSpec | MatmulSpec):  # reduce.py's LayerNormSpec, MeanPoolSpec
         from hwlat.kernels.dense import reduce
 
@@ -223,6 +232,25 @@ def _chains(op_pattern) -> list[_Chain]:
     return sorted(chains, key=lambda c: -len(c.inner))
 
 
+def _expand_dw_chains(conv, w2) -> list[tuple[_Chain, _Chain]]:
+    """(expand chain, depthwise chain) pairs: `act2(conv2d(act1(conv(x, w1) + b1), w2) + b2)`,
+    both biased, no residual, each activation one of the MobileNets' (or none)."""
+    acts = ("relu", "clip", "hardswish", None)
+    pairs = []
+    for a1 in acts:
+        e = _Chain(conv, True, None, a1)
+        for a2 in acts:
+            pairs.append((e, _Chain(is_op("relax.nn.conv2d")(e.pattern, w2), True, None, a2)))
+    return pairs
+
+
+def _threads() -> int:
+    """The thread count of the target being built for (its num-cores; 1 when unknown)."""
+    target = tvm.target.Target.current(allow_none=True)
+    cores = target.attrs.get("num-cores") if target is not None else None
+    return max(1, int(cores)) if cores else 1
+
+
 def _bindings(func: relax.Function) -> tuple[dict, dict]:
     """(value -> the variable bound to it, variable -> the variables whose values use it) over
     the function's dataflow blocks."""
@@ -243,10 +271,13 @@ class _Rewriter(KernelRewriter):
         return kernel_for(spec), KERNEL_NAMES[kernel_module(spec)[0]]
 
     def rewrite_function(self, func: relax.Function) -> relax.Function:
-        x, w = wildcard(), is_const()
+        x, w, w2 = wildcard(), is_const(), is_const()
         conv = is_op("relax.nn.conv2d")(x, w)
         mm = is_op("relax.matmul")(x, w)
-        rules = [(c, functools.partial(self._conv_rewrite, c, x, w)) for c in _chains(conv)]
+        # expand -> depthwise pairs first, before their convs are taken one by one
+        rules = [(d, functools.partial(self._expand_dw_rewrite, e, d, x, w, w2))
+                 for e, d in _expand_dw_chains(conv, w2)]
+        rules += [(c, functools.partial(self._conv_rewrite, c, x, w)) for c in _chains(conv)]
         rules += [(c, functools.partial(self._matmul_rewrite, c, x, w)) for c in _chains(mm)]
         for chain, make in rules:
             func = rewrite_call(chain.pattern, make(*_bindings(func)), func)
@@ -316,33 +347,62 @@ class _Rewriter(KernelRewriter):
             residual = r
         return bias, residual
 
+    def _conv_spec(self, chain: _Chain, m: dict, x: relax.Expr, w):
+        """(spec, weight, bias, residual) of a matched conv chain whose input is x, or None when
+        a dense kernel does not take it."""
+        conv = m[chain.core]
+        a = conv.attrs
+        xs, wv = static_f32_shape(x), _const_array(m[w])
+        if xs is None or wv is None or len(xs) != 4 or wv.ndim != 4:
+            return None
+        if (a.data_layout, a.kernel_layout, a.out_layout) != ("NCHW", "OIHW", "NCHW"):
+            return None
+        if str(a.out_dtype) not in ("", "void", "float32", "None"):
+            return None
+        ep = chain.epilogue(m)
+        if ep is None:
+            return None
+        spec = Conv2dSpec(xs[0], xs[1], xs[2], xs[3], int(wv.shape[0]),
+                          (int(wv.shape[2]), int(wv.shape[3])),
+                          tuple(int(s) for s in a.strides),
+                          tuple(int(p) for p in a.padding),
+                          tuple(int(d) for d in a.dilation), int(a.groups), ep)
+        if spec.w_shape != wv.shape or static_f32_shape(conv) != spec.y_shape or why_not(spec):
+            return None
+        operands = self._operands(chain, m, spec.y_shape, spec.cout)
+        return None if operands is None else (spec, wv, *operands)
+
+    def _expand_dw_rewrite(self, e: _Chain, d: _Chain, x, w1, w2, bound: dict, users: dict):
+        from hwlat.kernels.dense import expand_dw
+
+        def rewrite(call: relax.Call, m: dict) -> relax.Expr:
+            if not (e.private(m, bound, users) and d.private(m, bound, users)):
+                return call
+            mid, dconv = bound.get(m[e.pattern]), bound.get(m[d.core])
+            if not isinstance(mid, relax.DataflowVar) or set(users.get(mid, ())) != {dconv}:
+                return call  # the expanded tensor is used elsewhere too
+            first = self._conv_spec(e, m, m[x], w1)
+            second = self._conv_spec(d, m, m[e.pattern], w2)
+            if first is None or second is None:
+                return call
+            spec = expand_dw.ExpandDwSpec(first[0], second[0], _threads())
+            if not expand_dw.preferred(spec) or why_not(spec):
+                return call
+            packed = expand_dw.pack(spec, first[1], first[2], second[1], second[2])
+            self.count += 1
+            return relax.call_tir(self.kernel(spec), [m[x], *(relax.const(a) for a in packed)],
+                                  relax.TensorType(spec.y_shape, "float32"))
+
+        return rewrite
+
     def _conv_rewrite(self, chain: _Chain, x, w, bound: dict, users: dict):
         def rewrite(call: relax.Call, m: dict) -> relax.Expr:
             if not chain.private(m, bound, users):
                 return call
-            conv = m[chain.core]
-            a = conv.attrs
-            xs, wv = static_f32_shape(m[x]), _const_array(m[w])
-            if xs is None or wv is None or len(xs) != 4 or wv.ndim != 4:
+            taken = self._conv_spec(chain, m, m[x], w)
+            if taken is None:
                 return call
-            if (a.data_layout, a.kernel_layout, a.out_layout) != ("NCHW", "OIHW", "NCHW"):
-                return call
-            if str(a.out_dtype) not in ("", "void", "float32", "None"):
-                return call
-            ep = chain.epilogue(m)
-            if ep is None:
-                return call
-            spec = Conv2dSpec(xs[0], xs[1], xs[2], xs[3], int(wv.shape[0]),
-                              (int(wv.shape[2]), int(wv.shape[3])),
-                              tuple(int(s) for s in a.strides),
-                              tuple(int(p) for p in a.padding),
-                              tuple(int(d) for d in a.dilation), int(a.groups), ep)
-            if spec.w_shape != wv.shape or static_f32_shape(conv) != spec.y_shape or why_not(spec):
-                return call
-            operands = self._operands(chain, m, spec.y_shape, spec.cout)
-            if operands is None:
-                return call
-            bias, residual = operands
+            spec, wv, bias, residual = taken
             _, module = kernel_module(spec)
             args = [m[x], relax.const(module.pack_weight(spec, wv))]
             if bias is not None:

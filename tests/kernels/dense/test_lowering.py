@@ -328,3 +328,53 @@ def test_3x3_stride1_conv_with_enough_channels_takes_winograd_and_matches_numpy(
     spec = Conv2dSpec(1, 32, 10, 9, 32, (3, 3), padding=(1, 1, 1, 1), epilogue=Epilogue(True, True, "relu"))
     want = conv2d_reference(spec, xv, w32, b32, rv)
     np.testing.assert_allclose(_build_run(mod, xv, rv), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def _expand_dw_module(cin: int, hw: int, cm: int, act1, act2, mid_used_twice: bool = False):
+    """x -> 1x1 conv + bias + act1 -> depthwise 3x3 stride 2 + bias + act2 [, the mid tensor]."""
+    w1, b1, w2, b2 = _f32(cm, cin, 1, 1), _f32(cm), _f32(cm, 1, 3, 3), _f32(cm)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, cin, hw, hw), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            mid = act1(bb, _bias(bb, bb.emit(relax.op.nn.conv2d(x, relax.const(w1))), b1))
+            y = act2(bb, _bias(bb, _conv(bb, mid, w2, groups=cm, strides=(2, 2)), b2))
+            out = bb.emit_output(relax.Tuple([y, mid]) if mid_used_twice else y)
+        bb.emit_func_output(out)
+    e = Conv2dSpec(1, cin, hw, hw, cm, (1, 1))
+    d = Conv2dSpec(1, cm, hw, hw, cm, (3, 3), (2, 2), (1, 1, 1, 1), groups=cm)
+    return bb.get(), e, d, (w1, b1, w2, b2)
+
+
+ACTS = {  # relax builder, the epilogue's activation
+    "relu": (lambda bb, v: bb.emit(relax.op.nn.relu(v)), "relu"),
+    "clip": (lambda bb, v: bb.emit(relax.op.clip(v, 0.0, 6.0)), "clip"),
+    "hardswish": (_hardswish, "hardswish"),
+    "none": (lambda bb, v: v, "none"),
+}
+
+
+@pytest.mark.parametrize("a1, a2", [("relu", "relu"), ("hardswish", "none"), ("clip", "clip"),
+                                    ("none", "hardswish")])
+def test_expand_then_depthwise_on_a_large_map_becomes_one_kernel(a1, a2):
+    """A 1x1 conv whose output (2.4 MB) only a depthwise conv reads: one fused kernel call, the
+    two convs' output."""
+    from hwlat.kernels.dense import expand_dw
+
+    mod, e, d, (w1, b1, w2, b2) = _expand_dw_module(8, 112, 48, ACTS[a1][0], ACTS[a2][0])
+    assert expand_dw.preferred(expand_dw.ExpandDwSpec(e, d))
+    assert _calls(fuse_dense(mod)) == {"tir:hwlat_expand_dw_conv2d": 1}
+    x = _f32(1, 8, 112, 112)
+    ep = Epilogue(True, False, ACTS[a1][1])
+    mid = conv2d_reference(Conv2dSpec(1, 8, 112, 112, 48, (1, 1), epilogue=ep), x, w1, b1)
+    ep2 = Epilogue(True, False, ACTS[a2][1])
+    want = conv2d_reference(Conv2dSpec(1, 48, 112, 112, 48, (3, 3), (2, 2), (1, 1, 1, 1), groups=48,
+                                       epilogue=ep2), mid, w2, b2)
+    np.testing.assert_allclose(_build_run(mod, x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_expand_then_depthwise_is_not_fused_when_the_mid_tensor_is_used_elsewhere_or_small():
+    mod, *_ = _expand_dw_module(8, 112, 48, ACTS["relu"][0], ACTS["relu"][0], mid_used_twice=True)
+    assert _calls(fuse_dense(mod)) == {"tir:hwlat_conv2d": 1, "tir:hwlat_depthwise_conv2d": 1}
+    mod, *_ = _expand_dw_module(8, 56, 48, ACTS["relu"][0], ACTS["relu"][0])  # 0.6 MB
+    assert _calls(fuse_dense(mod)) == {"tir:hwlat_conv2d": 1, "tir:hwlat_depthwise_conv2d": 1}
