@@ -96,65 +96,69 @@ def main() -> None:
     args = ap.parse_args()
     print(f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
           f"load {os.getloadavg()[0]:.2f}, 1 thread, {'cold' if args.cold else 'warm'} calls")
-    flush = np.zeros(16 << 20, np.float32)
+    flush = np.zeros(16 << 20, np.float32)  # 64 MB, written before each call with --cold
     rng = np.random.default_rng(0)
     print("\n| pair | separate ms | fused ms | onnxruntime ms | fused / separate | "
           "fused / onnxruntime |\n|---|---|---|---|---|---|")
     for name, case in CASES.items():
-        if args.filter not in name:
-            continue
-        e, d, f = specs(*case)
-        x = rng.standard_normal(e.x_shape, dtype=np.float32)
-        w1 = (rng.standard_normal(e.w_shape, dtype=np.float32) / np.sqrt(e.cin)).astype(np.float32)
-        w2 = (rng.standard_normal(d.w_shape, dtype=np.float32) / 3).astype(np.float32)
-        b1 = rng.standard_normal(e.cout, dtype=np.float32)
-        b2 = rng.standard_normal(d.cout, dtype=np.float32)
-        lib = build({"e": conv.primfunc(e), "d": depthwise.primfunc(d), "f": expand_dw.primfunc(f)})
-        t = tvm.runtime.tensor
-        xe = t(x)
-        e_args = [xe, t(conv.pack_weight(e, w1)), t(b1)]
-        mid = t(np.empty(e.y_shape, np.float32))
-        d_args = [mid, t(depthwise.pack_weight(d, w2)), t(b2)]
-        y1, y2 = t(np.empty(d.y_shape, np.float32)), t(np.empty(d.y_shape, np.float32))
-        f_args = [xe, *(t(a) for a in expand_dw.pack(f, w1, b1, w2, b2))]
-        sess = ort_model(e, d, w1, b1, w2, b2, case[-1])
-        ef, df, ff = lib["e"], lib["d"], lib["f"]
+        if args.filter in name:
+            row = run_case(case, args.calls, flush if args.cold else None, rng)
+            print(f"| {name} | {row} |", flush=True)
 
-        def separate():
-            ef(*e_args, mid)
-            df(*d_args, y1)
 
-        def fused():
-            ff(*f_args, y2)
+def run_case(case: tuple, calls: int, flush: np.ndarray | None, rng) -> str:
+    """The table row (less the name) of one pair: the three contestants, call by call."""
+    e, d, f = specs(*case)
+    x = rng.standard_normal(e.x_shape, dtype=np.float32)
+    w1 = (rng.standard_normal(e.w_shape, dtype=np.float32) / np.sqrt(e.cin)).astype(np.float32)
+    w2 = (rng.standard_normal(d.w_shape, dtype=np.float32) / 3).astype(np.float32)
+    b1 = rng.standard_normal(e.cout, dtype=np.float32)
+    b2 = rng.standard_normal(d.cout, dtype=np.float32)
+    lib = build({"e": conv.primfunc(e), "d": depthwise.primfunc(d), "f": expand_dw.primfunc(f)})
+    t = tvm.runtime.tensor
+    xe = t(x)
+    e_args = [xe, t(conv.pack_weight(e, w1)), t(b1)]
+    mid = t(np.empty(e.y_shape, np.float32))
+    d_args = [mid, t(depthwise.pack_weight(d, w2)), t(b2)]
+    y1, y2 = t(np.empty(d.y_shape, np.float32)), t(np.empty(d.y_shape, np.float32))
+    f_args = [xe, *(t(a) for a in expand_dw.pack(f, w1, b1, w2, b2))]
+    sess = ort_model(e, d, w1, b1, w2, b2, case[-1])
+    ef, df, ff = lib["e"], lib["d"], lib["f"]
 
-        def onnx():
-            sess.run(None, {"x": x})
+    def separate():
+        ef(*e_args, mid)
+        df(*d_args, y1)
 
-        want = sess.run(None, {"x": x})[0]
-        separate()
-        fused()
-        for got in (y1, y2):
-            np.testing.assert_allclose(got.numpy(), want, rtol=1e-3, atol=1e-3)
-        contestants = (separate, fused, onnx)
-        times = [[] for _ in contestants]
-        for i in range(args.calls + 20):
-            for k, fn in enumerate(contestants):
-                if args.cold:
-                    flush += 1.0
-                t0 = time.perf_counter()
-                fn()
-                dt = time.perf_counter() - t0
-                if i >= 20:
-                    times[k].append(dt * 1e3)
-        a = np.array(times)
-        r1, r2 = a[1] / a[0], a[1] / a[2]
-        med = np.median(a, axis=1)
+    def fused():
+        ff(*f_args, y2)
 
-        def q(r):
-            return f"{np.median(r):.2f}x ({np.percentile(r, 25):.2f}..{np.percentile(r, 75):.2f})"
+    def onnx():
+        sess.run(None, {"x": x})
 
-        print(f"| {name} | {med[0]:.3f} | {med[1]:.3f} | {med[2]:.3f} | {q(r1)} | {q(r2)} |",
-              flush=True)
+    want = sess.run(None, {"x": x})[0]
+    separate()
+    fused()
+    for got in (y1, y2):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-3, atol=1e-3)
+    contestants = (separate, fused, onnx)
+    times = [[] for _ in contestants]
+    for i in range(calls + 20):
+        for k, fn in enumerate(contestants):
+            if flush is not None:
+                flush += 1.0
+            t0 = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t0
+            if i >= 20:
+                times[k].append(dt * 1e3)
+    a = np.array(times)
+    r1, r2 = a[1] / a[0], a[1] / a[2]
+    med = np.median(a, axis=1)
+
+    def q(r):
+        return f"{np.median(r):.2f}x ({np.percentile(r, 25):.2f}..{np.percentile(r, 75):.2f})"
+
+    return f"{med[0]:.3f} | {med[1]:.3f} | {med[2]:.3f} | {q(r1)} | {q(r2)}"
 
 
 if __name__ == "__main__":
