@@ -40,8 +40,8 @@ from hwlat.lowering.pipelines import PipelineOptions, _kernel_rewrites  # noqa: 
 from hwlat.lowering.targets import make_target  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PAIRED_HWLAT = ("hwlat_conv2d", "hwlat_depthwise", "hwlat_matmul", "hwlat_expand_dw")
-FUSED_PAIR = "hwlat_expand_dw"  # one hwlat kernel for two onnxruntime convs
+PAIRED_HWLAT = ("hwlat_conv2d", "hwlat_depthwise", "hwlat_matmul", "hwlat_mbconv")
+FUSED = "hwlat_mbconv"  # one hwlat kernel for two or three onnxruntime convs
 PAIRED_ORT = ("Conv", "FusedConv", "Gemm", "MatMul", "FusedMatMul")
 
 
@@ -126,13 +126,14 @@ def ort_nodes(path: Path, runs: int) -> list[tuple[str, str, float]]:
 
 
 def _merge_pairs(hw: list, ort_nodes: list) -> list:
-    """onnxruntime's nodes with the two convs of each fused expand + depthwise kernel of hwlat's
-    as one (times summed), so that the lists pair one to one in order."""
+    """onnxruntime's nodes with the convs of each fused MobileNet-block kernel of hwlat's as one
+    (times summed), so that the lists pair one to one in order. hw rows: (name, shapes, ...); a
+    fused kernel's convs are the depthwise one and one per 1x1 weight (its 3-D arguments)."""
     out, i = [], 0
     for row in hw:
         if i >= len(ort_nodes):
             break
-        take = 2 if row[0].startswith(FUSED_PAIR) else 1
+        take = 1 + sum(len(s) == 3 for s in row[1]) if row[0].startswith(FUSED) else 1
         group = ort_nodes[i:i + take]
         out.append((" + ".join(n for n, _, _ in group), group[0][1], sum(t for _, _, t in group)))
         i += take

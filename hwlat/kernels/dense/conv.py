@@ -206,6 +206,16 @@ def pack_weight(spec: Conv2dSpec, w: np.ndarray, plan: Plan | None = None) -> np
     return np.ascontiguousarray(wp.reshape(nb, blk, *w.shape[1:]).transpose(0, 2, 3, 4, 1))
 
 
+def unpack_weight(spec: Conv2dSpec, packed: np.ndarray, plan: Plan | None = None) -> np.ndarray:
+    """The OIHW weight that `pack_weight` packed with the same plan."""
+    plan = plan or default_plan(spec)
+    if packed.shape != packed_weight_shape(spec, plan):
+        raise ValueError(f"packed weight shape {packed.shape}, expected "
+                         f"{packed_weight_shape(spec, plan)}")
+    w = np.asarray(packed).transpose(0, 4, 1, 2, 3).reshape(-1, *spec.w_shape[1:])
+    return np.ascontiguousarray(w[:spec.cout])
+
+
 def _prefetch(address):
     """A software prefetch of the cache line at `address` into every cache level, for reading
     (llvm.prefetch: read, locality 3, data)."""

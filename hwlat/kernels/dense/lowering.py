@@ -7,10 +7,13 @@ Rewritten, before legalization, into one `call_tir` of a kernel of this package:
                                        convs where it is faster) or depthwise.py (groups = channels)
     [act](matmul(x, W) + b [+ r])      matmul.py (leading axes of x flattened into rows)
 
-    act2(dwconv(act1(conv1x1(x, W1) + b1), W2) + b2)
-                                       expand_dw.py: a 1x1 conv and the depthwise conv that
-                                       alone reads its output, where that output is large
-                                       (`expand_dw.preferred`); matched before the single convs
+Then, among those kernel calls, a MobileNet block's convs become one call of mbconv.py:
+
+    [conv1x1 ->] depthwise conv [-> conv1x1 (+ r)]
+
+(the expand and the project conv each optional, not both absent; every conv biased; only the
+project with a residual) where each tensor between them is read by the next conv alone and
+`mbconv.preferred` says the fusion pays for the shape; the longest such chain is taken.
 
 where W and b are constants, r has the output's shape (a residual; either operand order of
 either add), and act is `relax.nn.relu`, `relax.clip`, `relax.nn.gelu`, or hardswish as ONNX's
@@ -48,18 +51,19 @@ from hwlat.kernels.relax_rewrite import KernelRewriter, as_kernel, module_pass, 
 from hwlat.lowering.custom import CustomOp, register_op
 
 _Constant = tvm.ir.expr.Constant  # relax.const(...)
+_CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 KERNEL_NAMES = {"conv": "hwlat_conv2d", "depthwise": "hwlat_depthwise_conv2d",
-                "winograd": "hwlat_conv2d_winograd", "expand_dw": "hwlat_expand_dw_conv2d",
+                "winograd": "hwlat_conv2d_winograd", "mbconv": "hwlat_mbconv",
                 "matmul": "hwlat_matmul", "layer_norm": "hwlat_layer_norm",
                 "mean_pool": "hwlat_mean_pool"}
 
 
 def kernel_module(spec) -> tuple[str, ModuleType]:
     """Which kernel computes the spec: (name, module)."""
-    from hwlat.kernels.dense import expand_dw
+    from hwlat.kernels.dense import mbconv
 
-    if isinstance(spec, expand_dw.ExpandDwSpec):
-        return "expand_dw", expand_dw
+    if isinstance(spec, mbconv.MBConvSpec):
+        return "mbconv", mbconv
     if not isinstance(spec, Conv2dSpec | MatmulSpec):  # reduce.py's LayerNormSpec, MeanPoolSpec
         from hwlat.kernels.dense import reduce
 
@@ -232,18 +236,6 @@ def _chains(op_pattern) -> list[_Chain]:
     return sorted(chains, key=lambda c: -len(c.inner))
 
 
-def _expand_dw_chains(conv, w2) -> list[tuple[_Chain, _Chain]]:
-    """(expand chain, depthwise chain) pairs: `act2(conv2d(act1(conv(x, w1) + b1), w2) + b2)`,
-    both biased, no residual, each activation one of the MobileNets' (or none)."""
-    acts = ("relu", "clip", "hardswish", None)
-    pairs = []
-    for a1 in acts:
-        e = _Chain(conv, True, None, a1)
-        for a2 in acts:
-            pairs.append((e, _Chain(is_op("relax.nn.conv2d")(e.pattern, w2), True, None, a2)))
-    return pairs
-
-
 def _threads() -> int:
     """The thread count of the target being built for (its num-cores; 1 when unknown)."""
     target = tvm.target.Target.current(allow_none=True)
@@ -271,16 +263,14 @@ class _Rewriter(KernelRewriter):
         return kernel_for(spec), KERNEL_NAMES[kernel_module(spec)[0]]
 
     def rewrite_function(self, func: relax.Function) -> relax.Function:
-        x, w, w2 = wildcard(), is_const(), is_const()
+        x, w = wildcard(), is_const()
         conv = is_op("relax.nn.conv2d")(x, w)
         mm = is_op("relax.matmul")(x, w)
-        # expand -> depthwise pairs first, before their convs are taken one by one
-        rules = [(d, functools.partial(self._expand_dw_rewrite, e, d, x, w, w2))
-                 for e, d in _expand_dw_chains(conv, w2)]
-        rules += [(c, functools.partial(self._conv_rewrite, c, x, w)) for c in _chains(conv)]
+        rules = [(c, functools.partial(self._conv_rewrite, c, x, w)) for c in _chains(conv)]
         rules += [(c, functools.partial(self._matmul_rewrite, c, x, w)) for c in _chains(mm)]
         for chain, make in rules:
             func = rewrite_call(chain.pattern, make(*_bindings(func)), func)
+        func = self._fuse_blocks(func)
         ln_x, gamma, beta = wildcard(), is_const(), is_const()
         func = rewrite_call(is_op("relax.nn.layer_norm")(ln_x, gamma, beta),
                             functools.partial(self._layer_norm_rewrite, ln_x, gamma, beta), func)
@@ -347,6 +337,93 @@ class _Rewriter(KernelRewriter):
             residual = r
         return bias, residual
 
+    def _spec_of(self, value) -> object | None:
+        """The spec of a call_tir of one of this rewrite's kernels, else None."""
+        if not isinstance(value, relax.Call) or value.op != _CALL_TIR:
+            return None
+        return self.specs.get(value.args[0].name_hint)
+
+    def _fuse_blocks(self, func: relax.Function) -> relax.Function:
+        """Each [expand ->] depthwise [-> project] chain of this rewrite's conv kernels that
+        `mbconv` takes and prefers, as one mbconv call (see the module doc)."""
+        self.specs = {gv.name_hint: spec for spec, gv in self.kernels.items()}
+        body = func.body
+        blocks, fused = [], 0
+        for block in body.blocks:
+            if isinstance(block, relax.DataflowBlock):
+                block, n = self._fuse_block(block)
+                fused += n
+            blocks.append(block)
+        if not fused:
+            return func
+        self.count += fused
+        return relax.Function(func.params, relax.SeqExpr(blocks, body.body), func.ret_ty,
+                              func.is_pure, func.attrs)
+
+    def _fuse_block(self, block: relax.DataflowBlock) -> tuple[relax.DataflowBlock, int]:
+        from hwlat.kernels.dense import conv, mbconv
+
+        value = {b.var: b.value for b in block.bindings}
+        users = relax.analysis.udchain(block)
+
+        def only_user(var, user) -> bool:
+            return isinstance(var, relax.DataflowVar) and list(users.get(var, ())) == [user]
+
+        def pointwise(var):  # (spec, call) of a biased 1x1 conv kernel call bound to var
+            spec = self._spec_of(value.get(var))
+            if isinstance(spec, Conv2dSpec) and spec.groups == 1 and spec.kernel == (1, 1) \
+                    and spec.stride == (1, 1) and not any(spec.padding) and spec.epilogue.bias:
+                return spec, value[var]
+            return None
+
+        def const(call, i):
+            return call.args[1].fields[i].value.numpy()
+
+        readers: dict = {}  # var -> the kernel calls that take it as their input
+        for b in block.bindings:
+            if self._spec_of(b.value) is not None:
+                readers.setdefault(b.value.args[1].fields[0], []).append(b.var)
+        new_value, dead = {}, set()
+        for b in block.bindings:
+            dspec = self._spec_of(b.value)
+            if not (isinstance(dspec, Conv2dSpec) and dspec.depthwise) or b.var in dead:
+                continue
+            dcall, m = b.value, b.value.args[1].fields[0]
+            e = pointwise(m) if only_user(m, b.var) else None
+            if e is not None and e[0].epilogue.residual:
+                e = None
+            p, reader = None, readers.get(b.var, [None])[0]
+            if len(readers.get(b.var, ())) == 1 and only_user(b.var, reader):
+                p = pointwise(reader)
+                if p is not None and p[0].epilogue.residual and \
+                        p[1].args[1].fields[3].same_as(b.var):
+                    p = None  # the depthwise output is the residual too
+            for ee, pp in ((e, p), (e, None), (None, p)):  # the longest chain first
+                spec = None if ee is None and pp is None else mbconv.MBConvSpec(
+                    ee and ee[0], dspec, pp and pp[0], _threads())
+                if spec is not None and mbconv.supports(spec) is None and mbconv.preferred(spec):
+                    break
+            else:
+                continue
+            w1 = b1 = w3 = b3 = None
+            if ee:
+                w1, b1 = conv.unpack_weight(ee[0], const(ee[1], 1)), const(ee[1], 2)
+            if pp:
+                w3, b3 = conv.unpack_weight(pp[0], const(pp[1], 1)), const(pp[1], 2)
+            packed = mbconv.pack(spec, w1, b1, const(dcall, 1).reshape(dspec.w_shape),
+                                 const(dcall, 2), w3, b3)
+            args = [ee[1].args[1].fields[0] if ee else m, *(relax.const(a) for a in packed)]
+            if pp and pp[0].epilogue.residual:
+                args.append(pp[1].args[1].fields[3])
+            new_value[reader if pp else b.var] = relax.call_tir(
+                self.kernel(spec), args, relax.TensorType(spec.y_shape, "float32"))
+            dead |= {b.var} | ({m} if ee else set())
+        if not new_value:
+            return block, 0
+        return relax.DataflowBlock([
+            relax.VarBinding(b.var, new_value[b.var]) if b.var in new_value else b
+            for b in block.bindings if b.var not in dead or b.var in new_value]), len(new_value)
+
     def _conv_spec(self, chain: _Chain, m: dict, x: relax.Expr, w):
         """(spec, weight, bias, residual) of a matched conv chain whose input is x, or None when
         a dense kernel does not take it."""
@@ -371,29 +448,6 @@ class _Rewriter(KernelRewriter):
             return None
         operands = self._operands(chain, m, spec.y_shape, spec.cout)
         return None if operands is None else (spec, wv, *operands)
-
-    def _expand_dw_rewrite(self, e: _Chain, d: _Chain, x, w1, w2, bound: dict, users: dict):
-        from hwlat.kernels.dense import expand_dw
-
-        def rewrite(call: relax.Call, m: dict) -> relax.Expr:
-            if not (e.private(m, bound, users) and d.private(m, bound, users)):
-                return call
-            mid, dconv = bound.get(m[e.pattern]), bound.get(m[d.core])
-            if not isinstance(mid, relax.DataflowVar) or set(users.get(mid, ())) != {dconv}:
-                return call  # the expanded tensor is used elsewhere too
-            first = self._conv_spec(e, m, m[x], w1)
-            second = self._conv_spec(d, m, m[e.pattern], w2)
-            if first is None or second is None:
-                return call
-            spec = expand_dw.ExpandDwSpec(first[0], second[0], _threads())
-            if not expand_dw.preferred(spec) or why_not(spec):
-                return call
-            packed = expand_dw.pack(spec, first[1], first[2], second[1], second[2])
-            self.count += 1
-            return relax.call_tir(self.kernel(spec), [m[x], *(relax.const(a) for a in packed)],
-                                  relax.TensorType(spec.y_shape, "float32"))
-
-        return rewrite
 
     def _conv_rewrite(self, chain: _Chain, x, w, bound: dict, users: dict):
         def rewrite(call: relax.Call, m: dict) -> relax.Expr:

@@ -330,20 +330,46 @@ def test_3x3_stride1_conv_with_enough_channels_takes_winograd_and_matches_numpy(
     np.testing.assert_allclose(_build_run(mod, xv, rv), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
-def _expand_dw_module(cin: int, hw: int, cm: int, act1, act2, mid_used_twice: bool = False):
-    """x -> 1x1 conv + bias + act1 -> depthwise 3x3 stride 2 + bias + act2 [, the mid tensor]."""
+def _block_module(cin: int, hw: int, cm: int, act1, act2, expand: bool = True,
+                  cout: int = 0, residual: bool = False, mid_used_twice: bool = False,
+                  stride: int = 2):
+    """x -> [1x1 conv + bias + act1] -> depthwise 3x3 + bias + act2 -> [1x1 conv + bias
+    (+ x)]; with mid_used_twice the depthwise input is an output too."""
+    cm = cm if expand else cin
     w1, b1, w2, b2 = _f32(cm, cin, 1, 1), _f32(cm), _f32(cm, 1, 3, 3), _f32(cm)
+    w3, b3 = _f32(cout or 1, cm, 1, 1), _f32(cout or 1)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, cin, hw, hw), "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            mid = act1(bb, _bias(bb, bb.emit(relax.op.nn.conv2d(x, relax.const(w1))), b1))
-            y = act2(bb, _bias(bb, _conv(bb, mid, w2, groups=cm, strides=(2, 2)), b2))
+            mid = act1(bb, _bias(bb, bb.emit(relax.op.nn.conv2d(x, relax.const(w1))), b1)) \
+                if expand else x
+            y = act2(bb, _bias(bb, _conv(bb, mid, w2, groups=cm, strides=(stride, stride)), b2))
+            if cout:
+                y = _bias(bb, bb.emit(relax.op.nn.conv2d(y, relax.const(w3))), b3)
+                if residual:
+                    y = bb.emit(relax.op.add(y, x))
             out = bb.emit_output(relax.Tuple([y, mid]) if mid_used_twice else y)
         bb.emit_func_output(out)
-    e = Conv2dSpec(1, cin, hw, hw, cm, (1, 1))
-    d = Conv2dSpec(1, cm, hw, hw, cm, (3, 3), (2, 2), (1, 1, 1, 1), groups=cm)
-    return bb.get(), e, d, (w1, b1, w2, b2)
+    return bb.get(), (w1, b1, w2, b2, w3, b3)
+
+
+def _block_reference(x, weights, acts, expand, cout, residual, stride=2):
+    w1, b1, w2, b2, w3, b3 = weights
+    cin, hw = x.shape[1], x.shape[2]
+    m = x
+    if expand:
+        m = conv2d_reference(Conv2dSpec(1, cin, hw, hw, w1.shape[0], (1, 1),
+                                        epilogue=Epilogue(True, False, acts[0])), x, w1, b1)
+    cm = m.shape[1]
+    d = Conv2dSpec(1, cm, hw, hw, cm, (3, 3), (stride, stride), (1, 1, 1, 1), groups=cm,
+                   epilogue=Epilogue(True, False, acts[1]))
+    y = conv2d_reference(d, m, w2, b2)
+    if cout:
+        p = Conv2dSpec(1, cm, d.out_height, d.out_width, cout, (1, 1),
+                       epilogue=Epilogue(True, residual))
+        y = conv2d_reference(p, y, w3, b3, x if residual else None)
+    return y
 
 
 ACTS = {  # relax builder, the epilogue's activation
@@ -352,29 +378,39 @@ ACTS = {  # relax builder, the epilogue's activation
     "hardswish": (_hardswish, "hardswish"),
     "none": (lambda bb, v: v, "none"),
 }
+BLOCKS = {
+    # name: (cin, hw, cm, (act1, act2), expand, cout, residual, stride)
+    "expand+dw-112-relu": (8, 112, 48, ("relu", "relu"), True, 0, False, 2),
+    "expand+dw-112-hardswish-none": (8, 112, 48, ("hardswish", "none"), True, 0, False, 2),
+    "whole-block-28-residual": (8, 28, 24, ("clip", "clip"), True, 8, True, 1),
+    "whole-block-56-s2": (6, 56, 18, ("none", "hardswish"), True, 10, False, 2),
+    "dw+project-28-residual": (12, 28, 0, ("relu", "relu"), False, 12, True, 1),
+}
 
 
-@pytest.mark.parametrize("a1, a2", [("relu", "relu"), ("hardswish", "none"), ("clip", "clip"),
-                                    ("none", "hardswish")])
-def test_expand_then_depthwise_on_a_large_map_becomes_one_kernel(a1, a2):
-    """A 1x1 conv whose output (2.4 MB) only a depthwise conv reads: one fused kernel call, the
-    two convs' output."""
-    from hwlat.kernels.dense import expand_dw
-
-    mod, e, d, (w1, b1, w2, b2) = _expand_dw_module(8, 112, 48, ACTS[a1][0], ACTS[a2][0])
-    assert expand_dw.preferred(expand_dw.ExpandDwSpec(e, d))
-    assert _calls(fuse_dense(mod)) == {"tir:hwlat_expand_dw_conv2d": 1}
-    x = _f32(1, 8, 112, 112)
-    ep = Epilogue(True, False, ACTS[a1][1])
-    mid = conv2d_reference(Conv2dSpec(1, 8, 112, 112, 48, (1, 1), epilogue=ep), x, w1, b1)
-    ep2 = Epilogue(True, False, ACTS[a2][1])
-    want = conv2d_reference(Conv2dSpec(1, 48, 112, 112, 48, (3, 3), (2, 2), (1, 1, 1, 1), groups=48,
-                                       epilogue=ep2), mid, w2, b2)
+@pytest.mark.parametrize("name", BLOCKS)
+def test_mobilenet_block_becomes_one_kernel_and_matches_numpy(name):
+    """The convs of a block whose tensors between them only the next conv reads: one mbconv
+    kernel call (expand + depthwise on a large map, or with the project conv from 28x28 up),
+    the separate convs' output."""
+    cin, hw, cm, acts, expand, cout, residual, stride = BLOCKS[name]
+    mod, weights = _block_module(cin, hw, cm, ACTS[acts[0]][0], ACTS[acts[1]][0], expand, cout,
+                                 residual, stride=stride)
+    assert _calls(fuse_dense(mod)) == {"tir:hwlat_mbconv": 1}
+    x = _f32(1, cin, hw, hw)
+    want = _block_reference(x, weights, (ACTS[acts[0]][1], ACTS[acts[1]][1]), expand, cout,
+                            residual, stride)
     np.testing.assert_allclose(_build_run(mod, x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
-def test_expand_then_depthwise_is_not_fused_when_the_mid_tensor_is_used_elsewhere_or_small():
-    mod, *_ = _expand_dw_module(8, 112, 48, ACTS["relu"][0], ACTS["relu"][0], mid_used_twice=True)
+def test_mobilenet_block_is_not_fused_where_a_tensor_is_read_elsewhere_or_the_map_is_small():
+    relu = ACTS["relu"][0]
+    # the expanded tensor is an output too: the depthwise conv and the project conv fuse
+    mod, _ = _block_module(8, 28, 24, relu, relu, cout=8, mid_used_twice=True, stride=1)
+    assert _calls(fuse_dense(mod)) == {"tir:hwlat_conv2d": 1, "tir:hwlat_mbconv": 1}
+    # expand + depthwise alone on a 0.6 MB map: two kernels
+    mod, _ = _block_module(8, 56, 48, relu, relu)
     assert _calls(fuse_dense(mod)) == {"tir:hwlat_conv2d": 1, "tir:hwlat_depthwise_conv2d": 1}
-    mod, *_ = _expand_dw_module(8, 56, 48, ACTS["relu"][0], ACTS["relu"][0])  # 0.6 MB
-    assert _calls(fuse_dense(mod)) == {"tir:hwlat_conv2d": 1, "tir:hwlat_depthwise_conv2d": 1}
+    # a whole block on a 14x14 map: three kernels
+    mod, _ = _block_module(8, 14, 24, relu, relu, cout=8, residual=True, stride=1)
+    assert _calls(fuse_dense(mod)) == {"tir:hwlat_conv2d": 2, "tir:hwlat_depthwise_conv2d": 1}
