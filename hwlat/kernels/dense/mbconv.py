@@ -64,6 +64,15 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _pick(p, values: list[int]):
+    """values[p] for a loop variable p (a Select chain; TVM's bound analysis fails on some of
+    the floordiv expressions that compute these from p)."""
+    out = tirx.const(values[-1], "int32")
+    for k in range(len(values) - 2, -1, -1):
+        out = tirx.Select(p == k, tirx.const(values[k], "int32"), out)
+    return out
+
+
 def _ceil_expr(a, b: int):
     return (a + b - 1) // b
 
@@ -227,6 +236,10 @@ def primfunc(spec: MBConvSpec, tile: depthwise.Tile | None = None) -> tirx.PrimF
     Q0 = [max(0, _ceil(PL - p, SW)) for p in range(SW)]
     Q1 = [max(Q0[p], (W - 1 + PL - p) // SW + 1) for p in range(SW)]
     NQT = max(_ceil(Q1[p] - Q0[p], EW) for p in range(SW))  # expand tiles a phase row
+    # per phase: whole 16-column tiles, the columns left, where they start
+    NFT = [(Q1[p] - Q0[p]) // EW for p in range(SW)]
+    TAIL = [(Q1[p] - Q0[p]) % EW for p in range(SW)]
+    TQ = [Q0[p] + NFT[p] * EW for p in range(SW)]
     # window columns: what the depthwise tiles read, and the expand tiles write
     WQW = _ceil(max(NCB * V + (KW - 1) // SW, *(Q0[p] + NQT * EW for p in range(SW))),
                 LANES) * LANES
@@ -263,6 +276,29 @@ def primfunc(spec: MBConvSpec, tile: depthwise.Tile | None = None) -> tirx.PrimF
         if RESIDUAL:
             v = v + res[n, o, p]
         return activate(v, ep3)
+
+    @T.macro
+    def etile(xs, w1, b1, win, bl, p, i, q, nv):
+        # expanded window row i, phase p, columns q .. q + 8 nv of the 6 channels of block bl
+        acc = T.alloc_buffer((G, nv, L), f32)
+        xv = T.alloc_buffer((nv, L), f32)
+        for c in T.unroll(G):
+            for u in T.unroll(nv):
+                for j in T.vectorized(L):
+                    acc[c, u, j] = T.float32(0)
+        for k in range(CI):
+            for u in T.unroll(nv):
+                for j in T.vectorized(L):
+                    xv[u, j] = xs[k, p, i, q + u * L + j]
+            for c in T.unroll(G):
+                for u in T.unroll(nv):
+                    for j in T.vectorized(L):
+                        acc[c, u, j] = acc[c, u, j] + w1[bl, k, c] * xv[u, j]
+        for c in T.unroll(G):
+            for u in T.unroll(nv):
+                for j in T.vectorized(L):
+                    win[bl * G + c, p, i, q + u * L + j] = activate(acc[c, u, j] + b1[bl * G + c],
+                                                                    ep1)
 
     @T.macro
     def body(x, w1, b1, w2, b2, w3, b3, res, yf):
@@ -303,29 +339,14 @@ def primfunc(spec: MBConvSpec, tile: depthwise.Tile | None = None) -> tirx.PrimF
                         if rb * STEP + i - PT >= 0 and rb * STEP + i - PT < H:
                             if EXPAND:  # the 1x1 conv of xs, 6 channels x 16 columns a tile
                                 for p in T.unroll(SW):
-                                    for qt in range(_ceil_expr(q1(p) - q0(p), EW)):
-                                        acc = T.alloc_buffer((G, EV, L), f32)
-                                        xv = T.alloc_buffer((EV, L), f32)
-                                        for c in T.unroll(G):
-                                            for u in T.unroll(EV):
-                                                for j in T.vectorized(L):
-                                                    acc[c, u, j] = T.float32(0)
-                                        for k in range(CI):
-                                            for u in T.unroll(EV):
-                                                for j in T.vectorized(L):
-                                                    xv[u, j] = xs[k, p, i,
-                                                                  q0(p) + qt * EW + u * L + j]
-                                            for c in T.unroll(G):
-                                                for u in T.unroll(EV):
-                                                    for j in T.vectorized(L):
-                                                        acc[c, u, j] = acc[c, u, j] + \
-                                                            w1[bl, k, c] * xv[u, j]
-                                        for c in T.unroll(G):
-                                            for u in T.unroll(EV):
-                                                for j in T.vectorized(L):
-                                                    win[bl * G + c, p, i,
-                                                        q0(p) + qt * EW + u * L + j] = activate(
-                                                        acc[c, u, j] + b1[bl * G + c], ep1)
+                                    for qt in range(_pick(p, NFT)):
+                                        etile(xs, w1, b1, win, bl, p, i,
+                                              _pick(p, Q0) + qt * EW, EV)
+                                    # the columns left: a 16-column tile, or an 8-column one
+                                    if _pick(p, TAIL) > L:
+                                        etile(xs, w1, b1, win, bl, p, i, _pick(p, TQ), EV)
+                                    elif _pick(p, TAIL) > 0:
+                                        etile(xs, w1, b1, win, bl, p, i, _pick(p, TQ), 1)
                                     # the padding columns (computed from garbage) back to 0
                                     for c in range(G):
                                         for q in range(q0(p)):
