@@ -1,18 +1,21 @@
 """Where a compiled model's time goes, kernel by kernel, next to onnxruntime's nodes (1 thread).
 
-    .venv/bin/python benchmarks/compiled_kernels.py [--model ofa] [--top 25]
+    .venv/bin/python benchmarks/compiled_kernels.py [--model ofa] [--top 25] [--runs 60]
 
 The model (a zoo name, or "ofa": OFA's note10 30 ms net, as benchmarks/compile_vs_runtimes.py
 exports it) is imported as `hwlat compile` does, with hwlat's kernel rewrites and TVM's
 legalization and fusion; every call of the resulting main function is then built alone and timed
 with its own arguments: warm (back to back) and with every argument but the first (its input)
 flushed from the cache first, which is how a kernel meets its weight inside a model whose weights
-outgrow the cache. onnxruntime (1 intra-op thread, all optimizations) runs the same model with its
-profiler on; its conv, matmul and gemm nodes pair in execution order with hwlat's conv, depthwise
-and matmul kernels (both follow the graph's order) when the two counts agree. Prints the calls
-sorted by (flushed hwlat - onnxruntime), and the totals; an in-model kernel lies between its warm
-and its flushed time. Medians over repeats; hwlat's kernels and onnxruntime are timed one after
-the other on a shared machine, so compare against a quiet run before reading small differences.
+outgrow the cache. Then the model, compiled as `hwlat compile` builds it, and onnxruntime (1
+intra-op thread, all optimizations, its profiler on) run --runs times in turns, call by call,
+hwlat's kernels timed in the model through the Relax VM's instrument hook (~5 us of Python
+each): the in-model column, what the model really spends, the input as the previous kernel left
+it and the weights as the other runtime's call left the cache. onnxruntime's conv, matmul and
+gemm nodes pair in execution order with hwlat's conv, depthwise, matmul and fused MobileNet-block
+kernels (two or three convs each; both follow the graph's order) when the counts agree. Prints
+the calls sorted by (in-model hwlat - onnxruntime), and the totals. Medians over repeats and
+runs; a shared machine, so compare against a quiet run before reading small differences.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ os.environ.setdefault("TVM_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import tempfile  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -103,8 +107,26 @@ def time_calls(mod, calls, target, repeats: int) -> list[tuple[float, float]]:
     return out
 
 
-def ort_nodes(path: Path, runs: int) -> list[tuple[str, str, float]]:
-    """(node, op, median ms) of onnxruntime's executed nodes, in execution order."""
+def in_model(path: Path, target, runs: int) -> tuple[list[tuple[str, float]],
+                                                      list[tuple[str, str, float]]]:
+    """hwlat's kernel calls timed inside the compiled model ((PrimFunc, median ms) in call order,
+    through the Relax VM's instrument hook: each time holds ~5 us of Python around the call), and
+    onnxruntime's executed nodes ((node, op, median ms) in execution order, its profiler), the
+    two models run in turns, call by call, so that both meet the cache as the other leaves it."""
+    from hwlat.lowering.compile import lower
+
+    vm = relax.VirtualMachine(lower(path, target).executable, tvm.cpu())
+    calls: list[list[tuple[str, float]]] = []
+    state = {"t": 0.0}
+
+    def instrument(func, name, before, ret, *args):
+        if before:
+            state["t"] = time.perf_counter()
+        else:
+            calls[-1].append((name, time.perf_counter() - state["t"]))
+        return 0
+
+    vm.set_instrument(instrument)
     with tempfile.TemporaryDirectory() as tmp:
         o = ort.SessionOptions()
         o.intra_op_num_threads = o.inter_op_num_threads = 1
@@ -113,10 +135,21 @@ def ort_nodes(path: Path, runs: int) -> list[tuple[str, str, float]]:
         s = ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
         feeds = {i.name: np.random.default_rng(0).random(i.shape, dtype=np.float32)
                  for i in s.get_inputs()}
+        x = [tvm.runtime.tensor(v) for v in feeds.values()]
         for _ in range(runs):
+            calls.append([])
+            vm["main"](*x)
             s.run(None, feeds)
         with open(s.end_profiling()) as f:
             events = json.load(f)
+    kept = calls[runs // 4:]
+    hw = [(kept[0][i][0], float(np.median([c[i][1] for c in kept])) * 1e3)
+          for i in range(len(kept[0]))]
+    return hw, _ort_medians(events, runs)
+
+
+def _ort_medians(events: list, runs: int) -> list[tuple[str, str, float]]:
+    """(node, op, median ms) of onnxruntime's profiled nodes, in execution order."""
     times: dict[tuple[str, str], list[float]] = {}
     for e in events:
         if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
@@ -140,12 +173,24 @@ def _merge_pairs(hw: list, ort_nodes: list) -> list:
     return out + ort_nodes[i:]
 
 
+def _in_model_column(calls: list, hw: list[tuple[str, float]]) -> list[float] | None:
+    """The in-model time of each of `calls` that is one of hwlat's kernels (NaN for the others:
+    TVM's fused functions are named otherwise in the built model), or None when the kernels
+    differ between the two."""
+    seq = [(n, t) for n, t in hw if n.startswith("hwlat_")]
+    if [n for n, _ in seq] != [n for n, _ in calls if n.startswith("hwlat_")]:
+        return None
+    times = iter(t for _, t in seq)
+    return [next(times) if n.startswith("hwlat_") else float("nan") for n, _ in calls]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="ofa")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=60, help="in-model runs of each model")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "compile_bench")
     args = ap.parse_args()
 
@@ -153,12 +198,17 @@ def main() -> None:
     path = model_path(args.model, args.out)
     mod, calls = fused_calls(path, target)
     timed = time_calls(mod, calls, target, args.repeats)
-    nodes = ort_nodes(path, 40)
-    mine = [(n, s, w, c) for (n, s), (w, c) in zip(calls, timed, strict=True)]
+    hw, nodes = in_model(path, target, args.runs)
+    inside = _in_model_column(calls, hw)
+    if inside is None:
+        print("the compiled model's calls differ from the module's (not timed in-model)")
+        inside = [float("nan")] * len(calls)
+    mine = [(n, s, w, c, m) for (n, s), (w, c), m in zip(calls, timed, inside, strict=True)]
     paired_hw = [r for r in mine if r[0].startswith(PAIRED_HWLAT)]
     paired_ort = _merge_pairs(paired_hw, [r for r in nodes if r[1] in PAIRED_ORT])
     print(f"{args.model}: {len(calls)} hwlat kernel calls, warm sum {sum(r[2] for r in mine):.2f} ms, "
-          f"flushed sum {sum(r[3] for r in mine):.2f} ms; onnxruntime {len(nodes)} nodes, "
+          f"flushed sum {sum(r[3] for r in mine):.2f} ms, in-model sum of hwlat's kernels "
+          f"{np.nansum([r[4] for r in mine]):.2f} ms; onnxruntime {len(nodes)} nodes, "
           f"in-model sum {sum(r[2] for r in nodes):.2f} ms")
     others: dict[str, float] = {}
     for _, op, t in nodes:
@@ -170,15 +220,16 @@ def main() -> None:
         print(f"conv/matmul counts differ ({len(paired_hw)} hwlat, {len(paired_ort)} onnxruntime): "
               "not paired")
         return
-    rows = sorted(((c - o[2], n, s, w, c, o[2])
-                   for (n, s, w, c), o in zip(paired_hw, paired_ort, strict=True)),
-                  reverse=True)
-    print("\n| hwlat kernel | input -> output | warm ms | flushed ms | onnxruntime in-model ms | "
-          "flushed - onnxruntime |\n|---|---|---|---|---|---|")
-    for d, n, s, w, c, o in rows[:args.top]:
-        print(f"| {n} | {s[0]} -> {s[-1]} | {w:.3f} | {c:.3f} | {o:.3f} | {d:+.3f} |")
+    rows = sorted(((m - o[2], n, s, w, c, m, o[2])
+                   for (n, s, w, c, m), o in zip(paired_hw, paired_ort, strict=True)),
+                  key=lambda r: -r[0] if r[0] == r[0] else 0.0)
+    print("\n| hwlat kernel | input -> output | warm ms | flushed ms | in-model ms | "
+          "onnxruntime in-model ms | in-model - onnxruntime |\n|---|---|---|---|---|---|---|")
+    for d, n, s, w, c, m, o in rows[:args.top]:
+        print(f"| {n} | {s[0]} -> {s[-1]} | {w:.3f} | {c:.3f} | {m:.3f} | {o:.3f} | {d:+.3f} |")
     print(f"\npaired totals: hwlat warm {sum(r[3] for r in rows):.2f} ms, flushed "
-          f"{sum(r[4] for r in rows):.2f} ms; onnxruntime in-model {sum(r[5] for r in rows):.2f} ms")
+          f"{sum(r[4] for r in rows):.2f} ms, in-model {sum(r[5] for r in rows):.2f} ms; "
+          f"onnxruntime in-model {sum(r[6] for r in rows):.2f} ms")
 
 
 if __name__ == "__main__":
