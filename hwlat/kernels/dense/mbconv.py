@@ -31,13 +31,14 @@ depthwise tile is one contiguous vector load). Per row tile:
    move to the top, the new ones are filled: with an expand conv, the input rows are
    de-interleaved into phases once (xs, all cin channels: the 1x1 conv is pointwise, so
    phase-split input gives phase-split output), then per channel block a 6-channel x 16-column
-   register tile (12 accumulators; per input channel one vector pair loaded and the 6 weights
-   broadcast) computes them, and the padding columns computed from garbage are set back to zero;
+   register tile (`mm`: 12 accumulators; per input channel one vector pair loaded and the 6
+   weights broadcast; the last columns of a phase row 8 wide where they fit) computes them,
+   and the padding columns computed from garbage are set back to zero;
    without one, the input rows are copied in (the padding, zeroed once, is never written);
 2. each mid channel's depthwise tiles (depthwise.py's register tile) run over the window,
    stored through the second epilogue into y, or, with a project conv, into the band: the
    tile's R output rows of every mid channel, pixels flattened (R * OW, row-major as in y);
-3. with a project conv, a 6-channel x 16-pixel register tile runs over the band (the reduction
+3. with a project conv, the same register tile (`mm`) runs over the band (the reduction
    over the mid channels) and is stored, with the residual, into the tile's rows of y, which
    are contiguous.
 """
@@ -278,22 +279,27 @@ def primfunc(spec: MBConvSpec, tile: depthwise.Tile | None = None) -> tirx.PrimF
         return activate(v, ep3)
 
     @T.macro
-    def etile(xs, w1, b1, win, bl, p, i, q, nv):
-        # expanded window row i, phase p, columns q .. q + 8 nv of the 6 channels of block bl
-        acc = T.alloc_buffer((G, nv, L), f32)
+    def mm(acc, src, off, w, blk, depth, nv):
+        # acc[c, u, j] = sum_k w[blk, k, c] * src[k, off + u * 8 + j]: 6 channels x 8 nv columns
         xv = T.alloc_buffer((nv, L), f32)
         for c in T.unroll(G):
             for u in T.unroll(nv):
                 for j in T.vectorized(L):
                     acc[c, u, j] = T.float32(0)
-        for k in range(CI):
+        for k in range(depth):
             for u in T.unroll(nv):
                 for j in T.vectorized(L):
-                    xv[u, j] = xs[k, p, i, q + u * L + j]
+                    xv[u, j] = src[k, off + u * L + j]
             for c in T.unroll(G):
                 for u in T.unroll(nv):
                     for j in T.vectorized(L):
-                        acc[c, u, j] = acc[c, u, j] + w1[bl, k, c] * xv[u, j]
+                        acc[c, u, j] = acc[c, u, j] + w[blk, k, c] * xv[u, j]
+
+    @T.macro
+    def etile(xs, w1, b1, win, bl, p, i, q, nv):
+        # expanded window row i, phase p, columns q .. q + 8 nv of the 6 channels of block bl
+        acc = T.alloc_buffer((G, nv, L), f32)
+        mm(acc, xs, (p * NI + i) * WQW + q, w1, bl, CI, nv)
         for c in T.unroll(G):
             for u in T.unroll(nv):
                 for j in T.vectorized(L):
@@ -304,7 +310,7 @@ def primfunc(spec: MBConvSpec, tile: depthwise.Tile | None = None) -> tirx.PrimF
     def body(x, w1, b1, w2, b2, w3, b3, res, yf):
         for t in T.parallel(TASKS):
             win = T.alloc_buffer((NB * G, SW, NI, WQW), f32)
-            xs = T.alloc_buffer((CI if EXPAND else 1, SW, NI, WQW), f32)
+            xs = T.alloc_buffer((CI if EXPAND else 1, SW * NI * WQW), f32)  # (k, p, i, q) flat
             band = T.alloc_buffer((CM if PROJECT else 1, BW), f32)
             if not EXPAND:  # the copies never write the padding: zero it once
                 for c in range(NB * G):
@@ -328,11 +334,11 @@ def primfunc(spec: MBConvSpec, tile: depthwise.Tile | None = None) -> tirx.PrimF
                                 if rb * STEP + i - PT >= 0 and rb * STEP + i - PT < H:
                                     if SW == 1 and W < 64:
                                         for j in T.vectorized(W):
-                                            xs[k, 0, i, PL + j] = x[t // RSETS, k,
+                                            xs[k, i * WQW + PL + j] = x[t // RSETS, k,
                                                                     rb * STEP + i - PT, j]
                                     else:
                                         for q in range(q0(p), q1(p)):
-                                            xs[k, p, i, q] = x[t // RSETS, k, rb * STEP + i - PT,
+                                            xs[k, (p * NI + i) * WQW + q] = x[t // RSETS, k, rb * STEP + i - PT,
                                                                q * SW + p - PL]
                 for bl in range(NB):
                     for i in range(T.Select(rb > (t % RSETS) * RPT, OV, 0), NI):
@@ -415,19 +421,7 @@ def primfunc(spec: MBConvSpec, tile: depthwise.Tile | None = None) -> tirx.PrimF
                     for ob in range(NOB):
                         for pt in range(_ceil_expr(T.min(R, OH - rb * R) * OW, EW)):
                             acc3 = T.alloc_buffer((G, EV, L), f32)
-                            bv = T.alloc_buffer((EV, L), f32)
-                            for c in T.unroll(G):
-                                for u in T.unroll(EV):
-                                    for j in T.vectorized(L):
-                                        acc3[c, u, j] = T.float32(0)
-                            for k in range(CM):
-                                for u in T.unroll(EV):
-                                    for j in T.vectorized(L):
-                                        bv[u, j] = band[k, pt * EW + u * L + j]
-                                for c in T.unroll(G):
-                                    for u in T.unroll(EV):
-                                        for j in T.vectorized(L):
-                                            acc3[c, u, j] = acc3[c, u, j] + w3[ob, k, c] * bv[u, j]
+                            mm(acc3, band, pt * EW, w3, ob, CM, EV)
                             for c in T.unroll(G):
                                 if ob * G + c < CO:
                                     for u in T.unroll(EV):
