@@ -389,7 +389,8 @@ class _Rewriter(KernelRewriter):
             if not (isinstance(dspec, Conv2dSpec) and dspec.depthwise) or b.var in dead:
                 continue
             dcall, m = b.value, b.value.args[1].fields[0]
-            e = pointwise(m) if only_user(m, b.var) else None
+            # (a 1x1 conv an earlier chain took as its project conv is not this one's expand)
+            e = pointwise(m) if only_user(m, b.var) and m not in new_value else None
             if e is not None and e[0].epilogue.residual:
                 e = None
             p, reader = None, readers.get(b.var, [None])[0]

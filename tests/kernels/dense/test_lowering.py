@@ -414,3 +414,30 @@ def test_mobilenet_block_is_not_fused_where_a_tensor_is_read_elsewhere_or_the_ma
     # a whole block on a 14x14 map: three kernels
     mod, _ = _block_module(8, 14, 24, relu, relu, cout=8, residual=True, stride=1)
     assert _calls(fuse_dense(mod)) == {"tir:hwlat_conv2d": 2, "tir:hwlat_depthwise_conv2d": 1}
+
+
+def test_two_blocks_without_expand_in_a_row_fuse_each_with_its_own_project_conv():
+    """dw -> 1x1 -> dw -> 1x1 on a 28x28 map: the first 1x1 conv is the first block's project
+    conv, not also the second block's expand conv."""
+    c, hw = 12, 28
+    ws = [(_f32(c, 1, 3, 3), _f32(c), _f32(c, c, 1, 1), _f32(c)) for _ in range(2)]
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, c, hw, hw), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = x
+            for w2, b2, w3, b3 in ws:
+                y = bb.emit(relax.op.nn.relu(_bias(bb, _conv(bb, y, w2, groups=c), b2)))
+                y = _bias(bb, bb.emit(relax.op.nn.conv2d(y, relax.const(w3))), b3)
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    mod = bb.get()
+    assert _calls(fuse_dense(mod)) == {"tir:hwlat_mbconv": 2}
+    xv = _f32(1, c, hw, hw)
+    want = xv
+    for w2, b2, w3, b3 in ws:
+        d = Conv2dSpec(1, c, hw, hw, c, (3, 3), padding=(1, 1, 1, 1), groups=c,
+                       epilogue=Epilogue(True, False, "relu"))
+        want = conv2d_reference(Conv2dSpec(1, c, hw, hw, c, (1, 1)),
+                                conv2d_reference(d, want, w2, b2), w3, b3)
+    np.testing.assert_allclose(_build_run(mod, xv), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
