@@ -115,14 +115,14 @@ class MBConvSpec:
         return sum(4 * int(np.prod(s)) for s in inner)
 
 
-# where the fusion pays (measured on an AMD EPYC znver3, 1 thread, benchmarks/dense_mbconv.py:
-# fused against the separate kernels, called in turns):
-# - with a project conv, on maps of 28x28 and up: whole blocks 0.67-0.94x (112x112 to 28x28);
-#   at 14x14 stride 1 1.03x, at 14x14 stride 2 and 7x7 1.4-2.8x (rows of 7-14 columns waste
-#   most of the 16-column tiles; the separate kernels tile the pixels of the whole map);
-# - an expand + depthwise pair alone (squeeze-excite between the depthwise and the project
-#   conv) where the expanded tensor outgrows L2 by far: 0.76-0.86x at 112x112 (3.6-4.8 MB);
-#   1.02-1.26x at 56x56 and 28x28 (1.2-1.8 MB)
+# where the fusion pays (AMD EPYC znver3, 1 thread; BENCHMARKS.md, "The fused MobileNet-block
+# kernel"): per block against the separate kernels (benchmarks/dense_mbconv.py), whole blocks
+# 0.61-0.95x on 112x112 to 28x28 maps, 1.0x on 14x14 stride 1, 1.3-2.2x slower on 14x14 stride 2
+# and 7x7 (500-1200 mid channels: the window of every mid channel outgrows L2); an expand +
+# depthwise pair alone (squeeze-excite between the depthwise and the project conv) 0.72-0.75x
+# at 112x112 (3.6-4.8 MB expanded), slower at 56x56 and 28x28. In-model (benchmarks/
+# ab_builds.py, OFA's note10 net) pairs from 1 MB and whole blocks from 14x14 measured 1.004x
+# and 1.005x of these thresholds, fusing every block and pair 1.124x.
 MIN_PROJECT_PIXELS = 28 * 28
 MIN_PAIR_BYTES = 2 << 20
 
