@@ -78,6 +78,27 @@ def test_geometries(spec, plan):
     run(spec, plan)
 
 
+# stems: each task copies the input rows it reads into its own scratch (conv.task_scratch)
+TASK_SCRATCH = [
+    (Conv2dSpec(1, 3, 224, 224, 24, (3, 3), (2, 2), (1, 1, 1, 1), epilogue=EP), None),
+    (Conv2dSpec(2, 3, 150, 161, 10, (3, 3), (2, 2), (1, 0, 2, 1), epilogue=EP), None),
+    (Conv2dSpec(1, 3, 160, 160, 8, (3, 3), (2, 2), (1, 1, 1, 1), epilogue=EP),
+     P("cout", 4, 2, chunk=5)),
+]
+
+
+@pytest.mark.parametrize("spec,plan", TASK_SCRATCH, ids=["stem-224", "batch2-asym", "chunk5"])
+def test_stems_copy_their_rows_per_task_and_match_numpy(spec, plan):
+    assert conv.task_scratch(spec, plan)
+    run(spec, plan)
+
+
+def test_task_scratch_only_where_the_whole_image_one_outgrows_l2():
+    assert not conv.task_scratch(Conv2dSpec(1, 3, 23, 21, 16, (7, 7), (2, 2), (3, 3, 3, 3)))
+    assert not conv.task_scratch(Conv2dSpec(1, 64, 56, 56, 128, (3, 3), (2, 2), (1, 1, 1, 1)))
+    assert not conv.task_scratch(Conv2dSpec(1, 64, 56, 56, 64, (1, 1)))  # read in place
+
+
 def test_default_plans_of_model_shapes():
     # the shape classes of the models: the plans are valid and the scratch stays modest
     for cin, hw, cout, k, s, p in [(3, 224, 64, 7, 2, 3), (64, 56, 64, 3, 1, 1), (64, 56, 128, 1, 2, 0),
