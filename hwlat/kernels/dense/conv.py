@@ -29,7 +29,9 @@ tap (kh, kw) of it reads phase ((kh * dh) % sh, (kw * dw) % sw) at q + ((kh * dh
 + (kw * dw) // sw: every tap is a contiguous, shifted vector load, whatever the stride or
 dilation. Columns ow >= OW of q are computed and dropped; where Wph > OW (padding or kernel wider
 than the stride) the "cout" kernel stores its tiles into a per-task scratch over whole output rows,
-which the epilogue copies into y.
+which the epilogue copies into y. Where the whole-image scratch outgrows L2 but the rows one
+task reads fit in 64 KB (stems), each task copies just those rows into its own scratch, right
+before reading them (`task_scratch`).
 
 Parallel over (image, pixel chunk) tasks ("cout") or (image, output-channel blocks) ("pixels").
 Where a weight is reused over pixel tiles, the kernels prefetch the next channel block's weight
