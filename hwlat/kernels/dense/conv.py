@@ -427,8 +427,9 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
     # input channels, a 613 KB scratch for 224x224), each task copies the phase rows its R
     # output rows read into its own scratch (laid out as the whole-image one, planes of LR rows:
     # gl) just before reading them, so that they are read from L1/L2, not written, evicted and
-    # read back from memory (stems 0.84-0.93x, cold; convs with many input channels, whose
-    # tasks' scratch is as large, measured 3-6 % slower that way and keep the whole-image one)
+    # read back from memory (3x3 stride-2 stems at 224x224 0.93-0.94x with a cold cache; convs
+    # with many input channels, whose tasks' scratch is as large, measured 3-6 % slower that way
+    # and keep the whole-image one, as do stems whose task scratch passes 64 KB, e.g. 7x7)
     sh, sw = spec.stride
     pt, pl = spec.padding[0], spec.padding[1]
     nph_h, nph_w = g.nph_h, g.nph_w
