@@ -8,8 +8,9 @@
 # every model's predicted / measured latency and their error, with the roofline-h100 estimate
 # beside them, and fails when the mean absolute error is over MAX_MAPE percent.
 #
-#   benchmarks/gpu_check.sh            # exit 0: checked; 1: over MAX_MAPE or a step failed;
-#   MAX_MAPE=30 benchmarks/gpu_check.sh  # 77: no GPU here, nothing checked
+#   benchmarks/gpu_check.sh                        # the whole zoo. exit 0: checked;
+#   benchmarks/gpu_check.sh mobilenet_v2 resnet18  # these zoo models only. 1: over MAX_MAPE or a
+#   MAX_MAPE=30 benchmarks/gpu_check.sh            # step failed; 77: no GPU here, nothing checked
 #
 # Environment: PYTHON (default .venv/bin/python, else python3), HWLAT_HOME (default: a fresh
 # temporary folder, so the table starts empty), MAX_MAPE (default 50).
@@ -73,8 +74,29 @@ while True:
         time.sleep(1)
 EOF
 
-"$PYTHON" -m hwlat.cli profile --zoo --device cuda-gpu --table "$TABLE"
-"$PYTHON" -m hwlat.cli profile --zoo --device roofline-h100 --table "$TABLE"
+if [ $# -eq 0 ]; then
+    "$PYTHON" -m hwlat.cli profile --zoo --device cuda-gpu --table "$TABLE"
+    "$PYTHON" -m hwlat.cli profile --zoo --device roofline-h100 --table "$TABLE"
+else  # the named zoo models, exported where --zoo puts them
+    mapfile -t NAMED < <("$PYTHON" - "$@" <<'EOF'
+import sys
+from hwlat import home, zoo
+from hwlat.export import export
+
+unknown = [n for n in sys.argv[1:] if n not in zoo.MODELS]
+if unknown:
+    sys.exit(f"gpu_check: not a zoo model: {', '.join(unknown)} (known: {', '.join(zoo.MODELS)})")
+(home() / "zoo").mkdir(parents=True, exist_ok=True)
+for name in sys.argv[1:]:
+    path = home() / "zoo" / f"{name}.onnx"
+    export(*zoo.build(name), path, compare=False)
+    print(path)
+EOF
+)
+    [ ${#NAMED[@]} -eq $# ] || exit 1
+    "$PYTHON" -m hwlat.cli profile "${NAMED[@]}" --device cuda-gpu --table "$TABLE"
+    "$PYTHON" -m hwlat.cli profile "${NAMED[@]}" --device roofline-h100 --table "$TABLE"
+fi
 
 # the zoo models cuda-gpu can run (profile --zoo exported them and skipped the others)
 mapfile -t MODELS < <("$PYTHON" - <<'EOF'

@@ -17,6 +17,7 @@ import ipaddress
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -122,18 +123,40 @@ def start_tracker(host: str = "127.0.0.1", port: int = 9190, *, wait: bool = Tru
 
 
 def start_server(tracker: str = "127.0.0.1:9190", key: str = "", host: str = "127.0.0.1",
-                 port: int = 9090, *, wait: bool = True, timeout: float = 90.0) -> Proc:
+                 port: int = 9090, *, wait: bool = True, timeout: float = 90.0,
+                 fork: bool | None = None) -> Proc:
     """Start a server that registers with the tracker under `key`; it takes the first free port
-    from `port` on. With wait, return once the tracker lists it."""
+    from `port` on. With wait, return once the tracker lists it.
+
+    TVM's server runs each session in a child process, forked by default. On a machine with a
+    CUDA GPU a forked session cannot use it (measured on an H200: every CUDA call in the session
+    failed with cudaErrorInitializationError), so there (`fork=None`: where `nvidia-smi -L`
+    lists a GPU) each session is a freshly started process instead (a second or two more per
+    session)."""
     parse_address(tracker)
     if not key or any(c.isspace() or c == ":" for c in key):
         raise InvalidInputError(f"--key '{key}': give a non-empty key without spaces or ':'")
+    if fork is None:
+        fork = not has_cuda_gpu()
     proc = _spawn("server", ["--tracker", tracker, "--key", key, "--host", host,
-                             "--port", str(port), "--port-end", str(port + 100)],
+                             "--port", str(port), "--port-end", str(port + 100),
+                             *([] if fork else ["--no-fork"])],
                   host, None, key=key, tracker=tracker)
     if wait:
         wait_ready(proc, timeout)
     return proc
+
+
+def has_cuda_gpu() -> bool:
+    """Whether `nvidia-smi -L` lists a GPU here (asked without initializing CUDA in this process)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False
+    try:
+        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return listed.returncode == 0 and "GPU" in listed.stdout
 
 
 _BOUND = re.compile(r"bind to (\S+):(\d+)")

@@ -8,6 +8,9 @@ the spread settles (hwlat.devices.measure).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +79,24 @@ def load_library(path: str | os.PathLike, threads: int | None = None) -> LoadedM
     if cores:
         os.environ["TVM_NUM_THREADS"] = str(cores)
     device = tvm.cuda(0) if target.kind.name == "cuda" else tvm.cpu(0)
-    return LoadedModel(path, meta, relax.VirtualMachine(tvm.runtime.load_module(str(path)), device), device)
+    return LoadedModel(path, meta, relax.VirtualMachine(load_fresh(path), device), device)
+
+
+def load_fresh(path: Path):
+    """`tvm.runtime.load_module` of the library as the file is now. The dynamic loader hands back
+    a library it has loaded before from the same path, even after the file was replaced (a
+    model compiled again to the same -o, in one process): so load it under a name of its own,
+    a hard link (or, across file systems, a copy) removed once loaded."""
+    folder = tempfile.mkdtemp(prefix="hwlat-load-")
+    alias = os.path.join(folder, f"{uuid.uuid4().hex}{path.suffix}")
+    try:
+        try:
+            os.link(path, alias)
+        except OSError:
+            shutil.copyfile(path, alias)
+        return tvm.runtime.load_module(alias)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def outputs_of(result) -> list[np.ndarray]:

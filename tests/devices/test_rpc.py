@@ -178,6 +178,20 @@ def test_cuda_kernels_are_timed_on_the_gpu_through_a_loopback_server(farm, kerne
     assert sorted(got) == list(range(len(ks))) and all(t.median_ms > 0 for t in got.values())
 
 
+def test_a_server_without_fork_starts_each_session_afresh_and_times_kernels(farm):
+    # the mode a machine with a CUDA GPU gets (a forked session cannot use CUDA there)
+    server = rpc.start_server(farm.address, key="hwlat-nofork", port=free_port(), fork=False,
+                              timeout=150)
+    try:
+        assert "--no-fork" in server.popen.args
+        runner = TvmRpcRunner(device("loop-nofork", "hwlat.devices.tvm_rpc_runner:TvmRpcRunner"),
+                              tracker=farm.address, key="hwlat-nofork")
+        assert runner.time_kernel(conv_chain(1)).median_ms > 0
+    finally:
+        rpc.stop(server)
+    assert ("--no-fork" in farm.servers[0].popen.args) == rpc.has_cuda_gpu()  # the default
+
+
 def test_profile_survives_a_server_killed_mid_kernel(farm, kernels, tmp_path):
     path, g, ks = kernels
     spec = device("rpc-loop", "hwlat.devices.tvm_rpc_runner:TvmRpcRunner")

@@ -123,3 +123,16 @@ def test_unknown_dimensions_are_refused(tmp_path):
 def test_output_suffix_decides_the_artifact(tmp_path):
     with pytest.raises(InvalidInputError, match=r"m\.bin: .*\.so \(shared library\), \.tar \(object archive\)"):
         compile_model(models.conv_relu(tmp_path), output=tmp_path / "m.bin")
+
+
+def test_a_library_compiled_again_to_the_same_path_runs_as_the_new_model(tmp_path):
+    # the dynamic loader keeps a library loaded from a path; loading the path again after it was
+    # replaced must not hand back the first model (it did: conv_relu ran with matmul's input)
+    out = tmp_path / "m.so"
+    compile_model(models.conv_relu(tmp_path), "host", output=out)
+    x = rand(1, 3, 8, 8, seed=1)
+    assert run_library(out, models.npy(tmp_path, "x.npy", x))["y"].shape == (1, 4, 8, 8)
+    compile_model(models.matmul_add(tmp_path), "host", output=out)
+    x = rand(4, 16, seed=3)
+    got = run_library(out, models.npy(tmp_path, "x2.npy", x))["y"]
+    np.testing.assert_allclose(got, x @ rand(16, 8, seed=1) + rand(8, seed=2), atol=1e-4)
