@@ -63,7 +63,8 @@ class BenchReport:
 
 def load_library(path: str | os.PathLike, threads: int | None = None) -> LoadedModel:
     """Open a compiled library where its target runs. `threads` (default: the target's
-    num-cores) takes effect only before TVM's thread pool first starts in this process."""
+    num-cores; a CUDA library's: its host's) takes effect only before TVM's thread pool first
+    starts in this process."""
     path = Path(path)
     meta = read_sidecar(path)
     if path.suffix == ".tar":
@@ -75,7 +76,8 @@ def load_library(path: str | os.PathLike, threads: int | None = None) -> LoadedM
             raise InvalidInputError(f"{path} is built for CUDA and this machine has no CUDA GPU")
         raise InvalidInputError(f"{path} is built for {target.attrs.get('mtriple')}, not this machine; "
                                 "copy it and its .json to such a device")
-    cores = threads or (int(target.attrs["num-cores"]) if "num-cores" in target.attrs else None)
+    host = target.host if target.kind.name == "cuda" and target.host is not None else target
+    cores = threads or (int(host.attrs["num-cores"]) if "num-cores" in host.attrs else None)
     if cores:
         os.environ["TVM_NUM_THREADS"] = str(cores)
     device = tvm.cuda(0) if target.kind.name == "cuda" else tvm.cpu(0)
