@@ -4,8 +4,10 @@ Each kernel goes ONNX -> Relax -> the device file's pipeline -> `tvm.compile` fo
 target, is linked here (with a cross compiler when the device has another CPU architecture),
 uploaded, and timed by the Relax VM on the device with `time_evaluator`. A pool of workers, one
 per server registered under the key, builds and times kernels in parallel, each worker keeping
-one session. When a server dies mid-kernel, that kernel alone goes back to the queue for another
-server; a kernel that fails on a server that is still alive is the kernel's fault and is raised.
+one session for kernel after kernel (a server may start each session as a new process: seconds)
+and opening a new one after a failure or once the session has run for the kernel timeout.
+When a server dies mid-kernel, that kernel alone goes back to the queue for another server; a
+kernel that fails on a server that is still alive is the kernel's fault and is raised.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class _Session:
     sess: object  # tvm.rpc.RPCSession
     server: str  # host:port
     dev: object  # the remote tvm Device
+    opened: float = 0.0  # time.monotonic() when it was opened
 
     def close(self) -> None:
         self.sess = self.dev = None  # the connection closes when the last reference goes
@@ -57,9 +60,10 @@ class TvmRpcRunner:
                  kernel_timeout: float = 600.0):
         """`tracker` HOST:PORT and `key` default to 127.0.0.1:9190 and the device's name.
         A worker waits `request_timeout` seconds for a free server; a kernel whose server dies
-        is tried on at most `max_attempts` servers. Each kernel gets its own session, which the
-        server ends after `kernel_timeout` seconds (TVM's session timeout): a kernel that hangs
-        is lost like one whose server died, and retried."""
+        is tried on at most `max_attempts` servers. A session holds kernels in turn and the
+        server ends it after twice `kernel_timeout` seconds (TVM's session timeout); no kernel
+        starts in a session older than `kernel_timeout`, so each has at least that long, and
+        one that hangs is lost like one whose server died, and retried."""
         import tvm
         import tvm.rpc
 
@@ -183,11 +187,14 @@ class TvmRpcRunner:
                     continue
                 server = s.server
                 self.in_flight[server] = idx
+                keep = False
                 try:
                     timing = self._time_remote(s, lib, inputs)
                     self.timed[server] += 1
                     results.put(("done", idx, timing))
                     wait = self.request_timeout
+                    # the next kernel, in this session while it has a whole kernel timeout left
+                    keep = time.monotonic() - s.opened < self.kernel_timeout
                 except ServerLost as e:
                     results.put(("lost", idx, f"server {server} lost during kernel {idx}: {e}"))
                     wait = min(5.0, self.request_timeout)  # take another only if one is free
@@ -196,8 +203,9 @@ class TvmRpcRunner:
                 finally:
                     self.in_flight.pop(server, None)
                     lib.unlink(missing_ok=True)
-                    s.close()  # the session's timeout bounds one kernel: a new one for the next
-                    s = None
+                    if not keep:  # after a failure, a new session for the next kernel
+                        s.close()
+                        s = None
             if s is not None:
                 s.close()
 
@@ -209,9 +217,10 @@ class TvmRpcRunner:
             host, port, match = rpc.request_server(self.tracker, self.key, max(deadline - time.monotonic(), 0.5))
             server = f"{host}:{port}"
             try:
-                sess = self._connect(host, port, match, session_timeout=self.kernel_timeout)
+                opened = time.monotonic()
+                sess = self._connect(host, port, match, session_timeout=2 * self.kernel_timeout)
                 sess.get_function("runtime.config_threadpool")(_BIG_CORES, self.spec.threads)
-                return _Session(sess, server, sess.device(self._dev_type, 0))
+                return _Session(sess, server, sess.device(self._dev_type, 0), opened)
             except Exception as e:
                 if "protocol version mismatch" in str(e).lower():
                     raise rpc.version_error(server, _one_line(e)) from e
@@ -239,7 +248,6 @@ class TvmRpcRunner:
         from tvm import relax
 
         m = self.spec.measure
-        start = time.monotonic()
         try:
             s.sess.upload(str(lib), target=lib.name)
             vm = relax.VirtualMachine(s.sess.load_module(lib.name), s.dev)
@@ -254,7 +262,7 @@ class TvmRpcRunner:
 
             return measure(round_, m)
         except Exception as e:
-            if time.monotonic() - start >= 0.95 * self.kernel_timeout:
+            if time.monotonic() - s.opened >= 0.95 * 2 * self.kernel_timeout:  # its session's end
                 raise ServerLost(f"timed out: the server ended the session after the kernel "
                                  f"timeout of {self.kernel_timeout:g} s") from e
             if not _alive(s):

@@ -178,7 +178,7 @@ def test_cuda_kernels_are_timed_on_the_gpu_through_a_loopback_server(farm, kerne
     assert sorted(got) == list(range(len(ks))) and all(t.median_ms > 0 for t in got.values())
 
 
-def test_a_server_without_fork_starts_each_session_afresh_and_times_kernels(farm):
+def test_a_server_without_fork_times_kernels_in_turn_in_one_session(farm):
     # the mode a machine with a CUDA GPU gets (a forked session cannot use CUDA there)
     server = rpc.start_server(farm.address, key="hwlat-nofork", port=free_port(), fork=False,
                               timeout=150)
@@ -186,7 +186,12 @@ def test_a_server_without_fork_starts_each_session_afresh_and_times_kernels(farm
         assert "--no-fork" in server.popen.args
         runner = TvmRpcRunner(device("loop-nofork", "hwlat.devices.tvm_rpc_runner:TvmRpcRunner"),
                               tracker=farm.address, key="hwlat-nofork")
-        assert runner.time_kernel(conv_chain(1)).median_ms > 0
+        opened = []
+        open_session = runner._open
+        runner._open = lambda timeout: opened.append(open_session(timeout)) or opened[-1]
+        got = dict(runner.time_kernels([conv_chain(1, c=8 + 4 * i) for i in range(3)]))
+        assert sorted(got) == [0, 1, 2] and all(t.median_ms > 0 for t in got.values())
+        assert len(opened) == 1  # one session (a new process there) for the kernels in turn
     finally:
         rpc.stop(server)
     assert ("--no-fork" in farm.servers[0].popen.args) == rpc.has_cuda_gpu()  # the default
