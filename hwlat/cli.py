@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -241,11 +242,36 @@ def profile(
                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
         with Progress(*columns, console=err) as bar:
             task = bar.add_task(f"profiling on {spec.name}", total=len(todo.kernels))
-            report = run_profile(todo, spec, runner, store, on_kernel=lambda k: bar.advance(task))
+            logged = _progress_lines(spec.name, len(todo.kernels))
+
+            def on_kernel(k) -> None:
+                bar.advance(task)
+                logged(k)
+
+            report = run_profile(todo, spec, runner, store, on_kernel=on_kernel)
     for line in getattr(runner, "lost", ()):  # RPC servers that died mid-kernel; the kernel was retried
         err.print(f"warning: {line}", highlight=False, markup=False)
     out.print(f"{report.measured} kernels measured, {report.skipped} already in {store.path} "
               f"({report.seconds:.1f} s)")
+
+
+def _progress_lines(device: str, total: int, every_s: float = 30.0):
+    """Where stderr is no terminal (a log, a pipe) a progress bar shows only once done: there,
+    a line every `every_s` seconds and at the end, so a long profile shows it is moving."""
+    if err.is_terminal or total == 0:
+        return lambda k: None
+    start = time.monotonic()
+    state = {"done": 0, "last": start}
+
+    def kernel_done(k) -> None:
+        state["done"] += 1
+        now = time.monotonic()
+        if now - state["last"] >= every_s or state["done"] == total:
+            state["last"] = now
+            err.print(f"profiling on {device}: {state['done']}/{total} kernels, "
+                      f"{now - start:.0f} s", highlight=False, markup=False)
+
+    return kernel_done
 
 
 def _export_zoo(spec) -> list[Path]:

@@ -192,6 +192,9 @@ def test_kill_9_during_profile_loses_nothing_committed(tmp_path):
     r = cli("profile", *paths, "--table", str(table), env_home=tmp_path / "home")
     assert r.returncode == 0, r.stderr
     assert f"{total - len(after)} kernels measured, {len(after)} already" in r.stdout
+    left = total - len(after)  # stderr is a pipe here: progress comes as lines too, one at the end
+    assert any(line.startswith(f"profiling on cpu-ort: {left}/{left} kernels, ")
+               for line in r.stderr.splitlines()), r.stderr
     with TableStore(table, readonly=True) as store:
         final = {e.key: e for e in store.entries("cpu-ort")}
     assert len(final) == total and all(final[k] == e for k, e in after.items())
