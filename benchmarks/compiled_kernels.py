@@ -1,6 +1,7 @@
 """Where a compiled model's time goes, kernel by kernel, next to onnxruntime's nodes (1 thread).
 
     .venv/bin/python benchmarks/compiled_kernels.py [--model ofa] [--top 25] [--runs 60]
+        [--interleave call|block]
 
 The model (a zoo name, or "ofa": OFA's note10 30 ms net, as benchmarks/compile_vs_runtimes.py
 exports it) is imported as `hwlat compile` does, with hwlat's kernel rewrites and TVM's
@@ -107,12 +108,14 @@ def time_calls(mod, calls, target, repeats: int) -> list[tuple[float, float]]:
     return out
 
 
-def in_model(path: Path, target, runs: int) -> tuple[list[tuple[str, float]],
-                                                      list[tuple[str, str, float]]]:
+def in_model(path: Path, target, runs: int, interleave: str = "call") -> tuple[
+        list[tuple[str, float]], list[tuple[str, str, float]]]:
     """hwlat's kernel calls timed inside the compiled model ((PrimFunc, median ms) in call order,
     through the Relax VM's instrument hook: each time holds ~5 us of Python around the call), and
-    onnxruntime's executed nodes ((node, op, median ms) in execution order, its profiler), the
-    two models run in turns, call by call, so that both meet the cache as the other leaves it."""
+    onnxruntime's executed nodes ((node, op, median ms) in execution order, its profiler). With
+    interleave "call" the two models run in turns, call by call, so that both meet the cache as
+    the other leaves it; with "block", each runs `runs` times back to back (its weights as its
+    own previous call left them), hwlat first."""
     from hwlat.lowering.compile import lower
 
     vm = relax.VirtualMachine(lower(path, target).executable, tvm.cpu())
@@ -136,10 +139,17 @@ def in_model(path: Path, target, runs: int) -> tuple[list[tuple[str, float]],
         feeds = {i.name: np.random.default_rng(0).random(i.shape, dtype=np.float32)
                  for i in s.get_inputs()}
         x = [tvm.runtime.tensor(v) for v in feeds.values()]
-        for _ in range(runs):
-            calls.append([])
-            vm["main"](*x)
-            s.run(None, feeds)
+        if interleave == "call":
+            for _ in range(runs):
+                calls.append([])
+                vm["main"](*x)
+                s.run(None, feeds)
+        else:
+            for _ in range(runs):
+                calls.append([])
+                vm["main"](*x)
+            for _ in range(runs):
+                s.run(None, feeds)
         with open(s.end_profiling()) as f:
             events = json.load(f)
     kept = calls[runs // 4:]
@@ -191,6 +201,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--runs", type=int, default=60, help="in-model runs of each model")
+    ap.add_argument("--interleave", choices=("call", "block"), default="call",
+                    help="in-model runs: call by call in turns, or each model's back to back")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "compile_bench")
     args = ap.parse_args()
 
@@ -198,7 +210,7 @@ def main() -> None:
     path = model_path(args.model, args.out)
     mod, calls = fused_calls(path, target)
     timed = time_calls(mod, calls, target, args.repeats)
-    hw, nodes = in_model(path, target, args.runs)
+    hw, nodes = in_model(path, target, args.runs, args.interleave)
     inside = _in_model_column(calls, hw)
     if inside is None:
         print("the compiled model's calls differ from the module's (not timed in-model)")
