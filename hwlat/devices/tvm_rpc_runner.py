@@ -268,7 +268,7 @@ class TvmRpcRunner:
             if not _alive(s):
                 raise ServerLost(_one_line(e)) from e
             raise HwlatError(f"the kernel failed on server {s.server} (key '{self.key}'): "
-                             f"{_one_line(e)}") from e
+                             f"{_one_line(e)}{_hint(str(e))}") from e
 
 
 def _linker(spec: DeviceSpec, target) -> dict:
@@ -292,6 +292,16 @@ def _alive(s: _Session) -> bool:
         return True
     except Exception:
         return False
+
+
+def _hint(message: str) -> str:
+    """What to do about a known remote failure, else ''."""
+    if "cudaErrorInitializationError" in message:
+        # measured on an H200: every CUDA call of a session forked by TVM's server failed so
+        return ("; the server runs each session in a forked process, where CUDA cannot start: "
+                "run it as `hwlat rpc server` (sessions start afresh where a GPU is) or "
+                "`python -m tvm.exec.rpc_server ... --no-fork`")
+    return ""
 
 
 def _one_line(e: BaseException) -> str:

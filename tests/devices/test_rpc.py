@@ -348,3 +348,12 @@ def test_arm64_without_a_cross_compiler_says_what_to_install(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(InvalidInputError, match=r"install aarch64-linux-gnu-g\+\+ .* or set HWLAT_CROSS_CC"):
         TvmRpcRunner(load_device("arm64-mobile"))
+
+
+def test_cuda_failing_in_a_forked_session_says_how_to_start_the_server():
+    from hwlat.devices.tvm_rpc_runner import _hint
+
+    seen = ("RPCError: Error caught from RPC call: CUDA Runtime Error: "
+            "cudaErrorInitializationError (3): initialization error")
+    assert "--no-fork" in _hint(seen) and "hwlat rpc server" in _hint(seen)
+    assert _hint("Check failed: something else") == ""
