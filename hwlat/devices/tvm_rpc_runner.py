@@ -174,6 +174,9 @@ class TvmRpcRunner:
             while (idx := todo.get()) is not None and not stopping.is_set():
                 try:
                     lib, inputs = self.build(protos[idx], Path(tmp) / f"kernel{idx}.so")
+                    if s is not None and time.monotonic() - s.opened >= self.kernel_timeout:
+                        s.close()  # less than a whole kernel timeout left in it
+                        s = None
                     if s is None:
                         s = self._open(wait)
                 except rpc.RpcVersionError as e:
@@ -193,8 +196,7 @@ class TvmRpcRunner:
                     self.timed[server] += 1
                     results.put(("done", idx, timing))
                     wait = self.request_timeout
-                    # the next kernel, in this session while it has a whole kernel timeout left
-                    keep = time.monotonic() - s.opened < self.kernel_timeout
+                    keep = True  # the next kernel in this session, while it has time left
                 except ServerLost as e:
                     results.put(("lost", idx, f"server {server} lost during kernel {idx}: {e}"))
                     wait = min(5.0, self.request_timeout)  # take another only if one is free

@@ -197,6 +197,23 @@ def test_a_server_without_fork_times_kernels_in_turn_in_one_session(farm):
     assert ("--no-fork" in farm.servers[0].popen.args) == rpc.has_cuda_gpu()  # the default
 
 
+def test_a_session_past_the_kernel_timeout_is_not_given_another_kernel(farm):
+    runner = TvmRpcRunner(device("rpc-loop", "hwlat.devices.tvm_rpc_runner:TvmRpcRunner"),
+                          tracker=farm.address, key=KEY)
+    opened = []
+    open_session = runner._open
+
+    def aged(timeout):  # every session looks opened a kernel timeout ago
+        s = open_session(timeout)
+        s.opened -= runner.kernel_timeout
+        opened.append(s)
+        return s
+
+    runner._open = aged
+    got = dict(runner.time_kernels([conv_chain(1, c=8 + 4 * i) for i in range(3)]))
+    assert sorted(got) == [0, 1, 2] and len(opened) == 3  # a new session for each kernel
+
+
 def test_profile_survives_a_server_killed_mid_kernel(farm, kernels, tmp_path):
     path, g, ks = kernels
     spec = device("rpc-loop", "hwlat.devices.tvm_rpc_runner:TvmRpcRunner")
