@@ -98,15 +98,17 @@ EOF
     "$PYTHON" -m hwlat.cli profile "${NAMED[@]}" --device roofline-h100 --table "$TABLE"
 fi
 
-# the zoo models cuda-gpu can run (profile --zoo exported them and skipped the others)
-mapfile -t MODELS < <("$PYTHON" - <<'EOF'
+# the profiled zoo models cuda-gpu can run (the named ones, else all that --zoo exported)
+mapfile -t MODELS < <("$PYTHON" - ${NAMED[@]+"${NAMED[@]}"} <<'EOF'
+import sys
 from pathlib import Path
 from hwlat.devices import load_device
 from hwlat.graph import fuse, load
 from hwlat.lut import default_table_path
 
 runner = load_device("cuda-gpu").make_runner()
-for p in sorted((default_table_path().parent / "zoo").glob("*.onnx")):
+named = [Path(a) for a in sys.argv[1:]]
+for p in named or sorted((default_table_path().parent / "zoo").glob("*.onnx")):
     if not runner.unsupported({op for k in fuse(load(p)) for op in k.key.ops}):
         print(p)
 EOF
