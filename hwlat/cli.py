@@ -842,8 +842,9 @@ def rpc_server(
     from hwlat.devices import rpc
 
     proc = _start_rpc(host, "server", lambda: rpc.start_server(tracker, key, host, port))
-    out.print(f"server on {proc.address}, registered with {tracker} under key '{key}'; Ctrl-C stops it",
-              highlight=False, markup=False)
+    fresh = "; each session a new process (a CUDA GPU is here)" if "--no-fork" in proc.popen.args else ""
+    out.print(f"server on {proc.address}, registered with {tracker} under key '{key}'{fresh}; "
+              "Ctrl-C stops it", highlight=False, markup=False)
     rpc.serve_forever(proc)
 
 
