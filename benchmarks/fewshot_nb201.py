@@ -1,11 +1,12 @@
 """Few-shot latency tables: NAS-Bench-201 on a Pixel 3 from N whole-model measurements.
 
     .venv/bin/python benchmarks/fewshot_nb201.py [--seeds 10] [--sizes 10 20 50 100]
-        [--prior cpu-ort | roofline-sd855] [--unfolded [zero-input] [dead]]
+        [--prior cpu-ort | cpu-tvm | roofline-sd855] [--unfolded [zero-input] [dead]]
 
 (a) Reference: the NB201 space's distinct kernels (from `hwlat.nas.nb201_lut`, no export) are
-    covered by a few cells, chosen greedily; those are exported and profiled on cpu-ort (this
-    machine) into build/fewshot/ref.sqlite. A second run reuses the table.
+    covered by a few cells, chosen greedily; those are exported and profiled on --prior (cpu-ort,
+    the default, or cpu-tvm: this machine) into build/fewshot/ref.sqlite. A second run reuses
+    the table.
 (b) For each N and seed: N cells drawn from HW-NAS-Bench's Pixel 3 measurements
     (../shared/data/nb201/pixel3.csv), a few-shot table fitted (`hwlat.lut.fewshot`), all 15,625
     cells predicted and compared with their measurements: Spearman rank correlation, share within
@@ -55,8 +56,10 @@ def covering_cells(archs: list[str]) -> list[str]:
     return chosen
 
 
-def build_reference(archs: list[str], path: Path) -> tuple[dict[str, float], dict]:
-    """Profile the space's kernels on cpu-ort (once); key -> ms and key -> (MACs, bytes)."""
+def build_reference(archs: list[str], path: Path, device_name: str = REF_DEVICE
+                    ) -> tuple[dict[str, float], dict]:
+    """Profile the space's kernels on a device of this machine (once); key -> ms and key ->
+    (MACs, bytes)."""
     from hwlat.devices import load_device
     from hwlat.export import export
     from hwlat.lut.build import plan, profile
@@ -66,10 +69,10 @@ def build_reference(archs: list[str], path: Path) -> tuple[dict[str, float], dic
     space = {k for a in archs for k in nb201_kernel_texts(a)}
     path.parent.mkdir(parents=True, exist_ok=True)
     with TableStore(path) as store:
-        if not space <= store.keys(REF_DEVICE):
+        if not space <= store.keys(device_name):
             cells = covering_cells(archs)
             print(f"reference: {len(space)} distinct kernel keys, covered by {len(cells)} cells; "
-                  f"exporting and profiling on {REF_DEVICE}")
+                  f"exporting and profiling on {device_name}")
             files = []
             for a in cells:
                 f = path.parent / "cells" / f"nb201_{nb201_index(a)}.onnx"
@@ -78,15 +81,15 @@ def build_reference(archs: list[str], path: Path) -> tuple[dict[str, float], dic
                     model, inputs = from_nb201(a)
                     export(model, inputs, f, compare=False)
                 files.append(f)
-            device = load_device(REF_DEVICE)
+            device = load_device(device_name)
             runner = device.make_runner()
             t0 = time.perf_counter()
             report = profile(plan(files, device, runner, store), device, runner, store)
             print(f"profiled {report.measured} kernels in {time.perf_counter() - t0:.0f} s")
-        missing = space - store.keys(REF_DEVICE)
+        missing = space - store.keys(device_name)
         if missing:
             raise SystemExit(f"{len(missing)} kernel keys still missing from {path}: {sorted(missing)[:2]}")
-        entries = store.get_many(REF_DEVICE, space)
+        entries = store.get_many(device_name, space)
         feats = store.features()
     ref = {k: e.median_ms for k, e in entries.items()}
     return ref, {k: (float(feats[k][1] or 0), float(feats[k][2] or 0)) for k in space}
@@ -159,7 +162,8 @@ def main() -> None:
     ap.add_argument("--train-from", choices=("path", "all"), default="path")
     ap.add_argument("--reference", type=Path, default=OUT / "ref.sqlite")
     ap.add_argument("--prior", default=REF_DEVICE,
-                    help="cpu-ort (profiled here into --reference) or a roofline device")
+                    help="a device of this machine (cpu-ort, cpu-tvm: profiled here into "
+                         "--reference) or a roofline device (nothing profiled)")
     ap.add_argument("--unfolded", nargs="*", choices=("zero-input", "dead"), default=None,
                     help="also count the work of `none` edges' zeros that the phone may run "
                          "(hwlat.nas.nb201_lut.nb201_unfolded_texts), each class its own group")
@@ -176,8 +180,10 @@ def main() -> None:
     keys, counts = nb201_features(archs)
     print(f"kernel keys of all {len(archs)} cells derived in {time.perf_counter() - t0:.1f} s: "
           f"{len(keys)} distinct")
-    if args.prior == REF_DEVICE:
-        ref, feats = build_reference(archs, args.reference)
+    from hwlat.devices import load_device
+
+    if load_device(args.prior).runtime != "roofline":
+        ref, feats = build_reference(archs, args.reference, args.prior)
     else:
         from hwlat.devices.roofline import roofline_reference
         from hwlat.nas.nb201_lut import nb201_all_keys
