@@ -1,6 +1,7 @@
 """hwlat's dense matmul kernel (hwlat/kernels/dense/matmul.py) vs onnxruntime, one thread.
 
     .venv/bin/python benchmarks/dense_matmul.py [--rounds 7] [--min-time 0.2] [--shapes vit|gemv|all]
+    .venv/bin/python benchmarks/dense_matmul.py --gemv-streams 1 2 4 [--calls 80]
 
 Shapes (m, k, n) from build/dense_shapes.json: vit_tiny's linear layers (m = 197 tokens: qkv,
 proj, fc1, fc2) and the classifiers (m = 1; the Gemm weights (n, k) there are transposed to
@@ -14,6 +15,12 @@ After a warm-up, each round times both contestants in turn (interleaved), each f
 time, the median of the per-round ratios hwlat / onnxruntime and their spread (min..max), for the
 wall time and for the CPU time of the calling thread (both run their op on it; less sensitive to
 other processes on a shared machine), and hwlat's GFLOP/s on its CPU time.
+
+--gemv-streams S [S ...]: the GEMV kernel read as S contiguous k segments side by side, for each
+S, on the classifiers and OFA's 1152 -> 1536 layer, with the weight coming from memory as in a
+model whose weights outgrow the cache: before every call a 64 MB buffer is read through. The
+calls of the variants take turns (--calls each, the first 5 dropped); prints each variant's
+median call, GB/s of weight and the median of its per-turn ratios to the first S given.
 """
 
 from __future__ import annotations
@@ -66,8 +73,8 @@ def ort_session(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> Callable[[], obj
     return sess, lambda: sess.run(None, feed)
 
 
-def hwlat_call(spec: MatmulSpec, x, w, b):
-    func = matmul.primfunc(spec).with_attr("global_symbol", "matmul")
+def hwlat_call(spec: MatmulSpec, x, w, b, streams: int = matmul.GEMV_STREAMS):
+    func = matmul.primfunc(spec, streams=streams).with_attr("global_symbol", "matmul")
     kernel = tvm.compile(tvm.IRModule({"matmul": func}), target=TARGET)["matmul"]
     args = [tvm.runtime.tensor(a) for a in (x, matmul.pack_weight(spec, w), b)]
     out = tvm.runtime.tensor(np.zeros(spec.y_shape, np.float32))
@@ -90,7 +97,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--min-time", type=float, default=0.2)
     ap.add_argument("--shapes", choices=("vit", "gemv", "all"), default="all")
+    ap.add_argument("--gemv-streams", type=int, nargs="+", metavar="S")
+    ap.add_argument("--calls", type=int, default=80)
     args = ap.parse_args()
+    if args.gemv_streams:
+        gemv_streams(args.gemv_streams, args.calls)
+        return
     shapes = {"vit": VIT, "gemv": GEMV, "all": VIT + GEMV}[args.shapes]
     rng = np.random.default_rng(0)
     print(f"# {datetime.date.today()} {platform.node()} {platform.processor() or platform.machine()}"
@@ -129,6 +141,42 @@ def main() -> None:
                         f" {f'{min(ratios):.2f}..{max(ratios):.2f}':>11}")
         gflops = 2 * m * k * n / statistics.median(t[1] for t in t_hw) / 1e9
         print(f"{name:<16} {f'{m}x{k}x{n}':>13} {cols[0]} | {cols[1]} {gflops:5.1f}", flush=True)
+
+
+def gemv_streams(streams: list[int], calls: int) -> None:
+    if min(streams) < 1 or calls < 10:
+        raise SystemExit("--gemv-streams takes counts >= 1, --calls >= 10")
+    rng = np.random.default_rng(0)
+    flush = np.ones((64 << 20) // 4, np.float32)
+    print(f"# {datetime.date.today()} {platform.node()} llvm mcpu={TARGET.attrs.get('mcpu')}; 1 thread;"
+          f" weight from memory (64 MB read before each call); {calls} calls each, in turns")
+    print(f"{'shape':<16} {'k x n':>11} " + " ".join(f"{f'S={s} ms':>9} {'GB/s':>5} {'ratio':>5}"
+                                                   for s in streams))
+    for name, _, k, n in GEMV + [("ofa 1152->1536", 1, 1152, 1536)]:
+        spec = MatmulSpec(1, k, n, Epilogue(bias=True))
+        x = rng.standard_normal((1, k)).astype(np.float32)
+        w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+        b = rng.standard_normal(n).astype(np.float32)
+        want = matmul_reference(spec, x, w, b)
+        runs = []
+        for s in streams:
+            out, run = hwlat_call(spec, x, w, b, s)
+            run()
+            err = float(np.abs(out.numpy() - want).max())
+            if err > 1e-4 * float(np.abs(want).max()):
+                raise SystemExit(f"{name}: {s} streams differ from the reference by {err:.3g}")
+            runs.append(run)
+        times = [[] for _ in runs]
+        for _ in range(calls):
+            for i, run in enumerate(runs):
+                flush.sum()
+                t0 = time.perf_counter()
+                run()
+                times[i].append(time.perf_counter() - t0)
+        t = [np.array(v[5:]) for v in times]
+        cols = [f"{np.median(v) * 1e3:9.4f} {4 * k * n / np.median(v) / 1e9:5.1f} "
+                f"{np.median(v / t[0]):5.2f}" for v in t]
+        print(f"{name:<16} {f'{k}x{n}':>11} " + " ".join(cols), flush=True)
 
 
 if __name__ == "__main__":

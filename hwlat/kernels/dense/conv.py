@@ -12,6 +12,8 @@ mr * nv <= 12 of the 16 ymm registers):
 - ``"pixels"`` rows (few output pixels: 7x7 and 1x1 maps): acc[pixel][co] += x[pixel]
   (broadcast) * w[co] (vector), the weight packed as (ceil(cout / nr), cin, kh, kw, nr); no
   pixel-tile padding wasted, stores are scalar (cheap next to the long reductions of those layers).
+  A 1x1 conv on a 1x1 map of one image is a GEMV, and its default plan (16-channel "pixels"
+  rows) runs the matmul kernel's GEMV (`is_gemv`), which reads the weight in two streams.
 
 Output channels past cout are zero weight rows, never stored; where the "cout" kernel runs
 through the scratch, a ragged last block runs a shorter tile of only its real rows instead
@@ -51,6 +53,7 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
+from hwlat.kernels.dense import matmul
 from hwlat.kernels.dense.activation import activate, epilogue_params
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue
 
@@ -146,7 +149,10 @@ def default_plan(spec: Conv2dSpec) -> Plan:
     if pixels < 64 and spec.cout >= 32:
         # tile rows over the q positions (fewest padded ones, then the taller tile); 6 rows and
         # vectors of 24 or 48 channels measured far slower; a single row takes 64 channels
-        qv = spec.out_height * _geom(spec, Plan("pixels", 1, 1)).wph
+        g1 = _geom(spec, Plan("pixels", 1, 1))
+        qv = spec.out_height * g1.wph
+        if qv == 1 and spec.batch == 1 and g1.direct:
+            return Plan("pixels", 1, matmul.NR // LANES)  # a GEMV (is_gemv), two weight streams
         mr = min((5, 4, 3), key=lambda m: (_ceil(qv, m) * m, -m)) if qv >= 3 else qv
         nv = 8 if mr == 1 else 4 if mr == 2 else 2
         g = _geom(spec, Plan("pixels", mr, nv))
@@ -240,8 +246,39 @@ def primfunc(spec: Conv2dSpec, plan: Plan | None = None) -> tirx.PrimFunc:
         raise ValueError(f"conv2d kernel does not support {spec}: {reason}")
     plan = plan or default_plan(spec)
     g = _geom(spec, plan)
-    body = _body_cout(spec, plan, g) if plan.rows == "cout" else _body_pixels(spec, plan, g)
+    if is_gemv(spec, plan):
+        body = _body_gemv(spec)
+    else:
+        body = _body_cout(spec, plan, g) if plan.rows == "cout" else _body_pixels(spec, plan, g)
     return _entry(body, spec, packed_weight_shape(spec, plan))
+
+
+def is_gemv(spec: Conv2dSpec, plan: Plan | None = None) -> bool:
+    """Whether the conv runs as the matmul kernel's GEMV (`matmul.gemv_body`): one image, one
+    output pixel read in place (a 1x1 conv on a 1x1 map), "pixels" rows of 16 channels, whose
+    packed weight (cout blocks, cin, 1, 1, 16) is the GEMV's (panels, k, 16)."""
+    plan = plan or default_plan(spec)
+    return (plan.rows == "pixels" and plan.nr == matmul.NR and spec.batch == 1
+            and spec.out_height * spec.out_width == 1 and _geom(spec, plan).direct)
+
+
+def _body_gemv(spec: Conv2dSpec):
+    C, CO = spec.cin, spec.cout
+    NP = _ceil(CO, matmul.NR)
+    gemv = matmul.gemv_body(C, CO, spec.epilogue)
+
+    @T.macro
+    def body(x, wp, bias, rf, y):
+        xv = T.decl_buffer((1, C), "float32", data=x.data)
+        wv = T.decl_buffer((NP, C, matmul.NR), "float32", data=wp.data)
+        yv = T.decl_buffer((1, CO), "float32", data=y.data)
+        if rf is None:
+            gemv(xv, wv, bias, None, yv)
+        else:
+            rv = T.decl_buffer((1, CO), "float32", data=rf.data)
+            gemv(xv, wv, bias, rv, yv)
+
+    return body
 
 
 def _scratch_fill(spec: Conv2dSpec, g: _Geom):

@@ -14,8 +14,13 @@ linearly for any m.
   columns tail (n % 16) computes on the zero padding and stores only its columns. The epilogue
   (bias, residual, relu/clip) is applied to the accumulators as they are stored. `Blocking`
   also offers panel groups per task and a rows-major task order (none measured faster here).
-- m == 1 (GEMV, memory bound): each panel is streamed once with ``GEMV_SPLIT`` x 2 accumulators
-  (k split by residue so that the FMA chains are independent), summed at the end.
+- m == 1 (GEMV, memory bound): each panel is streamed once, as ``GEMV_STREAMS`` contiguous
+  k segments read side by side (one accumulator row each, summed at the end): two streams keep
+  more cache-line misses in flight than one (the hardware prefetchers start over at each 4 KB
+  page). With the weight from memory (`benchmarks/dense_matmul.py --gemv-streams 1 2 3 4 8`,
+  znver3, 1 thread), two streams take 0.84-0.92x the time of one for the 2-7 MB classifiers
+  (three or four: about the same, eight: 0.93-1.01x); in-model, OFA's net 0.986-0.992x. `gemv_body` also
+  serves the conv kernel's 1x1 convs on 1x1 maps (squeeze-excite, OFA's 1152 -> 1536 layer).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from hwlat.kernels.dense.spec import Epilogue, MatmulSpec
 NR = 16  # output columns of a panel / register tile (two AVX2 vectors of 8 floats)
 MR = 6  # rows of the GEMM register tile (6 x 2 = 12 accumulator registers of 16)
 ROW_TILES = 8  # row tiles per parallel task (48 rows)
-GEMV_SPLIT = 4  # independent k chains per panel of the m == 1 path
+GEMV_STREAMS = 2  # contiguous k segments a panel of the m == 1 path is read in, side by side
 
 
 def _ceil(a: int, b: int) -> int:
@@ -106,14 +111,15 @@ def _tree_sum(acc, rows: int, j):
     return terms[0]
 
 
-def primfunc(spec: MatmulSpec, blocking: Blocking | None = None) -> tirx.PrimFunc:
+def primfunc(spec: MatmulSpec, blocking: Blocking | None = None,
+             streams: int = GEMV_STREAMS) -> tirx.PrimFunc:
     """PrimFunc(x (m, k), packed w, [bias (n,)], [residual (m, n)], y (m, n)); `blocking`
-    overrides the GEMM path's default loop blocking."""
+    overrides the GEMM path's default loop blocking, `streams` the GEMV's weight streams."""
     reason = supports(spec)
     if reason is not None:
         raise ValueError(f"hwlat dense matmul: {reason}")
     if spec.m == 1:
-        return _gemv(spec)
+        return _gemv(spec, streams)
     return _gemm(spec, blocking)
 
 
@@ -169,12 +175,13 @@ def _gemm(spec: MatmulSpec, blocking: Blocking | None = None) -> tirx.PrimFunc:
                         spec.epilogue)
 
 
-def _gemv(spec: MatmulSpec) -> tirx.PrimFunc:
-    K, N = int(spec.k), int(spec.n)
-    ep = spec.epilogue
+def gemv_body(K: int, N: int, ep: Epilogue, streams: int = GEMV_STREAMS):
+    """Macro body(x (1, K), packed w (ceil(N / 16), K, 16), bias (N,), residual (1, N) or None,
+    y (1, N)): y = act(x @ w + bias + residual), each panel read as `streams` contiguous k
+    segments side by side (the last K % streams rows one to an accumulator at the end)."""
     NP = _ceil(N, NR)
     NT = N - (NP - 1) * NR
-    S = GEMV_SPLIT
+    S = max(1, min(streams, K))
     KS = K // S
     KR = K - KS * S
     fin = _finish
@@ -189,7 +196,7 @@ def _gemv(spec: MatmulSpec) -> tirx.PrimFunc:
             for kq in range(KS):
                 for s in T.unroll(S):
                     for jj in T.vectorized(NR):
-                        acc[s, jj] = acc[s, jj] + x[0, kq * S + s] * wp[p, kq * S + s, jj]
+                        acc[s, jj] = acc[s, jj] + x[0, s * KS + kq] * wp[p, s * KS + kq, jj]
             for s in T.unroll(KR):
                 for jj in T.vectorized(NR):
                     acc[s, jj] = acc[s, jj] + x[0, KS * S + s] * wp[p, KS * S + s, jj]
@@ -202,5 +209,12 @@ def _gemv(spec: MatmulSpec) -> tirx.PrimFunc:
                     y[0, p * NR + jj] = fin(_tree_sum(acc, S, jj), ep, bias, residual, 0,
                                             p * NR + jj)
 
-    return kernel_entry(body, spec.x_shape, (NP, K, NR), spec.n, spec.y_shape,
+    return body
+
+
+def _gemv(spec: MatmulSpec, streams: int) -> tirx.PrimFunc:
+    if streams < 1:
+        raise ValueError(f"hwlat dense matmul: streams must be >= 1, got {streams}")
+    return kernel_entry(gemv_body(int(spec.k), int(spec.n), spec.epilogue, streams), spec.x_shape,
+                        (_ceil(int(spec.n), NR), int(spec.k), NR), spec.n, spec.y_shape,
                         spec.epilogue)

@@ -40,6 +40,19 @@ def test_epilogues(ep):
 def test_epilogues_other_paths(ep):
     run(Conv2dSpec(2, 6, 5, 7, 13, (1, 1), epilogue=ep))  # direct, pixel tail
     run(Conv2dSpec(2, 20, 5, 5, 40, (1, 1), epilogue=ep), P("pixels", 4, 2, kc=8))  # pixel rows
+    run(Conv2dSpec(1, 31, 1, 1, 70, (1, 1), epilogue=ep))  # a GEMV: odd cin, ragged last panel
+
+
+def test_one_pixel_convs_of_one_image_run_as_the_gemv():
+    gemv = Conv2dSpec(1, 1152, 1, 1, 1536, (1, 1), epilogue=EP)
+    assert conv.is_gemv(gemv) and conv.default_plan(gemv) == P("pixels", 1, 2)
+    # a batch, a padded 3x3 on a 1x1 map (not read in place) or wider channel blocks: not a GEMV
+    assert not conv.is_gemv(Conv2dSpec(2, 30, 1, 1, 70, (1, 1)))
+    assert not conv.is_gemv(Conv2dSpec(1, 30, 1, 1, 70, (3, 3), padding=(1, 1, 1, 1)))
+    assert not conv.is_gemv(gemv, P("pixels", 1, 8))
+    for cin in (1, 2, 3, 64):  # fewer input channels than streams, and k tails
+        run(Conv2dSpec(1, cin, 1, 1, 40, (1, 1), epilogue=EP))
+    run(gemv, P("pixels", 1, 8))  # the 64-channel pixel rows still serve one pixel
 
 
 EP = Epilogue(bias=True, residual=True, activation="relu")
