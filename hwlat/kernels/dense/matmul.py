@@ -19,8 +19,9 @@ linearly for any m.
   more cache-line misses in flight than one (the hardware prefetchers start over at each 4 KB
   page). With the weight from memory (`benchmarks/dense_matmul.py --gemv-streams 1 2 3 4 8`,
   znver3, 1 thread), two streams take 0.84-0.92x the time of one for the 2-7 MB classifiers
-  (three or four: about the same, eight: 0.93-1.01x); in-model, OFA's net 0.986-0.992x. `gemv_body` also
-  serves the conv kernel's 1x1 convs on 1x1 maps (squeeze-excite, OFA's 1152 -> 1536 layer).
+  (three or four: about the same, eight: 0.93-1.01x); in-model, OFA's net 0.986-0.992x.
+  `gemv_body` also serves the conv kernel's 1x1 convs on 1x1 maps (squeeze-excite, OFA's
+  1152 -> 1536 layer).
 """
 
 from __future__ import annotations
