@@ -43,6 +43,9 @@ def test_epilogues_other_paths(ep):
     run(Conv2dSpec(1, 31, 1, 1, 70, (1, 1), epilogue=ep))  # a GEMV: odd cin, ragged last panel
 
 
+EP = Epilogue(bias=True, residual=True, activation="relu")
+
+
 def test_one_pixel_convs_of_one_image_run_as_the_gemv():
     gemv = Conv2dSpec(1, 1152, 1, 1, 1536, (1, 1), epilogue=EP)
     assert conv.is_gemv(gemv) and conv.default_plan(gemv) == P("pixels", 1, 2)
@@ -54,8 +57,6 @@ def test_one_pixel_convs_of_one_image_run_as_the_gemv():
         run(Conv2dSpec(1, cin, 1, 1, 40, (1, 1), epilogue=EP))
     run(gemv, P("pixels", 1, 8))  # the 64-channel pixel rows still serve one pixel
 
-
-EP = Epilogue(bias=True, residual=True, activation="relu")
 
 GEOMETRIES = [
     # (spec, plan or None for the default)
