@@ -441,3 +441,78 @@ def test_two_blocks_without_expand_in_a_row_fuse_each_with_its_own_project_conv(
         want = conv2d_reference(Conv2dSpec(1, c, hw, hw, c, (1, 1)),
                                 conv2d_reference(d, want, w2, b2), w3, b3)
     np.testing.assert_allclose(_build_run(mod, xv), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def _se_model(hw: int, cout: int, mul_is_output: bool = False) -> onnx.ModelProto:
+    """x (1, 16, hw, hw) -> squeeze-excite (ReduceMean, Conv 16 -> 4, Relu, Conv 4 -> 16,
+    HardSigmoid) -> Mul(x, s) -> Conv 1x1 16 -> cout (+ bias): a MobileNetV3 block's tail."""
+    from onnx import numpy_helper
+
+    arrays = {"w1": _f32(4, 16, 1, 1), "b1": _f32(4), "w2": _f32(16, 4, 1, 1), "b2": _f32(16),
+              "w3": _f32(cout, 16, 1, 1), "b3": _f32(cout), "axes": np.array([2, 3], np.int64)}
+    nodes = [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=1),
+             helper.make_node("Conv", ["m", "w1", "b1"], ["c1"]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"]),
+             helper.make_node("HardSigmoid", ["c2"], ["s"], alpha=1 / 6, beta=0.5),
+             helper.make_node("Mul", ["s", "x"], ["xs"]),  # the scale first: either order folds
+             helper.make_node("Conv", ["xs", "w3", "b3"], ["y"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, hw, hw])]
+    if mul_is_output:
+        outputs.append(helper.make_tensor_value_info("xs", TensorProto.FLOAT, [1, 16, hw, hw]))
+    graph = helper.make_graph(nodes, "se", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 16, hw, hw])], outputs,
+        [numpy_helper.from_array(a, n) for n, a in arrays.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _full_size_multiplies(mod: tvm.IRModule, shape: tuple) -> int:
+    n = 0
+    for block in mod["main"].body.blocks:
+        for b in block.bindings:
+            v = b.value
+            if isinstance(v, relax.Call) and str(getattr(v.op, "name", "")) == "relax.multiply" \
+                    and tuple(int(d) for d in b.var.ty.shape) == shape:
+                n += 1
+    return n
+
+
+def test_squeeze_excite_scale_folds_into_the_project_convs_weight_and_matches_onnxruntime():
+    """On a 12x12 map with 8 output channels (8 x 16 weights < 16 x 144 activations) the
+    multiply over x becomes a scaled copy of the conv's packed weight, and the output is
+    onnxruntime's; the ops of the scale itself (on 16 values) stay."""
+    model = _se_model(12, 8)
+    with TARGET:
+        mod = relax.transform.FoldConstant()(import_onnx(model))
+    out = fuse_dense(mod)
+    calls = _calls(out)
+    assert calls["tir:hwlat_channel_scale"] == 1 and calls["tir:hwlat_conv2d"] == 3, calls
+    assert _full_size_multiplies(mod, (1, 16, 12, 12)) == 1
+    assert _full_size_multiplies(out, (1, 16, 12, 12)) == 0
+    x = _f32(1, 16, 12, 12) * 2
+    want = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    got = _build_run(import_onnx(model), x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("hw, cout, mul_is_output", [
+    (2, 8, False),   # 8 x 16 weights > 16 x 4 activations: the multiply over x is cheaper
+    (12, 8, True),   # x * s is an output too: it must be computed anyway
+])
+def test_squeeze_excite_scale_stays_where_folding_does_not_pay_or_the_product_is_read(
+        hw, cout, mul_is_output):
+    model = _se_model(hw, cout, mul_is_output)
+    with TARGET:
+        mod = relax.transform.FoldConstant()(import_onnx(model))
+    out = fuse_dense(mod)
+    assert _calls(out)["tir:hwlat_channel_scale"] == 0
+    assert _full_size_multiplies(out, (1, 16, hw, hw)) == 1
+    x = _f32(1, 16, hw, hw)
+    want = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    passes = make_pipeline("default", PipelineOptions(TARGET))
+    with TARGET:
+        ex = tvm.compile(passes(import_onnx(model)), target=TARGET)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x))
+    got = [got] if hasattr(got, "numpy") else list(got)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g.numpy(), w, rtol=1e-5, atol=1e-5 * np.abs(w).max())
