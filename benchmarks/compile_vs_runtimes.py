@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/compile_vs_runtimes.py [--models mobilenet_v2 resnet18 vit_tiny ofa]
         [--pipelines default zero] [--tvm-lowering] [--tune-trials N --tuning-db DIR] [--rounds 5]
-        [--interleave block|call]
+        [--interleave block|call] [--order permuted|fixed]
 
 Each model is exported once (the zoo; "ofa" is OFA's note10 30 ms net from ../shared/data), then
 built by `hwlat.lowering.lower` with each pipeline (compile time printed; with --tune-trials the
@@ -14,7 +14,9 @@ thread and all optimizations, the torch module with torch.set_num_threads(1) in 
 run interleaved: with `--interleave block` (the default: latency in a loop, each model's
 weights as warm as its own back-to-back calls leave them) each runs >= --min-time s of
 back-to-back calls in turn, a round's figure its mean call; with `--interleave call` they take
-turns call by call (A, B, C, A, B, C, ...) until each has run >= --min-time s, a round's figure
+turns call by call until each has run >= --min-time s (the turns cycle through every order of the
+contestants, so that each follows each other equally often; `--order fixed`: A, B, C, A, B, C,
+...; on OFA's net the two measured alike, 2026-11-27), a round's figure
 its median call: the load of this shared machine drifts under all alike (tighter ratios), and
 each call finds the cache holding the other contestant's weights (colder than a loop). Prints
 the median over rounds, the min..max of the round medians, and the ratio to onnxruntime as the
@@ -25,6 +27,7 @@ Goal (compile issue): compiled <= 1.0x onnxruntime's latency.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import time
@@ -55,13 +58,22 @@ def per_call_s(fn, min_time: float) -> tuple[float, float]:
             return elapsed / n, (time.thread_time() - c0) / n
 
 
-def interleaved_calls(runs: dict, min_time: float) -> dict[str, tuple[float, float]]:
+def interleaved_calls(runs: dict, min_time: float, order: str = "permuted") -> dict[
+        str, tuple[float, float]]:
     """{label: (median wall s, median CPU s of this thread) per call}: the contestants called in
-    turn, one call each, until every one has run >= min_time s."""
+    turn, one call each, until every one has run >= min_time s. With order "fixed" every turn
+    calls them in the order of `runs`, so each always meets the cache as the same predecessor
+    left it (e.g. dirty with torch's activations); with "permuted" the turns cycle through every
+    order of the contestants, so that each follows each of the others equally often."""
     walls: dict[str, list[float]] = {k: [] for k in runs}
     cpus: dict[str, list[float]] = {k: [] for k in runs}
-    while min(sum(w) for w in walls.values()) < min_time:
-        for label, fn in runs.items():
+    orders = list(itertools.permutations(runs)) if order == "permuted" else [tuple(runs)]
+    turn = 0
+    while min(sum(w) for w in walls.values()) < min_time or turn % len(orders):
+        labels = orders[turn % len(orders)]
+        turn += 1
+        for label in labels:
+            fn = runs[label]
             t0, c0 = time.perf_counter(), time.thread_time()
             fn()
             walls[label].append(time.perf_counter() - t0)
@@ -81,6 +93,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=0.5)
     ap.add_argument("--interleave", choices=("block", "call"), default="block")
+    ap.add_argument("--order", choices=("permuted", "fixed"), default="permuted",
+                    help="call by call: cycle through every order of the contestants, or keep "
+                         "one (each then always follows the same predecessor)")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "compile_bench")
     args = ap.parse_args()
 
@@ -149,7 +164,7 @@ def main() -> None:
     for r in range(args.rounds):
         for name, runs in contestants.items():
             if args.interleave == "call":
-                per_label = interleaved_calls(runs, args.min_time)
+                per_label = interleaved_calls(runs, args.min_time, args.order)
             else:
                 per_label = {label: per_call_s(fn, args.min_time) for label, fn in runs.items()}
             for label, (wall, cpu) in per_label.items():
