@@ -18,6 +18,7 @@ import os
 os.environ.setdefault("TVM_NUM_THREADS", "1")  # before TVM starts its thread pool
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -48,12 +49,15 @@ def main() -> None:
           f"max |B - onnxruntime| {np.abs(yb.numpy() - want).max():.2e}")
     calls = [lambda: fa(*xs), lambda: fb(*xs), lambda: sess.run(None, feeds)]
     times = [[], [], []]
+    gc.collect()
+    gc.disable()  # no cyclic collection inside a timed call (as timeit)
     for i in range(args.calls + 20):
         for k in ((0, 1, 2) if i % 2 == 0 else (1, 0, 2)):
             t0 = time.perf_counter()
             calls[k]()
             if i >= 20:
                 times[k].append(time.perf_counter() - t0)
+    gc.enable()
     a = np.array(times) * 1e3
     r, ra, rb = a[1] / a[0], a[0] / a[2], a[1] / a[2]
     print(f"median ms: A {np.median(a[0]):.3f}, B {np.median(a[1]):.3f}, "

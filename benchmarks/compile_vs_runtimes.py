@@ -27,6 +27,7 @@ Goal (compile issue): compiled <= 1.0x onnxruntime's latency.
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import os
 import statistics
@@ -163,10 +164,18 @@ def main() -> None:
     cpus: dict[tuple[str, str], list[float]] = {}
     for r in range(args.rounds):
         for name, runs in contestants.items():
-            if args.interleave == "call":
-                per_label = interleaved_calls(runs, args.min_time, args.order)
-            else:
-                per_label = {label: per_call_s(fn, args.min_time) for label, fn in runs.items()}
+            # Python's cyclic GC off while timing (as timeit does): a full collection walks every
+            # object of the process (torch, TVM: seconds' worth) and lands on whichever call
+            # allocated last, more often on the runtime whose calls allocate more objects
+            gc.collect()
+            gc.disable()
+            try:
+                if args.interleave == "call":
+                    per_label = interleaved_calls(runs, args.min_time, args.order)
+                else:
+                    per_label = {label: per_call_s(fn, args.min_time) for label, fn in runs.items()}
+            finally:
+                gc.enable()
             for label, (wall, cpu) in per_label.items():
                 times.setdefault((name, label), []).append(wall * 1e3)
                 cpus.setdefault((name, label), []).append(cpu * 1e3)
