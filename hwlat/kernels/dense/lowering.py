@@ -377,16 +377,21 @@ class _Rewriter(KernelRewriter):
         """Each [expand ->] depthwise [-> project] chain of this rewrite's conv kernels that
         `mbconv` takes and prefers, as one mbconv call (see the module doc)."""
         self.specs = {gv.name_hint: spec for spec, gv in self.kernels.items()}
+        return self._each_block(func, self._fuse_block)
+
+    def _each_block(self, func: relax.Function, rewrite) -> relax.Function:
+        """func with `rewrite(block) -> (block, rewrites)` applied to each dataflow block (the
+        same function when nothing was rewritten), the rewrites counted."""
         body = func.body
-        blocks, fused = [], 0
+        blocks, done = [], 0
         for block in body.blocks:
             if isinstance(block, relax.DataflowBlock):
-                block, n = self._fuse_block(block)
-                fused += n
+                block, n = rewrite(block)
+                done += n
             blocks.append(block)
-        if not fused:
+        if not done:
             return func
-        self.count += fused
+        self.count += done
         return relax.Function(func.params, relax.SeqExpr(blocks, body.body), func.ret_ty,
                               func.is_pure, func.attrs)
 
@@ -394,18 +399,7 @@ class _Rewriter(KernelRewriter):
         """Each squeeze-excite scale (x * s, s one value a channel) read only by a 1x1 conv
         kernel, folded into the conv's weight where that is the smaller tensor (see the module
         doc and scale.py)."""
-        body = func.body
-        blocks, folded = [], 0
-        for block in body.blocks:
-            if isinstance(block, relax.DataflowBlock):
-                block, n = self._fold_block_scales(block)
-                folded += n
-            blocks.append(block)
-        if not folded:
-            return func
-        self.count += folded
-        return relax.Function(func.params, relax.SeqExpr(blocks, body.body), func.ret_ty,
-                              func.is_pure, func.attrs)
+        return self._each_block(func, self._fold_block_scales)
 
     def _fold_block_scales(self, block: relax.DataflowBlock) -> tuple[relax.DataflowBlock, int]:
         from hwlat.kernels.dense import conv
