@@ -33,14 +33,16 @@ dilation. Columns ow >= OW of q are computed and dropped; where Wph > OW (paddin
 than the stride) the "cout" kernel stores its tiles into a per-task scratch over whole output rows,
 which the epilogue copies into y. Where the whole-image scratch outgrows L2 but the rows one
 task reads fit in 64 KB (stems), each task copies just those rows into its own scratch, right
-before reading them (`task_scratch`), and prefetches the next task's rows while it computes.
+before reading them (`task_scratch`), and prefetches the next task's rows while it computes,
+and its own output rows for writing (`_prefetch_w`).
 
 Parallel over (image, pixel chunk) tasks ("cout") or (image, output-channel blocks) ("pixels").
 Where a weight is reused over pixel tiles, the kernels prefetch the next channel block's weight
 rows (`_prefetch`) while computing this one's: in every tile with pixel rows, in a task's first
 tile with channel rows (the later tiles find the weight in L2).
 Where the input rows one tile reads over all of cin overflow L1 the reduction runs in blocks of
-kc channels (partial sums in a per-task buffer). `default_plan` picks tile, chunk and blocks
+kc channels (partial sums in a per-task buffer, tile after tile in the order they are read).
+`default_plan` picks tile, chunk and blocks
 from the shape (measured on an AMD EPYC znver3, 1 thread); `Plan` overrides it. The packed
 weight's layout depends on the plan: pack with the plan the PrimFunc is built with.
 """
