@@ -10,8 +10,10 @@ DEMO    := build/demo
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first, pinned: a looser requirement makes pip fetch a multi-GB CUDA build
-	$(BIN)/python -m pip install -q torch==2.13.0
+	# torch and torchvision first, pinned together: timm (the model corpus) needs a torchvision that
+	# imports, and 0.29.1 is built against torch 2.14.1 (with 2.13.0 it fails: torchvision::nms);
+	# a looser requirement makes pip fetch whatever CUDA build the registry has newest
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	# SpikingJelly, only for the test that cross-checks the neuromorphic op counts: without its
 	# dependencies (they pull a CUDA torch); its op counter needs loguru alone
