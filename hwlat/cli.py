@@ -742,12 +742,12 @@ def compile_(
     """Compile a model with TVM into a library + .json sidecar, checked against onnxruntime where it
     runs; with the device's own tuning database, its records also fill the device's table."""
     from hwlat.devices import load_device
-    from hwlat.lowering import compile_model, target_for_device
+    from hwlat.lowering import compile_model, resolve_target
     from hwlat.lowering.records import feed_table, feeds_table
     from hwlat.lowering.targets import kind_of
 
     spec = load_device(device)
-    target = target_for_device(spec, target_kind)
+    target = resolve_target(device=spec, kind=target_kind)
     if tuning_db is None and target_kind in (None, kind_of(spec.target or {"kind": "llvm"})):
         tuning_db = spec.tuning_db_path()  # the device's own database, if its file names one
     tuning = tuning_db is not None or tune_trials > 0

@@ -31,7 +31,7 @@ import onnx
 from hwlat.devices import rpc
 from hwlat.devices.measure import Timing, measure
 from hwlat.devices.spec import DeviceSpec
-from hwlat.devices.tvm_runner import device_pipeline, random_inputs, resolve_target
+from hwlat.devices.tvm_runner import device_pipeline, random_inputs
 from hwlat.errors import HwlatError, InvalidInputError
 
 DEFAULT_TRACKER = "127.0.0.1:9190"
@@ -67,6 +67,8 @@ class TvmRpcRunner:
         import tvm
         import tvm.rpc
 
+        from hwlat.lowering.targets import resolve_target
+
         self.spec = spec
         self.tracker = tracker or DEFAULT_TRACKER
         rpc.parse_address(self.tracker)
@@ -76,7 +78,7 @@ class TvmRpcRunner:
         if not kernel_timeout > 0:
             raise InvalidInputError(f"kernel_timeout must be > 0 seconds, got {kernel_timeout!r}")
         self.kernel_timeout = float(kernel_timeout)
-        self.target = resolve_target(spec)
+        self.target = resolve_target(device=spec, as_written=True)
         name = spec.pipeline or "default"
         # hwlat's pipelines: GPU targets get TVM's per-target schedules, CPU ones hwlat's kernels
         self._pipeline = device_pipeline(spec, self.target)
@@ -109,10 +111,10 @@ class TvmRpcRunner:
             s.close()
 
     def unsupported(self, ops: set[str]) -> set[str]:
-        from hwlat.lowering.custom import CUSTOM_OPS, load_kernels
+        from hwlat.lowering.custom import custom_ops
 
-        load_kernels()  # custom ops with a lowering in hwlat/kernels are supported
-        return {op for op in ops if "." in op and op not in CUSTOM_OPS}
+        known = custom_ops()  # custom ops with a lowering in hwlat/kernels are supported
+        return {op for op in ops if "." in op and op not in known}
 
     def time_kernel(self, proto: onnx.ModelProto) -> Timing:
         return dict(self.time_kernels([proto]))[0]

@@ -17,19 +17,6 @@ from hwlat.devices.spec import DeviceSpec
 from hwlat.errors import HwlatError, InvalidInputError, InvalidModelError
 
 
-def resolve_target(spec: DeviceSpec):
-    """The device file's target dict; mcpu "host" becomes the CPU LLVM detects here."""
-    import tvm
-
-    target = dict(spec.target or {"kind": "llvm"})
-    if target.get("mcpu") == "host":
-        target["mcpu"] = tvm.target.codegen.llvm_get_system_cpu()
-    try:
-        return tvm.target.Target(target)
-    except Exception as e:
-        raise InvalidInputError(f"device '{spec.name}': bad target {target} ({' '.join(str(e).split())[:200]})") from e
-
-
 def random_inputs(proto: onnx.ModelProto, seed: int = 0) -> list[np.ndarray]:
     """Data for the model's inputs (initializers excluded): normal floats, zero integers, and
     unique voxels of a grid for the coordinates of hwlat.SparseConv3d."""
@@ -74,12 +61,12 @@ class TvmRunner:
         os.environ["TVM_NUM_THREADS"] = str(spec.threads)
         import tvm
 
-        from hwlat.lowering.targets import target_for_device
+        from hwlat.lowering.targets import resolve_target
 
         self.spec = spec
         # the target `hwlat compile --device` builds for (host CPU, thread count): a tuning
         # database made by one is read by the other
-        self.target = target_for_device(spec)
+        self.target = resolve_target(device=spec)
         self._pipeline = device_pipeline(spec, self.target)
         self.pipeline = f"tvm-{spec.pipeline or 'default'}"
         self._dev = tvm.cpu(0)
@@ -91,10 +78,10 @@ class TvmRunner:
                 "versions": {"apache-tvm": tvm.__version__, "target": str(self.target)}}
 
     def unsupported(self, ops: set[str]) -> set[str]:
-        from hwlat.lowering.custom import CUSTOM_OPS, load_kernels
+        from hwlat.lowering.custom import custom_ops
 
-        load_kernels()  # custom ops with a lowering in hwlat/kernels are supported
-        return {op for op in ops if "." in op and op not in CUSTOM_OPS}
+        known = custom_ops()  # custom ops with a lowering in hwlat/kernels are supported
+        return {op for op in ops if "." in op and op not in known}
 
     def _build(self, proto: onnx.ModelProto):
         import tvm

@@ -33,11 +33,11 @@ from hwlat.lowering.pipelines import PipelineOptions, get_pipeline, make_pipelin
 from hwlat.lowering.run import outputs_of, random_inputs
 from hwlat.lowering.support import check_support
 from hwlat.lowering.targets import (
-    as_target,
     describe_target,
     find_linker,
     kind_of,
     linker_names,
+    resolve_target,
     runs_here,
     target_dict,
 )
@@ -77,9 +77,9 @@ def lower(path: str | os.PathLike, target: str | dict[str, Any] | tvm.target.Tar
     build it with the named pipeline; nothing is written but the tuning database.
     `dense_kernels=False` leaves convs and matmuls to TVM's own lowering (for comparisons)."""
     get_pipeline(pipeline)
-    target = as_target(target)
-    model = apply_rewrites(load(path).meta["onnx"])
-    check_support(model)
+    target = resolve_target(target)
+    model = apply_rewrites(load(path).meta["onnx"], target)
+    check_support(model, target)
     inputs, outputs = _signature(model)
     db = open_tuning_db(tuning_db, target) if tuning_db is not None else None
     passes = make_pipeline(pipeline, PipelineOptions(target, db, tune_trials,
@@ -110,7 +110,7 @@ def compile_model(path: str | os.PathLike, target: str | dict[str, Any] | tvm.ta
     path = Path(path)
     name = pipeline or ("static_shape_tuning" if tuning_db is not None or tune_trials else "default")
     get_pipeline(name)  # an unknown name fails before any work
-    target = as_target(target)
+    target = resolve_target(target)
     out = Path(output) if output is not None else path.with_suffix(".so")
     artifact = artifact_kind(out)
     if not out.parent.is_dir():
@@ -172,7 +172,8 @@ def _build(model, inputs, target, passes, name):
     try:
         with target:  # hwlat's converters pick the CPU or GPU schedule of their kernels by it
             mod = import_onnx(model, shape_dict={s.name: list(s.shape) for s in inputs},
-                              dtype_dict={s.name: s.dtype for s in inputs}, rewrite=False)
+                              dtype_dict={s.name: s.dtype for s in inputs}, rewrite=False,
+                              target=target)
     except Exception as e:
         raise HwlatError(f"TVM's ONNX frontend failed: {_one_line(e)}") from e
     try:

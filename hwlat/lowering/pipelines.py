@@ -42,21 +42,24 @@ def _is_gpu(target: tvm.target.Target) -> bool:
     return "gpu" in target.keys
 
 
+def kernel_rewrites(target: tvm.target.Target) -> list[str]:
+    """The names of the hwlat.kernels.registry Relax rewrites a build for `target` runs (with
+    every option on), in order."""
+    from hwlat.kernels import registry
+
+    return [e.name for e in registry.relax_rewrites(target)]
+
+
 def _kernel_rewrites(o: PipelineOptions) -> list[tvm.transform.Pass]:
-    """hwlat's kernel rewrites, first in every pipeline, where they apply: the kernels are CPU
-    code (llvm targets) and replace high-level ops, so they run before legalization. The dense
-    rewrite runs after constant folding, which makes ONNX's reshaped biases constants."""
-    if o.target.kind.name != "llvm":
-        return []
-    passes = []
-    if o.fused_attention:
-        from hwlat.kernels.attention.lowering import fuse_attention_pass  # imports hwlat.kernels
+    """hwlat's kernel rewrites (hwlat.kernels.registry), first in every pipeline, where they
+    apply to the target and the options keep them: they replace high-level ops, so they run
+    before legalization."""
+    from hwlat.kernels import registry
 
-        passes.append(fuse_attention_pass())
-    if o.dense_kernels:
-        from hwlat.kernels.dense.lowering import fuse_dense_pass
-
-        passes += [relax.transform.FoldConstant(), fuse_dense_pass()]
+    passes: list[tvm.transform.Pass] = []
+    for entry in registry.relax_rewrites(o.target):
+        if getattr(o, entry.switch):
+            passes += entry.passes()
     return passes
 
 

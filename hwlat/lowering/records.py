@@ -21,7 +21,7 @@ from hwlat.devices.measure import Timing, cpu_model
 from hwlat.devices.spec import DeviceSpec
 from hwlat.graph import fuse, load
 from hwlat.graph.extract import extract_kernel
-from hwlat.lowering.tuning import recorded_ms
+from hwlat.lowering.recorded import recorded_ms
 from hwlat.lut.build import kernel_features
 from hwlat.lut.store import Entry, TableStore
 

@@ -7,12 +7,16 @@ and a standard op whose converter implements a different op must be refused by n
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import onnx
 from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
 from hwlat.errors import UnsupportedOpError
-from hwlat.lowering.custom import CUSTOM_OPS, load_kernels
+from hwlat.lowering.custom import custom_ops
+
+if TYPE_CHECKING:
+    import tvm
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 # standard op type -> why TVM's converter of that name must not be used for it
@@ -33,24 +37,26 @@ class LoweringUnsupportedError(UnsupportedOpError):
         self.args = (f"TVM cannot lower {len(ops)} op type(s): {listing}",)
 
 
-def unsupported_ops(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, str]]:
-    """Counts and reasons of the ops TVM cannot lower, keyed as hwlat names ops
-    (`op_type`, or `domain.op_type` outside the standard domain)."""
-    load_kernels()
+def unsupported_ops(model: onnx.ModelProto, target: tvm.target.Target | None = None
+                    ) -> tuple[dict[str, int], dict[str, str]]:
+    """Counts and reasons of the ops TVM cannot lower (for `target`; None: with every converter
+    of hwlat.kernels.registry), keyed as hwlat names ops (`op_type`, or `domain.op_type` outside
+    the standard domain)."""
+    ops = custom_ops(target)
     converters = _get_convert_map()
     counts: Counter[str] = Counter()
     reasons: dict[str, str] = {}
     for node in _all_nodes(model.graph):
         if node.domain not in STANDARD_DOMAINS:
             key, why = f"{node.domain}.{node.op_type}", CUSTOM_OP_REASON
-            op = CUSTOM_OPS.get(key)
+            op = ops.get(key)
             if op is not None:
                 why = op.refuse(node) if op.refuse is not None else None
                 if why is None:
                     continue
         elif node.op_type in MISCONVERTED:
             key, why = node.op_type, MISCONVERTED[node.op_type]
-            op = CUSTOM_OPS.get(key)
+            op = ops.get(key)
             if op is not None and op.replaces:
                 why = op.refuse(node) if op.refuse is not None else None
                 if why is None:
@@ -64,8 +70,8 @@ def unsupported_ops(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, s
     return dict(counts), reasons
 
 
-def check_support(model: onnx.ModelProto) -> None:
-    ops, reasons = unsupported_ops(model)
+def check_support(model: onnx.ModelProto, target: tvm.target.Target | None = None) -> None:
+    ops, reasons = unsupported_ops(model, target)
     if ops:
         raise LoweringUnsupportedError(ops, reasons)
 

@@ -6,30 +6,25 @@ program's host code is the `"host"` key of its target.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import shutil
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tvm
 
-from hwlat.devices.spec import DeviceSpec
 from hwlat.errors import InvalidInputError
+from hwlat.kernels.target import TargetInfo, host_arch, host_target_dict, system_cpu, target_dict
 
+if TYPE_CHECKING:
+    from hwlat.devices.spec import DeviceSpec
 
-def system_cpu() -> str:
-    return str(tvm.target.codegen.llvm_get_system_cpu())
+__all__ = ["TARGET_KINDS", "describe_target", "find_linker", "kind_of", "linker_names",
+           "make_target", "resolve_target", "runs_here", "system_cpu", "target_dict"]
 
 
 def _host(base: dict[str, Any], threads: int | None) -> dict[str, Any]:
-    target = {"kind": "llvm", **base}
-    if target.get("mcpu", "host") == "host":  # without mcpu TVM emits generic x86-64 code
-        target["mcpu"] = system_cpu()
-    # the threads it will run with: MetaSchedule sizes parallel loops by it, `run` starts that many
-    target.setdefault("num-cores", threads or os.cpu_count() or 1)
-    return target
+    return host_target_dict(base, threads)
 
 
 def _aarch64(base: dict[str, Any], threads: int | None) -> dict[str, Any]:
@@ -60,9 +55,47 @@ def make_target(kind: str = "host", base: dict[str, Any] | None = None,
         raise InvalidInputError(f"bad {kind} target {target} ({' '.join(str(e).split())[:200]})") from e
 
 
-def target_for_device(spec: DeviceSpec, kind: str | None = None) -> tvm.target.Target:
-    """A TVM device file's target (kind None or the device's own kind); another kind asked of
-    it gets that kind's defaults, e.g. `--device cpu-tvm --target-kind aarch64`."""
+def resolve_target(target: str | dict[str, Any] | tvm.target.Target | None = None, *,
+                   device: DeviceSpec | None = None, kind: str | None = None,
+                   threads: int | None = None, as_written: bool = False) -> tvm.target.Target:
+    """The one way hwlat turns what it is given into a TVM target:
+
+    - `target`: a kind name from TARGET_KINDS (with `threads`), a target dict, or a Target;
+    - `device`: a TVM device file's target (`kind` None or the device's own kind); another kind
+      asked of it gets that kind's defaults, e.g. `--device cpu-tvm --target-kind aarch64`.
+      `as_written=True` takes the file's [target] table as it stands (only mcpu "host" becomes
+      this machine's CPU), as the RPC runner builds for a remote device;
+    - neither: `kind` (default host) with `threads`."""
+    if target is not None:
+        if device is not None or kind is not None:
+            raise ValueError("resolve_target: a target, or a device and/or a kind, not both")
+        if isinstance(target, tvm.target.Target):
+            return target
+        if isinstance(target, str):
+            return make_target(target, None, threads)
+        try:
+            return tvm.target.Target(dict(target))
+        except Exception as e:
+            raise InvalidInputError(f"bad target {target} ({' '.join(str(e).split())[:200]})") from e
+    if device is None:
+        return make_target(kind or "host", None, threads)
+    if as_written:
+        return _as_written(device)
+    return _for_device(device, kind)
+
+
+def _as_written(spec: DeviceSpec) -> tvm.target.Target:
+    """The device file's target dict; mcpu "host" becomes the CPU LLVM detects here."""
+    target = dict(spec.target or {"kind": "llvm"})
+    if target.get("mcpu") == "host":
+        target["mcpu"] = system_cpu()
+    try:
+        return tvm.target.Target(target)
+    except Exception as e:
+        raise InvalidInputError(f"device '{spec.name}': bad target {target} ({' '.join(str(e).split())[:200]})") from e
+
+
+def _for_device(spec: DeviceSpec, kind: str | None = None) -> tvm.target.Target:
     if spec.runtime != "tvm":
         raise InvalidInputError(f"device '{spec.name}' runs {spec.runtime}; compiling needs a TVM "
                                 "device (runtime = \"tvm\"), e.g. cpu-tvm")
@@ -75,21 +108,11 @@ def target_for_device(spec: DeviceSpec, kind: str | None = None) -> tvm.target.T
     return make_target(kind, None, spec.threads)
 
 
-def target_dict(target: tvm.target.Target) -> dict[str, Any]:
-    """The target as plain JSON data (its text is JSON): compared by value, not key order."""
-    return json.loads(str(target))
-
-
 def runs_here(target: tvm.target.Target) -> bool:
     """Whether code for `target` runs on this machine (CPU code for another ISA does not)."""
     if target.kind.name == "cuda":
         return bool(tvm.cuda(0).exist)
     return kind_of(target) == "host"
-
-
-def _host_arch() -> str:
-    machine = platform.machine().lower()
-    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
 def linker_names(target: tvm.target.Target) -> list[str]:
@@ -110,23 +133,10 @@ def find_linker(names: list[str]) -> str | None:
 
 def kind_of(target: tvm.target.Target | dict[str, Any]) -> str:
     """Its TARGET_KINDS name; for a target outside them, its CPU architecture or TVM kind."""
-    t = target if isinstance(target, dict) else target_dict(target)
-    if t.get("kind") != "llvm":
-        return str(t.get("kind"))
-    arch = str(t.get("mtriple", "")).split("-")[0]
-    return "host" if not arch or arch == _host_arch() else arch
-
-
-def as_target(target: str | dict[str, Any] | tvm.target.Target) -> tvm.target.Target:
-    """A kind name from TARGET_KINDS, a target dict, or a Target."""
-    if isinstance(target, tvm.target.Target):
-        return target
-    if isinstance(target, str):
-        return make_target(target)
-    try:
-        return tvm.target.Target(dict(target))
-    except Exception as e:
-        raise InvalidInputError(f"bad target {target} ({' '.join(str(e).split())[:200]})") from e
+    info = TargetInfo.of(target)
+    if not info.is_cpu:
+        return info.kind
+    return "host" if info.arch == host_arch() else str(info.arch)
 
 
 def describe_target(t: dict[str, Any]) -> str:

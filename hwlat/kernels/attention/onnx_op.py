@@ -12,7 +12,6 @@ from __future__ import annotations
 from tvm import relax
 
 from hwlat.errors import InvalidModelError
-from hwlat.lowering.custom import CustomOp, register_op
 
 
 def _attr(node, name: str, default):
@@ -52,9 +51,3 @@ def convert(bb: relax.BlockBuilder, inputs: list, attrs: dict):
         *bsnh, scale=float(scale) if scale else None,
         causal_mask="TopLeft" if attrs.get("is_causal", 0) else None))
     return relax.op.permute_dims(out, [0, 2, 1, 3])
-
-
-register_op(CustomOp(domain="", op_type="Attention", convert=convert, refuse=refuse,
-                     replaces=True,
-                     summary="ONNX opset-23 Attention -> relax.nn.attention -> hwlat's fused "
-                             "attention kernel"))

@@ -56,7 +56,6 @@ from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue, MatmulSpec
 from hwlat.kernels.relax_rewrite import KernelRewriter, as_kernel, module_pass, static_f32_shape
-from hwlat.lowering.custom import CustomOp, register_op
 
 _Constant = tvm.ir.expr.Constant  # relax.const(...)
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
@@ -134,7 +133,7 @@ def _bound(x, default: float) -> float | None:
     return default if math.isnan(v) else v
 
 
-def _convert_clip(bb: relax.BlockBuilder, inputs: list, attrs: dict):
+def convert_clip(bb: relax.BlockBuilder, inputs: list, attrs: dict):
     from tvm.relax.frontend.onnx import onnx_frontend
 
     x = inputs[0]
@@ -146,11 +145,6 @@ def _convert_clip(bb: relax.BlockBuilder, inputs: list, attrs: dict):
         if lo is None or hi is None or not str(x.ty.dtype).startswith("float"):
             return onnx_frontend.Clip._impl_v13(bb, inputs, attrs, None)
     return relax.op.clip(x, lo, hi)
-
-
-register_op(CustomOp(domain="", op_type="Clip", convert=_convert_clip, replaces=True,
-                     summary="Clip with constant bounds -> relax.clip (fusable into a dense "
-                             "kernel's store); other bounds as TVM converts them"))
 
 
 # ---- the rewrite ------------------------------------------------------------------------------

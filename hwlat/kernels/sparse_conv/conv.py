@@ -80,13 +80,13 @@ def check_coords(coords, grid: int | Sequence[int] | None = None) -> np.ndarray:
 def _compiled(geom: ConvGeometry, cin: int, cout: int):
     import tvm
 
-    from hwlat.lowering.targets import make_target
+    from hwlat.kernels.target import host_target
 
     mod = tvm.IRModule({
         "kernel_map": kernel.kernel_map(geom).with_attr("global_symbol", "kernel_map"),
         "gemm": kernel.gemm(geom.volume, cin, cout).with_attr("global_symbol", "gemm"),
     })
-    return tvm.compile(mod, target=make_target("host")).jit()
+    return tvm.compile(mod, target=host_target()).jit()
 
 
 def sparse_conv3d(features, coords, weight, kernel_size, stride=1, padding=None, subm: bool = True,

@@ -18,7 +18,6 @@ from tvm import relax
 from hwlat.errors import InvalidModelError
 from hwlat.kernels.sparse_conv import kernel
 from hwlat.kernels.sparse_conv.kernel import ConvGeometry
-from hwlat.lowering.custom import CustomOp, register_op
 
 OP = "hwlat.SparseConv3d"
 
@@ -92,11 +91,11 @@ def _map_now(geom: ConvGeometry, coords: np.ndarray, shapes: dict) -> dict[str, 
     import tvm
 
     from hwlat.kernels.sparse_conv.conv import check_coords
-    from hwlat.lowering.targets import make_target
+    from hwlat.kernels.target import host_target
 
     check_coords(coords)  # the row that is wrong, before the kernel's own check
     lib = tvm.compile(tvm.IRModule({"map": kernel.kernel_map(geom).with_attr("global_symbol", "map")}),
-                      target=make_target("host")).jit()
+                      target=host_target()).jit()
     dev = tvm.cpu(0)
     c = tvm.runtime.tensor(np.ascontiguousarray(coords, dtype=np.int32), dev)
     outs = {name: tvm.runtime.tensor(np.empty(shape, dtype), dev)
@@ -137,9 +136,3 @@ def refuse(node) -> str | None:
         return ("strided sparse convs (subm=0) are not lowered: their number of output voxels "
                 "depends on the coordinates")
     return None
-
-
-register_op(CustomOp(
-    domain="hwlat", op_type="SparseConv3d", convert=convert,
-    summary="submanifold sparse conv: TIR hash kernel map + gather-GEMM-scatter "
-            "(hwlat/kernels/sparse_conv)", refuse=refuse))

@@ -1,5 +1,5 @@
-"""Registers the spiking-neuron rewrite and the hwlat.LIFNeuron converter with hwlat's custom-op
-mechanism (imported through hwlat.kernels.LOWERINGS).
+"""The hwlat.LIFNeuron converter (listed with the spiking-neuron rewrite in
+hwlat.kernels.registry).
 
 The converter lowers a node to `call_tir` of the fused kernel for its shape. The kernel is
 scheduled for the target in scope at import (`with target:`): a GPU target gets a thread per
@@ -14,8 +14,7 @@ from tvm import relax
 from hwlat.errors import InvalidModelError
 from hwlat.kernels.spiking.kernel import neuron_primfunc
 from hwlat.kernels.spiking.neuron import NeuronSpec
-from hwlat.kernels.spiking.rewrite import DOMAIN, OP_TYPE, rewrite_spiking_neurons
-from hwlat.lowering.custom import CustomOp, register_op, register_rewrite
+from hwlat.kernels.spiking.rewrite import DOMAIN, OP_TYPE
 
 
 def kernel_variant() -> str:
@@ -46,9 +45,3 @@ def _static_dims(ty) -> list[int] | None:
     except (AttributeError, TypeError):  # no shape, or a symbolic one
         return None
     return None if any(d is None for d in dims) else [int(d) for d in dims]
-
-
-register_rewrite("spiking_neuron", rewrite_spiking_neurons)
-register_op(CustomOp(DOMAIN, OP_TYPE, convert_lif_neuron,
-                     "multi-step LIF/IF neuron: x [T, ...] -> spikes [T, ...] in one pass "
-                     "(hwlat/kernels/spiking)"))
