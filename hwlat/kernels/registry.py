@@ -94,6 +94,10 @@ class RelaxRewrite:
     switch: str
 
 
+def _attention_passes() -> list[tvm.transform.Pass]:
+    return [attention.fuse_attention_pass()]
+
+
 def _dense_passes() -> list[tvm.transform.Pass]:
     # after constant folding, which makes ONNX's reshaped biases constants
     return [tvm.relax.transform.FoldConstant(), dense.fuse_dense_pass()]
@@ -126,7 +130,7 @@ ONNX_REWRITES: tuple[OnnxRewrite, ...] = (
 RELAX_REWRITES: tuple[RelaxRewrite, ...] = (
     # every CPU target: generic TIR (hand-written loops; tiles sized for x86's vector registers,
     # which LLVM compiles for any CPU)
-    RelaxRewrite("attention", attention.fuse_attention_pass,
+    RelaxRewrite("attention", _attention_passes,
                  "attention -> hwlat's fused attention kernel (hwlat/kernels/attention)",
                  LLVM, switch="fused_attention"),
     # x86-64 only: the register and cache tiling is AVX2/AVX-512's; an aarch64 build keeps

@@ -1,5 +1,6 @@
-"""hwlat's custom-op mechanism: a registered converter lowers a custom-domain node inside TVM's
-ONNX import, only while the import runs, and a rewrite runs before it."""
+"""hwlat's custom-op mechanism: a converter listed in hwlat.kernels.registry lowers a
+custom-domain node inside TVM's ONNX import, only while the import runs, and a listed rewrite
+runs before it."""
 
 import numpy as np
 import onnx
@@ -11,6 +12,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx import onnx_frontend
 from tvm.script import tirx as T
 
+from hwlat.kernels import registry
 from hwlat.lowering import custom
 from hwlat.lowering.support import unsupported_ops
 
@@ -35,7 +37,7 @@ def _model(op_type: str = "AddThree") -> onnx.ModelProto:
 
 
 @pytest.fixture
-def add_three():
+def add_three(monkeypatch):
     seen = {}
 
     def convert(bb, inputs, attrs):
@@ -43,9 +45,9 @@ def add_three():
         gv = bb.add_func(_add_k, "hwlat_test_add_three")
         return relax.call_tir(gv, inputs, relax.TensorType(inputs[0].ty.shape, "float32"))
 
-    op = custom.register_op(custom.CustomOp("hwlat.test", "AddThree", convert, "adds 3"))
-    yield op, seen
-    del custom.CUSTOM_OPS[op.key]
+    op = registry.CustomOp("hwlat.test", "AddThree", convert, "adds 3")
+    monkeypatch.setattr(registry, "CUSTOM_OPS", (*registry.CUSTOM_OPS, op))
+    return op, seen
 
 
 def test_custom_op_lowers_and_runs(add_three):
@@ -69,12 +71,26 @@ def test_support_check_knows_registered_ops(add_three):
     assert ops == {"hwlat.test.Other": 1}
 
 
-def test_an_op_type_tvm_already_converts_is_refused():
+def test_an_op_type_tvm_already_converts_is_refused(monkeypatch):
+    clash = registry.CustomOp("hwlat.test", "Relu", lambda *a: None, "clash")
+    monkeypatch.setattr(registry, "CUSTOM_OPS", (*registry.CUSTOM_OPS, clash))
     with pytest.raises(ValueError, match="already converted"):
-        custom.register_op(custom.CustomOp("hwlat.test", "Relu", lambda *a: None, "clash"))
+        custom.custom_ops()
 
 
-def test_rewrites_run_before_import(add_three):
+def test_converters_apply_to_their_targets(add_three, monkeypatch):
+    gpu_only = registry.CustomOp("hwlat.test", "GpuOnly", lambda *a: None, "gpu",
+                                 targets=registry.Targets(frozenset({"cuda"})))
+    monkeypatch.setattr(registry, "CUSTOM_OPS", (*registry.CUSTOM_OPS, gpu_only))
+    cpu = tvm.target.Target({"kind": "llvm"})
+    assert "hwlat.test.GpuOnly" not in custom.custom_ops(cpu)
+    assert "hwlat.test.GpuOnly" in custom.custom_ops()
+    assert "hwlat.test.AddThree" in custom.custom_ops(cpu)
+    ops, reasons = unsupported_ops(_model("GpuOnly"), cpu)
+    assert ops == {"hwlat.test.GpuOnly": 1}
+
+
+def test_rewrites_run_before_import(add_three, monkeypatch):
     def rename(model):
         out = onnx.ModelProto()
         out.CopyFrom(model)
@@ -83,9 +99,7 @@ def test_rewrites_run_before_import(add_three):
                 node.op_type = "AddThree"
         return out
 
-    custom.register_rewrite("test-rename", rename)
-    try:
-        mod = custom.import_onnx(_model("Other"))
-    finally:
-        del custom.REWRITES["test-rename"]
+    monkeypatch.setattr(registry, "ONNX_REWRITES",
+                        (*registry.ONNX_REWRITES, registry.OnnxRewrite("test-rename", rename, "")))
+    mod = custom.import_onnx(_model("Other"))
     assert "hwlat_test_add_three" in [gv.name_hint for gv in mod.get_global_vars()]

@@ -11,9 +11,9 @@ import tvm
 from hwlat.devices.spec import load_device
 from hwlat.errors import InvalidInputError
 from hwlat.lowering import compile as compile_module
-from hwlat.lowering import compile_model, make_target, run_library, target_for_device
+from hwlat.lowering import compile_model, make_target, resolve_target, run_library
 from hwlat.lowering.compile import device_source, lower
-from hwlat.lowering.targets import find_linker, linker_names, system_cpu
+from hwlat.lowering.targets import find_linker, linker_names, system_cpu, target_dict
 from tests.lowering import models
 
 EM_AARCH64 = 183
@@ -85,13 +85,61 @@ def test_cuda_library_runs_and_matches_onnxruntime(tmp_path):
 
 def test_host_target_comes_from_the_tvm_device_file():
     spec = load_device("cpu-tvm")
-    target = target_for_device(spec)
+    target = resolve_target(device=spec)
     assert target.kind.name == "llvm" and str(target.attrs["mcpu"]) == system_cpu()
     assert int(target.attrs["num-cores"]) == spec.threads
-    other = target_for_device(spec, "aarch64")  # another kind asked of it: that kind's defaults
+    other = resolve_target(device=spec, kind="aarch64")  # another kind asked of it: that kind's defaults
     assert str(other.attrs["mtriple"]) == "aarch64-linux-gnu"
     with pytest.raises(InvalidInputError, match="device 'cpu-ort' runs onnxruntime"):
-        target_for_device(load_device("cpu-ort"))
+        resolve_target(device=load_device("cpu-ort"))
+
+
+def test_resolve_target_takes_kinds_dicts_targets_and_device_files_as_written():
+    host = resolve_target("host", threads=3)
+    assert int(host.attrs["num-cores"]) == 3 and str(host.attrs["mcpu"]) == system_cpu()
+    assert target_dict(resolve_target(threads=3)) == target_dict(host)
+    assert target_dict(resolve_target(kind="aarch64")) == target_dict(make_target("aarch64"))
+    assert resolve_target(host) is host
+    assert str(resolve_target({"kind": "llvm", "mcpu": "haswell"}).attrs["mcpu"]) == "haswell"
+    with pytest.raises(InvalidInputError, match="bad target"):
+        resolve_target({"kind": "no-such-kind"})
+    # as the RPC runner builds for a remote device: the file's table, mcpu "host" resolved only
+    phone = load_device("arm64-mobile")
+    written = resolve_target(device=phone, as_written=True)
+    assert target_dict(written)["mtriple"] == phone.target["mtriple"]
+    assert "num-cores" not in target_dict(written)
+    tvm_cpu = resolve_target(device=load_device("cpu-tvm"), as_written=True)
+    assert str(tvm_cpu.attrs["mcpu"]) == system_cpu()
+
+
+def _kernel_functions(model_path: str, target) -> set[str]:
+    """The PrimFuncs of hwlat's kernels a build for `target` puts in the module (the pipeline's
+    kernel rewrites, on the imported model)."""
+    import onnx
+
+    from hwlat.lowering.custom import import_onnx
+    from hwlat.lowering.pipelines import PipelineOptions, _kernel_rewrites
+
+    with target:
+        mod = import_onnx(onnx.load(model_path), target=target)
+        mod = tvm.transform.Sequential(_kernel_rewrites(PipelineOptions(target)))(mod)
+    return {gv.name_hint for gv, f in mod.functions.items()
+            if isinstance(f, tvm.tirx.PrimFunc) and gv.name_hint.startswith("hwlat_")}
+
+
+def test_aarch64_builds_get_no_x86_tiled_dense_kernels(tmp_path):
+    from hwlat.kernels.target import host_arch
+    from hwlat.lowering.pipelines import kernel_rewrites
+
+    x86 = resolve_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"})
+    host, arm = make_target("host"), make_target("aarch64")
+    assert kernel_rewrites(x86) == ["attention", "dense"]
+    assert kernel_rewrites(arm) == ["attention"]  # attention is generic TIR: every CPU target
+    assert kernel_rewrites(make_target("cuda")) == []
+    assert kernel_rewrites(host) == kernel_rewrites(x86 if host_arch() == "x86_64" else arm)
+    src = models.conv_relu(tmp_path)
+    assert any(name.startswith("hwlat_conv2d") for name in _kernel_functions(src, x86))
+    assert _kernel_functions(src, arm) == set()  # the conv is left to TVM's own lowering
 
 
 def test_unknown_target_kind_lists_the_kinds():

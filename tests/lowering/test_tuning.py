@@ -64,13 +64,13 @@ def test_tuning_records_fill_the_table_of_the_device_that_builds_with_them(tmp_p
     from hwlat.lowering.custom import import_onnx
     from hwlat.lowering.pipelines import PipelineOptions, tuning_prefix
     from hwlat.lowering.records import PIPELINE
-    from hwlat.lowering.targets import target_for_device
+    from hwlat.lowering.targets import resolve_target
     from hwlat.lowering.tuning import open_tuning_db
     from hwlat.lut import TableStore
 
     monkeypatch.setenv("HWLAT_HOME", str(tmp_path / "home"))
     spec = load_device("cpu-tvm-tuned")
-    target = target_for_device(spec)
+    target = resolve_target(device=spec)
     model = _matmul_relu(tmp_path / "m.onnx")
     import onnx
 
