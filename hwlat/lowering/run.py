@@ -23,7 +23,7 @@ from hwlat.devices.measure import Timing, measure
 from hwlat.devices.spec import MeasureSpec
 from hwlat.errors import InvalidInputError
 from hwlat.lowering.artifact import Sidecar, TensorSpec, read_sidecar
-from hwlat.lowering.targets import runs_here
+from hwlat.lowering.targets import resolve_target, runs_here
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def load_library(path: str | os.PathLike, threads: int | None = None) -> LoadedM
     if path.suffix == ".tar":
         raise InvalidInputError(f"{path} is an object archive, to be linked on its device; "
                                 "compile with -o NAME.so for a library that loads")
-    target = tvm.target.Target(meta.target)
+    target = resolve_target(meta.target)
     if not runs_here(target):
         if target.kind.name == "cuda":
             raise InvalidInputError(f"{path} is built for CUDA and this machine has no CUDA GPU")
