@@ -7,6 +7,7 @@ hwlat.lowering build on it (lowering turns device files and target kinds into ta
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from dataclasses import dataclass
@@ -67,6 +68,4 @@ class TargetInfo:
 
 def target_dict(target: tvm.target.Target) -> dict[str, Any]:
     """The target as plain JSON data (its text is JSON): compared by value, not key order."""
-    import json
-
     return json.loads(str(target))
