@@ -105,9 +105,10 @@ def key_cost(key: KernelKey) -> Cost:
     op = key.ops[0] if key.ops else ""
 
     def shape(sigs, i: int) -> Shape:
-        if len(sigs) <= i or not all(isinstance(d, int) for d in sigs[i].shape):
+        dims = sigs[i].shape if len(sigs) > i else None
+        if dims is None or not all(isinstance(d, int) for d in dims):
             return None
-        return tuple(sigs[i].shape)
+        return tuple(dims)
 
     if key.kind is KernelKind.VIEW:
         macs: int | None = 0
