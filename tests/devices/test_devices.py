@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from hwlat.devices import list_devices, load_device
@@ -47,3 +52,13 @@ def test_spread_too_wide_is_measured_again_and_the_tightest_kept():
     t = measure(lambda n: next(rounds), MeasureSpec(warmup=0, repeats=6, max_cv=0.1, max_rounds=3))
     assert t.rounds == 2 and t.median_ms == 2.0
     assert Timing((1.0, 2.0, 3.0, 4.0)).cv == pytest.approx((3.25 - 1.75) / 1.349 / 2.5)
+
+
+def test_reading_device_files_imports_no_other_layer():
+    code = ("import sys; from hwlat.devices import list_devices; from hwlat.devices.measure import measure; "
+            "list_devices(); layers = ('hwlat.runners', 'hwlat.analytic', 'hwlat.lut', 'hwlat.graph', "
+            "'hwlat.nas', 'hwlat.lowering', 'hwlat.kernels', 'tvm', 'torch', 'onnx', 'onnxruntime'); "
+            "bad = sorted(m for m in sys.modules if m.startswith(layers)); assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert r.returncode == 0, r.stderr

@@ -4,6 +4,10 @@ runners on real onnxruntime and TVM."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +129,12 @@ def test_tuned_device_reads_its_database_under_hwlat_home(tmp_path, monkeypatch)
     runner = get_runner(spec)  # opens (and marks) the database for the host target
     assert (tmp_path / "tuning" / "cpu-tvm-tuned" / "hwlat-target.json").is_file()
     assert runner.time_kernel(conv_chain(1)).median_ms > 0  # untuned ops keep default schedules
+
+
+def test_profiling_on_onnxruntime_imports_no_tvm():
+    code = ("import sys; from hwlat.devices import load_device; from hwlat.runners import get_runner; "
+            "import hwlat.runners.profile; get_runner(load_device('cpu-ort')); "
+            "bad = sorted(m for m in sys.modules if m.startswith(('tvm', 'torch'))); assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert r.returncode == 0, r.stderr
