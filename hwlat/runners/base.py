@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
-
-import onnx
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from hwlat.devices.measure import Timing
 from hwlat.devices.spec import DeviceSpec
+
+if TYPE_CHECKING:  # `hwlat rpc` and table queries import the runners package without onnx
+    import onnx
 
 
 @dataclass(frozen=True)

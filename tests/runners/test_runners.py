@@ -138,3 +138,12 @@ def test_profiling_on_onnxruntime_imports_no_tvm():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
     assert r.returncode == 0, r.stderr
+
+
+def test_the_rpc_commands_import_neither_onnx_nor_tvm():
+    code = ("import sys; from hwlat.runners import get_runner, rpc; "
+            "bad = sorted(m for m in sys.modules if m.startswith(('onnx', 'tvm', 'torch'))); "
+            "assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert r.returncode == 0, r.stderr
