@@ -28,9 +28,10 @@ from pathlib import Path
 from hwlat.devices import load_device
 from hwlat.graph import fuse, load
 from hwlat.lut import TableStore
-from hwlat.lut.build import plan, profile
 from hwlat.lut.metrics import accuracy_metrics
 from hwlat.lut.predict import predict
+from hwlat.runners import get_runner
+from hwlat.runners.profile import plan, profile
 
 DEVICE = "cpu-ort"
 
@@ -100,7 +101,7 @@ def main() -> None:
     for m in models:  # manifest paths are relative to its folder
         m["path"] = str(data / m["path"])
     spec = load_device(DEVICE)
-    runner = spec.make_runner()
+    runner = get_runner(spec)
     graphs = {}
     for m in models:
         g = load(m["path"])

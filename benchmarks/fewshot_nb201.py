@@ -62,8 +62,9 @@ def build_reference(archs: list[str], path: Path, device_name: str = REF_DEVICE
     (MACs, bytes)."""
     from hwlat.devices import load_device
     from hwlat.export import export
-    from hwlat.lut.build import plan, profile
     from hwlat.nas.spaces import nb201_index
+    from hwlat.runners import get_runner
+    from hwlat.runners.profile import plan, profile
     from hwlat.zoo import from_nb201
 
     space = {k for a in archs for k in nb201_kernel_texts(a)}
@@ -82,7 +83,7 @@ def build_reference(archs: list[str], path: Path, device_name: str = REF_DEVICE
                     export(model, inputs, f, compare=False)
                 files.append(f)
             device = load_device(device_name)
-            runner = device.make_runner()
+            runner = get_runner(device)
             t0 = time.perf_counter()
             report = profile(plan(files, device, runner, store), device, runner, store)
             print(f"profiled {report.measured} kernels in {time.perf_counter() - t0:.0f} s")
@@ -185,7 +186,7 @@ def main() -> None:
     if load_device(args.prior).runtime != "roofline":
         ref, feats = build_reference(archs, args.reference, args.prior)
     else:
-        from hwlat.devices.roofline import roofline_reference
+        from hwlat.analytic.roofline import roofline_reference
         from hwlat.nas.nb201_lut import nb201_all_keys
 
         ref, feats = roofline_reference(args.prior, nb201_all_keys())

@@ -43,7 +43,7 @@ echo "gpu_check: $(nvidia-smi -L | head -1); table $TABLE"
 # tracker and server in one background process: on SIGTERM it ends both process groups
 "$PYTHON" - "$PORT" <<'EOF' &
 import signal, sys
-from hwlat.devices import rpc
+from hwlat.runners import rpc
 
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # end the groups even while starting
 tracker = rpc.start_tracker(port=int(sys.argv[1]), timeout=300)
@@ -57,7 +57,7 @@ trap 'kill -TERM $FARM 2>/dev/null; wait $FARM 2>/dev/null || true' EXIT
 
 "$PYTHON" - "$PORT" "$FARM" <<'EOF'
 import os, sys, time
-from hwlat.devices import rpc
+from hwlat.runners import rpc
 
 deadline = time.monotonic() + 300
 while True:
@@ -105,8 +105,9 @@ from pathlib import Path
 from hwlat.devices import load_device
 from hwlat.graph import fuse, load
 from hwlat.lut import default_table_path
+from hwlat.runners import get_runner
 
-runner = load_device("cuda-gpu").make_runner()
+runner = get_runner(load_device("cuda-gpu"))
 named = [Path(a) for a in sys.argv[1:]]
 for p in named or sorted((default_table_path().parent / "zoo").glob("*.onnx")):
     if not runner.unsupported({op for k in fuse(load(p)) for op in k.key.ops}):

@@ -24,8 +24,9 @@ from pathlib import Path
 from hwlat.devices import load_device
 from hwlat.graph import fuse, load
 from hwlat.lut import TableStore
-from hwlat.lut.build import plan, profile
 from hwlat.lut.predict import predict
+from hwlat.runners import get_runner
+from hwlat.runners.profile import plan, profile
 
 DEVICE = "cpu-tvm"
 MODELS = {"sparse_convnet_40k": ("sparse_convnet", (40000, 128)),
@@ -55,7 +56,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     paths = export_models(args.out)
     spec = load_device(DEVICE)
-    runner = spec.make_runner()
+    runner = get_runner(spec)
     table = args.out / "table.sqlite"
     table.unlink(missing_ok=True)
     with TableStore(table) as store:

@@ -19,9 +19,9 @@ import time
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from hwlat.devices import rpc
 from hwlat.devices.spec import DeviceSpec, MeasureSpec
-from hwlat.devices.tvm_rpc_runner import TvmRpcRunner
+from hwlat.runners import rpc
+from hwlat.runners.tvm_rpc import TvmRpcRunner
 
 
 def free_port() -> int:
@@ -47,7 +47,7 @@ def main() -> None:
     args = ap.parse_args()
     protos = [conv(i) for i in range(args.kernels)]
     spec = DeviceSpec(name="loop", description="loopback", runtime="tvm",
-                      runner="hwlat.devices.tvm_rpc_runner:TvmRpcRunner", threads=1,
+                      runner="hwlat.runners.tvm_rpc:TvmRpcRunner", threads=1,
                       pipeline="default", target={"kind": "llvm", "mcpu": "host"},
                       measure=MeasureSpec(warmup=2, repeats=5, max_cv=1.0, max_rounds=1))
     tracker = rpc.start_tracker(port=free_port())

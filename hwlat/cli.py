@@ -174,18 +174,6 @@ TableOpt = Annotated[Path | None, typer.Option("--table", help="table file (defa
 DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="device name (see `hwlat devices`)")]
 RpcOpt = Annotated[str | None, typer.Option("--rpc", help="RPC tracker HOST:PORT, for devices timed over RPC (default 127.0.0.1:9190)")]
 KeyOpt = Annotated[str | None, typer.Option("--key", help="RPC key the device's servers registered under (default: the device name)")]
-RPC_RUNNER = "hwlat.devices.tvm_rpc_runner:TvmRpcRunner"
-
-
-def _runner(spec, tracker: str | None, key: str | None):
-    if tracker is None and key is None:
-        return spec.make_runner()
-    if spec.runner != RPC_RUNNER:
-        from hwlat.devices import list_devices
-
-        remote = ", ".join(d.name for d in list_devices() if d.runner == RPC_RUNNER)
-        raise InvalidInputError(f"device '{spec.name}' is not timed over RPC; --rpc and --key apply to {remote}")
-    return spec.make_runner(tracker=tracker, key=key)
 
 
 @app.command()
@@ -226,8 +214,9 @@ def profile(
     )
 
     from hwlat.devices import load_device
-    from hwlat.lut.build import plan
-    from hwlat.lut.build import profile as run_profile
+    from hwlat.runners import get_runner
+    from hwlat.runners.profile import plan
+    from hwlat.runners.profile import profile as run_profile
 
     spec = load_device(device)
     paths = list(models or [])
@@ -235,7 +224,7 @@ def profile(
         paths += _export_zoo(spec)
     if not paths:
         raise InvalidInputError("give ONNX models to profile, or --zoo")
-    runner = _runner(spec, rpc, key)
+    runner = get_runner(spec, rpc, key)
     with _table(table, readonly=False) as store:
         todo = plan(paths, spec, runner, store)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -288,7 +277,9 @@ def _export_zoo(spec) -> list[Path]:
             with err.status(f"exporting {name} ..."):
                 do_export(*zoo.build(name), path, compare=False)
         paths.append(path)
-    runner = spec.make_runner()
+    from hwlat.runners import get_runner
+
+    runner = get_runner(spec)
     from hwlat.graph import fuse, load
 
     return [p for p in paths if not runner.unsupported({op for k in fuse(load(p)) for op in k.key.ops})]
@@ -309,8 +300,8 @@ def predict(
 ) -> None:
     """Predict a model's latency on a device from the table, without running it; on a neuromorphic
     device, its energy and latency from the spikes it fires on a sample input."""
+    from hwlat.analytic.roofline import fallback_estimator
     from hwlat.devices import load_device
-    from hwlat.devices.roofline import fallback_estimator
     from hwlat.graph import fuse, load
     from hwlat.lut.predict import predict as do_predict
 
@@ -324,7 +315,7 @@ def predict(
     g = load(model)
     kernels = fuse(g)
     if sample is not None:  # a sparse model's coordinates decide its kernel maps
-        from hwlat.devices.neuromorphic import load_sample
+        from hwlat.analytic.neuromorphic import load_sample
         from hwlat.graph import KernelKind
 
         if not any(k.kind is KernelKind.SPARSE_CONV for k in kernels):
@@ -353,7 +344,7 @@ def predict(
 
 
 def _predict_neuromorphic(model: Path, spec, sample: Path | None, precision: str | None, as_json: bool) -> None:
-    from hwlat.devices.neuromorphic import predict_file
+    from hwlat.analytic.neuromorphic import predict_file
 
     est = predict_file(model, spec, sample, precision)
     if as_json:
@@ -409,9 +400,10 @@ def calibrate(
     from hwlat.devices import load_device
     from hwlat.graph import load
     from hwlat.lut.correct import fit_correction
+    from hwlat.runners import get_runner
 
     spec = load_device(device)
-    runner = _runner(spec, rpc, key)
+    runner = get_runner(spec, rpc, key)
     graphs = [(p, load(p)) for p in models]
     with _table(table, readonly=False) as store:
         for path, pred, measured in _predicted_and_measured(graphs, spec, runner, store, correct=False):
@@ -440,9 +432,10 @@ def validate(
     from hwlat.devices import load_device
     from hwlat.graph import load
     from hwlat.lut.metrics import accuracy_metrics
+    from hwlat.runners import get_runner
 
     spec = load_device(device)
-    runner = _runner(spec, rpc, key)
+    runner = get_runner(spec, rpc, key)
     graphs = [(p, load(p)) for p in models]
     rows = []
     with _table(table, readonly=True) as store:
@@ -588,7 +581,7 @@ def lut_fit(
     measured = read_measurements(measurements)
     with _table(table, readonly=False) as store:
         if _is_roofline(reference_device):  # an analytic prior: nothing profiled needed
-            from hwlat.devices.roofline import roofline_reference
+            from hwlat.analytic.roofline import roofline_reference
 
             reference = roofline_reference(reference_device, nb201_all_keys())
         else:
@@ -743,8 +736,8 @@ def compile_(
     runs; with the device's own tuning database, its records also fill the device's table."""
     from hwlat.devices import load_device
     from hwlat.lowering import compile_model, resolve_target
-    from hwlat.lowering.records import feed_table, feeds_table
     from hwlat.lowering.targets import kind_of
+    from hwlat.runners.profile import feed_table, feeds_table
 
     spec = load_device(device)
     target = resolve_target(device=spec, kind=target_kind)
@@ -823,7 +816,7 @@ def rpc_tracker(
     port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 9190,
 ) -> None:
     """Run a TVM RPC tracker in the foreground; Ctrl-C stops it and everything it started."""
-    from hwlat.devices import rpc
+    from hwlat.runners import rpc
 
     proc = _start_rpc(host, "tracker", lambda: rpc.start_tracker(host, port))
     out.print(f"tracker on {proc.address}; add servers with `hwlat rpc server --tracker {proc.address} "
@@ -839,7 +832,7 @@ def rpc_server(
     port: Annotated[int, typer.Option(min=1, max=65435, help="first port to try (up to 100 more)")] = 9090,
 ) -> None:
     """Run a TVM RPC server registered with a tracker, in the foreground; Ctrl-C stops it."""
-    from hwlat.devices import rpc
+    from hwlat.runners import rpc
 
     proc = _start_rpc(host, "server", lambda: rpc.start_server(tracker, key, host, port))
     fresh = "; each session a new process (a CUDA GPU is here)" if "--no-fork" in proc.popen.args else ""
@@ -849,7 +842,7 @@ def rpc_server(
 
 
 def _start_rpc(host: str, role: str, start):
-    from hwlat.devices import rpc
+    from hwlat.runners import rpc
 
     warning = rpc.security_warning(host)
     if warning:
@@ -864,7 +857,7 @@ def rpc_status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Show the servers registered with a tracker and its queue, per key."""
-    from hwlat.devices import rpc
+    from hwlat.runners import rpc
 
     status = rpc.tracker_status(tracker, timeout=5.0)
     rows = [{"key": k, "servers": [f"{h}:{p}" for h, p in status.servers.get(k, ())],

@@ -1,4 +1,7 @@
-"""Devices: declarative descriptions (TOML) and the runners that time kernels and models."""
+"""Devices: declarative descriptions (TOML) of what hwlat profiles and predicts for.
+
+A leaf of hwlat: every layer reads these descriptions, and this package imports nothing of
+hwlat but its errors (the runners that time kernels on a device are in `hwlat.runners`)."""
 
 from hwlat.devices.spec import DeviceSpec, MeasureSpec, list_devices, load_device
 

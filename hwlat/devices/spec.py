@@ -1,12 +1,11 @@
 """Device descriptions: TOML files validated into frozen dataclasses.
 
-Backends are named by import path and loaded only when used, so listing devices or querying a
-table never imports onnxruntime or tvm.
+A device names its runner by import path ("package.module:Class"); `hwlat.runners` loads it only
+when something is timed, so listing devices or querying a table never imports onnxruntime or tvm.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -55,14 +54,6 @@ class DeviceSpec:
         path = Path(os.path.expandvars(self.tuning_db)).expanduser()
         return path if path.is_absolute() else home() / path
 
-    def make_runner(self, **options):
-        """The device's runner; `options` go to its constructor (an RPC runner's tracker and key)."""
-        module, _, cls = self.runner.partition(":")
-        try:
-            return getattr(importlib.import_module(module), cls)(self, **options)
-        except (ImportError, AttributeError) as e:
-            raise InvalidInputError(f"device '{self.name}': cannot load runner {self.runner} ({e})") from e
-
 
 def parse_device(path: Path) -> DeviceSpec:
     try:
@@ -89,8 +80,11 @@ def parse_device(path: Path) -> DeviceSpec:
     return DeviceSpec(**raw, measure=MeasureSpec(**measure), source=str(path))
 
 
+LINT_CONFIG = "ruff.toml"  # the package's import rules, beside the device files: not a device
+
+
 def list_devices(directory: Path = DEVICE_DIR) -> list[DeviceSpec]:
-    return [parse_device(p) for p in sorted(directory.glob("*.toml"))]
+    return [parse_device(p) for p in sorted(directory.glob("*.toml")) if p.name != LINT_CONFIG]
 
 
 def load_device(name: str, directory: Path = DEVICE_DIR) -> DeviceSpec:

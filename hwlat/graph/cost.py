@@ -1,7 +1,8 @@
 """Work a kernel does: multiply-accumulates, parameters, bytes read and written.
 
 One interpreter over the kernel's nodes, one formula per op kind; a dimension that is not
-known makes that figure None (shown as '?') instead of a guess.
+known makes that figure None (shown as '?') instead of a guess. `key_cost` applies the same
+formulas to a kernel key alone (no graph), for keys written down without exporting a model.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from math import prod
 
 from hwlat.graph.ir import Graph, Node
-from hwlat.graph.kernel import Kernel, KernelKind
+from hwlat.graph.kernel import Kernel, KernelKey, KernelKind
 
 
 @dataclass(frozen=True)
@@ -28,24 +29,36 @@ def _shape(g: Graph, value: str) -> tuple[int, ...] | None:
     return tuple(v.shape)
 
 
-def _conv_macs(g: Graph, n: Node) -> int | None:
-    out, w = _shape(g, n.outputs[0]), _shape(g, n.inputs[1])
+Shape = tuple[int, ...] | None
+
+
+def conv_macs(out: Shape, w: Shape) -> int | None:
     # weight [Cout, Cin/group, *k]: each output element sums Cin/group * k taps
     return None if out is None or w is None else prod(out) * prod(w[1:])
 
 
-def _conv_transpose_macs(g: Graph, n: Node) -> int | None:
-    x, w = _shape(g, n.inputs[0]), _shape(g, n.inputs[1])
+def conv_transpose_macs(x: Shape, w: Shape) -> int | None:
     # weight [Cin, Cout/group, *k]: each input element scatters into Cout/group * k taps
     return None if x is None or w is None else prod(x) * prod(w[1:])
 
 
-def _matmul_macs(g: Graph, n: Node) -> int | None:
-    out, a = _shape(g, n.outputs[0]), _shape(g, n.inputs[0])
+def matmul_macs(out: Shape, a: Shape, trans_a) -> int | None:
     if out is None or a is None or not a:
         return None
-    k = a[0] if len(a) == 2 and n.attr("transA", 0) else a[-1]
+    k = a[0] if len(a) == 2 and trans_a else a[-1]
     return prod(out) * k
+
+
+def _conv_macs(g: Graph, n: Node) -> int | None:
+    return conv_macs(_shape(g, n.outputs[0]), _shape(g, n.inputs[1]))
+
+
+def _conv_transpose_macs(g: Graph, n: Node) -> int | None:
+    return conv_transpose_macs(_shape(g, n.inputs[0]), _shape(g, n.inputs[1]))
+
+
+def _matmul_macs(g: Graph, n: Node) -> int | None:
+    return matmul_macs(_shape(g, n.outputs[0]), _shape(g, n.inputs[0]), n.attr("transA", 0))
 
 
 def _sparse_conv_macs(g: Graph, n: Node) -> int | None:
@@ -79,10 +92,45 @@ def kernel_cost(g: Graph, k: Kernel) -> Cost:
         fn = _MACS.get(node.op.qualname)
         m = fn(g, node) if fn is not None else 0
         macs = None if macs is None or m is None else macs + m
-    key = k.key
-    if k.kind is KernelKind.VIEW:  # runtimes alias the buffer: nothing is moved
+    return _cost(k.key, macs)
+
+
+def key_cost(key: KernelKey) -> Cost:
+    """What `kernel_cost` gives a kernel, from its key alone. The key holds the shapes of the
+    kernel's inputs, outputs and constants, not of the values inside it, so the MACs are those of
+    a conv (weight: the first constant) or matmul kernel led by its one multiplying op (Conv,
+    ConvTranspose, Gemm, MatMul; the output shaped as the op's), and none (0) for kinds without
+    a MAC formula; for other kernels that multiply (attention, a sparse conv without its pair
+    count) they are unknown (None). Parameters and bytes are `kernel_cost`'s."""
+    op = key.ops[0] if key.ops else ""
+
+    def shape(sigs, i: int) -> Shape:
+        dims = sigs[i].shape if len(sigs) > i else None
+        if dims is None or not all(isinstance(d, int) for d in dims):
+            return None
+        return tuple(dims)
+
+    if key.kind is KernelKind.VIEW:
+        macs: int | None = 0
+    elif key.kind is KernelKind.CONV and op == "Conv":
+        macs = conv_macs(shape(key.outputs, 0), shape(key.params, 0))
+    elif key.kind is KernelKind.CONV and op == "ConvTranspose":
+        macs = conv_transpose_macs(shape(key.inputs, 0), shape(key.params, 0))
+    elif key.kind is KernelKind.MATMUL and op in ("Gemm", "MatMul"):
+        macs = matmul_macs(shape(key.outputs, 0), shape(key.inputs, 0),
+                           dict(key.attrs).get("transA", 0))
+    elif any(o in _MACS for o in key.ops):
+        macs = None
+    else:
+        macs = 0
+    return _cost(key, macs)
+
+
+def _cost(key: KernelKey, macs: int | None) -> Cost:
+    """A kernel's cost from its key, given the MACs of its nodes."""
+    if key.kind is KernelKind.VIEW:  # runtimes alias the buffer: nothing is moved
         return Cost(macs=0, params=0, bytes_read=0, bytes_written=0)
-    pairs = dict(key.attrs).get("pairs", -1) if k.kind is KernelKind.SPARSE_CONV else -1
+    pairs = dict(key.attrs).get("pairs", -1) if key.kind is KernelKind.SPARSE_CONV else -1
     if isinstance(pairs, int) and pairs >= 0 and key.params:
         # gather-GEMM-scatter: each kernel-map pair is one row of Cin x Cout (the key's bucket)
         w = key.params[0].shape

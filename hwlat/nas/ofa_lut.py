@@ -19,13 +19,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from functools import cache
-from math import prod
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from hwlat.errors import HwlatError, InvalidInputError
-from hwlat.graph.cost import Cost
+from hwlat.graph.cost import key_cost
 from hwlat.graph.ir import AttrValue, TensorSig
 from hwlat.graph.kernel import KernelKey, KernelKind
 from hwlat.lut.predict import MissEstimator
@@ -173,26 +172,6 @@ def ofa_mbv3_kernels(arch: Any, space: OFAMobileNetV3Space = OFA_MBV3) -> list[K
             j = s * space.max_depth + i
             keys += block_kernels(r, j, arch["ks"][j], arch["e"][j], space)
     return keys + _head(r, space)
-
-
-def key_cost(key: KernelKey) -> Cost:
-    """What `hwlat.graph.cost.kernel_cost` gives the kernel, from its key alone: the Conv or
-    Gemm's MACs, float parameters, bytes read and written."""
-    if key.kind is KernelKind.VIEW:
-        return Cost(0, 0, 0, 0)
-    out = prod(key.outputs[0].shape)
-    if key.ops[0] == "Conv":
-        macs = out * prod(key.params[0].shape[1:])
-    elif key.ops[0] == "Gemm":
-        macs = out * key.inputs[0].shape[-1]
-    else:
-        macs = 0
-    return Cost(
-        macs=macs,
-        params=sum(s.numel() for s in key.params if s.dtype.startswith("float")),
-        bytes_read=sum(s.nbytes() for s in (*key.inputs, *key.params)),
-        bytes_written=sum(s.nbytes() for s in key.outputs),
-    )
 
 
 # --- the dense table ---------------------------------------------------------------------------

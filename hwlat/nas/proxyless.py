@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 
 from hwlat.errors import InvalidInputError
+from hwlat.graph.cost import key_cost
 from hwlat.graph.kernel import KernelKey, KernelKind
 from hwlat.lut.predict import MissEstimator
 from hwlat.lut.store import TableStore
-from hwlat.nas.ofa_lut import OfaTableIncomplete, _conv, _mean, _out_size, _t, key_cost
+from hwlat.nas.ofa_lut import OfaTableIncomplete, _conv, _mean, _out_size, _t
 
 __all__ = [
     "PROXYLESS_MOBILE",

@@ -22,7 +22,8 @@ from typing import Protocol
 import numpy as np
 
 from hwlat.errors import InvalidInputError
-from hwlat.nas.ofa_lut import OfaEncoding, OfaLatencyTable, block_kernels, fixed_kernels, key_cost
+from hwlat.graph.cost import key_cost
+from hwlat.nas.ofa_lut import OfaEncoding, OfaLatencyTable, block_kernels, fixed_kernels
 
 __all__ = [
     "Candidate",

@@ -1,6 +1,11 @@
-"""Device files and the two CPU runners, on real onnxruntime and TVM."""
+"""Device files: the shipped ones, refused ones, and the measurement statistics."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -8,13 +13,6 @@ from hwlat.devices import list_devices, load_device
 from hwlat.devices.measure import Timing, measure
 from hwlat.devices.spec import MeasureSpec, parse_device
 from hwlat.errors import InvalidInputError
-from hwlat.graph import fuse, load
-from hwlat.graph.extract import extract_kernel
-from hwlat.lut import TableStore
-from hwlat.lut.build import plan, profile
-from hwlat.lut.predict import predict
-from tests.graph.onnx_builders import save
-from tests.lut.test_profile import conv_chain
 
 
 def test_shipped_devices_parse():
@@ -23,6 +21,14 @@ def test_shipped_devices_parse():
                      "neuromorphic-45nm", "roofline-h100", "roofline-sd855"]
     tvm = load_device("cpu-tvm")
     assert tvm.runtime == "tvm" and tvm.target == {"kind": "llvm", "mcpu": "host"} and tvm.threads == 1
+    # every device names a runner outside this package, by import path
+    assert all(d.runner.startswith(("hwlat.runners.", "hwlat.analytic.")) for d in list_devices())
+
+
+def test_the_folders_lint_config_is_not_a_device(tmp_path):
+    (tmp_path / "ruff.toml").write_text('extend = "../pyproject.toml"\n')
+    (tmp_path / "x.toml").write_text('name="x"\ndescription="d"\nruntime="r"\nrunner="a:b"\n')
+    assert [d.name for d in list_devices(tmp_path)] == ["x"]
 
 
 @pytest.mark.parametrize("text, match", [
@@ -48,42 +54,11 @@ def test_spread_too_wide_is_measured_again_and_the_tightest_kept():
     assert Timing((1.0, 2.0, 3.0, 4.0)).cv == pytest.approx((3.25 - 1.75) / 1.349 / 2.5)
 
 
-@pytest.mark.parametrize("device", ["cpu-ort", "cpu-tvm"])
-def test_profile_and_predict_on_each_cpu_device(tmp_path, device):
-    spec = load_device(device)
-    runner = spec.make_runner()
-    path = save(conv_chain(2), tmp_path / "m.onnx")
-    with TableStore(tmp_path / "t.sqlite") as store:
-        profile(plan([path], spec, runner, store), spec, runner, store)
-        entries = store.entries(device)
-        assert len(entries) == 2
-        # onnxruntime's kernels are timed inside the model; TVM's are built and timed one by one
-        assert {e.pipeline for e in entries} == {"ort-in-model" if device == "cpu-ort" else "tvm-default"}
-        g = load(path)
-        assert predict(g, fuse(g), store, device).latency_ms == pytest.approx(sum(e.median_ms for e in entries))
-    whole = runner.time_model(path)
-    assert whole.median_ms > 0 and whole.q1_ms <= whole.median_ms <= whole.q3_ms
-
-
-def test_tvm_target_uses_the_host_cpu():
-    runner = load_device("cpu-tvm").make_runner()
-    assert runner.target.kind.name == "llvm"
-    assert str(runner.target.attrs["mcpu"]) not in ("", "host")
-
-
-def test_kernel_runs_on_both_runtimes(tmp_path):
-    g = load(save(conv_chain(1), tmp_path / "m.onnx"))
-    k = fuse(g)[0]
-    for device in ("cpu-ort", "cpu-tvm"):
-        t = load_device(device).make_runner().time_kernel(extract_kernel(g, k))
-        assert t.median_ms > 0 and len(t.samples_ms) >= 15
-
-
-def test_tuned_device_reads_its_database_under_hwlat_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("HWLAT_HOME", str(tmp_path))
-    spec = load_device("cpu-tvm-tuned")
-    assert spec.pipeline == "static_shape_tuning"
-    assert spec.tuning_db_path() == tmp_path / "tuning" / "cpu-tvm-tuned"
-    runner = spec.make_runner()  # opens (and marks) the database for the host target
-    assert (tmp_path / "tuning" / "cpu-tvm-tuned" / "hwlat-target.json").is_file()
-    assert runner.time_kernel(conv_chain(1)).median_ms > 0  # untuned ops keep default schedules
+def test_reading_device_files_imports_no_other_layer():
+    code = ("import sys; from hwlat.devices import list_devices; from hwlat.devices.measure import measure; "
+            "list_devices(); layers = ('hwlat.runners', 'hwlat.analytic', 'hwlat.lut', 'hwlat.graph', "
+            "'hwlat.nas', 'hwlat.lowering', 'hwlat.kernels', 'tvm', 'torch', 'onnx', 'onnxruntime'); "
+            "bad = sorted(m for m in sys.modules if m.startswith(layers)); assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert r.returncode == 0, r.stderr

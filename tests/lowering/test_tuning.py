@@ -63,10 +63,10 @@ def test_tuning_records_fill_the_table_of_the_device_that_builds_with_them(tmp_p
     from hwlat.devices import load_device
     from hwlat.lowering.custom import import_onnx
     from hwlat.lowering.pipelines import PipelineOptions, tuning_prefix
-    from hwlat.lowering.records import PIPELINE
     from hwlat.lowering.targets import resolve_target
     from hwlat.lowering.tuning import open_tuning_db
     from hwlat.lut import TableStore
+    from hwlat.runners.profile import PIPELINE
 
     monkeypatch.setenv("HWLAT_HOME", str(tmp_path / "home"))
     spec = load_device("cpu-tvm-tuned")

@@ -15,8 +15,9 @@ import pytest
 from hwlat.devices import load_device
 from hwlat.graph import fuse, load
 from hwlat.lut import TableStore
-from hwlat.lut.build import plan, profile
 from hwlat.lut.predict import predict
+from hwlat.runners import get_runner
+from hwlat.runners.profile import plan, profile
 from tests.graph.onnx_builders import const, model, node, rand, save, tensor
 
 
@@ -40,7 +41,7 @@ def device():
 
 def test_profile_then_predict_sums_the_table(tmp_path, device):
     path = save(conv_chain(3), tmp_path / "m.onnx")
-    runner = device.make_runner()
+    runner = get_runner(device)
     with TableStore(tmp_path / "t.sqlite") as store:
         todo = plan([path], device, runner, store)
         assert len(todo.kernels) == 3 and todo.already == 0
@@ -61,7 +62,7 @@ def test_profile_then_predict_sums_the_table(tmp_path, device):
 
 def test_without_the_model_kernels_are_cut_out_and_timed_alone(tmp_path, device):
     path = save(conv_chain(2), tmp_path / "m.onnx")
-    runner = device.make_runner()
+    runner = get_runner(device)
     with TableStore(tmp_path / "t.sqlite") as store:
         full = plan([path], device, runner, store)
         alone = type(full)(kernels=full.kernels, already=0)  # no models: nothing to attribute
@@ -78,13 +79,13 @@ def test_in_model_attribution_charges_added_nodes_to_a_kernel(tmp_path, device):
     path = save(m, tmp_path / "m.onnx")
     g = load(path)
     kernels = fuse(g)
-    per = device.make_runner().time_in_model(path, g, kernels)
+    per = get_runner(device).time_in_model(path, g, kernels)
     assert sorted(per) == list(range(len(kernels)))  # every kernel found in the run
     assert all(len(v) == device.measure.repeats and min(v) >= 0 for v in per.values())
 
 
 def test_missing_kernel_is_estimated_and_says_so(tmp_path, device):
-    runner = device.make_runner()
+    runner = get_runner(device)
     with TableStore(tmp_path / "t.sqlite") as store:
         profile(plan([save(conv_chain(6), tmp_path / "a.onnx")], device, runner, store), device, runner, store)
         other = save(conv_chain(2, c=24, hw=12, seed=9), tmp_path / "b.onnx")
@@ -226,7 +227,7 @@ def test_calibrate_then_predict_and_validate_use_the_correction(tmp_path):
 
 
 def test_in_model_rounds_repeat_while_noisy_and_keep_the_tightest(tmp_path, device, monkeypatch):
-    runner = device.make_runner()
+    runner = get_runner(device)
     rounds = iter([{0: [1.0, 3.0, 1.0, 5.0], 1: [2.0, 2.0, 2.0, 2.0]},   # kernel 0 too noisy
                    {0: [1.0, 1.0, 1.1, 1.0], 1: [9.0, 1.0, 9.0, 1.0]}])  # now kernel 1 is
     calls = []

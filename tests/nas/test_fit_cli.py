@@ -148,7 +148,7 @@ def test_bad_cells_are_named_by_line(space, store_path, tmp_path):  # noqa: F811
 
 
 def test_a_roofline_device_is_a_prior_without_any_profiling(space, tmp_path):  # noqa: F811
-    from hwlat.devices.roofline import roofline_reference
+    from hwlat.analytic.roofline import roofline_reference
     from hwlat.nas.nb201_lut import nb201_all_keys, nb201_kernel_texts
 
     archs, _, _, _ = space

@@ -193,10 +193,11 @@ def test_real_profile_on_cpu_ort(exported, tmp_path):
     """Two archs profiled on onnxruntime: the table (the rest of the space estimated) gives what
     hwlat's prediction gives for their exported graphs."""
     from hwlat.devices import load_device
-    from hwlat.lut.build import plan, profile
+    from hwlat.runners import get_runner
+    from hwlat.runners.profile import plan, profile
 
     device = load_device("cpu-ort")
-    runner = device.make_runner()
+    runner = get_runner(device)
     pairs = [(a, p, g) for a, p, g in exported if a["r"] == 128]
     assert len(pairs) == 2
     with TableStore(tmp_path / "t.sqlite") as s:

@@ -28,11 +28,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from hwlat.devices import rpc
 from hwlat.devices.measure import Timing, measure
 from hwlat.devices.spec import DeviceSpec
-from hwlat.devices.tvm_runner import device_pipeline, random_inputs
 from hwlat.errors import HwlatError, InvalidInputError
+from hwlat.runners import rpc
+from hwlat.runners.base import Environment, Runner
+from hwlat.runners.tvm import device_pipeline, random_inputs
 
 DEFAULT_TRACKER = "127.0.0.1:9190"
 _HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
@@ -54,7 +55,7 @@ class _Session:
         self.sess = self.dev = None  # the connection closes when the last reference goes
 
 
-class TvmRpcRunner:
+class TvmRpcRunner(Runner):
     def __init__(self, spec: DeviceSpec, tracker: str | None = None, key: str | None = None, *,
                  request_timeout: float = 60.0, max_attempts: int = 3,
                  kernel_timeout: float = 600.0):
@@ -92,11 +93,11 @@ class TvmRpcRunner:
         self.in_flight: dict[str, int] = {}  # server -> index of the kernel it is timing
         self.timed: Counter[str] = Counter()  # server -> kernels it timed
 
-    def environment(self) -> dict:
+    def environment(self) -> Environment:
         rpc.check_key(self.tracker, self.key)
-        return {"cpu": self._device_name, "threads": self.spec.threads,
-                "versions": {"apache-tvm": self._tvm.__version__, "target": str(self.target),
-                             "rpc_key": self.key}}
+        return Environment(self._device_name, self.spec.threads,
+                           {"apache-tvm": self._tvm.__version__, "target": str(self.target),
+                            "rpc_key": self.key})
 
     @cached_property
     def _device_name(self) -> str:

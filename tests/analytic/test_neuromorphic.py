@@ -11,9 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from hwlat.cli import app
-from hwlat.devices import list_devices, load_device
-from hwlat.devices.neuromorphic import (
+from hwlat.analytic.neuromorphic import (
     Neuromorphic,
     NeuromorphicRunner,
     conv_occupancy,
@@ -22,6 +20,8 @@ from hwlat.devices.neuromorphic import (
     seeded_sample,
     synaptic_inflow,
 )
+from hwlat.cli import app
+from hwlat.devices import list_devices, load_device
 from hwlat.devices.spec import DeviceSpec
 from hwlat.errors import HwlatError, InvalidInputError, InvalidModelError
 from hwlat.graph import load
@@ -54,7 +54,7 @@ def spec(**target) -> DeviceSpec:
         name="nm",
         description="test neuromorphic",
         runtime="neuromorphic",
-        runner="hwlat.devices.neuromorphic:NeuromorphicRunner",
+        runner="hwlat.analytic.neuromorphic:NeuromorphicRunner",
         target={**TARGET, **target},
     )
 

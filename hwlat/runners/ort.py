@@ -25,22 +25,24 @@ import onnxruntime as ort
 from hwlat.devices.measure import Timing, cpu_model, measure
 from hwlat.devices.spec import DeviceSpec
 from hwlat.errors import HwlatError, InvalidModelError
+from hwlat.runners.base import Environment, InModelRunner
 
 # nodes onnxruntime adds at the edge of an NCHWc region; a cut-out kernel is all edge
 _BOUNDARY_OPS = frozenset({"ReorderInput", "ReorderOutput"})
 
 
-class OrtRunner:
+class OrtRunner(InModelRunner):
     pipeline = "ort-profiler"
     in_model_pipeline = "ort-in-model"
+    supports_in_model = True
 
     def __init__(self, spec: DeviceSpec):
         self.spec = spec
 
-    def environment(self) -> dict:
-        return {"cpu": cpu_model(), "threads": self.spec.threads,
-                "versions": {"onnxruntime": ort.__version__, "onnx": onnx.__version__,
-                             "profiler_overhead_us": round(self.profiler_overhead_ms * 1e3, 3)}}
+    def environment(self) -> Environment:
+        return Environment(cpu_model(), self.spec.threads,
+                           {"onnxruntime": ort.__version__, "onnx": onnx.__version__,
+                            "profiler_overhead_us": round(self.profiler_overhead_ms * 1e3, 3)})
 
     @cached_property
     def profiler_overhead_ms(self) -> float:

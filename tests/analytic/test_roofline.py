@@ -6,20 +6,21 @@ import numpy as np
 import pytest
 from onnx import numpy_helper
 
+from hwlat.analytic.roofline import Roofline, RooflineRunner
 from hwlat.devices import load_device
-from hwlat.devices.roofline import Roofline, RooflineRunner
 from hwlat.devices.spec import DeviceSpec
 from hwlat.errors import InvalidInputError
 from hwlat.graph import fuse, load
 from hwlat.graph.extract import extract_kernel
 from hwlat.lut import TableStore
-from hwlat.lut.build import plan, profile
+from hwlat.runners import get_runner
+from hwlat.runners.profile import plan, profile
 from tests.graph.onnx_builders import const, model, node, rand, save, tensor
 
 
 def roof(peak_gflops, bandwidth_gbs, launch_us=10.0) -> DeviceSpec:
     return DeviceSpec(name="roof", description="test roofline", runtime="roofline",
-                      runner="hwlat.devices.roofline:RooflineRunner",
+                      runner="hwlat.analytic.roofline:RooflineRunner",
                       target={"kind": "roofline", "peak_gflops": peak_gflops,
                               "bandwidth_gbs": bandwidth_gbs, "launch_us": launch_us})
 
@@ -60,7 +61,7 @@ def test_model_is_the_sum_of_its_kernels_and_views_cost_nothing(tmp_path):
 
 def test_profile_records_estimates_with_the_figures(tmp_path):
     spec = roof(1.0, 1.0)
-    runner = spec.make_runner()
+    runner = get_runner(spec)
     path = save(conv_relu(), tmp_path / "m.onnx")
     with TableStore(tmp_path / "t.sqlite") as store:
         profile(plan([path], spec, runner, store), spec, runner, store)
@@ -76,7 +77,7 @@ def test_profile_records_estimates_with_the_figures(tmp_path):
 ])
 def test_shipped_rooflines(tmp_path, name, peak, bandwidth, launch):
     spec = load_device(name)
-    runner = spec.make_runner()
+    runner = get_runner(spec)
     assert runner.roof == Roofline(peak, bandwidth, launch)
     g = load(save(conv_relu(), tmp_path / "m.onnx"))
     ms = runner.time_kernel(extract_kernel(g, fuse(g)[0])).median_ms
@@ -93,7 +94,7 @@ def test_shipped_rooflines(tmp_path, name, peak, bandwidth, launch):
 ])
 def test_bad_figures_are_named(target, match):
     spec = DeviceSpec(name="roof", description="d", runtime="roofline",
-                      runner="hwlat.devices.roofline:RooflineRunner", target=target)
+                      runner="hwlat.analytic.roofline:RooflineRunner", target=target)
     with pytest.raises(InvalidInputError, match=match):
         RooflineRunner(spec)
 
@@ -111,7 +112,7 @@ def _store_with(tmp_path, device, entries):
 
 
 def test_misses_fall_back_to_the_roofline_scaled_by_measured_kernels(tmp_path):
-    from hwlat.devices.roofline import RooflineEstimator
+    from hwlat.analytic.roofline import RooflineEstimator
     from hwlat.graph.cost import Cost
     from hwlat.lut.predict import predict
 
@@ -138,7 +139,7 @@ def test_misses_fall_back_to_the_roofline_scaled_by_measured_kernels(tmp_path):
 
 
 def test_device_files_name_a_roofline_fallback(tmp_path):
-    from hwlat.devices.roofline import fallback_estimator
+    from hwlat.analytic.roofline import fallback_estimator
     from hwlat.devices.spec import parse_device
 
     arm = load_device("arm64-mobile")
@@ -150,7 +151,7 @@ def test_device_files_name_a_roofline_fallback(tmp_path):
             fallback_estimator(arm, store, override="cpu-ort")
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"\ndescription = "x"\nruntime = "onnxruntime"\n'
-                   'runner = "hwlat.devices.ort_runner:OrtRunner"\nfallback = 3\n')
+                   'runner = "hwlat.runners.ort:OrtRunner"\nfallback = 3\n')
     with pytest.raises(InvalidInputError, match="'fallback' must name a device"):
         parse_device(bad)
 

@@ -14,15 +14,16 @@ from dataclasses import dataclass
 
 import pytest
 
-from hwlat.devices import load_device, rpc
+from hwlat.devices import load_device
 from hwlat.devices.spec import DeviceSpec, MeasureSpec
-from hwlat.devices.tvm_rpc_runner import TvmRpcRunner
-from hwlat.devices.tvm_runner import TvmRunner
 from hwlat.errors import HwlatError, InvalidInputError
 from hwlat.graph import fuse, load
 from hwlat.graph.extract import extract_kernel
 from hwlat.lut import TableStore
-from hwlat.lut.build import plan, profile
+from hwlat.runners import rpc
+from hwlat.runners.profile import plan, profile
+from hwlat.runners.tvm import TvmRunner
+from hwlat.runners.tvm_rpc import TvmRpcRunner
 from tests.graph.onnx_builders import save
 from tests.lut.test_profile import conv_chain
 
@@ -49,7 +50,8 @@ FOREGROUND = """
 import faulthandler, signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
 faulthandler.register(signal.SIGUSR1)  # the teardown asks for its stacks if it hangs
-from hwlat.devices import load_device, rpc
+from hwlat.devices import load_device
+from hwlat.runners import rpc
 proc = rpc.start_tracker(port=int(sys.argv[1]), timeout=150)
 print(proc.popen.pid, flush=True)
 rpc.serve_forever(proc)
@@ -112,10 +114,10 @@ def test_tracker_lists_both_servers_under_the_key(farm):
 
 def test_kernels_are_timed_in_parallel_on_every_server(farm, kernels):
     _, g, ks = kernels
-    runner = TvmRpcRunner(device("rpc-loop", "hwlat.devices.tvm_rpc_runner:TvmRpcRunner"),
+    runner = TvmRpcRunner(device("rpc-loop", "hwlat.runners.tvm_rpc:TvmRpcRunner"),
                           tracker=farm.address, key=KEY)
     env = runner.environment()
-    assert env["cpu"] == f"rpc:{KEY}" and env["versions"]["rpc_key"] == KEY
+    assert env.cpu == f"rpc:{KEY}" and env.versions["rpc_key"] == KEY
     got = dict(runner.time_kernels([extract_kernel(g, k) for k in ks]))
     assert sorted(got) == list(range(len(ks)))
     assert all(t.median_ms > 0 and len(t.samples_ms) == QUICK.repeats for t in got.values())
@@ -124,7 +126,7 @@ def test_kernels_are_timed_in_parallel_on_every_server(farm, kernels):
 
 
 def test_wrong_key_names_the_keys_the_tracker_has(farm):
-    runner = TvmRpcRunner(device("rpc-loop", "hwlat.devices.tvm_rpc_runner:TvmRpcRunner"),
+    runner = TvmRpcRunner(device("rpc-loop", "hwlat.runners.tvm_rpc:TvmRpcRunner"),
                           tracker=farm.address, key="pixel9")
     with pytest.raises(rpc.NoServerError, match=rf"no server under key 'pixel9' \(servers by key: {KEY} \("):
         runner.environment()
@@ -152,7 +154,7 @@ def test_a_kernel_that_hangs_is_bounded_by_the_kernel_timeout(farm):
     slow = helper.make_model(helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])],
                                                "slow", [a, b], [y]),
                              opset_imports=[helper.make_opsetid("", 17)])
-    runner = TvmRpcRunner(device("loop", "hwlat.devices.tvm_rpc_runner:TvmRpcRunner"),
+    runner = TvmRpcRunner(device("loop", "hwlat.runners.tvm_rpc:TvmRpcRunner"),
                           tracker=farm.address, key=KEY, kernel_timeout=1.5, max_attempts=2)
     t0 = time.monotonic()
     with pytest.raises(HwlatError, match="timed out: the server ended the session after the "
@@ -173,7 +175,7 @@ def _has_gpu() -> bool:
 def test_cuda_kernels_are_timed_on_the_gpu_through_a_loopback_server(farm, kernels):
     _, g, ks = kernels
     runner = TvmRpcRunner(load_device("cuda-gpu"), tracker=farm.address, key=KEY)
-    assert "rpc:" not in runner.environment()["cpu"]  # the GPU's own name
+    assert "rpc:" not in runner.environment().cpu  # the GPU's own name
     got = dict(runner.time_kernels([extract_kernel(g, k) for k in ks]))
     assert sorted(got) == list(range(len(ks))) and all(t.median_ms > 0 for t in got.values())
 
@@ -184,7 +186,7 @@ def test_a_server_without_fork_times_kernels_in_turn_in_one_session(farm):
                               timeout=150)
     try:
         assert "--no-fork" in server.popen.args
-        runner = TvmRpcRunner(device("loop-nofork", "hwlat.devices.tvm_rpc_runner:TvmRpcRunner"),
+        runner = TvmRpcRunner(device("loop-nofork", "hwlat.runners.tvm_rpc:TvmRpcRunner"),
                               tracker=farm.address, key="hwlat-nofork")
         opened = []
         open_session = runner._open
@@ -198,7 +200,7 @@ def test_a_server_without_fork_times_kernels_in_turn_in_one_session(farm):
 
 
 def test_a_session_past_the_kernel_timeout_is_not_given_another_kernel(farm):
-    runner = TvmRpcRunner(device("rpc-loop", "hwlat.devices.tvm_rpc_runner:TvmRpcRunner"),
+    runner = TvmRpcRunner(device("rpc-loop", "hwlat.runners.tvm_rpc:TvmRpcRunner"),
                           tracker=farm.address, key=KEY)
     opened = []
     open_session = runner._open
@@ -216,7 +218,7 @@ def test_a_session_past_the_kernel_timeout_is_not_given_another_kernel(farm):
 
 def test_profile_survives_a_server_killed_mid_kernel(farm, kernels, tmp_path):
     path, g, ks = kernels
-    spec = device("rpc-loop", "hwlat.devices.tvm_rpc_runner:TvmRpcRunner")
+    spec = device("rpc-loop", "hwlat.runners.tvm_rpc:TvmRpcRunner")
     runner = TvmRpcRunner(spec, tracker=farm.address, key=KEY, request_timeout=30.0)
     killed: list[rpc.Proc] = []
 
@@ -253,7 +255,7 @@ def test_profile_survives_a_server_killed_mid_kernel(farm, kernels, tmp_path):
     assert {e.pipeline for e in entries.values()} == {"tvm-default"}
 
     # the same kernels built and timed here: one machine, so the same latency within noise
-    local = TvmRunner(device("cpu-loop", "hwlat.devices.tvm_runner:TvmRunner"))
+    local = TvmRunner(device("cpu-loop", "hwlat.runners.tvm:TvmRunner"))
     for k in ks:
         here = local.time_kernel(extract_kernel(g, k)).median_ms
         there = entries[k.key.text()].median_ms
@@ -264,7 +266,7 @@ def test_when_every_server_dies_the_error_says_so(farm, kernels):
     # the last test on the farm: every server still alive is killed once a kernel is on one
     _, g, ks = kernels
     live = [s for s in farm.servers if s.popen.poll() is None]
-    runner = TvmRpcRunner(device("rpc-loop", "hwlat.devices.tvm_rpc_runner:TvmRpcRunner"),
+    runner = TvmRpcRunner(device("rpc-loop", "hwlat.runners.tvm_rpc:TvmRpcRunner"),
                           tracker=farm.address, key=KEY, request_timeout=5.0)
 
     def kill_when_busy():
@@ -368,7 +370,7 @@ def test_arm64_without_a_cross_compiler_says_what_to_install(monkeypatch):
 
 
 def test_cuda_failing_in_a_forked_session_says_how_to_start_the_server():
-    from hwlat.devices.tvm_rpc_runner import _hint
+    from hwlat.runners.tvm_rpc import _hint
 
     seen = ("RPCError: Error caught from RPC call: CUDA Runtime Error: "
             "cudaErrorInitializationError (3): initialization error")

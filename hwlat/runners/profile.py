@@ -1,4 +1,5 @@
-"""Profile: measure every kernel of some models that the table does not have yet.
+"""Profile: measure every kernel of some models that the table does not have yet, and fill a
+device's table from tuning records.
 
 Kernels are de-duplicated by key across all models first, so a kernel shared by many models is
 timed once. Where the runner can attribute a whole-model run to kernels (onnxruntime's profiler),
@@ -6,6 +7,13 @@ a kernel is timed inside the first model that has it: with its neighbours' cache
 conversions and per-node costs, as it runs in a network. What cannot be attributed is cut out and
 timed alone. Entries are committed per model and in small batches: a crash or `kill -9` loses at
 most the batch in flight, and the next run resumes where this one stopped.
+
+Tuning records into the latency table: a kernel measured once, by tuning, serves both
+compiling and predicting. After `hwlat compile --device D --tune-trials N`, where D's pipeline
+is static_shape_tuning and its file names the tuning database, every kernel of the model whose
+fused ops all have records is written into D's table entries from those records (`recorded_ms`),
+labelled pipeline `tvm-static_shape_tuning:records`; `hwlat profile --device D` then measures
+only the rest (with the database's schedules applied), and `hwlat predict --device D` reads both.
 """
 
 from __future__ import annotations
@@ -17,18 +25,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import onnx
 
-from hwlat.devices.measure import Timing
+from hwlat.devices.measure import Timing, cpu_model
 from hwlat.devices.spec import DeviceSpec
 from hwlat.errors import InvalidModelError
 from hwlat.graph import Graph, Kernel, fuse, load
 from hwlat.graph.cost import kernel_cost
 from hwlat.graph.extract import extract_kernel
 from hwlat.lut.store import Entry, TableStore
+from hwlat.runners.base import InModelRunner, Runner
 
 BATCH_SECONDS = 1.0  # commit at least this often
+PIPELINE = "tvm-static_shape_tuning:records"  # entries written from tuning records
 
 
 @dataclass(frozen=True)
@@ -45,7 +56,7 @@ class ProfileReport:
     seconds: float
 
 
-def plan(models: list[Path], device: DeviceSpec, runner, store: TableStore) -> ProfilePlan:
+def plan(models: list[Path], device: DeviceSpec, runner: Runner, store: TableStore) -> ProfilePlan:
     """Load every model and check the device can run it before anything is measured."""
     todo: dict[str, tuple[Graph, Kernel]] = {}
     loaded = []
@@ -70,12 +81,12 @@ def plan(models: list[Path], device: DeviceSpec, runner, store: TableStore) -> P
 def profile(
     plan_: ProfilePlan,
     device: DeviceSpec,
-    runner,
+    runner: Runner,
     store: TableStore,
     on_kernel: Callable[[Kernel], None] = lambda k: None,
 ) -> ProfileReport:
     env = runner.environment()
-    versions = json.dumps(env["versions"], sort_keys=True)
+    versions = json.dumps(dict(env.versions), sort_keys=True)
     t0 = time.perf_counter()
     remaining = dict(plan_.kernels)
     batch: list[Entry] = []
@@ -85,7 +96,7 @@ def profile(
         batch.append(Entry(
             device=device.name, key=key, kind=k.kind.value,
             median_ms=timing.median_ms, q1_ms=timing.q1_ms, q3_ms=timing.q3_ms, cv=timing.cv,
-            repeats=len(timing.samples_ms), threads=env["threads"], cpu=env["cpu"],
+            repeats=len(timing.samples_ms), threads=env.threads, cpu=env.cpu,
             versions=versions, pipeline=pipeline,
             measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
         ))
@@ -98,27 +109,26 @@ def profile(
         batch.clear()
         feats.clear()
 
-    in_model = getattr(runner, "time_in_model", None)
+    # a runner that attributes whole-model runs to kernels times them inside their models first
+    in_model = cast(InModelRunner, runner) if runner.supports_in_model else None
     for path, g, kernels in plan_.models if in_model else ():
         if not any(k.key.text() in remaining for k in kernels):
             continue
         series: dict[str, list[list[float]]] = defaultdict(list)
         found: dict[str, Kernel] = {}
-        for idx, times in in_model(path, g, kernels).items():
+        for idx, times in in_model.time_in_model(path, g, kernels).items():
             series[kernels[idx].key.text()].append(times)
             found[kernels[idx].key.text()] = kernels[idx]
         for key, runs in series.items():
             if key in remaining:
                 # a key met n times in the model: each run's mean over its occurrences
                 samples = tuple(sum(r) / len(runs) for r in zip(*runs, strict=True))
-                add(key, g, found[key], Timing(samples), runner.in_model_pipeline)
+                add(key, g, found[key], Timing(samples), in_model.in_model_pipeline)
         commit()
     last_commit = time.perf_counter()
     todo = list(remaining.items())
     cut = _Cut([gk for _, gk in todo])
-    many = getattr(runner, "time_kernels", None)  # a runner with several devices times in parallel
-    timed = many(cut) if many else ((i, runner.time_kernel(cut[i])) for i in range(len(cut)))
-    for i, timing in timed:
+    for i, timing in runner.time_kernels(cut):  # a runner with several devices times in parallel
         key, (g, k) = todo[i]
         add(key, g, k, timing, runner.pipeline)
         if time.perf_counter() - last_commit >= BATCH_SECONDS:
@@ -145,3 +155,51 @@ def kernel_features(g: Graph, k: Kernel) -> tuple[str, str, int | None, int | No
     c = kernel_cost(g, k)
     moved = None if c.bytes_read is None or c.bytes_written is None else c.bytes_read + c.bytes_written
     return k.key.text(), k.kind.value, c.macs, moved
+
+
+@dataclass(frozen=True)
+class Fed:
+    written: int  # kernels whose entries came from the records
+    unrecorded: int  # kernels with an op tuning never measured (profile measures them)
+    already: int  # kernels the table had
+
+
+def feeds_table(spec: DeviceSpec, db: Path | None) -> bool:
+    """Whether records of `db` may fill `spec`'s table: the device builds with that database."""
+    own = spec.tuning_db_path()
+    return (db is not None and own is not None and spec.pipeline == "static_shape_tuning"
+            and Path(db).resolve() == own.resolve())
+
+
+def feed_table(model: str | Path, spec: DeviceSpec, target, db: Path, store: TableStore) -> Fed:
+    """Write the tuning records of `db` (for the tvm.target.Target `target`) into `spec`'s
+    table: one entry per kernel of `model` the table lacks and the records cover."""
+    # only here, when called: planning and profiling import no TVM
+    import tvm  # noqa: TID251
+
+    from hwlat.lowering.recorded import recorded_ms
+
+    g = load(model)
+    kernels = {}
+    for k in fuse(g):
+        kernels.setdefault(k.key.text(), k)
+    have = store.keys(spec.name)
+    versions = json.dumps({"apache-tvm": tvm.__version__, "target": str(target),
+                           "tuning_db": str(db)}, sort_keys=True)
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    entries, feats, unrecorded = [], [], 0
+    for key, k in kernels.items():
+        if key in have:
+            continue
+        samples = recorded_ms(extract_kernel(g, k), target, db)
+        if samples is None:
+            unrecorded += 1
+            continue
+        t = Timing(tuple(samples))
+        entries.append(Entry(device=spec.name, key=key, kind=k.kind.value, median_ms=t.median_ms,
+                             q1_ms=t.q1_ms, q3_ms=t.q3_ms, cv=t.cv, repeats=len(samples),
+                             threads=spec.threads, cpu=cpu_model(), versions=versions,
+                             pipeline=PIPELINE, measured_at=at))
+        feats.append(kernel_features(g, k))
+    store.put_many(entries, feats)
+    return Fed(len(entries), unrecorded, len(kernels) - len(entries) - unrecorded)

@@ -15,6 +15,7 @@ import onnx
 from hwlat.devices.measure import Timing, cpu_model, measure
 from hwlat.devices.spec import DeviceSpec
 from hwlat.errors import HwlatError, InvalidInputError, InvalidModelError
+from hwlat.runners.base import Environment, Runner
 
 
 def random_inputs(proto: onnx.ModelProto, seed: int = 0) -> list[np.ndarray]:
@@ -55,7 +56,7 @@ def device_pipeline(spec: DeviceSpec, target):
         raise InvalidInputError(f"device '{spec.name}': {e}") from None
 
 
-class TvmRunner:
+class TvmRunner(Runner):
     def __init__(self, spec: DeviceSpec):
         # the runtime's thread pool reads this once, when it first starts
         os.environ["TVM_NUM_THREADS"] = str(spec.threads)
@@ -71,11 +72,11 @@ class TvmRunner:
         self.pipeline = f"tvm-{spec.pipeline or 'default'}"
         self._dev = tvm.cpu(0)
 
-    def environment(self) -> dict:
+    def environment(self) -> Environment:
         import tvm
 
-        return {"cpu": cpu_model(), "threads": self.spec.threads,
-                "versions": {"apache-tvm": tvm.__version__, "target": str(self.target)}}
+        return Environment(cpu_model(), self.spec.threads,
+                           {"apache-tvm": tvm.__version__, "target": str(self.target)})
 
     def unsupported(self, ops: set[str]) -> set[str]:
         from hwlat.lowering.custom import custom_ops

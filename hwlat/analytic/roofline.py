@@ -19,10 +19,11 @@ from pathlib import Path
 import onnx
 
 from hwlat.devices.measure import Timing
-from hwlat.devices.spec import DeviceSpec
+from hwlat.devices.spec import DeviceSpec, load_device
 from hwlat.errors import InvalidInputError, InvalidModelError
 from hwlat.graph import Graph, Kernel, KernelKind, fuse, load
-from hwlat.graph.cost import kernel_cost
+from hwlat.graph.cost import kernel_cost, key_cost
+from hwlat.runners.base import Environment, Runner
 
 
 @dataclass(frozen=True)
@@ -100,18 +101,18 @@ class RooflineEstimator:
                                f"{scale[1]} measured {scope} kernels)")
 
 
-class RooflineRunner:
+class RooflineRunner(Runner):
     pipeline = "roofline"
 
     def __init__(self, spec: DeviceSpec):
         self.spec = spec
         self.roof = Roofline.from_spec(spec)
 
-    def environment(self) -> dict:
+    def environment(self) -> Environment:
         r = self.roof
-        return {"cpu": self.spec.description, "threads": self.spec.threads,
-                "versions": {"model": "roofline", "peak_gflops": r.peak_gflops,
-                             "bandwidth_gbs": r.bandwidth_gbs, "launch_us": r.launch_us}}
+        return Environment(self.spec.description, self.spec.threads,
+                           {"model": "roofline", "peak_gflops": r.peak_gflops,
+                            "bandwidth_gbs": r.bandwidth_gbs, "launch_us": r.launch_us})
 
     def unsupported(self, ops: set[str]) -> set[str]:
         return set()  # any op with a known shape has a cost: one without a MAC formula moves bytes
@@ -129,8 +130,6 @@ class RooflineRunner:
 
 def roofline_of(name: str) -> Roofline:
     """The Roofline of the device named `name`, which must be an analytic roofline device."""
-    from hwlat.devices.spec import load_device
-
     spec = load_device(name)
     if spec.runtime != "roofline":
         raise InvalidInputError(f"device '{name}' is not a roofline device (runtime "
@@ -151,8 +150,6 @@ def fallback_estimator(spec: DeviceSpec, store, override: str | None = None
 def roofline_reference(name: str, keys) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
     """A roofline device's latency of each kernel key (text -> KernelKey), and each key's
     (MACs, bytes moved): a reference table for a few-shot fit where nothing was profiled."""
-    from hwlat.nas.ofa_lut import key_cost
-
     roof = roofline_of(name)
     reference, features = {}, {}
     for text, key in keys.items():

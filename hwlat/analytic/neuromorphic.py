@@ -45,6 +45,7 @@ from hwlat.devices.spec import DeviceSpec
 from hwlat.errors import InvalidInputError, InvalidModelError
 from hwlat.graph import Graph, Kernel, KernelKind, Node, Op, fuse, load
 from hwlat.graph.ops import SPIKE_THRESHOLD
+from hwlat.runners.base import Environment, Runner
 
 RUNTIME = "neuromorphic"
 TERMS = ("synaptic", "neuron", "memory", "spikes")  # which per-core term bounds the busiest core
@@ -583,7 +584,7 @@ def predict_file(
     return replace(est, model=Path(model).name)
 
 
-class NeuromorphicRunner:
+class NeuromorphicRunner(Runner):
     """The device as a runner: whole models on a seeded random input (no sample to hand)."""
 
     pipeline = "neuromorphic"
@@ -592,18 +593,18 @@ class NeuromorphicRunner:
         self.spec = spec
         self.chip = Neuromorphic.from_spec(spec)
 
-    def environment(self) -> dict:
+    def environment(self) -> Environment:
         c = self.chip
-        return {
-            "cpu": self.spec.description,
-            "threads": self.spec.threads,
-            "versions": {
+        return Environment(
+            self.spec.description,
+            self.spec.threads,
+            {
                 "model": "neuromorphic",
                 "precision": c.precision,
                 "cores": c.cores,
                 "neurons_per_core": c.neurons_per_core,
             },
-        }
+        )
 
     def unsupported(self, ops: set[str]) -> set[str]:
         return set()
