@@ -112,6 +112,7 @@ def check_and_infer(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
             numpy_helper.to_array(t)
         except Exception as e:
             raise InvalidModelError(f"{path}: initializer '{t.name}' is malformed ({_one_line(e)})") from e
+    check_declared_dims(model.graph)
     try:
         skeleton = _without_weights(model)  # reads names: protobuf decodes their UTF-8 here
         onnx.checker.check_model(skeleton)
@@ -124,6 +125,37 @@ def check_and_infer(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     known = {v.name for v in model.graph.value_info}
     model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in known)
     return model
+
+
+def check_declared_dims(graph: onnx.GraphProto) -> None:
+    """Every dim a graph (or a subgraph of its nodes) declares is a non-negative number or a
+    name. onnx's checker lets a negative dim through, and its shape inference then trips a C++
+    assertion on some ops (a Slice of an input declared [4, -1] aborts the process)."""
+    for vi in (*graph.input, *graph.output, *graph.value_info):
+        _check_type_dims(vi.name, vi.type)
+    for n in graph.node:
+        for a in n.attribute:
+            for sub in (*([a.g] if a.HasField("g") else []), *a.graphs):
+                check_declared_dims(sub)
+
+
+def _check_type_dims(name: str, tp: onnx.TypeProto) -> None:
+    which = tp.WhichOneof("value")
+    if which in ("tensor_type", "sparse_tensor_type"):
+        t = getattr(tp, which)
+        if t.HasField("shape"):
+            for d in t.shape.dim:
+                if d.HasField("dim_value") and d.dim_value < 0:
+                    dims = [x.dim_value if x.HasField("dim_value") else (x.dim_param or "?")
+                            for x in t.shape.dim]
+                    raise InvalidModelError(f"value '{name}' declares a negative dim {dims}; "
+                                            "dims are sizes >= 0 or names")
+    elif which == "sequence_type":
+        _check_type_dims(name, tp.sequence_type.elem_type)
+    elif which == "optional_type":
+        _check_type_dims(name, tp.optional_type.elem_type)
+    elif which == "map_type":
+        _check_type_dims(name, tp.map_type.value_type)
 
 
 def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:

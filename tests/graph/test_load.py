@@ -179,3 +179,34 @@ def test_onnx_roundtrip_keeps_model(tmp_path):
     load(p)
     assert open(p, "rb").read() == before
     assert onnx.load(p).graph.node[0].op_type == "Conv"
+
+
+def _negative_dim_slice(path):
+    from onnx import TensorProto, helper
+    ints = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("st", 0), ("en", 2), ("ax", 1))]
+    g = helper.make_graph([helper.make_node("Slice", ["x", "st", "en", "ax"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, -1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 2])], ints)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, path)
+    return path
+
+
+def test_negative_declared_dim_is_refused_before_shape_inference(tmp_path):
+    # onnx's shape inference hits a C++ assertion (SIGABRT) on this model: it must never be reached
+    with pytest.raises(InvalidModelError, match=r"value 'x' declares a negative dim \[4, -1\]"):
+        load(_negative_dim_slice(tmp_path / "slice.onnx"))
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["predict", "--device", "cpu-ort"],
+                                     ["profile", "--device", "cpu-ort"], ["compile"]])
+def test_cli_negative_declared_dim_is_one_line_not_an_abort(tmp_path, command):
+    p = _negative_dim_slice(tmp_path / "slice.onnx")
+    extra = {"profile": ["--table", str(tmp_path / "t.sqlite")],
+             "compile": ["-o", str(tmp_path / "s.so")]}.get(command[0], [])
+    r = run_cli(command[0], str(p), *command[1:], *extra)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "negative dim" in lines[0], r.stderr
+    assert not (tmp_path / "s.so").exists()
