@@ -7,6 +7,7 @@ what they print is formatted in render.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
@@ -43,15 +44,21 @@ app.add_typer(rpc.rpc_app, name="rpc")
 
 
 def debug_enabled() -> bool:
-    """HWLAT_DEBUG=1 (any value but empty or 0): print the traceback behind an error line."""
+    """HWLAT_DEBUG=1 (any value but empty or 0): hwlat's debug log, and the traceback behind an
+    error line."""
     return os.environ.get("HWLAT_DEBUG", "") not in ("", "0")
 
 
 def main() -> None:
+    if debug_enabled():  # hwlat's own loggers (not the backends') on stderr
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logging.getLogger("hwlat").addHandler(handler)
+        logging.getLogger("hwlat").setLevel(logging.DEBUG)
     try:
         app()
     except HwlatError as e:
-        err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
+        err.print(f"error: {e.line()}", highlight=False, markup=False, soft_wrap=True)
         if debug_enabled():
             traceback.print_exception(e, file=sys.stderr)
         sys.exit(2)

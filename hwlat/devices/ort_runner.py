@@ -24,7 +24,7 @@ import onnxruntime as ort
 
 from hwlat.devices.measure import Timing, cpu_model, measure
 from hwlat.devices.spec import DeviceSpec
-from hwlat.errors import HwlatError, InvalidModelError
+from hwlat.errors import BackendError, InvalidModelError
 
 # nodes onnxruntime adds at the edge of an NCHWc region; a cut-out kernel is all edge
 _BOUNDARY_OPS = frozenset({"ReorderInput", "ReorderOutput"})
@@ -180,7 +180,7 @@ def _session(model: bytes | str, options: ort.SessionOptions) -> ort.InferenceSe
     try:
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise HwlatError(f"onnxruntime cannot build the model: {' '.join(str(e).split())[:300]}") from e
+        raise BackendError("onnxruntime cannot build the model", e) from e
 
 
 _NP = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,

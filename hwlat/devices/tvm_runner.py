@@ -14,7 +14,7 @@ import onnx
 
 from hwlat.devices.measure import Timing, cpu_model, measure
 from hwlat.devices.spec import DeviceSpec
-from hwlat.errors import HwlatError, InvalidInputError, InvalidModelError
+from hwlat.errors import BackendError, InvalidInputError, InvalidModelError, one_line
 
 
 def resolve_target(spec: DeviceSpec):
@@ -27,7 +27,7 @@ def resolve_target(spec: DeviceSpec):
     try:
         return tvm.target.Target(target)
     except Exception as e:
-        raise InvalidInputError(f"device '{spec.name}': bad target {target} ({' '.join(str(e).split())[:200]})") from e
+        raise InvalidInputError(f"device '{spec.name}': bad target {target} ({one_line(e, 200)})") from e
 
 
 def random_inputs(proto: onnx.ModelProto, seed: int = 0) -> list[np.ndarray]:
@@ -107,7 +107,7 @@ class TvmRunner:
                 mod = import_onnx(proto)
             ex = tvm.compile(mod, target=self.target, relax_pipeline=self._pipeline)
         except Exception as e:
-            raise HwlatError(f"TVM cannot build the model: {' '.join(str(e).split())[:300]}") from e
+            raise BackendError("TVM cannot build the model", e) from e
         vm = relax.VirtualMachine(ex, self._dev)
         args = [tvm.runtime.tensor(a, self._dev) for a in random_inputs(proto)]
         vm.set_input("main", *args)

@@ -8,6 +8,7 @@ becomes one InvalidModelError line.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from pathlib import Path
@@ -17,10 +18,12 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, helper, numpy_helper
 
-from hwlat.errors import InvalidModelError, UnsupportedOpError
+from hwlat.errors import InvalidModelError, UnsupportedOpError, one_line
 from hwlat.graph.ir import SMALL_CONSTANT_ELEMENTS, AttrValue, Graph, Node, TensorSig, Value
 from hwlat.graph.ops import NON_DETERMINISTIC, Op
 from hwlat.graph.shapes import infer_custom_shapes
+
+log = logging.getLogger(__name__)
 
 _PRIMITIVE_ATTRS = {
     AttributeProto.INT: lambda a: int(a.i),
@@ -56,7 +59,7 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
         # by path, so onnx resolves external data relative to the model folder and refuses escapes
         return onnx.load(str(p))
     except Exception as e:  # protobuf, OS and external-data errors all mean one thing here
-        raise InvalidModelError(f"{p}: not a readable ONNX model ({_one_line(e)})") from e
+        raise InvalidModelError(f"{p}: not a readable ONNX model ({one_line(e)})") from e
 
 
 def check_vocabulary(model: onnx.ModelProto) -> None:
@@ -111,16 +114,16 @@ def check_and_infer(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
         try:
             numpy_helper.to_array(t)
         except Exception as e:
-            raise InvalidModelError(f"{path}: initializer '{t.name}' is malformed ({_one_line(e)})") from e
+            raise InvalidModelError(f"{path}: initializer '{t.name}' is malformed ({one_line(e)})") from e
     try:
         skeleton = _without_weights(model)  # reads names: protobuf decodes their UTF-8 here
         onnx.checker.check_model(skeleton)
     except Exception as e:
-        raise InvalidModelError(f"{path}: fails the ONNX checker ({_one_line(e)})") from e
+        raise InvalidModelError(f"{path}: fails the ONNX checker ({one_line(e)})") from e
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=True, data_prop=True)
     except Exception as e:
-        raise InvalidModelError(f"{path}: shape inference failed ({_one_line(e)})") from e
+        raise InvalidModelError(f"{path}: shape inference failed ({one_line(e)})") from e
     known = {v.name for v in model.graph.value_info}
     model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in known)
     return model
@@ -243,6 +246,7 @@ def _dtype_name(elem_type: int) -> str:
     try:
         return str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)))
     except Exception:
+        log.debug("element type %s has no numpy dtype", elem_type, exc_info=True)
         return "undefined"
 
 
@@ -250,6 +254,7 @@ def _tensor_data(t: onnx.TensorProto) -> np.ndarray | None:
     try:
         return numpy_helper.to_array(t)
     except Exception:
+        log.debug("initializer '%s' unreadable; its value is left unknown", t.name, exc_info=True)
         return None
 
 
@@ -261,6 +266,3 @@ def _label(n, idx: int) -> str:
     return f"'{n.name}' ({n.op_type} #{idx})" if n.name else f"{n.op_type} #{idx}"
 
 
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= 300 else text[:297] + "..."

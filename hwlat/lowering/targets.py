@@ -16,7 +16,7 @@ from typing import Any
 import tvm
 
 from hwlat.devices.spec import DeviceSpec
-from hwlat.errors import InvalidInputError
+from hwlat.errors import InvalidInputError, one_line
 
 
 def system_cpu() -> str:
@@ -57,7 +57,7 @@ def make_target(kind: str = "host", base: dict[str, Any] | None = None,
     try:
         return tvm.target.Target(target)
     except Exception as e:
-        raise InvalidInputError(f"bad {kind} target {target} ({' '.join(str(e).split())[:200]})") from e
+        raise InvalidInputError(f"bad {kind} target {target} ({one_line(e, 200)})") from e
 
 
 def target_for_device(spec: DeviceSpec, kind: str | None = None) -> tvm.target.Target:
@@ -126,7 +126,7 @@ def as_target(target: str | dict[str, Any] | tvm.target.Target) -> tvm.target.Ta
     try:
         return tvm.target.Target(dict(target))
     except Exception as e:
-        raise InvalidInputError(f"bad target {target} ({' '.join(str(e).split())[:200]})") from e
+        raise InvalidInputError(f"bad target {target} ({one_line(e, 200)})") from e
 
 
 def describe_target(t: dict[str, Any]) -> str:
