@@ -25,6 +25,7 @@ import onnxruntime as ort
 from hwlat.devices.measure import Timing, cpu_model, measure
 from hwlat.devices.spec import DeviceSpec
 from hwlat.errors import BackendError, InvalidModelError
+from hwlat.inputs import random_feeds as seeded_feeds
 
 # nodes onnxruntime adds at the edge of an NCHWc region; a cut-out kernel is all edge
 _BOUNDARY_OPS = frozenset({"ReorderInput", "ReorderOutput"})
@@ -189,8 +190,7 @@ _NP = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float1
 
 
 def random_feeds(sess: ort.InferenceSession, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds = {}
+    specs = []
     for i in sess.get_inputs():
         if any(not isinstance(d, int) for d in i.shape):
             raise InvalidModelError(f"input '{i.name}' has an unknown dimension {i.shape}; "
@@ -198,11 +198,8 @@ def random_feeds(sess: ort.InferenceSession, seed: int = 0) -> dict[str, np.ndar
         dtype = _NP.get(i.type)
         if dtype is None:
             raise InvalidModelError(f"input '{i.name}' has type {i.type}, which hwlat cannot feed")
-        if np.issubdtype(dtype, np.floating):
-            feeds[i.name] = rng.standard_normal(i.shape).astype(dtype)
-        else:
-            feeds[i.name] = np.zeros(i.shape, dtype)
-    return feeds
+        specs.append((i.name, i.shape, dtype))
+    return seeded_feeds(specs, seed)
 
 
 def kernel_times_per_run(trace_path: str) -> list[tuple[float, int]]:
