@@ -4,6 +4,9 @@ Order matters for hostile files: `onnx.load` reads the file first (it refuses ex
 locations outside the model folder, symlinks and hardlinks), then hwlat's own structural checks
 name every unknown op and any cycle, then onnx's checker and shape inference run. Every failure
 becomes one InvalidModelError line.
+
+onnx is imported inside the functions that read or check a file: importing hwlat.graph (the IR,
+the kernel keys, a NAS loop that queries a table) does not load it.
 """
 
 from __future__ import annotations
@@ -12,18 +15,24 @@ import logging
 import os
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import networkx as nx
 import numpy as np
-import onnx
-from onnx import AttributeProto, helper, numpy_helper
 
 from hwlat.errors import InvalidModelError, UnsupportedOpError, one_line
 from hwlat.graph.ir import SMALL_CONSTANT_ELEMENTS, AttrValue, Graph, Node, TensorSig, Value
 from hwlat.graph.ops import NON_DETERMINISTIC, Op
 from hwlat.graph.shapes import infer_custom_shapes
 
+if TYPE_CHECKING:
+    import onnx
+
 log = logging.getLogger(__name__)
+
+# onnx.AttributeProto's attribute types (fixed by ONNX's protobuf schema; tests/graph check them)
+AttributeProto = SimpleNamespace(FLOAT=1, INT=2, STRING=3, TENSOR=4, FLOATS=6, INTS=7, STRINGS=8)
 
 _PRIMITIVE_ATTRS = {
     AttributeProto.INT: lambda a: int(a.i),
@@ -55,6 +64,8 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise InvalidModelError(f"{p}: no such file")
     if not p.is_file():
         raise InvalidModelError(f"{p}: not a regular file")
+    import onnx
+
     try:
         # by path, so onnx resolves external data relative to the model folder and refuses escapes
         return onnx.load(str(p))
@@ -108,6 +119,9 @@ def check_and_infer(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     """onnx's checker and shape inference on the graph without its weights (both serialize the
     whole model; weights are checked here instead, tensor by tensor), then the inferred shapes
     are put back into the full model."""
+    import onnx
+    from onnx import numpy_helper
+
     if len(model.graph.sparse_initializer):
         raise InvalidModelError(f"{path}: sparse initializers are not supported")
     for t in model.graph.initializer:
@@ -132,6 +146,8 @@ def check_and_infer(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
 def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with each large initializer turned into a typed graph input of the same shape;
     small ones stay, since shape inference reads shapes and axes from them."""
+    from onnx import helper
+
     g = model.graph
     keep = [t for t in g.initializer if _numel(t.dims) <= SMALL_CONSTANT_ELEMENTS]
     declared = {i.name for i in g.input}
@@ -243,6 +259,8 @@ def _sig_from_type(tp: onnx.TypeProto) -> TensorSig:
 
 
 def _dtype_name(elem_type: int) -> str:
+    import onnx
+
     try:
         return str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)))
     except Exception:
@@ -251,6 +269,8 @@ def _dtype_name(elem_type: int) -> str:
 
 
 def _tensor_data(t: onnx.TensorProto) -> np.ndarray | None:
+    from onnx import numpy_helper
+
     try:
         return numpy_helper.to_array(t)
     except Exception:
