@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+
+import pytest
+
+from tests.helpers.cli import run_hwlat
+
+pytestmark = pytest.mark.export
 
 NB201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 
 
 def hwlat(*args, cwd=None, tmp=None):
-    env = dict(os.environ, HWLAT_HOME=str(tmp or cwd or "."), PYTHONPATH=str(cwd or ""))
-    return subprocess.run([sys.executable, "-m", "hwlat.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
+    return run_hwlat(*args, home=tmp or cwd or ".", cwd=cwd, pythonpath=cwd)
 
 
 def test_zoo_lists_the_built_in_models(tmp_path):

@@ -13,8 +13,7 @@ from hwlat.graph.extract import extract_kernel
 from hwlat.lut import TableStore
 from hwlat.lut.build import plan, profile
 from hwlat.lut.predict import predict
-from tests.graph.onnx_builders import save
-from tests.lut.test_profile import conv_chain
+from tests.helpers.onnx_builders import conv_chain, save
 
 
 def test_shipped_devices_parse():
@@ -48,7 +47,7 @@ def test_spread_too_wide_is_measured_again_and_the_tightest_kept():
     assert Timing((1.0, 2.0, 3.0, 4.0)).cv == pytest.approx((3.25 - 1.75) / 1.349 / 2.5)
 
 
-@pytest.mark.parametrize("device", ["cpu-ort", "cpu-tvm"])
+@pytest.mark.parametrize("device", ["cpu-ort", pytest.param("cpu-tvm", marks=pytest.mark.tvm)])
 def test_profile_and_predict_on_each_cpu_device(tmp_path, device):
     spec = load_device(device)
     runner = spec.make_runner()
@@ -65,12 +64,14 @@ def test_profile_and_predict_on_each_cpu_device(tmp_path, device):
     assert whole.median_ms > 0 and whole.q1_ms <= whole.median_ms <= whole.q3_ms
 
 
+@pytest.mark.tvm
 def test_tvm_target_uses_the_host_cpu():
     runner = load_device("cpu-tvm").make_runner()
     assert runner.target.kind.name == "llvm"
     assert str(runner.target.attrs["mcpu"]) not in ("", "host")
 
 
+@pytest.mark.tvm
 def test_kernel_runs_on_both_runtimes(tmp_path):
     g = load(save(conv_chain(1), tmp_path / "m.onnx"))
     k = fuse(g)[0]
@@ -79,6 +80,7 @@ def test_kernel_runs_on_both_runtimes(tmp_path):
         assert t.median_ms > 0 and len(t.samples_ms) >= 15
 
 
+@pytest.mark.tvm
 def test_tuned_device_reads_its_database_under_hwlat_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HWLAT_HOME", str(tmp_path))
     spec = load_device("cpu-tvm-tuned")

@@ -9,9 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from hwlat.cli import app
 from hwlat.devices import list_devices, load_device
 from hwlat.devices.neuromorphic import (
     Neuromorphic,
@@ -23,11 +21,13 @@ from hwlat.devices.neuromorphic import (
     synaptic_inflow,
 )
 from hwlat.devices.spec import DeviceSpec
-from hwlat.errors import HwlatError, InvalidInputError, InvalidModelError
+from hwlat.errors import InvalidInputError, InvalidModelError
 from hwlat.graph import load
-from tests.graph.onnx_builders import const, lif_steps, model, node, rand, save, tensor
+from tests.helpers.cli import invoke_hwlat
+from tests.helpers.onnx_builders import const, lif_steps, model, node, rand, save, tensor
 
-runner = CliRunner()
+pytestmark = pytest.mark.export
+
 DEVICE = "neuromorphic-45nm"
 
 TARGET = {
@@ -232,11 +232,9 @@ def test_runner_times_whole_models_on_a_seeded_input(tmp_path):
 
 
 def _cli(*args):
-    """In process; a HwlatError is what `hwlat.cli.main` turns into one `error:` line, exit 2."""
-    r = runner.invoke(app, [str(a) for a in args])
-    if isinstance(r.exception, HwlatError):
-        return 2, f"error: {r.exception}"
-    return r.exit_code, r.stdout
+    """In process: (exit code, the `error:` line or stdout)."""
+    r = invoke_hwlat(*args)
+    return r.exit_code, r.output if r.error else r.stdout
 
 
 def test_cli_errors(tmp_path):

@@ -14,7 +14,7 @@ from hwlat.graph import fuse, load
 from hwlat.graph.extract import extract_kernel
 from hwlat.lut import TableStore
 from hwlat.lut.build import plan, profile
-from tests.graph.onnx_builders import const, model, node, rand, save, tensor
+from tests.helpers.onnx_builders import const, model, node, rand, save, tensor
 
 
 def roof(peak_gflops, bandwidth_gbs, launch_us=10.0) -> DeviceSpec:

@@ -23,8 +23,9 @@ from hwlat.graph import fuse, load
 from hwlat.graph.extract import extract_kernel
 from hwlat.lut import TableStore
 from hwlat.lut.build import plan, profile
-from tests.graph.onnx_builders import save
-from tests.lut.test_profile import conv_chain
+from tests.helpers.onnx_builders import conv_chain, save
+
+pytestmark = pytest.mark.tvm
 
 KEY = "hwlat-test"
 # few repeats and a loose spread: the two servers share this machine's 2 cores with the client

@@ -14,6 +14,8 @@ from tvm.script import tirx as T
 from hwlat.lowering import custom
 from hwlat.lowering.support import unsupported_ops
 
+pytestmark = pytest.mark.tvm
+
 
 @T.prim_func(s_tir=True)
 def _add_k(a: T.handle, b: T.handle):

@@ -17,6 +17,8 @@ from tvm.script import tirx as T
 from hwlat.lowering.targets import make_target
 from hwlat.lowering.tuning import build_candidate
 
+pytestmark = pytest.mark.tvm
+
 ROOT = Path(__file__).resolve().parents[2]
 
 @I.ir_module

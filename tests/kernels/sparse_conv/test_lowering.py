@@ -25,6 +25,8 @@ from hwlat.lowering.custom import import_onnx
 from hwlat.lowering.run import outputs_of, random_inputs
 from hwlat.zoo.sparse_conv import sparse_conv3d as torch_sparse_conv3d
 
+pytestmark = [pytest.mark.tvm, pytest.mark.export]
+
 POINTS, GRID = 40_000, 128
 
 
