@@ -1,5 +1,5 @@
 # Two commands: `make demo` and `make test`. Each sets up .venv itself.
-# `make test-fast`: lint and the tests that build nothing with TVM and are not marked slow.
+# `make test-fast`: lint and the tests that neither build with TVM, export torch models nor are slow.
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -39,7 +39,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 test-fast: lint
-	$(BIN)/python -m pytest -q -m "not slow and not tvm"
+	$(BIN)/python -m pytest -q -m "not slow and not tvm and not export"
 
 clean:
 	rm -rf $(VENV) build

@@ -8,8 +8,6 @@ import pytest
 
 from tests.helpers.cli import run_hwlat
 
-pytestmark = pytest.mark.export
-
 NB201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 
 
@@ -24,6 +22,7 @@ def test_zoo_lists_the_built_in_models(tmp_path):
         assert name in r.stdout
 
 
+@pytest.mark.export
 def test_export_nb201_then_inspect_json(tmp_path):
     out = tmp_path / "cell.onnx"
     r = hwlat("export", "--nb201", NB201, "-o", str(out), tmp=tmp_path)
@@ -39,6 +38,7 @@ def test_export_nb201_then_inspect_json(tmp_path):
     assert totals["by_kind"]["conv"] >= 9  # stem, 3 x 3x3 per cell at least, reductions
 
 
+@pytest.mark.export
 def test_export_from_a_module_factory(tmp_path):
     (tmp_path / "mymodels.py").write_text(
         "import torch\n"
@@ -50,6 +50,7 @@ def test_export_from_a_module_factory(tmp_path):
     assert (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.slow  # five subprocesses that import torch
 def test_export_bad_arguments_are_one_line_and_write_nothing(tmp_path):
     for args in (["export", "-o", "x.onnx"],  # no source
                  ["export", "resnet18", "--nb201", NB201, "-o", "x.onnx"],  # two sources

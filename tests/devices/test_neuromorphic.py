@@ -26,8 +26,6 @@ from hwlat.graph import load
 from tests.helpers.cli import invoke_hwlat
 from tests.helpers.onnx_builders import const, lif_steps, model, node, rand, save, tensor
 
-pytestmark = pytest.mark.export
-
 DEVICE = "neuromorphic-45nm"
 
 TARGET = {
@@ -285,6 +283,7 @@ def zoo_net(tmp_path_factory):
     return net, x, folder / "snn.onnx", folder / "x.npy"
 
 
+@pytest.mark.export
 def test_zoo_net_matches_spikingjelly_op_counter(zoo_net):
     """SOPs and MACs per layer equal SpikingJelly's SynOpCounter and MACCounter (BatchNorm left out:
     the export folds it into the conv) on the same weights and input."""
@@ -326,6 +325,7 @@ def test_zoo_net_matches_spikingjelly_op_counter(zoo_net):
     assert est.sops > 0 and est.macs > 0  # both kinds of layer present: the check can fail
 
 
+@pytest.mark.export
 def test_cli_predict_on_the_zoo_net(zoo_net):
     _, _, path, sample = zoo_net
     code, text = _cli("predict", path, "--device", DEVICE, "--input", sample, "--json")

@@ -186,6 +186,7 @@ def test_kill_9_during_profile_loses_nothing_committed(tmp_path):
     assert len(final) == total and all(final[k] == e for k, e in after.items())
 
 
+@pytest.mark.slow  # measures whole models end to end
 def test_calibrate_then_predict_and_validate_use_the_correction(tmp_path):
     import json
 
