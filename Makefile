@@ -1,11 +1,12 @@
 # Two commands: `make demo` and `make test`. Each sets up .venv itself.
+# `make test-fast`: lint and the tests that neither build with TVM, export torch models nor are slow.
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO    := build/demo
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-fast lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,6 +37,9 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not slow and not tvm and not export"
 
 clean:
 	rm -rf $(VENV) build

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hwlat.errors import HwlatError, InvalidInputError
+from hwlat.errors import BackendError, HwlatError, InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def export(model, example_inputs, path, *, opset: int | None = None,
     except HwlatError:
         raise
     except Exception as e:
-        raise HwlatError(f"export failed: {' '.join(str(e).split())[:400]}") from e
+        raise BackendError("export failed", e, limit=400) from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

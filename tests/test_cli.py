@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+
+import pytest
+
+from tests.helpers.cli import run_hwlat
 
 NB201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 
 
 def hwlat(*args, cwd=None, tmp=None):
-    env = dict(os.environ, HWLAT_HOME=str(tmp or cwd or "."), PYTHONPATH=str(cwd or ""))
-    return subprocess.run([sys.executable, "-m", "hwlat.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
+    return run_hwlat(*args, home=tmp or cwd or ".", cwd=cwd, pythonpath=cwd)
 
 
 def test_zoo_lists_the_built_in_models(tmp_path):
@@ -23,6 +22,7 @@ def test_zoo_lists_the_built_in_models(tmp_path):
         assert name in r.stdout
 
 
+@pytest.mark.export
 def test_export_nb201_then_inspect_json(tmp_path):
     out = tmp_path / "cell.onnx"
     r = hwlat("export", "--nb201", NB201, "-o", str(out), tmp=tmp_path)
@@ -38,6 +38,7 @@ def test_export_nb201_then_inspect_json(tmp_path):
     assert totals["by_kind"]["conv"] >= 9  # stem, 3 x 3x3 per cell at least, reductions
 
 
+@pytest.mark.export
 def test_export_from_a_module_factory(tmp_path):
     (tmp_path / "mymodels.py").write_text(
         "import torch\n"
@@ -49,6 +50,7 @@ def test_export_from_a_module_factory(tmp_path):
     assert (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.slow  # five subprocesses that import torch
 def test_export_bad_arguments_are_one_line_and_write_nothing(tmp_path):
     for args in (["export", "-o", "x.onnx"],  # no source
                  ["export", "resnet18", "--nb201", NB201, "-o", "x.onnx"],  # two sources

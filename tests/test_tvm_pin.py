@@ -7,6 +7,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.tvm
+
 SCRIPT = """
 import tvm
 from tvm.script import ir as I, tirx as T

@@ -45,6 +45,7 @@ from hwlat.devices.spec import DeviceSpec
 from hwlat.errors import InvalidInputError, InvalidModelError
 from hwlat.graph import Graph, Kernel, KernelKind, Node, Op, fuse, load
 from hwlat.graph.ops import SPIKE_THRESHOLD
+from hwlat.inputs import random_feeds
 from hwlat.runners.base import Environment, Runner
 
 RUNTIME = "neuromorphic"
@@ -248,21 +249,15 @@ def load_sample(path: Path, g: Graph) -> dict[str, np.ndarray]:
 
 def seeded_sample(g: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     """Standard-normal floats (zeros for integer inputs) for each input: runs without a sample."""
-    rng = np.random.default_rng(seed)
-    out = {}
+    specs = []
     for name in g.inputs:
         sig = g.values[name].sig
         if sig.shape is None or not all(isinstance(d, int) for d in sig.shape):
             raise InvalidModelError(
                 f"{g.name}: input '{name}' has an unknown dimension; give a sample"
             )
-        dtype = np.dtype(sig.dtype)
-        out[name] = (
-            rng.standard_normal(sig.shape).astype(dtype)
-            if np.issubdtype(dtype, np.floating)
-            else np.zeros(sig.shape, dtype)
-        )
-    return out
+        specs.append((name, sig.shape, sig.dtype))
+    return random_feeds(specs, seed)
 
 
 def run_for(

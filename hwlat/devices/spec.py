@@ -16,6 +16,11 @@ from hwlat import home
 from hwlat.errors import InvalidInputError
 
 DEVICE_DIR = Path(__file__).parent
+RPC_RUNNER = "hwlat.runners.tvm_rpc:TvmRpcRunner"
+# how `hwlat predict` estimates a model, by the device's runtime: spiking hardware from the spikes a
+# sample input fires; an analytic (roofline) device from its formulas; every other device from
+# its latency table
+PREDICTION_ROUTES = {"neuromorphic": "spikes", "roofline": "analytic"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,16 @@ class DeviceSpec:
 
     def __hash__(self) -> int:
         return hash(self.name)
+
+    @property
+    def prediction_route(self) -> str:
+        """How the device predicts a model: "spikes", "analytic" or "table" (PREDICTION_ROUTES)."""
+        return PREDICTION_ROUTES.get(self.runtime, "table")
+
+    @property
+    def timed_over_rpc(self) -> bool:
+        """Its kernels are built here and timed on servers registered with a TVM RPC tracker."""
+        return self.runner == RPC_RUNNER
 
     def tuning_db_path(self) -> Path | None:
         if self.tuning_db is None:

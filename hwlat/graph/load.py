@@ -4,23 +4,35 @@ Order matters for hostile files: `onnx.load` reads the file first (it refuses ex
 locations outside the model folder, symlinks and hardlinks), then hwlat's own structural checks
 name every unknown op and any cycle, then onnx's checker and shape inference run. Every failure
 becomes one InvalidModelError line.
+
+onnx is imported inside the functions that read or check a file: importing hwlat.graph (the IR,
+the kernel keys, a NAS loop that queries a table) does not load it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import networkx as nx
 import numpy as np
-import onnx
-from onnx import AttributeProto, helper, numpy_helper
 
-from hwlat.errors import InvalidModelError, UnsupportedOpError
+from hwlat.errors import InvalidModelError, UnsupportedOpError, one_line
 from hwlat.graph.ir import SMALL_CONSTANT_ELEMENTS, AttrValue, Graph, Node, TensorSig, Value
 from hwlat.graph.ops import NON_DETERMINISTIC, Op
 from hwlat.graph.shapes import infer_custom_shapes
+
+if TYPE_CHECKING:
+    import onnx
+
+log = logging.getLogger(__name__)
+
+# onnx.AttributeProto's attribute types (fixed by ONNX's protobuf schema; tests/graph check them)
+AttributeProto = SimpleNamespace(FLOAT=1, INT=2, STRING=3, TENSOR=4, FLOATS=6, INTS=7, STRINGS=8)
 
 _PRIMITIVE_ATTRS = {
     AttributeProto.INT: lambda a: int(a.i),
@@ -52,11 +64,13 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise InvalidModelError(f"{p}: no such file")
     if not p.is_file():
         raise InvalidModelError(f"{p}: not a regular file")
+    import onnx
+
     try:
         # by path, so onnx resolves external data relative to the model folder and refuses escapes
         return onnx.load(str(p))
     except Exception as e:  # protobuf, OS and external-data errors all mean one thing here
-        raise InvalidModelError(f"{p}: not a readable ONNX model ({_one_line(e)})") from e
+        raise InvalidModelError(f"{p}: not a readable ONNX model ({one_line(e)})") from e
 
 
 def check_vocabulary(model: onnx.ModelProto) -> None:
@@ -105,23 +119,26 @@ def check_and_infer(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     """onnx's checker and shape inference on the graph without its weights (both serialize the
     whole model; weights are checked here instead, tensor by tensor), then the inferred shapes
     are put back into the full model."""
+    import onnx
+    from onnx import numpy_helper
+
     if len(model.graph.sparse_initializer):
         raise InvalidModelError(f"{path}: sparse initializers are not supported")
     for t in model.graph.initializer:
         try:
             numpy_helper.to_array(t)
         except Exception as e:
-            raise InvalidModelError(f"{path}: initializer '{t.name}' is malformed ({_one_line(e)})") from e
+            raise InvalidModelError(f"{path}: initializer '{t.name}' is malformed ({one_line(e)})") from e
     check_declared_dims(model.graph)
     try:
         skeleton = _without_weights(model)  # reads names: protobuf decodes their UTF-8 here
         onnx.checker.check_model(skeleton)
     except Exception as e:
-        raise InvalidModelError(f"{path}: fails the ONNX checker ({_one_line(e)})") from e
+        raise InvalidModelError(f"{path}: fails the ONNX checker ({one_line(e)})") from e
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=True, data_prop=True)
     except Exception as e:
-        raise InvalidModelError(f"{path}: shape inference failed ({_one_line(e)})") from e
+        raise InvalidModelError(f"{path}: shape inference failed ({one_line(e)})") from e
     known = {v.name for v in model.graph.value_info}
     model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in known)
     return model
@@ -161,6 +178,8 @@ def _check_type_dims(name: str, tp: onnx.TypeProto) -> None:
 def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with each large initializer turned into a typed graph input of the same shape;
     small ones stay, since shape inference reads shapes and axes from them."""
+    from onnx import helper
+
     g = model.graph
     keep = [t for t in g.initializer if _numel(t.dims) <= SMALL_CONSTANT_ELEMENTS]
     declared = {i.name for i in g.input}
@@ -272,16 +291,22 @@ def _sig_from_type(tp: onnx.TypeProto) -> TensorSig:
 
 
 def _dtype_name(elem_type: int) -> str:
+    import onnx
+
     try:
         return str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)))
     except Exception:
+        log.debug("element type %s has no numpy dtype", elem_type, exc_info=True)
         return "undefined"
 
 
 def _tensor_data(t: onnx.TensorProto) -> np.ndarray | None:
+    from onnx import numpy_helper
+
     try:
         return numpy_helper.to_array(t)
     except Exception:
+        log.debug("initializer '%s' unreadable; its value is left unknown", t.name, exc_info=True)
         return None
 
 
@@ -293,6 +318,3 @@ def _label(n, idx: int) -> str:
     return f"'{n.name}' ({n.op_type} #{idx})" if n.name else f"{n.op_type} #{idx}"
 
 
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= 300 else text[:297] + "..."

@@ -5,6 +5,7 @@ library's output with onnxruntime's before it replaces anything.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import tvm
 from tvm import relax
 
 from hwlat import __version__
-from hwlat.errors import HwlatError, InvalidInputError, InvalidModelError
+from hwlat.errors import BackendError, HwlatError, InvalidInputError, InvalidModelError, one_line
 from hwlat.graph.load import load
 from hwlat.lowering.artifact import (
     Sidecar,
@@ -42,6 +43,8 @@ from hwlat.lowering.targets import (
     target_dict,
 )
 from hwlat.lowering.tuning import open_tuning_db
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ def compile_model(path: str | os.PathLike, target: str | dict[str, Any] | tvm.ta
         try:
             ex.export_library(tmp, **({"cc": linker} if linker else {}))
         except Exception as e:
-            raise HwlatError(f"exporting the {artifact} failed: {_one_line(e)}") from e
+            raise BackendError(f"exporting the {artifact} failed", e) from e
         if verify and here:  # before the rename: a library that cannot run replaces nothing
             diff, note = _compare_with_onnxruntime(path, ex if out.suffix == ".tar" else tmp,
                                                    inputs, target, seed)
@@ -175,13 +178,13 @@ def _build(model, inputs, target, passes, name):
                               dtype_dict={s.name: s.dtype for s in inputs}, rewrite=False,
                               target=target)
     except Exception as e:
-        raise HwlatError(f"TVM's ONNX frontend failed: {_one_line(e)}") from e
+        raise BackendError("TVM's ONNX frontend failed", e) from e
     try:
         return tvm.compile(mod, target=target, relax_pipeline=passes)
     except HwlatError:
         raise
     except Exception as e:
-        raise HwlatError(f"TVM cannot build the model with pipeline '{name}': {_one_line(e)}") from e
+        raise BackendError(f"TVM cannot build the model with pipeline '{name}'", e) from e
 
 
 def _compare_with_onnxruntime(path: Path, library, inputs, target, seed) -> tuple[float | None, str]:
@@ -196,12 +199,13 @@ def _compare_with_onnxruntime(path: Path, library, inputs, target, seed) -> tupl
     try:
         got = outputs_of(vm["main"](*[tvm.runtime.tensor(a, device) for a in arrays]))
     except Exception as e:
-        raise HwlatError(f"the compiled model fails to run: {_one_line(e)}") from e
+        raise BackendError("the compiled model fails to run", e) from e
     try:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         want = sess.run(None, {s.name: a for s, a in zip(inputs, arrays, strict=True)})
     except Exception as e:
-        return None, f"not compared: onnxruntime cannot run the model ({_one_line(e)})"
+        log.debug("onnxruntime cannot run %s", path, exc_info=True)
+        return None, f"not compared: onnxruntime cannot run the model ({one_line(e)})"
     if len(got) != len(want) or any(g.shape != w.shape for g, w in zip(got, want, strict=False)):
         raise HwlatError(f"the compiled model returns shapes {[g.shape for g in got]}, "
                          f"onnxruntime {[w.shape for w in want]}")
@@ -215,6 +219,3 @@ def _cross_package(compiler: str) -> str:
     return f"{tool}-{triple}"
 
 
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= 300 else text[:297] + "..."

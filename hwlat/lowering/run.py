@@ -22,6 +22,7 @@ from tvm import relax
 from hwlat.devices.measure import Timing, measure
 from hwlat.devices.spec import MeasureSpec
 from hwlat.errors import InvalidInputError
+from hwlat.inputs import random_arrays
 from hwlat.lowering.artifact import Sidecar, TensorSpec, read_sidecar
 from hwlat.lowering.targets import resolve_target, runs_here
 
@@ -111,13 +112,9 @@ def outputs_of(result) -> list[np.ndarray]:
 def random_inputs(specs: Sequence[TensorSpec], seed: int = 0) -> list[np.ndarray]:
     """Standard normal floats; zeros for integer and bool inputs (always valid as indices), except
     sparse coordinates (int32 [N, 4] named `coords`): unique voxels of a grid."""
-    from hwlat.graph.sparse import default_coords
     from hwlat.kernels.sparse_conv.inputs import is_sparse_coords
 
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal(s.shape).astype(s.dtype) if np.issubdtype(np.dtype(s.dtype), np.floating)
-            else default_coords(s.shape[0]) if is_sparse_coords(s.name, s.shape, s.dtype)
-            else np.zeros(s.shape, s.dtype) for s in specs]
+    return random_arrays(((s.name, s.shape, s.dtype) for s in specs), seed, is_coords=is_sparse_coords)
 
 
 def read_inputs(path: str | os.PathLike | None, specs: Sequence[TensorSpec], seed: int = 0) -> list[np.ndarray]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import tvm
 
-from hwlat.errors import InvalidInputError
+from hwlat.errors import InvalidInputError, one_line
 from hwlat.kernels.target import TargetInfo, host_arch, host_target_dict, system_cpu, target_dict
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def make_target(kind: str = "host", base: dict[str, Any] | None = None,
     try:
         return tvm.target.Target(target)
     except Exception as e:
-        raise InvalidInputError(f"bad {kind} target {target} ({' '.join(str(e).split())[:200]})") from e
+        raise InvalidInputError(f"bad {kind} target {target} ({one_line(e, 200)})") from e
 
 
 def resolve_target(target: str | dict[str, Any] | tvm.target.Target | None = None, *,
@@ -76,7 +76,7 @@ def resolve_target(target: str | dict[str, Any] | tvm.target.Target | None = Non
         try:
             return tvm.target.Target(dict(target))
         except Exception as e:
-            raise InvalidInputError(f"bad target {target} ({' '.join(str(e).split())[:200]})") from e
+            raise InvalidInputError(f"bad target {target} ({one_line(e, 200)})") from e
     if device is None:
         return make_target(kind or "host", None, threads)
     if as_written:
@@ -92,7 +92,7 @@ def _as_written(spec: DeviceSpec) -> tvm.target.Target:
     try:
         return tvm.target.Target(target)
     except Exception as e:
-        raise InvalidInputError(f"device '{spec.name}': bad target {target} ({' '.join(str(e).split())[:200]})") from e
+        raise InvalidInputError(f"device '{spec.name}': bad target {target} ({one_line(e, 200)})") from e
 
 
 def _for_device(spec: DeviceSpec, kind: str | None = None) -> tvm.target.Target:

@@ -7,6 +7,7 @@ so each directory records the target it was made for in `hwlat-target.json` and 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from hwlat import __version__
 from hwlat.errors import InvalidInputError
 from hwlat.lowering.artifact import write_json_atomic
 from hwlat.lowering.targets import describe_target, target_dict
+
+log = logging.getLogger(__name__)
 
 TARGET_MARKER = "hwlat-target.json"
 # candidate builds of a conv took over 30 s, MetaSchedule's default timeout (DESIGN.md)
@@ -63,6 +66,7 @@ def build_candidate(mod, target, params):
     try:
         return tvm.tirx.build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
     except Exception:
+        log.debug("tuning build without the weight-layout rewrite failed; the default build", exc_info=True)
         return default_build(mod, target, params)
 
 

@@ -13,7 +13,7 @@ import secrets
 from dataclasses import asdict
 from pathlib import Path
 
-from hwlat.errors import InvalidInputError
+from hwlat.errors import InvalidInputError, one_line
 from hwlat.lut.store import _FIELD_TYPES, FIELDS, SCHEMA_VERSION, Entry, TableError, TableStore
 
 FORMAT = "hwlat-table"
@@ -48,7 +48,7 @@ def import_json(store: TableStore, path: Path | str) -> int:
     try:
         doc = json.loads(_read_text(path))
     except (ValueError, RecursionError) as e:  # ValueError covers over-long integer literals too
-        raise TableError(f"{path} is not valid JSON ({_one_line(e)})") from e
+        raise TableError(f"{path} is not valid JSON ({one_line(e, 200)})") from e
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         got = repr(doc.get("format")) if isinstance(doc, dict) else f"a JSON {type(doc).__name__}"
         raise TableError(
@@ -99,7 +99,7 @@ def import_csv(store: TableStore, path: Path | str) -> int:
             }
             entries.append(_entry(path, n, row))
     except csv.Error as e:
-        raise TableError(f"{path}: row {reader.line_num}: {_one_line(e)}") from e
+        raise TableError(f"{path}: row {reader.line_num}: {one_line(e, 200)}") from e
     return store.put_many(entries)
 
 
@@ -158,5 +158,3 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split())[:200]

@@ -7,11 +7,9 @@ from __future__ import annotations
 import importlib
 
 from hwlat.devices import list_devices
-from hwlat.devices.spec import DeviceSpec
+from hwlat.devices.spec import RPC_RUNNER, DeviceSpec
 from hwlat.errors import InvalidInputError
 from hwlat.runners.base import Environment, InModelRunner, Runner
-
-RPC_RUNNER = "hwlat.runners.tvm_rpc:TvmRpcRunner"
 
 
 def load_runner(spec: DeviceSpec, **options) -> Runner:
@@ -32,8 +30,8 @@ def get_runner(spec: DeviceSpec, tracker: str | None = None, key: str | None = N
     """The device's runner; `tracker` (HOST:PORT) and `key` apply to devices timed over RPC."""
     if tracker is None and key is None:
         return load_runner(spec)
-    if spec.runner != RPC_RUNNER:
-        remote = ", ".join(d.name for d in list_devices() if d.runner == RPC_RUNNER)
+    if not spec.timed_over_rpc:
+        remote = ", ".join(d.name for d in list_devices() if d.timed_over_rpc)
         raise InvalidInputError(f"device '{spec.name}' is not timed over RPC; --rpc and --key apply to {remote}")
     return load_runner(spec, tracker=tracker, key=key)
 

@@ -24,7 +24,8 @@ import onnxruntime as ort
 
 from hwlat.devices.measure import Timing, cpu_model, measure
 from hwlat.devices.spec import DeviceSpec
-from hwlat.errors import HwlatError, InvalidModelError
+from hwlat.errors import BackendError, InvalidModelError
+from hwlat.inputs import random_feeds as seeded_feeds
 from hwlat.runners.base import Environment, InModelRunner
 
 # nodes onnxruntime adds at the edge of an NCHWc region; a cut-out kernel is all edge
@@ -182,7 +183,7 @@ def _session(model: bytes | str, options: ort.SessionOptions) -> ort.InferenceSe
     try:
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise HwlatError(f"onnxruntime cannot build the model: {' '.join(str(e).split())[:300]}") from e
+        raise BackendError("onnxruntime cannot build the model", e) from e
 
 
 _NP = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
@@ -191,8 +192,7 @@ _NP = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float1
 
 
 def random_feeds(sess: ort.InferenceSession, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds = {}
+    specs = []
     for i in sess.get_inputs():
         if any(not isinstance(d, int) for d in i.shape):
             raise InvalidModelError(f"input '{i.name}' has an unknown dimension {i.shape}; "
@@ -200,11 +200,8 @@ def random_feeds(sess: ort.InferenceSession, seed: int = 0) -> dict[str, np.ndar
         dtype = _NP.get(i.type)
         if dtype is None:
             raise InvalidModelError(f"input '{i.name}' has type {i.type}, which hwlat cannot feed")
-        if np.issubdtype(dtype, np.floating):
-            feeds[i.name] = rng.standard_normal(i.shape).astype(dtype)
-        else:
-            feeds[i.name] = np.zeros(i.shape, dtype)
-    return feeds
+        specs.append((i.name, i.shape, dtype))
+    return seeded_feeds(specs, seed)
 
 
 def kernel_times_per_run(trace_path: str) -> list[tuple[float, int]]:

@@ -14,20 +14,19 @@ import onnx
 
 from hwlat.devices.measure import Timing, cpu_model, measure
 from hwlat.devices.spec import DeviceSpec
-from hwlat.errors import HwlatError, InvalidInputError, InvalidModelError
+from hwlat.errors import BackendError, InvalidInputError, InvalidModelError
+from hwlat.inputs import random_arrays
 from hwlat.runners.base import Environment, Runner
 
 
 def random_inputs(proto: onnx.ModelProto, seed: int = 0) -> list[np.ndarray]:
     """Data for the model's inputs (initializers excluded): normal floats, zero integers, and
     unique voxels of a grid for the coordinates of hwlat.SparseConv3d."""
-    from hwlat.graph.sparse import default_coords
     from hwlat.kernels.sparse_conv.inputs import sparse_coords_inputs
 
     inits = {t.name for t in proto.graph.initializer}
     coords = sparse_coords_inputs(proto)
-    rng = np.random.default_rng(seed)
-    out = []
+    specs = []
     for i in proto.graph.input:
         if i.name in inits:
             continue
@@ -35,11 +34,8 @@ def random_inputs(proto: onnx.ModelProto, seed: int = 0) -> list[np.ndarray]:
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
         if any(d is None for d in dims):
             raise InvalidModelError(f"input '{i.name}' has an unknown dimension; export with a fixed shape")
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        out.append(rng.standard_normal(dims).astype(dtype) if np.issubdtype(dtype, np.floating)
-                   else default_coords(dims[0]).astype(dtype) if i.name in coords
-                   else np.zeros(dims, dtype))
-    return out
+        specs.append((i.name, dims, onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)))
+    return random_arrays(specs, seed, is_coords=lambda name, _shape, _dtype: name in coords)
 
 
 def device_pipeline(spec: DeviceSpec, target):
@@ -95,7 +91,7 @@ class TvmRunner(Runner):
                 mod = import_onnx(proto)
             ex = tvm.compile(mod, target=self.target, relax_pipeline=self._pipeline)
         except Exception as e:
-            raise HwlatError(f"TVM cannot build the model: {' '.join(str(e).split())[:300]}") from e
+            raise BackendError("TVM cannot build the model", e) from e
         vm = relax.VirtualMachine(ex, self._dev)
         args = [tvm.runtime.tensor(a, self._dev) for a in random_inputs(proto)]
         vm.set_input("main", *args)

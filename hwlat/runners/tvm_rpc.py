@@ -30,7 +30,7 @@ import onnx
 
 from hwlat.devices.measure import Timing, measure
 from hwlat.devices.spec import DeviceSpec
-from hwlat.errors import HwlatError, InvalidInputError
+from hwlat.errors import BackendError, InvalidInputError, one_line
 from hwlat.runners import rpc
 from hwlat.runners.base import Environment, Runner
 from hwlat.runners.tvm import device_pipeline, random_inputs
@@ -228,10 +228,10 @@ class TvmRpcRunner(Runner):
                 return _Session(sess, server, sess.device(self._dev_type, 0), opened)
             except Exception as e:
                 if "protocol version mismatch" in str(e).lower():
-                    raise rpc.version_error(server, _one_line(e)) from e
+                    raise rpc.version_error(server, one_line(e)) from e
                 if time.monotonic() > deadline:
                     raise rpc.RpcError(f"cannot open a session with {server} (key '{self.key}'): "
-                                       f"{_one_line(e)}") from e
+                                       f"{one_line(e)}") from e
                 time.sleep(0.5)
 
     def build(self, proto: onnx.ModelProto, path: Path) -> tuple[Path, list[np.ndarray]]:
@@ -246,7 +246,7 @@ class TvmRpcRunner(Runner):
                 ex = self._tvm.compile(mod, target=self.target, relax_pipeline=self._pipeline)
                 ex.export_library(str(path), **self._link)
         except Exception as e:
-            raise HwlatError(f"TVM cannot build the model for {self.target.kind.name}: {_one_line(e)}") from e
+            raise BackendError(f"TVM cannot build the model for {self.target.kind.name}", e) from e
         return path, inputs
 
     def _time_remote(self, s: _Session, lib: Path, inputs: list[np.ndarray]) -> Timing:
@@ -271,9 +271,9 @@ class TvmRpcRunner(Runner):
                 raise ServerLost(f"timed out: the server ended the session after the kernel "
                                  f"timeout of {self.kernel_timeout:g} s") from e
             if not _alive(s):
-                raise ServerLost(_one_line(e)) from e
-            raise HwlatError(f"the kernel failed on server {s.server} (key '{self.key}'): "
-                             f"{_one_line(e)}{_hint(str(e))}") from e
+                raise ServerLost(one_line(e)) from e
+            raise BackendError(f"the kernel failed on server {s.server} (key '{self.key}')", e,
+                               _hint(str(e))) from e
 
 
 def _linker(spec: DeviceSpec, target) -> dict:
@@ -309,5 +309,3 @@ def _hint(message: str) -> str:
     return ""
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:300]

@@ -9,7 +9,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from hwlat.analytic.neuromorphic import (
     Neuromorphic,
@@ -20,14 +19,13 @@ from hwlat.analytic.neuromorphic import (
     seeded_sample,
     synaptic_inflow,
 )
-from hwlat.cli import app
 from hwlat.devices import list_devices, load_device
 from hwlat.devices.spec import DeviceSpec
-from hwlat.errors import HwlatError, InvalidInputError, InvalidModelError
+from hwlat.errors import InvalidInputError, InvalidModelError
 from hwlat.graph import load
-from tests.graph.onnx_builders import const, lif_steps, model, node, rand, save, tensor
+from tests.helpers.cli import invoke_hwlat
+from tests.helpers.onnx_builders import const, lif_steps, model, node, rand, save, tensor
 
-runner = CliRunner()
 DEVICE = "neuromorphic-45nm"
 
 TARGET = {
@@ -232,11 +230,9 @@ def test_runner_times_whole_models_on_a_seeded_input(tmp_path):
 
 
 def _cli(*args):
-    """In process; a HwlatError is what `hwlat.cli.main` turns into one `error:` line, exit 2."""
-    r = runner.invoke(app, [str(a) for a in args])
-    if isinstance(r.exception, HwlatError):
-        return 2, f"error: {r.exception}"
-    return r.exit_code, r.stdout
+    """In process: (exit code, the `error:` line or stdout)."""
+    r = invoke_hwlat(*args)
+    return r.exit_code, r.output if r.error else r.stdout
 
 
 def test_cli_errors(tmp_path):
@@ -287,6 +283,7 @@ def zoo_net(tmp_path_factory):
     return net, x, folder / "snn.onnx", folder / "x.npy"
 
 
+@pytest.mark.export
 def test_zoo_net_matches_spikingjelly_op_counter(zoo_net):
     """SOPs and MACs per layer equal SpikingJelly's SynOpCounter and MACCounter (BatchNorm left out:
     the export folds it into the conv) on the same weights and input."""
@@ -328,6 +325,7 @@ def test_zoo_net_matches_spikingjelly_op_counter(zoo_net):
     assert est.sops > 0 and est.macs > 0  # both kinds of layer present: the check can fail
 
 
+@pytest.mark.export
 def test_cli_predict_on_the_zoo_net(zoo_net):
     _, _, path, sample = zoo_net
     code, text = _cli("predict", path, "--device", DEVICE, "--input", sample, "--json")

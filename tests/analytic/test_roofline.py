@@ -15,7 +15,7 @@ from hwlat.graph.extract import extract_kernel
 from hwlat.lut import TableStore
 from hwlat.runners import get_runner
 from hwlat.runners.profile import plan, profile
-from tests.graph.onnx_builders import const, model, node, rand, save, tensor
+from tests.helpers.onnx_builders import const, model, node, rand, save, tensor
 
 
 def roof(peak_gflops, bandwidth_gbs, launch_us=10.0) -> DeviceSpec:

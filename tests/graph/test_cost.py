@@ -9,7 +9,7 @@ from onnx import numpy_helper
 
 from hwlat.graph import KernelKind, fuse, load
 from hwlat.graph.cost import kernel_cost, key_cost
-from tests.graph.onnx_builders import (
+from tests.helpers.onnx_builders import (
     bn_params,
     const,
     conv_weights,

@@ -10,7 +10,7 @@ from hwlat.errors import InvalidInputError
 from hwlat.graph import KernelKind, fuse, load
 from hwlat.graph.cost import kernel_cost
 from hwlat.graph.sparse import default_coords, kernel_map_size, log_bucket
-from tests.graph.onnx_builders import (
+from tests.helpers.onnx_builders import (
     bn_params,
     const,
     conv_weights,

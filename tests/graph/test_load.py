@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -15,7 +13,8 @@ from onnx import TensorProto, external_data_helper
 
 from hwlat.errors import InvalidModelError, UnsupportedOpError
 from hwlat.graph import Op, load
-from tests.graph.onnx_builders import const, conv_weights, model, node, rand, save, tensor
+from tests.helpers.cli import run_hwlat
+from tests.helpers.onnx_builders import const, conv_weights, model, node, rand, save, tensor
 
 
 def small_model():
@@ -147,8 +146,7 @@ def test_mutated_bytes_never_escape_as_anything_but_invalid_model(tmp_path, edit
 
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "hwlat.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=120)
+    return run_hwlat(*args, cwd=cwd, timeout=120)
 
 
 @pytest.mark.parametrize("make", ["missing", "garbage", "unknown_op", "cycle", "external_escape"])

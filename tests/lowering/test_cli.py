@@ -7,8 +7,12 @@ import os
 import subprocess
 import sys
 
-from tests.graph.onnx_builders import rand
-from tests.lowering import models
+import pytest
+
+from tests.helpers import lowering_models as models
+from tests.helpers.onnx_builders import rand
+
+pytestmark = [pytest.mark.tvm, pytest.mark.export]
 
 COMMAND = [sys.executable, "-m", "hwlat.cli"]
 

@@ -14,8 +14,10 @@ from hwlat.devices.spec import MeasureSpec
 from hwlat.errors import InvalidInputError, InvalidModelError
 from hwlat.lowering import bench_library, compile_model, run_library
 from hwlat.lowering.targets import system_cpu
-from tests.graph.onnx_builders import rand
-from tests.lowering import models
+from tests.helpers import lowering_models as models
+from tests.helpers.onnx_builders import rand
+
+pytestmark = pytest.mark.tvm
 
 
 def onnxruntime_outputs(path, feeds):

@@ -16,6 +16,8 @@ from hwlat.kernels import registry
 from hwlat.lowering import custom
 from hwlat.lowering.support import unsupported_ops
 
+pytestmark = pytest.mark.tvm
+
 
 @T.prim_func(s_tir=True)
 def _add_k(a: T.handle, b: T.handle):

@@ -12,7 +12,9 @@ from hwlat.errors import InvalidInputError, UnsupportedOpError
 from hwlat.lowering import compile_model
 from hwlat.lowering.support import LoweringUnsupportedError
 from hwlat.lowering.tuning import TARGET_MARKER, open_tuning_db
-from tests.lowering import models
+from tests.helpers import lowering_models as models
+
+pytestmark = pytest.mark.tvm
 
 SKYLAKE = {"kind": "llvm", "mcpu": "skylake"}
 CASCADELAKE = {"kind": "llvm", "mcpu": "cascadelake"}

@@ -14,7 +14,9 @@ from hwlat.lowering import compile as compile_module
 from hwlat.lowering import compile_model, make_target, resolve_target, run_library
 from hwlat.lowering.compile import device_source, lower
 from hwlat.lowering.targets import find_linker, linker_names, system_cpu, target_dict
-from tests.lowering import models
+from tests.helpers import lowering_models as models
+
+pytestmark = pytest.mark.tvm
 
 EM_AARCH64 = 183
 HAS_GPU = tvm.cuda(0).exist

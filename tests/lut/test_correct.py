@@ -60,8 +60,8 @@ def test_boundary_bytes_count_data_crossing_between_spatial_and_other_kernels(tm
 
     from hwlat.graph import fuse, load
     from hwlat.lut.correct import boundary_bytes
-    from tests.graph.onnx_builders import const as init
-    from tests.graph.onnx_builders import conv_weights, model, node, rand, save, tensor
+    from tests.helpers.onnx_builders import const as init
+    from tests.helpers.onnx_builders import conv_weights, model, node, rand, save, tensor
 
     m = model([node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
                node("ReduceMean", ["c", "axes"], ["m"], keepdims=1),

@@ -20,7 +20,7 @@ from hwlat.lut import (
     import_csv,
     import_json,
 )
-from tests.lut.entries import entry, entry_lists
+from tests.helpers.entries import entry, entry_lists
 
 FORMATS = {"json": (export_json, import_json), "csv": (export_csv, import_csv)}
 

@@ -24,7 +24,7 @@ from hwlat.lut.ofa import (
     read_ofa_yaml,
     write_ofa_yaml,
 )
-from tests.lut.entries import entry
+from tests.helpers.entries import entry
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 LUT = DATA / "ofa" / "note10_lut"
@@ -390,15 +390,10 @@ def test_export_writes_nothing_on_failure(tmp_path):
 
 
 @needs_data
-def test_cli_import_then_nas_predict_equals_ofa_rule(tmp_path):
+def test_cli_import_then_nas_predict_equals_ofa_rule(tmp_path, hwlat_cli):
     import json as _json
-    import os
-    import subprocess
-    import sys
 
-    env = dict(os.environ, HWLAT_HOME=str(tmp_path))
-    run = lambda *a: subprocess.run([sys.executable, "-m", "hwlat.cli", *a], capture_output=True,  # noqa: E731
-                                    text=True, env=env, timeout=120)
+    run = lambda *a: hwlat_cli(*a, timeout=120)  # noqa: E731
     r = run("lut", "import", "--format", "ofa", str(DATA / "ofa" / "note10_lut"), "--device", "note10")
     assert r.returncode == 0, r.stderr
     stem = "note10_lat-30ms_top1-78.4_finetune-75"

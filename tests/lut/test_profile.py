@@ -18,20 +18,8 @@ from hwlat.lut import TableStore
 from hwlat.lut.predict import predict
 from hwlat.runners import get_runner
 from hwlat.runners.profile import plan, profile
-from tests.graph.onnx_builders import const, model, node, rand, save, tensor
-
-
-def conv_chain(n: int, c: int = 8, hw: int = 16, seed: int = 0):
-    """n convs of distinct widths: n distinct kernel keys."""
-    nodes, inits, x, cin = [], [], "x", c
-    for i in range(n):
-        cout = c + 4 * (i + 1)
-        k = 1 + 2 * (i % 2)
-        inits.append(const(f"w{i}", rand(cout, cin, k, k, seed=seed + i)))
-        nodes.append(node("Conv", [x, f"w{i}"], [f"c{i}"], pads=[k // 2] * 4))
-        nodes.append(node("Relu", [f"c{i}"], [f"r{i}"]))
-        x, cin = f"r{i}", cout
-    return model(nodes, [tensor("x", [1, c, hw, hw])], [tensor(x, [1, cin, hw, hw])], inits)
+from tests.helpers.cli import run_hwlat
+from tests.helpers.onnx_builders import const, conv_chain, model, node, rand, save, tensor
 
 
 @pytest.fixture
@@ -97,9 +85,7 @@ def test_missing_kernel_is_estimated_and_says_so(tmp_path, device):
 
 
 def cli(*args, env_home, timeout=300):
-    env = dict(os.environ, HWLAT_HOME=str(env_home))
-    return subprocess.run([sys.executable, "-m", "hwlat.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return run_hwlat(*args, home=env_home, timeout=timeout)
 
 
 def digest(p) -> str:
@@ -201,6 +187,7 @@ def test_kill_9_during_profile_loses_nothing_committed(tmp_path):
     assert len(final) == total and all(final[k] == e for k, e in after.items())
 
 
+@pytest.mark.slow  # measures whole models end to end
 def test_calibrate_then_predict_and_validate_use_the_correction(tmp_path):
     import json
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hwlat.lut import TableError, TableStore
-from tests.lut.entries import entry
+from tests.helpers.entries import entry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -112,7 +112,7 @@ def test_empty_file_or_blank_db_becomes_a_table(tmp_path, make):
 CREATOR = """
 import sys
 from hwlat.lut import TableStore
-from tests.lut.entries import entry
+from tests.helpers.entries import entry
 
 with TableStore(sys.argv[1]) as store:
     store.put_many(entry(f"w{sys.argv[2]}-{i}") for i in range(100))
@@ -143,7 +143,7 @@ def _python(code: str, *args: str) -> subprocess.Popen:
 WRITER = """
 import sys
 from hwlat.lut import TableStore
-from tests.lut.entries import entry
+from tests.helpers.entries import entry
 
 with TableStore(sys.argv[1]) as store:
     for b in range(100_000):

@@ -16,7 +16,7 @@ from hwlat.lut import (
     TableStore,
     default_table_path,
 )
-from tests.lut.entries import entry
+from tests.helpers.entries import entry
 
 
 def test_put_get_round_trip(tmp_path):

@@ -13,7 +13,7 @@ from hwlat.errors import InvalidInputError
 from hwlat.nas import OFA_MBV3
 from hwlat.nas.expected import ExpectedLatency, expected_latency
 from hwlat.nas.ofa_lut import OfaEncoding, OfaLatencyTable
-from tests.nas.test_ofa_lut import DEVICE, synthetic_store
+from tests.helpers.ofa_tables import DEVICE, synthetic_store
 
 R = 160
 N_BLOCKS, N_STAGES, DEPTH = OFA_MBV3.n_blocks, OFA_MBV3.n_stages, OFA_MBV3.max_depth

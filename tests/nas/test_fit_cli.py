@@ -6,24 +6,25 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from hwlat.cli import app
-from hwlat.errors import HwlatError
 from hwlat.lut import Entry, TableStore
 from hwlat.lut.fewshot import OVERHEAD_KEY
-from tests.lut.test_fewshot import OVERHEAD, SCALE, space  # noqa: F401  (fixture)
+from tests.helpers.cli import invoke_hwlat
+from tests.helpers.fewshot import OVERHEAD, nb201_fit_space, ref_ms
 
-runner = CliRunner()
 AT = "2026-01-01T00:00:00+00:00"
 
 
+@pytest.fixture(scope="module")
+def space():
+    return nb201_fit_space()
+
+
 @pytest.fixture
-def store_path(space, tmp_path):  # noqa: F811
+def store_path(space, tmp_path):
     archs, reference, features, device = space
     path = tmp_path / "t.sqlite"
     with TableStore(path) as store:
@@ -41,23 +42,10 @@ def _csv(path, header, rows):
     return path
 
 
-@dataclass
-class Result:
-    exit_code: int
-    output: str
-    stdout: str
+_cli = invoke_hwlat
 
 
-def _cli(*args) -> Result:
-    """The command in process; a HwlatError is what `hwlat.cli.main` turns into one `error:` line
-    and exit 2 (tests/test_cli.py checks that in a subprocess)."""
-    r = runner.invoke(app, [str(a) for a in args])
-    if isinstance(r.exception, HwlatError):
-        return Result(2, f"error: {r.exception}", r.stdout)
-    return Result(r.exit_code, r.output, r.stdout)
-
-
-def test_fit_then_predict_recovers_a_rescaled_device(space, store_path, tmp_path):  # noqa: F811
+def test_fit_then_predict_recovers_a_rescaled_device(space, store_path, tmp_path):
     archs, _, _, device = space
     train, held_out = archs[:10], archs[10:30]
     m = _csv(tmp_path / "m.csv", ["arch", "latency_ms"], [(a, repr(device[a])) for a in train])
@@ -79,7 +67,7 @@ def test_fit_then_predict_recovers_a_rescaled_device(space, store_path, tmp_path
     assert len(got) == len(held_out) and got[0]["arch"] == held_out[0]
 
 
-def test_refit_replaces_the_fitted_table_and_keeps_the_reference(space, store_path, tmp_path):  # noqa: F811
+def test_refit_replaces_the_fitted_table_and_keeps_the_reference(space, store_path, tmp_path):
     archs, reference, _, device = space
     for n in (10, 12):
         train = [*archs[:n - 1], archs[-1]]  # the last cell is the empty one: the overhead alone
@@ -94,7 +82,7 @@ def test_refit_replaces_the_fitted_table_and_keeps_the_reference(space, store_pa
         assert len(store.entries("cpu-ort")) == len(reference)
 
 
-def test_a_measured_device_is_not_overwritten(space, store_path, tmp_path):  # noqa: F811
+def test_a_measured_device_is_not_overwritten(space, store_path, tmp_path):
     archs, _, _, device = space
     m = _csv(tmp_path / "m.csv", ["arch", "latency_ms"], [(a, device[a]) for a in archs[:10]])
     before = sqlite3.connect(store_path).execute("SELECT COUNT(*) FROM entries").fetchone()
@@ -126,7 +114,7 @@ def test_wrong_space_arguments_get_one_line(args, message, tmp_path):
     assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
 
 
-def test_bad_cells_are_named_by_line(space, store_path, tmp_path):  # noqa: F811
+def test_bad_cells_are_named_by_line(space, store_path, tmp_path):
     archs, _, _, device = space
     m = _csv(tmp_path / "m.csv", ["arch", "latency_ms"], [(archs[0], 1.0), ("|conv~0|+|x|", 2.0)])
     r = _cli("lut", "fit", "--space", "nb201", "--measurements", m, "--device", "phone",
@@ -147,7 +135,7 @@ def test_bad_cells_are_named_by_line(space, store_path, tmp_path):  # noqa: F811
     assert r.exit_code == 2 and "cannot read" in r.output
 
 
-def test_a_roofline_device_is_a_prior_without_any_profiling(space, tmp_path):  # noqa: F811
+def test_a_roofline_device_is_a_prior_without_any_profiling(space, tmp_path):
     from hwlat.analytic.roofline import roofline_reference
     from hwlat.nas.nb201_lut import nb201_all_keys, nb201_kernel_texts
 
@@ -182,7 +170,6 @@ def test_zero_work_counts_ops_on_zero_inputs(tmp_path):
         nb201_unfolded_texts,
     )
     from hwlat.nas.spaces import nb201_arch, parse_nb201
-    from tests.lut.test_fewshot import ref_ms
 
     cell = "|none~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|none~1|none~2|"
     assert _edge_classes(parse_nb201(cell)) == [("nor_conv_3x3", "dead"),

@@ -3,30 +3,24 @@ to hwlat's normal prediction on the same exported graphs."""
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
-from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from hwlat.errors import InvalidInputError
 from hwlat.graph import fuse, load
-from hwlat.lut import Entry, TableStore
+from hwlat.lut import TableStore
 from hwlat.lut.predict import predict
-from hwlat.nas import OFA_MBV3, ofa_mbv3_config, sample_ofa_mbv3
+from hwlat.nas import ofa_mbv3_config, sample_ofa_mbv3
 from hwlat.nas.ofa_lut import (
     OfaLatencyTable,
     OfaTableIncomplete,
-    block_kernels,
-    fixed_kernels,
-    key_cost,
     ofa_mbv3_kernels,
 )
+from tests.helpers.ofa_tables import DEVICE, synthetic_ms, synthetic_store
 
-DEVICE = "synthetic"
-AT = datetime(2026, 1, 1, tzinfo=UTC).isoformat()
+pytestmark = pytest.mark.export
 
 
 def _arch(r: int, d: list[int], k_shift: int, e_shift: int) -> dict:
@@ -45,37 +39,6 @@ ARCHS = [
     sample_ofa_mbv3(11),
 ]
 RESOLUTIONS = tuple(sorted({a["r"] for a in ARCHS}))
-
-
-def synthetic_ms(text: str) -> float:
-    """A made-up median (1e-6 .. 16.8 ms) that depends on the key only."""
-    return (int(hashlib.blake2b(text.encode(), digest_size=3).hexdigest(), 16) + 1) * 1e-6
-
-
-def space_keys(resolutions) -> set:
-    return {k for r in resolutions for k in fixed_kernels(r)} | {
-        k for r in resolutions for j in range(OFA_MBV3.n_blocks)
-        for ks in OFA_MBV3.kernel_sizes for e in OFA_MBV3.expand_ratios
-        for k in block_kernels(r, j, ks, e)
-    }
-
-
-def synthetic_store(path: Path, resolutions, drop=lambda text: False) -> TableStore:
-    """A table holding every key the space produces at `resolutions` (less those `drop` picks),
-    with synthetic medians and the work features estimates are fitted on."""
-    entries, feats = [], []
-    for key in space_keys(resolutions):
-        text = key.text()
-        if drop(text):
-            continue
-        ms = synthetic_ms(text)
-        entries.append(Entry(DEVICE, text, key.kind.value, ms, ms, ms, 0.0, 1, 1, "synthetic",
-                             "{}", "synthetic", AT))
-        c = key_cost(key)
-        feats.append((text, key.kind.value, c.macs, c.bytes_read + c.bytes_written))
-    store = TableStore(path)
-    store.put_many(entries, feats)
-    return store
 
 
 @pytest.fixture(scope="session")

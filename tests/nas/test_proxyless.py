@@ -29,6 +29,8 @@ from hwlat.nas.proxyless import (
     proxyless_kernels,
 )
 
+pytestmark = pytest.mark.export
+
 DEVICE = "synthetic"
 AT = "2026-01-01T00:00:00+00:00"
 

@@ -204,11 +204,8 @@ def test_bad_budgets_and_generations(table):
         EvolutionSearch(table, 1e3, mutate_prob=1.5)
 
 
-def test_cli_search_prints_a_front_within_budget(tmp_path):
+def test_cli_search_prints_a_front_within_budget(tmp_path, hwlat_cli):
     import json
-    import os
-    import subprocess
-    import sys
 
     keys = {k for r in OFA_MBV3.resolutions for k in fixed_kernels(r)} | {
         k for r in OFA_MBV3.resolutions for j in range(OFA_MBV3.n_blocks)
@@ -220,10 +217,7 @@ def test_cli_search_prints_a_front_within_budget(tmp_path):
         store.put_many([Entry(DEVICE, k.text(), k.kind.value, ms, ms, ms, 0.0, 1, 1, "synthetic", "{}",
                               "synthetic", AT) for k in keys for ms in [synthetic_ms(k)]])
         floor = smallest_subnet(OfaLatencyTable(store, DEVICE))[1]
-    env = dict(os.environ, HWLAT_HOME=str(tmp_path))
-    run = lambda *a: subprocess.run([sys.executable, "-m", "hwlat.cli", "search", "--device", DEVICE,  # noqa: E731
-                                     "--table", str(path), *a], capture_output=True, text=True, env=env,
-                                    timeout=300)
+    run = lambda *a: hwlat_cli("search", "--device", DEVICE, "--table", path, *a)  # noqa: E731
     r = run("--latency-ms", str(floor * 2), "--generations", "3", "--json")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)

@@ -20,6 +20,8 @@ from hwlat.nas import (
     sample_ofa_mbv3,
 )
 
+pytestmark = pytest.mark.export
+
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 NO_DATA = f"reference data {DATA} is absent (it lives beside the project, not in it)"
 NOTE10 = (

@@ -24,8 +24,9 @@ from hwlat.runners import rpc
 from hwlat.runners.profile import plan, profile
 from hwlat.runners.tvm import TvmRunner
 from hwlat.runners.tvm_rpc import TvmRpcRunner
-from tests.graph.onnx_builders import save
-from tests.lut.test_profile import conv_chain
+from tests.helpers.onnx_builders import conv_chain, save
+
+pytestmark = pytest.mark.tvm
 
 KEY = "hwlat-test"
 # few repeats and a loose spread: the two servers share this machine's 2 cores with the client

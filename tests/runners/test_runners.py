@@ -21,8 +21,7 @@ from hwlat.lut import TableStore
 from hwlat.lut.predict import predict
 from hwlat.runners import RPC_RUNNER, Environment, InModelRunner, Runner, get_runner
 from hwlat.runners.profile import plan, profile
-from tests.graph.onnx_builders import save
-from tests.lut.test_profile import conv_chain
+from tests.helpers.onnx_builders import conv_chain, save
 
 
 def test_each_runner_states_its_capabilities():
@@ -90,7 +89,7 @@ def test_kernels_are_timed_one_after_another_unless_the_runner_says_otherwise():
     assert r.calls == [3, 1, 2]
 
 
-@pytest.mark.parametrize("device", ["cpu-ort", "cpu-tvm"])
+@pytest.mark.parametrize("device", ["cpu-ort", pytest.param("cpu-tvm", marks=pytest.mark.tvm)])
 def test_profile_and_predict_on_each_cpu_device(tmp_path, device):
     spec = load_device(device)
     runner = get_runner(spec)
@@ -107,12 +106,14 @@ def test_profile_and_predict_on_each_cpu_device(tmp_path, device):
     assert whole.median_ms > 0 and whole.q1_ms <= whole.median_ms <= whole.q3_ms
 
 
+@pytest.mark.tvm
 def test_tvm_target_uses_the_host_cpu():
     runner = get_runner(load_device("cpu-tvm"))
     assert runner.target.kind.name == "llvm"
     assert str(runner.target.attrs["mcpu"]) not in ("", "host")
 
 
+@pytest.mark.tvm
 def test_kernel_runs_on_both_runtimes(tmp_path):
     g = load(save(conv_chain(1), tmp_path / "m.onnx"))
     k = fuse(g)[0]
@@ -121,6 +122,7 @@ def test_kernel_runs_on_both_runtimes(tmp_path):
         assert t.median_ms > 0 and len(t.samples_ms) >= 15
 
 
+@pytest.mark.tvm
 def test_tuned_device_reads_its_database_under_hwlat_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HWLAT_HOME", str(tmp_path))
     spec = load_device("cpu-tvm-tuned")

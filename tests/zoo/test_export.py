@@ -1,10 +1,13 @@
 """The zoo's graphs as torch's dynamo exporter writes them: the contract graph/ pattern-matches."""
 
 import onnx
+import pytest
 import torch
 
 import hwlat.zoo as zoo
 from hwlat.zoo.spiking import TIME_STEPS
+
+pytestmark = pytest.mark.export
 
 
 def export(model, inputs, path, input_names, dynamic_shapes=None) -> onnx.ModelProto:

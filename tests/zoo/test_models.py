@@ -4,6 +4,8 @@ import torch
 import hwlat.zoo as zoo
 from hwlat.errors import InvalidInputError
 
+pytestmark = pytest.mark.export
+
 OUTPUT_SHAPES = {
     "mobilenet_v2": (1, 1000),
     "resnet18": (1, 1000),

@@ -8,6 +8,8 @@ import torch
 import hwlat.zoo as zoo
 from hwlat.errors import InvalidInputError
 
+pytestmark = pytest.mark.export
+
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 NO_DATA = f"reference data {DATA} is absent (it lives beside the project, not in it)"
 CONFIGS = (

@@ -170,6 +170,7 @@ def test_voxelize_rejects_points_outside_the_unit_cube():
         voxelize(torch.tensor([[0.5, 0.5, 1.0]]), 8)
 
 
+@pytest.mark.slow
 def test_net_is_invariant_to_voxel_order():
     torch.manual_seed(0)
     model = SparseConvNet(batch_size=2).eval()

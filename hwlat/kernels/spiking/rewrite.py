@@ -21,6 +21,7 @@ left unused is removed.
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from hwlat.graph import Graph, KernelKind, fuse
 from hwlat.graph.fuse import exits
 from hwlat.graph.load import check_and_infer, check_structure, check_vocabulary, to_ir
 from hwlat.kernels.spiking.neuron import CHARGES, FIRES, PARAMS, RESETS, NeuronSpec, step
+
+log = logging.getLogger(__name__)
 
 DOMAIN = "hwlat"
 OP_TYPE = "LIFNeuron"
@@ -70,6 +73,7 @@ class _Constants:
                 if a.name in ("value_int", "value_ints"):
                     return np.asarray(helper.get_attribute_value(a), dtype=np.int64)
         except Exception:  # a malformed constant is simply not one hwlat reads
+            log.debug("constant '%s' unreadable", name, exc_info=True)
             return None
         return None
 
@@ -285,6 +289,7 @@ def _try_form(g, model, consts, nodes, form: NeuronSpec, spike_values) -> Neuron
         spec = NeuronSpec(form.steps, form.charge, form.fire, form.reset,
                           **{k: values[k] for k in (*PARAMS, "v_init") if k in values})
     except HwlatError:  # e.g. tau = 0
+        log.debug("not a neuron hwlat lowers", exc_info=True)
         return None
     return NeuronMatch(spec, tuple(m.xs[t] for t in range(form.steps)), tuple(spike_values),
                        frozenset(nodes), shape)
@@ -339,6 +344,7 @@ def _graph_of(model: onnx.ModelProto) -> Graph | None:
         check_structure(m)
         return to_ir(check_and_infer(m, Path(name)), name=name)
     except HwlatError:  # the import itself reports what is wrong with the model, if anything
+        log.debug("neuron rewrite skipped", exc_info=True)
         return None
 
 

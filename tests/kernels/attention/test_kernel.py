@@ -21,6 +21,8 @@ from hwlat.kernels.attention import (
 )
 from hwlat.lowering.targets import make_target
 
+pytestmark = pytest.mark.tvm
+
 TARGET = make_target(threads=1)
 
 

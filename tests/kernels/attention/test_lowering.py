@@ -17,6 +17,8 @@ from hwlat.lowering.pipelines import PipelineOptions, make_pipeline
 from hwlat.lowering.targets import make_target
 from hwlat.lowering.tuning import open_tuning_db
 
+pytestmark = [pytest.mark.tvm, pytest.mark.export]
+
 TARGET = make_target(threads=1)
 
 

@@ -14,6 +14,8 @@ from hwlat.lowering.pipelines import PipelineOptions, make_pipeline
 from hwlat.lowering.support import LoweringUnsupportedError
 from hwlat.lowering.targets import make_target
 
+pytestmark = pytest.mark.tvm
+
 
 def attention_model(path, sq: int, sk: int, causal: int = 0, scale: float | None = None,
                     extra: tuple[str, ...] = ()):

@@ -8,12 +8,14 @@ import os
 os.environ.setdefault("TVM_NUM_THREADS", "2")
 
 import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import pytest
 
 from hwlat.kernels.dense import conv  # noqa: E402
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue  # noqa: E402
 from hwlat.lowering.targets import make_target  # noqa: E402
-from tests.kernels.dense.conv_check import EPILOGUES, check_conv, epilogue_id  # noqa: E402
+from tests.helpers.conv_check import EPILOGUES, check_conv, epilogue_id  # noqa: E402
+
+pytestmark = pytest.mark.tvm
 
 TARGET = make_target(threads=2)
 P = conv.Plan

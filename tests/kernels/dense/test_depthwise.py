@@ -15,6 +15,8 @@ from hwlat.kernels.dense.reference import conv2d_reference
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue
 from hwlat.lowering.targets import make_target
 
+pytestmark = pytest.mark.tvm
+
 TARGET = make_target(threads=1)
 
 

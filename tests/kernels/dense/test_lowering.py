@@ -19,6 +19,8 @@ from hwlat.lowering.custom import import_onnx
 from hwlat.lowering.pipelines import PipelineOptions, make_pipeline
 from hwlat.lowering.targets import make_target
 
+pytestmark = pytest.mark.tvm
+
 TARGET = make_target(threads=1)
 RNG = np.random.default_rng(7)
 

@@ -11,13 +11,15 @@ os.environ.setdefault("TVM_NUM_THREADS", "2")
 import itertools  # noqa: E402
 
 import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import pytest
 import tvm  # noqa: E402
 
 from hwlat.kernels.dense import matmul  # noqa: E402
 from hwlat.kernels.dense.reference import matmul_reference  # noqa: E402
 from hwlat.kernels.dense.spec import Epilogue, MatmulSpec  # noqa: E402
 from hwlat.lowering.targets import make_target  # noqa: E402
+
+pytestmark = pytest.mark.tvm
 
 TARGET = make_target()
 EPILOGUES = [Epilogue(bias=b, residual=r, activation=a, clip_min=-0.5, clip_max=0.75)

@@ -15,6 +15,8 @@ from hwlat.kernels.dense import reduce
 from hwlat.kernels.dense.reduce import LayerNormSpec, MeanPoolSpec
 from hwlat.lowering.targets import make_target
 
+pytestmark = pytest.mark.tvm
+
 TARGET = make_target(threads=1)
 
 LN_CASES = [

@@ -9,6 +9,8 @@ import tvm
 from hwlat.kernels.dense import scale
 from hwlat.lowering.targets import make_target
 
+pytestmark = pytest.mark.tvm
+
 TARGET = make_target(threads=1)
 
 

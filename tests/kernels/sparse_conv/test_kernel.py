@@ -13,6 +13,8 @@ from hwlat.kernels.sparse_conv.conv import sparse_conv3d
 from hwlat.kernels.sparse_conv.reference import sparse_conv3d_reference
 from hwlat.zoo.sparse_conv import sparse_conv3d as torch_sparse_conv3d
 
+pytestmark = pytest.mark.tvm
+
 
 def cloud(n: int, grid: int, seed: int, batches: int = 1, shuffle: bool = False) -> np.ndarray:
     """n unique voxels spread over `batches` samples of a grid^3 volume."""

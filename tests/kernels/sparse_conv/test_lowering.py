@@ -25,6 +25,8 @@ from hwlat.lowering.run import outputs_of, random_inputs
 from hwlat.runners.tvm import random_inputs as runner_random_inputs
 from hwlat.zoo.sparse_conv import sparse_conv3d as torch_sparse_conv3d
 
+pytestmark = [pytest.mark.tvm, pytest.mark.export]
+
 POINTS, GRID = 40_000, 128
 
 

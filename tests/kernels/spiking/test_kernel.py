@@ -16,6 +16,8 @@ from hwlat.kernels.spiking import (
 )
 from hwlat.lowering.targets import make_target
 
+pytestmark = pytest.mark.tvm
+
 
 @pytest.fixture(scope="module")
 def target():

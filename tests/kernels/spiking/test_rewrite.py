@@ -17,7 +17,9 @@ from hwlat.kernels.spiking import NeuronSpec, neuron_reference
 from hwlat.kernels.spiking.rewrite import find_neurons, rewrite_spiking_neurons
 from hwlat.lowering import custom
 from hwlat.lowering.targets import make_target
-from tests.kernels.spiking import onnx_neurons as on
+from tests.helpers import onnx_neurons as on
+
+pytestmark = [pytest.mark.tvm, pytest.mark.export]
 
 TARGET = make_target("host")
 

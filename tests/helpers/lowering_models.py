@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
-from tests.graph.onnx_builders import const, conv_weights, model, node, rand, save, tensor
+from tests.helpers.onnx_builders import const, conv_weights, model, node, rand, save, tensor
 
 
 def conv_relu(directory) -> str:

@@ -68,3 +68,16 @@ def lif_steps(T: int, shape, tau: float = 2.0, threshold: float = 1.0):
         ]
         v = f"v{t + 1}"
     return nodes, inits
+
+
+def conv_chain(n: int, c: int = 8, hw: int = 16, seed: int = 0):
+    """n convs of distinct widths: n distinct kernel keys."""
+    nodes, inits, x, cin = [], [], "x", c
+    for i in range(n):
+        cout = c + 4 * (i + 1)
+        k = 1 + 2 * (i % 2)
+        inits.append(const(f"w{i}", rand(cout, cin, k, k, seed=seed + i)))
+        nodes.append(node("Conv", [x, f"w{i}"], [f"c{i}"], pads=[k // 2] * 4))
+        nodes.append(node("Relu", [f"c{i}"], [f"r{i}"]))
+        x, cin = f"r{i}", cout
+    return model(nodes, [tensor("x", [1, c, hw, hw])], [tensor(x, [1, cin, hw, hw])], inits)

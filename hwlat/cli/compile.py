@@ -1,0 +1,94 @@
+"""TVM commands: `hwlat compile`, `hwlat run`, `hwlat bench`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from hwlat.cli.options import TableOpt, open_table
+from hwlat.cli.render import err, out
+
+
+def compile_(
+    model: Annotated[Path, typer.Argument(help="ONNX model")],
+    device: Annotated[str, typer.Option("--device", "-d", help="TVM device: its host target, threads and pipeline")] = "cpu-tvm",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="library to write: .so, or .tar of objects to link on the device (default: MODEL.so)")] = None,
+    target_kind: Annotated[str | None, typer.Option(help="host | aarch64 | cuda (default: the device's own)")] = None,
+    pipeline: Annotated[str | None, typer.Option(help="Relax pipeline: default, zero, static_shape_tuning (default: the device's; static_shape_tuning when tuning)")] = None,
+    tune_trials: Annotated[int, typer.Option(min=0, help="MetaSchedule trials in all (~10 s each on 2 cores, plus ~1-2 min start-up)")] = 0,
+    tuning_db: Annotated[Path | None, typer.Option(help="tuning database directory (one per target; reused when trials are 0; default: the device file's)")] = None,
+    table: TableOpt = None,
+) -> None:
+    """Compile a model with TVM into a library + .json sidecar, checked against onnxruntime where it
+    runs; with the device's own tuning database, its records also fill the device's table."""
+    from hwlat.devices import load_device
+    from hwlat.lowering import compile_model, resolve_target
+    from hwlat.lowering.targets import kind_of
+    from hwlat.runners.profile import feed_table, feeds_table
+
+    spec = load_device(device)
+    target = resolve_target(device=spec, kind=target_kind)
+    if tuning_db is None and target_kind in (None, kind_of(spec.target or {"kind": "llvm"})):
+        tuning_db = spec.tuning_db_path()  # the device's own database, if its file names one
+    tuning = tuning_db is not None or tune_trials > 0
+    with err.status(f"compiling {model.name} for {target_kind or spec.name} ..."):
+        r = compile_model(model, target, pipeline or (None if tuning else spec.pipeline), output,
+                          tuning_db=tuning_db, tune_trials=tune_trials)
+    out.print(f"wrote {r.output} ({r.artifact}) and {r.sidecar.name}: {r.target}, pipeline {r.pipeline}, "
+              f"{r.compile_s:.1f} s", highlight=False)
+    out.print(f"TVM vs onnxruntime: max abs difference {r.max_abs_diff:.3g}" if r.max_abs_diff is not None
+              else r.note)
+    if r.tuning_db is not None and feeds_table(spec, r.tuning_db):
+        with err.status("reading the tuning records into the table ..."), \
+                open_table(table, readonly=False) as store:
+            fed = feed_table(model, spec, target, r.tuning_db, store)
+        out.print(f"table {store.path}, device {spec.name}: {fed.written} kernels' latencies from "
+                  f"the tuning records; {fed.unrecorded} without records (`hwlat profile` times "
+                  f"them); {fed.already} already there")
+
+
+InputOpt = Annotated[Path | None, typer.Option("--input", "-i", help=".npy (one-input model) or .npz (by input name); default: seeded random")]
+
+
+def run(
+    library: Annotated[Path, typer.Argument(help="library from `hwlat compile` (its .json beside it)")],
+    input_path: InputOpt = None,
+    save: Annotated[Path | None, typer.Option(help="write the outputs, by name, to this .npz")] = None,
+) -> None:
+    """Run a compiled library once and summarize its outputs."""
+    import numpy as np
+
+    from hwlat.lowering import run_library
+
+    outputs = run_library(library, input_path)
+    table = Table("output", "shape", "dtype", "min", "max", "mean", title=library.name)
+    for name, a in outputs.items():
+        table.add_row(name, str(list(a.shape)), str(a.dtype), f"{a.min():.4g}", f"{a.max():.4g}", f"{a.mean():.4g}")
+    out.print(table)
+    if save is not None:
+        tmp = save.with_name(f".{save.name}.tmp.npz")
+        np.savez(tmp, **outputs)
+        os.replace(tmp, save)
+        out.print(f"wrote {save}")
+
+
+def bench(
+    library: Annotated[Path, typer.Argument(help="library from `hwlat compile` (its .json beside it)")],
+    input_path: InputOpt = None,
+    warmup: Annotated[int, typer.Option(min=0, help="untimed runs first")] = 5,
+    repeats: Annotated[int, typer.Option(min=3, help="timed runs per round")] = 25,
+    threads: Annotated[int | None, typer.Option(min=1, help="default: the threads it was compiled for")] = None,
+) -> None:
+    """Time a compiled library: median and interquartile range of whole-model runs."""
+    from hwlat.devices.spec import MeasureSpec
+    from hwlat.lowering import bench_library
+
+    b = bench_library(library, input_path, MeasureSpec(warmup=warmup, repeats=repeats), threads)
+    out.print(f"{library.name} on {b.device}, {b.threads} thread(s): median {b.median_ms:.4f} ms, "
+              f"IQR {b.iqr_ms:.4f} ms ({len(b.timing.samples_ms)} runs, {b.timing.rounds} round(s))",
+              highlight=False)
+

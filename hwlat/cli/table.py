@@ -1,0 +1,419 @@
+"""Latency-table commands: `hwlat devices`, `profile`, `predict`, `calibrate`, `validate`, and
+`hwlat lut show/export/import/fit`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from hwlat.cli.nas import ARCH_LIST_SPACES
+from hwlat.cli.options import DeviceOpt, KeyOpt, RpcOpt, TableOpt, open_table
+from hwlat.cli.render import energy, err, num, out, scatter, sigs
+from hwlat.errors import InvalidInputError
+from hwlat.runners import get_runner
+
+
+def devices() -> None:
+    """List the devices hwlat can profile and predict for."""
+    from importlib import metadata
+
+    from hwlat.devices import list_devices
+
+    dists = {"onnxruntime": "onnxruntime", "tvm": "apache-tvm", "roofline": "hwlat", "neuromorphic": "hwlat"}
+    table = Table("name", "runtime", "version", "threads", "description", title="hwlat devices")
+    for d in list_devices():
+        try:
+            version = metadata.version(dists.get(d.runtime, d.runtime))
+        except metadata.PackageNotFoundError:
+            version = "not installed"
+        table.add_row(d.name, d.runtime, version, str(d.threads), d.description)
+    out.print(table)
+
+
+def profile(
+    models: Annotated[list[Path] | None, typer.Argument(help="ONNX models")] = None,
+    device: DeviceOpt = "cpu-ort",
+    table: TableOpt = None,
+    zoo_models: Annotated[bool, typer.Option("--zoo", help="also profile every built-in model the device runs")] = False,
+    rpc: RpcOpt = None,
+    key: KeyOpt = None,
+) -> None:
+    """Measure every kernel of the models that the table lacks for the device (resumable)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from hwlat.devices import load_device
+    from hwlat.runners.profile import plan
+    from hwlat.runners.profile import profile as run_profile
+
+    spec = load_device(device)
+    paths = list(models or [])
+    if zoo_models:
+        paths += _export_zoo(spec)
+    if not paths:
+        raise InvalidInputError("give ONNX models to profile, or --zoo")
+    runner = get_runner(spec, rpc, key)
+    with open_table(table, readonly=False) as store:
+        todo = plan(paths, spec, runner, store)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+        with Progress(*columns, console=err) as bar:
+            task = bar.add_task(f"profiling on {spec.name}", total=len(todo.kernels))
+            logged = _progress_lines(spec.name, len(todo.kernels))
+
+            def on_kernel(k) -> None:
+                bar.advance(task)
+                logged(k)
+
+            report = run_profile(todo, spec, runner, store, on_kernel=on_kernel)
+    for line in getattr(runner, "lost", ()):  # RPC servers that died mid-kernel; the kernel was retried
+        err.print(f"warning: {line}", highlight=False, markup=False)
+    out.print(f"{report.measured} kernels measured, {report.skipped} already in {store.path} "
+              f"({report.seconds:.1f} s)")
+
+
+def _progress_lines(device: str, total: int, every_s: float = 30.0):
+    """Where stderr is no terminal (a log, a pipe) a progress bar shows only once done: there,
+    a line every `every_s` seconds and at the end, so a long profile shows it is moving."""
+    if err.is_terminal or total == 0:
+        return lambda k: None
+    start = time.monotonic()
+    state = {"done": 0, "last": start}
+
+    def kernel_done(k) -> None:
+        state["done"] += 1
+        now = time.monotonic()
+        if now - state["last"] >= every_s or state["done"] == total:
+            state["last"] = now
+            err.print(f"profiling on {device}: {state['done']}/{total} kernels, "
+                      f"{now - start:.0f} s", highlight=False, markup=False)
+
+    return kernel_done
+
+
+def _export_zoo(spec) -> list[Path]:
+    """Built-in models exported once into $HWLAT_HOME/zoo; those the device cannot run are left out."""
+    from hwlat import home, zoo
+    from hwlat.export import export as do_export
+
+    folder = home() / "zoo"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in zoo.MODELS:
+        path = folder / f"{name}.onnx"
+        if not path.exists():
+            with err.status(f"exporting {name} ..."):
+                do_export(*zoo.build(name), path, compare=False)
+        paths.append(path)
+    runner = get_runner(spec)
+    from hwlat.graph import fuse, load
+
+    return [p for p in paths if not runner.unsupported({op for k in fuse(load(p)) for op in k.key.ops})]
+
+
+def predict(
+    model: Annotated[Path, typer.Argument(help="ONNX model")],
+    device: DeviceOpt = "cpu-ort",
+    table: TableOpt = None,
+    breakdown: Annotated[bool, typer.Option(help="show every kernel's share")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    sample: Annotated[Path | None, typer.Option("--input", "-i", help="sample input, .npy (one-input model) or .npz (by input name): on neuromorphic devices the spikes it fires are measured; a sparse model's coordinates set its kernel maps")] = None,
+    precision: Annotated[str | None, typer.Option(help="neuromorphic devices: energy preset, fp32, fp16 or int8 (default: the device file's)")] = None,
+    fallback: Annotated[str | None, typer.Option(
+        help="roofline device that estimates kernels missing from the table (default: the device "
+             "file's `fallback`, else fits on the device's measured kernels)")] = None,
+) -> None:
+    """Predict a model's latency on a device from the table, without running it; on a neuromorphic
+    device, its energy and latency from the spikes it fires on a sample input."""
+    from hwlat.devices import load_device
+
+    spec = load_device(device)
+    _PREDICTORS[spec.prediction_route](model, spec, sample, precision, fallback, table, breakdown,
+                                       as_json)
+
+
+def _predict_from_table(model: Path, spec, sample: Path | None, precision: str | None,
+                        fallback: str | None, table: Path | None, breakdown: bool,
+                        as_json: bool) -> None:
+    """The sum of the table's entries for the model's kernels; misses estimated and labelled."""
+    from hwlat.analytic.roofline import fallback_estimator
+    from hwlat.graph import fuse, load
+    from hwlat.lut.predict import predict as do_predict
+
+    if precision is not None:
+        raise InvalidInputError(f"--precision applies to neuromorphic devices; '{spec.name}' "
+                                "predicts from its table")
+    g = load(model)
+    kernels = fuse(g)
+    if sample is not None:  # a sparse model's coordinates decide its kernel maps
+        from hwlat.analytic.neuromorphic import load_sample
+        from hwlat.graph import KernelKind
+
+        if not any(k.kind is KernelKind.SPARSE_CONV for k in kernels):
+            raise InvalidInputError(f"--input applies to neuromorphic devices and to models with "
+                                    f"sparse convs (their coordinates); '{spec.name}' predicts "
+                                    f"{model.name} from its table alone")
+        kernels = fuse(g, samples=load_sample(sample, g))
+    with open_table(table, readonly=True) as store:
+        pred = do_predict(g, kernels, store, spec.name,
+                          fallback=fallback_estimator(spec, store, fallback))
+    if as_json:
+        print(json.dumps(pred.to_json(), indent=1))
+        return
+    if breakdown:
+        t = Table("kind", "ops", "output", "count", "ms each", "ms total", "share", "source",
+                  title=f"{model.name} on {spec.name}")
+        for r in sorted(pred.rows, key=lambda r: -r.total_ms):
+            t.add_row(r.kernel.kind.value, "+".join(r.kernel.key.ops), sigs(r.kernel.key.outputs),
+                      str(r.count), f"{r.ms:.4f}", f"{r.total_ms:.4f}",
+                      f"{r.total_ms / pred.latency_ms:.1%}" if pred.latency_ms else "-", r.source)
+        out.print(t)
+    out.print(f"{model.name} on {spec.name}: {pred.latency_ms:.3f} ms predicted "
+              f"(kernel sum {pred.kernel_sum_ms:.3f} ms, {pred.estimated_share:.1%} of it estimated)")
+    if pred.correction is not None:
+        out.print(f"correction: {pred.correction.describe()}")
+
+
+def _predict_from_spikes(model: Path, spec, sample: Path | None, precision: str | None,
+                         fallback: str | None, table: Path | None, breakdown: bool,
+                         as_json: bool) -> None:
+    """Energy and latency, layer by layer, from the spikes a sample input fires."""
+    from hwlat.analytic.neuromorphic import predict_file
+
+    est = predict_file(model, spec, sample, precision)
+    if as_json:
+        print(json.dumps(est.to_json(), indent=1))
+        return
+    rate = lambda r: "-" if r is None else f"{r:.2%}"  # noqa: E731
+    t = Table("layer", "op", "input", "in rate", "fire rate", "neurons", "cores", "SOPs", "MACs",
+              "energy", "latency", "bound", title=f"{model.name} on {spec.name} ({est.precision}), "
+              f"{est.time_steps} steps x {est.batch} sample(s)")
+    for r in est.layers:
+        t.add_row(r.name, r.op, r.input, rate(r.in_rate), rate(r.fire_rate), str(r.neurons), str(r.cores),
+                  num(r.sops), num(r.macs), energy(r.energy_pj), f"{r.latency_ns / 1e3:.2f} us", r.bound)
+    t.add_section()
+    t.add_row("barrier", "", "", "", "", "", "", "", "", "", f"{est.steps * est.barrier_ns / 1e3:.2f} us", "")
+    t.add_row("total", "", "", "", rate(est.firing_rate), str(sum(r.neurons for r in est.layers)),
+              str(est.cores), num(est.sops), num(est.macs), energy(est.energy_pj),
+              f"{est.latency_ns / 1e3:.2f} us", "")
+    out.print(t)
+    out.print(f"{model.name} on {spec.name} ({est.precision}): {energy(est.energy_pj)}, "
+              f"{est.latency_ns / 1e3:.2f} us for {est.steps} steps ({est.latency_ns / est.steps / 1e3:.2f} us "
+              f"a step), {est.cores} cores; {num(est.sops)} SOPs, {num(est.macs)} MACs, firing rate "
+              f"{est.firing_rate:.2%} (estimates)", highlight=False)
+
+
+
+# DeviceSpec.prediction_route -> how `hwlat predict` estimates: an analytic (roofline) device goes
+# through the table too, its fallback estimating every kernel the table lacks
+_PREDICTORS = {"table": _predict_from_table, "analytic": _predict_from_table,
+               "spikes": _predict_from_spikes}
+
+
+def _predicted_and_measured(graphs, spec, runner, store, *, correct: bool):
+    """(path, prediction, end-to-end timing) of each model, measured on the device."""
+    from hwlat.graph import fuse
+    from hwlat.lut.predict import predict as do_predict
+
+    for path, g in graphs:
+        pred = do_predict(g, fuse(g), store, spec.name, correct=correct)
+        with err.status(f"measuring {path.name} on {spec.name} ..."):
+            measured = runner.time_model(str(path))
+        yield path, pred, measured
+
+
+def calibrate(
+    models: Annotated[list[Path], typer.Argument(help="ONNX models to measure end to end")],
+    device: DeviceOpt = "cpu-ort",
+    table: TableOpt = None,
+    rpc: RpcOpt = None,
+    key: KeyOpt = None,
+) -> None:
+    """Measure whole models and fit the correction from kernel sums to end-to-end latency."""
+    from hwlat.devices import load_device
+    from hwlat.graph import load
+    from hwlat.lut.correct import fit_correction
+
+    spec = load_device(device)
+    runner = get_runner(spec, rpc, key)
+    graphs = [(p, load(p)) for p in models]
+    with open_table(table, readonly=False) as store:
+        for path, pred, measured in _predicted_and_measured(graphs, spec, runner, store, correct=False):
+            store.put_calibration(spec.name, str(path.resolve()), pred.features, measured.median_ms)
+            out.print(f"{path.name}: kernel sum {pred.kernel_sum_ms:.3f} ms, measured {measured.median_ms:.3f} ms "
+                      f"({pred.kernel_sum_ms / measured.median_ms - 1:+.1%})")
+        samples = store.calibration(spec.name)
+    correction = fit_correction([(f, m) for _, f, m in samples])
+    if correction is None:
+        out.print(f"{len(samples)} models calibrated on {spec.name}; the correction needs at least 3")
+    else:
+        out.print(f"correction for {spec.name}: {correction.describe()}")
+
+
+def validate(
+    models: Annotated[list[Path], typer.Argument(help="ONNX models")],
+    device: DeviceOpt = "cpu-ort",
+    table: TableOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    plot: Annotated[Path | None, typer.Option(help="write a predicted-vs-measured scatter (PNG)")] = None,
+    rpc: RpcOpt = None,
+    key: KeyOpt = None,
+) -> None:
+    """Measure models end to end and compare with the table's prediction."""
+    from hwlat.devices import load_device
+    from hwlat.graph import load
+    from hwlat.lut.metrics import accuracy_metrics
+
+    spec = load_device(device)
+    runner = get_runner(spec, rpc, key)
+    graphs = [(p, load(p)) for p in models]
+    rows = []
+    with open_table(table, readonly=True) as store:
+        for path, pred, measured in _predicted_and_measured(graphs, spec, runner, store, correct=True):
+            rows.append({"model": str(path), "predicted_ms": pred.latency_ms,
+                         "kernel_sum_ms": pred.kernel_sum_ms, "corrected": pred.correction is not None,
+                         "measured_ms": measured.median_ms, "measured_cv": measured.cv,
+                         "estimated_share": pred.estimated_share,
+                         "error": pred.latency_ms / measured.median_ms - 1})
+    metrics = accuracy_metrics([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
+    if plot is not None:
+        scatter(rows, plot, spec.name)
+    if as_json:
+        print(json.dumps({"device": spec.name, "models": rows, "metrics": metrics}, indent=1))
+        return
+    t = Table("model", "predicted ms", "kernel sum ms", "measured ms", "error", "estimated",
+              title=f"validate on {spec.name}")
+    for r in rows:
+        t.add_row(Path(r["model"]).name, f"{r['predicted_ms']:.3f}", f"{r['kernel_sum_ms']:.3f}",
+                  f"{r['measured_ms']:.3f}", f"{r['error']:+.1%}", f"{r['estimated_share']:.0%}")
+    out.print(t)
+    out.print(f"RMSE {metrics['rmse_ms']:.3f} ms, RMSPE {metrics['rmspe']:.1%}, within 5/10/15 %: "
+              f"{metrics['within_5']:.0%} / {metrics['within_10']:.0%} / {metrics['within_15']:.0%}")
+
+
+
+lut_app = typer.Typer(help="Show, export and import latency tables.", no_args_is_help=True)
+
+
+@lut_app.command("show")
+def lut_show(table: TableOpt = None,
+             device: Annotated[str | None, typer.Option(help="list this device's entries")] = None) -> None:
+    """Devices in the table and their entry counts, or one device's entries."""
+    with open_table(table, readonly=True) as store:
+        if device is None:
+            t = Table("device", "entries", title=str(store.path))
+            for name, n in store.devices():
+                t.add_row(name, str(n))
+        else:
+            t = Table("kind", "median ms", "cv", "repeats", "pipeline", "key", title=f"{device} in {store.path}")
+            for e in store.entries(device):
+                t.add_row(e.kind, f"{e.median_ms:.4f}", f"{e.cv:.1%}", str(e.repeats), e.pipeline, e.key)
+    out.print(t)
+
+
+def _format_of(path: Path, fmt: str | None) -> str:
+    fmt = fmt or path.suffix.lstrip(".").lower()
+    if fmt not in ("json", "csv", "ofa"):
+        raise InvalidInputError(f"format '{fmt}': use --format json, csv or ofa")
+    return fmt
+
+
+def _ofa_device(device: str | None) -> str:
+    if not device:
+        raise InvalidInputError("--format ofa needs --device NAME: the device the OFA tables were measured on")
+    return device
+
+
+@lut_app.command("export")
+def lut_export(path: Annotated[Path, typer.Argument(help="file to write")],
+               fmt: Annotated[str | None, typer.Option("--format", help="json or csv (default: from suffix)")] = None,
+               device: Annotated[str | None, typer.Option(help="only this device")] = None,
+               table: TableOpt = None) -> None:
+    """Write table entries to JSON, CSV, or OFA's yaml tables (a folder, one file per resolution)."""
+    from hwlat.lut import export_csv, export_json
+    from hwlat.lut.ofa import export_ofa_dir
+
+    fmt = _format_of(path, fmt)
+    with open_table(table, readonly=True) as store:
+        if fmt == "ofa":
+            n = export_ofa_dir(store, path, _ofa_device(device))
+        else:
+            n = (export_json if fmt == "json" else export_csv)(store, path, device)
+    out.print(f"wrote {n} entries to {path}")
+
+
+@lut_app.command("import")
+def lut_import(path: Annotated[Path, typer.Argument(help="file to read")],
+               fmt: Annotated[str | None, typer.Option("--format", help="json, csv or ofa (default: from suffix)")] = None,
+               device: Annotated[str | None, typer.Option(help="with --format ofa: the device to file them under")] = None,
+               table: TableOpt = None) -> None:
+    """Read entries from JSON, CSV or a folder of OFA yaml tables into the table (all or nothing)."""
+    from hwlat.lut import import_csv, import_json
+    from hwlat.lut.ofa import import_ofa_dir
+
+    fmt = _format_of(path, fmt)
+    if fmt == "ofa":
+        if not path.is_dir():
+            raise InvalidInputError(f"{path}: not a folder of OFA <R>_lookup_table.yaml files")
+        with open_table(table, readonly=False) as store:
+            n = import_ofa_dir(store, path, _ofa_device(device))
+        out.print(f"imported {n} entries into {store.path}")
+        return
+    if not path.is_file():
+        raise InvalidInputError(f"{path}: no such file")
+    with open_table(table, readonly=False) as store:
+        n = (import_json if fmt == "json" else import_csv)(store, path)
+    out.print(f"imported {n} entries into {store.path}")
+
+
+@lut_app.command("fit")
+def lut_fit(
+    space: Annotated[str, typer.Option(help="search space of the measured models: nb201")],
+    measurements: Annotated[Path, typer.Option(help="CSV with columns arch,latency_ms")],
+    device: Annotated[str, typer.Option("--device", "-d", help="name of the new device")],
+    reference_device: Annotated[str, typer.Option(
+        help="the prior: a device with a profiled table, or a roofline device")] = "cpu-ort",
+    zero_work: Annotated[bool, typer.Option(
+        help="nb201: the device ran exports that keep `none` edges' zeros (e.g. HW-NAS-Bench's): "
+             "also count ops on zero inputs, which hwlat's export folds away")] = False,
+    table: TableOpt = None,
+) -> None:
+    """Fit a per-kernel table for a new device from whole-model measurements (few-shot)."""
+    from hwlat.lut.fewshot import fit_device_table, read_measurements, reference_from_store
+    from hwlat.nas.nb201_lut import nb201_all_keys, nb201_fit_inputs
+
+    if space not in ARCH_LIST_SPACES:
+        raise InvalidInputError(f"space '{space}' has no one-line architecture strings; use: "
+                                f"{', '.join(ARCH_LIST_SPACES)}")
+    measured = read_measurements(measurements)
+    with open_table(table, readonly=False) as store:
+        if _is_analytic(reference_device):  # an analytic prior: nothing profiled needed
+            from hwlat.analytic.roofline import roofline_reference
+
+            reference = roofline_reference(reference_device, nb201_all_keys())
+        else:
+            reference = reference_from_store(store, reference_device)
+        arch_kernels, reference, groups = nb201_fit_inputs(measured, reference, zero_work)
+        fit = fit_device_table(store, device, reference_device, measured, arch_kernels, reference,
+                               groups)
+        path = store.path
+    out.print(f"fitted {len(fit.table)} entries for '{device}' into {path} from {fit.n_models} "
+              f"models (reference '{reference_device}')")
+    out.print(fit.describe(), markup=False)
+
+
+def _is_analytic(name: str) -> bool:
+    from hwlat.devices import list_devices
+
+    return any(d.name == name and d.prediction_route == "analytic" for d in list_devices())
