@@ -580,11 +580,12 @@ def lut_fit(
 ) -> None:
     """Fit a per-kernel table for a new device from whole-model measurements (few-shot)."""
     from hwlat.lut.fewshot import fit_device_table, read_measurements, reference_from_store
+    from hwlat.nas import SPACES, get_space
     from hwlat.nas.nb201_lut import nb201_all_keys, nb201_fit_inputs
 
-    if space not in ARCH_LIST_SPACES:
+    if not get_space(space).fits:
         raise InvalidInputError(f"space '{space}' has no one-line architecture strings; use: "
-                                f"{', '.join(ARCH_LIST_SPACES)}")
+                                f"{', '.join(n for n, s in SPACES.items() if s.fits)}")
     measured = read_measurements(measurements)
     with _table(table, readonly=False) as store:
         if _is_roofline(reference_device):  # an analytic prior: nothing profiled needed
@@ -610,9 +611,7 @@ def _is_roofline(name: str) -> bool:
 
 nas_app = typer.Typer(help="Latency inside architecture search.", no_args_is_help=True)
 app.add_typer(nas_app, name="nas")
-SPACES = ("ofa-mbv3", "proxyless-mobile", "nb201")
-CONFIG_SPACES = ("ofa-mbv3", "proxyless-mobile")  # one JSON per query (--config)
-ARCH_LIST_SPACES = ("nb201",)  # a CSV of architecture strings (--archs)
+SPACES = ("ofa-mbv3", "proxyless-mobile", "nb201")  # hwlat.nas.SPACES, named without importing it
 
 
 @nas_app.command("predict")
@@ -629,9 +628,9 @@ def nas_predict(
 ) -> None:
     """Latency of architectures of a search space from the device's table: one OFA net config
     (OFA's rule), or every cell string of a CSV (printed as arch,latency_ms)."""
-    if space not in SPACES:
-        raise InvalidInputError(f"unknown space '{space}'; known: {', '.join(SPACES)}")
-    if space in CONFIG_SPACES:
+    from hwlat.nas import get_space
+
+    if get_space(space).arch_input == "config":
         if config is None or archs is not None:
             raise InvalidInputError(f"space '{space}' takes one --config NET.json (not --archs)")
         _predict_config(space, config, device, table, as_json)
@@ -704,23 +703,23 @@ def search(
     table: TableOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Evolutionary search within a latency budget; the objective is a proxy (most MACs)."""
-    from hwlat.nas import OfaLatencyTable
+    """Evolutionary search within a latency budget, in the space asked for; the objective is a
+    proxy (most MACs)."""
+    from hwlat.nas import get_space
     from hwlat.nas.search import run_search
 
-    if space not in SPACES:
-        raise InvalidInputError(f"unknown space '{space}'; known: {', '.join(SPACES)}")
+    spec = get_space(space)
     with _table(table, readonly=True) as store:
-        lut = OfaLatencyTable(store, device, estimate=estimate)
-    result = run_search(lut, latency_ms, generations, seed)
+        lut = spec.table(store, device, estimate=estimate)
+        result = run_search(lut, latency_ms, generations, seed)
     if as_json:
         print(json.dumps(result.to_json(), indent=1))
         return
-    t = Table("latency ms", "MMACs", "M params", "r", "depths",
-              title=f"Pareto front within {latency_ms:g} ms on {device}")
+    t = Table("latency ms", "MMACs", "M params", "arch",
+              title=f"{space}: Pareto front within {latency_ms:g} ms on {device}")
     for c in result.front:
         t.add_row(f"{c.latency_ms:.4f}", f"{c.macs / 1e6:.1f}", f"{c.params / 1e6:.2f}",
-                  str(c.arch["r"]), str(c.arch["d"]))
+                  lut.describe(c.arch))
     out.print(t)
     b = result.best
     out.print(f"best: {b.latency_ms:.4f} ms, {b.macs / 1e6:.1f} M MACs, {b.params / 1e6:.2f} M params")

@@ -27,12 +27,16 @@ from hwlat.graph.builder import GraphBuilder
 from hwlat.graph.ir import TensorSig
 from hwlat.graph.kernel import KernelKey, KernelKind
 from hwlat.lut.fewshot import OVERHEAD_KEY
+from hwlat.lut.predict import MissEstimator
+from hwlat.lut.store import TableStore
 from hwlat.nas.blocks import graph_keys
-from hwlat.nas.spaces import NB201_EDGES, NB201_NODES, parse_nb201
+from hwlat.nas.ofa_lut import key_cost, keys_cost
+from hwlat.nas.spaces import NB201_EDGES, NB201_NODES, NB201_OPS, nb201_arch, parse_nb201
 
 __all__ = [
     "NB201_COVERING",
     "NB201_STAGES",
+    "Nb201LatencyTable",
     "Nb201TableIncomplete",
     "nb201_all_keys",
     "nb201_features",
@@ -147,8 +151,6 @@ NB201_COVERING = (26, 752, 809, 1383, 3532, 7818)
 
 def nb201_all_keys() -> dict[str, KernelKey]:
     """Every distinct kernel key of the NB201 space, by text."""
-    from hwlat.nas.spaces import nb201_arch
-
     return nb201_space_keys(nb201_arch(i) for i in NB201_COVERING)
 
 
@@ -202,6 +204,122 @@ def nb201_latency(table: Mapping[str, float], archs: Sequence[str]) -> np.ndarra
                 raise Nb201TableIncomplete(sorted(set(missing)))
             total[i] += sum(table[k] for k in texts)
     return total
+
+
+class Nb201LatencyTable:
+    """Latency (ms) of NB201 cells on one device, from its entries in a TableStore (a profiled
+    table, or one `hwlat lut fit` fitted), as `nb201_latency` gives it. A batch is encoded as
+    [N, 6] op indices (one per edge, in the cell string's order, positions in NB201_OPS); each
+    distinct cell's latency is worked out once and kept. Kernel keys the device lacks raise
+    Nb201TableIncomplete, or with `estimate=True` are estimated as `hwlat.lut.predict` estimates
+    them (counted in `estimated`)."""
+
+    space_name, space_title = "nb201", "NAS-Bench-201"
+
+    def __init__(self, store: TableStore, device: str, *, estimate: bool = False):
+        entries = store.entries(device)
+        if not entries:
+            raise InvalidInputError(
+                f"the table has no entries for device '{device}'; profile it or fit one with "
+                f"`hwlat lut fit --space nb201 --device {device}`")
+        self.device, self.space = device, None
+        self._table = {e.key: e.median_ms for e in entries}
+        self._estimator = MissEstimator(store, device) if estimate else None
+        self.estimated = 0
+        self._ms: dict[int, float] = {}
+        self._costs: dict[int, tuple[int, int]] = {}
+        self.gene_choices = np.full(len(NB201_EDGES), len(NB201_OPS))
+        self._radix = len(NB201_OPS) ** np.arange(len(NB201_EDGES) - 1, -1, -1)
+        self._op_index = {op: i for i, op in enumerate(NB201_OPS)}
+
+    def encode(self, archs: Sequence[str]) -> np.ndarray:
+        if isinstance(archs, str):
+            raise InvalidInputError("encode takes a list of cell strings; for one cell use "
+                                    "latency_one(arch) or encode([arch])")
+        out = np.empty((len(archs), len(NB201_EDGES)), dtype=np.uint8)
+        for n, arch in enumerate(archs):
+            try:
+                out[n] = [self._op_index[op] for op in parse_nb201(arch)]
+            except InvalidInputError as e:
+                raise InvalidInputError(f"archs[{n}]: {e}") from None
+        return out
+
+    def decode(self, enc: np.ndarray) -> list[str]:
+        return [nb201_arch(int(i)) for i in self._indices(enc)]
+
+    def sample(self, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
+        rng = np.random.default_rng(rng)
+        return rng.integers(0, len(NB201_OPS), size=(n, len(NB201_EDGES))).astype(np.uint8)
+
+    def _indices(self, enc: np.ndarray) -> np.ndarray:
+        enc = np.asarray(enc)
+        if enc.ndim != 2 or enc.shape[1] != len(NB201_EDGES) or (
+                enc.size and (enc.min() < 0 or enc.max() >= len(NB201_OPS))):
+            raise InvalidInputError(f"NB201 encodings are [N, 6] op indices 0..4, got shape "
+                                    f"{list(enc.shape)}; use encode()")
+        return enc.astype(np.int64) @ self._radix
+
+    def _fill(self, indices: np.ndarray) -> None:
+        new = [int(i) for i in dict.fromkeys(indices.tolist()) if int(i) not in self._ms]
+        if not new:
+            return
+        archs = [nb201_arch(i) for i in new]
+        if self._estimator is not None:
+            for a in archs:
+                for k in nb201_kernels(a):
+                    text = _text(k)
+                    if text not in self._table:
+                        self._table[text] = self._estimator.estimate(k.kind.value, key_cost(k))[0]
+                        self.estimated += 1
+        self._ms.update(zip(new, nb201_latency(self._table, archs).tolist(), strict=True))
+
+    def latency(self, enc: np.ndarray) -> np.ndarray:
+        idx = self._indices(enc)
+        self._fill(idx)
+        return np.array([self._ms[i] for i in idx.tolist()], dtype=float)
+
+    def latency_one(self, arch: str) -> float:
+        return float(self.latency(self.encode([arch]))[0])
+
+    # --- search (the LatencyTable protocol of hwlat.nas.space)
+
+    def genes(self, enc: np.ndarray) -> np.ndarray:
+        return np.asarray(enc, dtype=np.int64)
+
+    def from_genes(self, genes: np.ndarray) -> np.ndarray:
+        return np.asarray(genes, dtype=np.uint8)
+
+    def take(self, enc: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return enc[rows]
+
+    def concat(self, encs: Sequence[np.ndarray]) -> np.ndarray:
+        return np.concatenate(encs) if len(encs) else np.zeros((0, len(NB201_EDGES)), np.uint8)
+
+    def smallest(self) -> tuple[str, float]:
+        """The all-`none` cell: no kernel (the export folds it to a constant), so nothing but
+        the table's overhead entry, and no kernel time is negative."""
+        arch = nb201_arch(0)
+        return arch, self.latency_one(arch)
+
+    def costs(self, enc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = self._indices(enc).tolist()
+        for i in idx:
+            if i not in self._costs:
+                self._costs[i] = keys_cost(nb201_kernels(nb201_arch(i)))
+        out = np.array([self._costs[i] for i in idx], dtype=np.int64).reshape(len(idx), 2)
+        return out[:, 0], out[:, 1]
+
+    def params_bound(self) -> int:
+        """The all-3x3-conv cell's params (the most weights), plus a constant operand the size
+        of a feature map at every node of every cell (zeros a node with only `none` edges
+        feeds on)."""
+        conv3 = "|{0}~0|+|{0}~0|{0}~1|+|{0}~0|{0}~1|{0}~2|".format("nor_conv_3x3")
+        zeros = sum(CELLS_PER_STAGE * (NB201_NODES - 1) * c * size * size
+                    for c, size in NB201_STAGES)
+        return keys_cost(nb201_kernels(conv3))[1] + zeros
+
+    def describe(self, arch: str) -> str:
+        return f"cell {arch}"
 
 
 def read_archs(path: Path | str) -> list[str]:

@@ -37,6 +37,7 @@ __all__ = [
     "block_kernels",
     "fixed_kernels",
     "key_cost",
+    "keys_cost",
     "ofa_mbv3_kernels",
 ]
 
@@ -361,6 +362,101 @@ class OfaLatencyTable:
                 f"resolution {r!r} is not in this table (built for {_ranges(self.resolutions)})"
             )
         return self.resolutions.index(r)
+
+
+    # --- what `hwlat.nas.search` needs (the LatencyTable protocol of hwlat.nas.space)
+
+    space_name, space_title = "ofa-mbv3", "OFA MobileNetV3"
+
+    @property
+    def gene_choices(self) -> np.ndarray:
+        """Genes: 20 kernel indices, 20 expand indices, 5 depth indices, 1 resolution index."""
+        sp = self.space
+        return np.array([len(sp.kernel_sizes)] * sp.n_blocks + [len(sp.expand_ratios)] * sp.n_blocks
+                        + [len(sp.depths)] * sp.n_stages + [len(self.resolutions)])
+
+    def genes(self, enc: OfaEncoding) -> np.ndarray:
+        sp = self.space
+        depth = enc.active.reshape(len(enc.active), sp.n_stages, -1).sum(axis=2)
+        return np.hstack([enc.k_idx, enc.e_idx, self._d_lut[depth],
+                          enc.r_idx[:, None]]).astype(np.int64)
+
+    def from_genes(self, genes: np.ndarray) -> OfaEncoding:
+        nb, ns = self.space.n_blocks, self.space.n_stages
+        d = self._depths[genes[:, 2 * nb:2 * nb + ns]]
+        active = np.repeat(d, self.space.max_depth, axis=1) > self._in_stage
+        return OfaEncoding(genes[:, -1].astype(np.int16), genes[:, :nb].astype(np.uint8),
+                           genes[:, nb:2 * nb].astype(np.uint8), active)
+
+    def take(self, enc: OfaEncoding, rows: np.ndarray) -> OfaEncoding:
+        return OfaEncoding(*(a[rows] for a in enc))
+
+    def concat(self, encs: Sequence[OfaEncoding]) -> OfaEncoding:
+        return OfaEncoding(*(np.concatenate(parts) for parts in zip(*encs, strict=True)))
+
+    def smallest(self) -> tuple[dict, float]:
+        """Per resolution, each block's cheapest (k, e) and each stage's cheapest depth; exact,
+        with no sampling."""
+        sp = self.space
+        n_r, n_e = len(self.resolutions), len(sp.expand_ratios)
+        flat = self.block_ms.reshape(n_r, sp.n_blocks, -1)  # [R, 20, K*E]
+        choice = flat.argmin(axis=2)
+        per_block = flat.min(axis=2).reshape(n_r, sp.n_stages, sp.max_depth)
+        stage_ms = np.cumsum(per_block, axis=2)[:, :, np.array(sp.depths) - 1]  # [R, S, depth]
+        d_idx = stage_ms.argmin(axis=2)
+        ri = int((self.fixed_ms + stage_ms.min(axis=2).sum(axis=1)).argmin())
+        arch = {"ks": [sp.kernel_sizes[c // n_e] for c in choice[ri].tolist()],
+                "e": [sp.expand_ratios[c % n_e] for c in choice[ri].tolist()],
+                "d": [sp.depths[i] for i in d_idx[ri].tolist()], "r": self.resolutions[ri]}
+        # the latency as the batched query sums it, so the budget check agrees to the last bit
+        return arch, float(self.latency(self.encode([arch]))[0])
+
+    def _cost_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """[resolution, block, choice (+1 spare column of zeros for inactive blocks), macs/params]
+        and [resolution, macs/params] of the fixed part, from the kernel keys, built once."""
+        if getattr(self, "_costs", None) is None:
+            sp, res = self.space, self.resolutions
+            choices = [(ki * len(sp.expand_ratios) + ei, k, e)
+                       for ki, k in enumerate(sp.kernel_sizes)
+                       for ei, e in enumerate(sp.expand_ratios)]
+            dense = np.zeros((len(res), sp.n_blocks, len(choices) + 1, 2), dtype=np.int64)
+            seen: dict = {}  # the space's ~24,000 block kernels are ~2,000 distinct keys
+            for ri, r in enumerate(res):
+                for j in range(sp.n_blocks):
+                    for c, k, e in choices:
+                        dense[ri, j, c] = keys_cost(block_kernels(r, j, k, e, sp), seen)
+            fixed = np.array([keys_cost(fixed_kernels(r, sp), seen) for r in res], dtype=np.int64)
+            self._costs = (dense, fixed)
+        return self._costs
+
+    def costs(self, enc: OfaEncoding) -> tuple[np.ndarray, np.ndarray]:
+        """(MACs, params) of every encoded arch, int64."""
+        dense, fixed = self._cost_arrays()
+        choice = np.where(enc.active, enc.k_idx.astype(np.intp) * len(self.space.expand_ratios)
+                          + enc.e_idx, self._inactive)
+        r = enc.r_idx.astype(np.intp)
+        total = dense[r[:, None], np.arange(choice.shape[1]), choice].sum(axis=1)
+        total += fixed[r]
+        return total[:, 0], total[:, 1]
+
+    def params_bound(self) -> int:
+        dense, fixed = self._cost_arrays()
+        return int(fixed[:, 1].max() + dense[..., 1].max(axis=2).sum(axis=1).max())
+
+    def describe(self, arch: dict) -> str:
+        return f"resolution {arch['r']}, depths {arch['d']}"
+
+
+def keys_cost(keys, seen: dict | None = None) -> tuple[int, int]:
+    """(MACs, params) summed over kernel keys (`key_cost`); `seen` caches each key's."""
+    seen = {} if seen is None else seen
+    macs = params = 0
+    for k in keys:
+        if k not in seen:
+            c = key_cost(k)
+            seen[k] = (c.macs, c.params)
+        macs, params = macs + seen[k][0], params + seen[k][1]
+    return macs, params
 
 
 def _by_value(choices: Sequence[int], values: list) -> list:

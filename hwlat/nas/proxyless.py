@@ -34,7 +34,7 @@ from hwlat.graph.kernel import KernelKey
 from hwlat.lut.predict import MissEstimator
 from hwlat.lut.store import TableStore
 from hwlat.nas.blocks import conv_bn, graph_keys, inverted_residual, out_size
-from hwlat.nas.ofa_lut import OfaTableIncomplete, key_cost
+from hwlat.nas.ofa_lut import OfaTableIncomplete, key_cost, keys_cost
 
 __all__ = [
     "PROXYLESS_MOBILE",
@@ -308,6 +308,70 @@ class ProxylessLatencyTable:
 
     def latency_one(self, arch: dict) -> float:
         return float(self.latency(self.encode([arch]))[0])
+
+
+    # --- batches and search (the LatencyTable protocol of hwlat.nas.space)
+
+    space_name, space_title = "proxyless-mobile", "ProxylessNAS mobile"
+
+    @property
+    def gene_choices(self) -> np.ndarray:
+        """One gene per block: its choice index; `zero` (the last) only where it may be skipped."""
+        n = len(self.space.choices)
+        return np.array([n if self.space.skippable(j) else n - 1
+                         for j in range(self.space.n_blocks)])
+
+    def decode(self, choice_idx: np.ndarray) -> list[dict]:
+        choices = self.space.choices
+        return [{"ops": [choices[c] for c in row], "r": self.resolution}
+                for row in np.asarray(choice_idx).tolist()]
+
+    def sample(self, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
+        """n random archs, encoded: every block's choice uniform over those it allows."""
+        rng = np.random.default_rng(rng)
+        return rng.integers(0, self.gene_choices, size=(n, self.space.n_blocks)).astype(np.uint8)
+
+    def genes(self, choice_idx: np.ndarray) -> np.ndarray:
+        return np.asarray(choice_idx, dtype=np.int64)
+
+    def from_genes(self, genes: np.ndarray) -> np.ndarray:
+        return np.asarray(genes, dtype=np.uint8)
+
+    def take(self, choice_idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return choice_idx[rows]
+
+    def concat(self, encs: Sequence[np.ndarray]) -> np.ndarray:
+        return np.concatenate(encs) if len(encs) else np.zeros((0, self.space.n_blocks), np.uint8)
+
+    def smallest(self) -> tuple[dict, float]:
+        """Each block's cheapest allowed choice: exact."""
+        allowed = np.arange(len(self.space.choices)) < self.gene_choices[:, None]
+        choice = np.where(allowed, self.block_ms, np.inf).argmin(axis=1)
+        arch = self.decode(choice[None])[0]
+        return arch, float(self.latency(choice[None])[0])
+
+    def _cost_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if getattr(self, "_costs", None) is None:
+            seen: dict = {}
+            dense = np.array([[keys_cost(block_kernels(self.resolution, j, op, self.space), seen)
+                               for op in self.space.choices] for j in range(self.space.n_blocks)],
+                             dtype=np.int64)
+            fixed = np.array(keys_cost(fixed_kernels(self.resolution, self.space), seen),
+                             dtype=np.int64)
+            self._costs = (dense, fixed)
+        return self._costs
+
+    def costs(self, choice_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dense, fixed = self._cost_arrays()
+        total = dense[self._rows, np.asarray(choice_idx, dtype=np.intp)].sum(axis=1) + fixed
+        return total[:, 0], total[:, 1]
+
+    def params_bound(self) -> int:
+        dense, fixed = self._cost_arrays()
+        return int(fixed[1] + dense[..., 1].max(axis=1).sum())
+
+    def describe(self, arch: dict) -> str:
+        return f"resolution {arch['r']}"
 
 
 def proxyless_latency(store: TableStore, device: str, arch: Any,
