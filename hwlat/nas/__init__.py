@@ -12,8 +12,8 @@ from hwlat.nas.proxyless import (
     proxyless_kernels,
     sample_proxyless,
 )
-from hwlat.nas.space import SPACES, LatencyTable, Space, get_space
 from hwlat.nas.search import EvolutionSearch, MacsObjective, RandomSearch, SearchResult, run_search
+from hwlat.nas.space import SPACES, LatencyTable, Space, get_space
 from hwlat.nas.spaces import (
     NB201_EDGES,
     NB201_OPS,

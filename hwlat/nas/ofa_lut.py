@@ -76,8 +76,16 @@ def block_kernels(r: int, pos: int, k: int, e: int,
     if i:
         size = out_size(size, 3, space.strides[s])
     mid = make_divisible(round(cin * e), 8)
-    return graph_keys(lambda b: inverted_residual(
-        b, b.input(1, cin, size, size), cout, k, stride, mid, space.acts[s], se=_se(space, s, mid)))
+    return _block_keys(cin, cout, size, k, stride, mid, space.acts[s], _se(space, s, mid))
+
+
+@cache
+def _block_keys(cin: int, cout: int, size: int, k: int, stride: int, mid: int, act: str,
+                se: int | None) -> tuple[KernelKey, ...]:
+    """One InvertedResidual's keys; blocks of the same shape (the later blocks of a stage, deep
+    stages at neighbouring resolutions) are built once."""
+    return graph_keys(lambda b: inverted_residual(b, b.input(1, cin, size, size), cout, k, stride,
+                                                  mid, act, se=se))
 
 
 def _front(r: int, space: OFAMobileNetV3Space) -> tuple[KernelKey, ...]:

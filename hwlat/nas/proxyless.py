@@ -206,7 +206,13 @@ def block_kernels(r: int, j: int, op: str, space: ProxylessSpace = PROXYLESS_MOB
         return ()
     cin, cout, stride = space.blocks[j]
     k, e = _parse_choice(op)
-    size = _sizes(space, r)[j]
+    return _block_keys(cin, cout, _sizes(space, r)[j], k, stride, e)
+
+
+@cache
+def _block_keys(cin: int, cout: int, size: int, k: int, stride: int, e: int
+                ) -> tuple[KernelKey, ...]:
+    """One MBConv's keys; blocks of the same shape are built once."""
     return graph_keys(lambda b: _mbconv(b, b.input(1, cin, size, size), cout, k, stride, e))
 
 
