@@ -675,15 +675,13 @@ def _predict_config(space: str, config: Path, device: str, table: Path | None,
 
 
 def _predict_archs(space: str, path: Path, device: str, table: Path | None, as_json: bool) -> None:
-    from hwlat.nas.nb201_lut import nb201_latency, read_archs
+    from hwlat.nas import get_space
+    from hwlat.nas.nb201_lut import read_archs
 
     archs = read_archs(path)
     with _table(table, readonly=True) as store:
-        entries = store.entries(device)
-    if not entries:
-        raise InvalidInputError(f"the table has no entries for device '{device}'; profile it or "
-                                f"fit one with `hwlat lut fit --space {space} --device {device}`")
-    ms = nb201_latency({e.key: e.median_ms for e in entries}, archs)
+        lut = get_space(space).table(store, device)
+        ms = lut.latency(lut.encode(archs))
     if as_json:
         print(json.dumps([{"arch": a, "latency_ms": float(v)} for a, v in zip(archs, ms, strict=True)],
                          indent=1))
