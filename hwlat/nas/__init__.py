@@ -1,7 +1,8 @@
 """Neural architecture search support: search spaces that sample architectures as descriptions
 (OFA net configs, ProxylessNAS mobile block choices, NAS-Bench-201 cell strings) for `hwlat.zoo`
 to build, and batched latency queries over a device's table; one protocol for the spaces and
-their registry (`SPACES`, `get_space`, hwlat.nas.space). No torch import here (`hwlat.nas.expected` is the torch part)."""
+their registry (`SPACES`, `get_space`, hwlat.nas.space). No torch import here
+(`hwlat.nas.expected` is the torch part)."""
 
 from hwlat.nas.ofa_lut import OfaEncoding, OfaLatencyTable, OfaTableIncomplete, ofa_mbv3_kernels
 from hwlat.nas.proxyless import (
