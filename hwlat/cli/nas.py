@@ -15,9 +15,7 @@ from hwlat.cli.render import out
 from hwlat.errors import InvalidInputError
 
 nas_app = typer.Typer(help="Latency inside architecture search.", no_args_is_help=True)
-SPACES = ("ofa-mbv3", "proxyless-mobile", "nb201")
-CONFIG_SPACES = ("ofa-mbv3", "proxyless-mobile")  # one JSON per query (--config)
-ARCH_LIST_SPACES = ("nb201",)  # a CSV of architecture strings (--archs)
+SPACES = ("ofa-mbv3", "proxyless-mobile", "nb201")  # hwlat.nas.SPACES, named without importing it
 
 
 @nas_app.command("predict")
@@ -34,9 +32,9 @@ def nas_predict(
 ) -> None:
     """Latency of architectures of a search space from the device's table: one OFA net config
     (OFA's rule), or every cell string of a CSV (printed as arch,latency_ms)."""
-    if space not in SPACES:
-        raise InvalidInputError(f"unknown space '{space}'; known: {', '.join(SPACES)}")
-    if space in CONFIG_SPACES:
+    from hwlat.nas import get_space
+
+    if get_space(space).arch_input == "config":
         if config is None or archs is not None:
             raise InvalidInputError(f"space '{space}' takes one --config NET.json (not --archs)")
         _predict_config(space, config, device, table, as_json)
@@ -81,15 +79,13 @@ def _predict_config(space: str, config: Path, device: str, table: Path | None,
 
 
 def _predict_archs(space: str, path: Path, device: str, table: Path | None, as_json: bool) -> None:
-    from hwlat.nas.nb201_lut import nb201_latency, read_archs
+    from hwlat.nas import get_space
+    from hwlat.nas.nb201_lut import read_archs
 
     archs = read_archs(path)
     with open_table(table, readonly=True) as store:
-        entries = store.entries(device)
-    if not entries:
-        raise InvalidInputError(f"the table has no entries for device '{device}'; profile it or "
-                                f"fit one with `hwlat lut fit --space {space} --device {device}`")
-    ms = nb201_latency({e.key: e.median_ms for e in entries}, archs)
+        lut = get_space(space).table(store, device)
+        ms = lut.latency(lut.encode(archs))
     if as_json:
         print(json.dumps([{"arch": a, "latency_ms": float(v)} for a, v in zip(archs, ms, strict=True)],
                          indent=1))
@@ -108,23 +104,23 @@ def search(
     table: TableOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Evolutionary search within a latency budget; the objective is a proxy (most MACs)."""
-    from hwlat.nas import OfaLatencyTable
+    """Evolutionary search within a latency budget, in the space asked for; the objective is a
+    proxy (most MACs)."""
+    from hwlat.nas import get_space
     from hwlat.nas.search import run_search
 
-    if space not in SPACES:
-        raise InvalidInputError(f"unknown space '{space}'; known: {', '.join(SPACES)}")
+    spec = get_space(space)
     with open_table(table, readonly=True) as store:
-        lut = OfaLatencyTable(store, device, estimate=estimate)
-    result = run_search(lut, latency_ms, generations, seed)
+        lut = spec.table(store, device, estimate=estimate)
+        result = run_search(lut, latency_ms, generations, seed)
     if as_json:
         print(json.dumps(result.to_json(), indent=1))
         return
-    t = Table("latency ms", "MMACs", "M params", "r", "depths",
-              title=f"Pareto front within {latency_ms:g} ms on {device}")
+    t = Table("latency ms", "MMACs", "M params", "arch",
+              title=f"{space}: Pareto front within {latency_ms:g} ms on {device}")
     for c in result.front:
         t.add_row(f"{c.latency_ms:.4f}", f"{c.macs / 1e6:.1f}", f"{c.params / 1e6:.2f}",
-                  str(c.arch["r"]), str(c.arch["d"]))
+                  lut.describe(c.arch))
     out.print(t)
     b = result.best
     out.print(f"best: {b.latency_ms:.4f} ms, {b.macs / 1e6:.1f} M MACs, {b.params / 1e6:.2f} M params")

@@ -11,7 +11,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hwlat.cli.nas import ARCH_LIST_SPACES
 from hwlat.cli.options import DeviceOpt, KeyOpt, RpcOpt, TableOpt, open_table
 from hwlat.cli.render import energy, err, num, out, scatter, sigs
 from hwlat.errors import InvalidInputError
@@ -391,11 +390,12 @@ def lut_fit(
 ) -> None:
     """Fit a per-kernel table for a new device from whole-model measurements (few-shot)."""
     from hwlat.lut.fewshot import fit_device_table, read_measurements, reference_from_store
+    from hwlat.nas import SPACES, get_space
     from hwlat.nas.nb201_lut import nb201_all_keys, nb201_fit_inputs
 
-    if space not in ARCH_LIST_SPACES:
+    if not get_space(space).fits:
         raise InvalidInputError(f"space '{space}' has no one-line architecture strings; use: "
-                                f"{', '.join(ARCH_LIST_SPACES)}")
+                                f"{', '.join(n for n, s in SPACES.items() if s.fits)}")
     measured = read_measurements(measurements)
     with open_table(table, readonly=False) as store:
         if _is_analytic(reference_device):  # an analytic prior: nothing profiled needed

@@ -1,6 +1,8 @@
 """Neural architecture search support: search spaces that sample architectures as descriptions
-(OFA net configs, ProxylessNAS mobile block choices, NAS-Bench-201 cell strings) for `hwlat.zoo` to build, and batched latency
-queries over a device's table. No torch import here (`hwlat.nas.expected` is the torch part)."""
+(OFA net configs, ProxylessNAS mobile block choices, NAS-Bench-201 cell strings) for `hwlat.zoo`
+to build, and batched latency queries over a device's table; one protocol for the spaces and
+their registry (`SPACES`, `get_space`, hwlat.nas.space). No torch import here
+(`hwlat.nas.expected` is the torch part)."""
 
 from hwlat.nas.ofa_lut import OfaEncoding, OfaLatencyTable, OfaTableIncomplete, ofa_mbv3_kernels
 from hwlat.nas.proxyless import (
@@ -12,6 +14,7 @@ from hwlat.nas.proxyless import (
     sample_proxyless,
 )
 from hwlat.nas.search import EvolutionSearch, MacsObjective, RandomSearch, SearchResult, run_search
+from hwlat.nas.space import SPACES, LatencyTable, Space, get_space
 from hwlat.nas.spaces import (
     NB201_EDGES,
     NB201_OPS,
@@ -28,6 +31,10 @@ from hwlat.nas.spaces import (
 )
 
 __all__ = [
+    "SPACES",
+    "LatencyTable",
+    "Space",
+    "get_space",
     "PROXYLESS_MOBILE",
     "ProxylessLatencyTable",
     "ProxylessSpace",

@@ -1,23 +1,15 @@
 """NAS-Bench-201 cells -> their kernels' keys without exporting, and latency from a table.
 
-`nb201_kernels(arch)` writes down the KernelKeys that `fuse(load(path))` cuts from the cell's
-exported ONNX file (`hwlat.zoo.from_nb201` + `hwlat.export`) without torch and without exporting,
-so a NAS loop or a few-shot fit can use all 15,625 cells (a few ms a cell, cached). It replays, on
-a small graph of the network, what the export does and what `hwlat.graph.fuse` then does; a test
-holds it to real exports (when it was written: 132 cells, 12 chosen and 120 random, all equal).
-
-The export (torch's dynamo exporter and its onnxscript optimizer):
-- BatchNorm is folded into the conv before it (bias); the head's BatchNorm too, when the last
-  cell's output is a conv output nothing else reads;
-- identical ops on the same inputs are merged (common subexpressions): one Relu per value however
-  many ReLU-conv-BN edges leave it, one AveragePool per value, and node 3's first Add is node 2's
-  when their first two inputs are the same values;
-- what depends only on constants is folded: a node with only `none` inputs is zeros, and ops on it
-  are constants; a cell with no path from its input to its output makes the whole network a
-  constant (no kernel at all);
-- what nothing reads is dropped.
-`fuse` then takes, per conv in graph order, the Add that alone reads it (a residual, or a constant
-operand as a bias) and the Relu that alone reads the result; the rest are one-op kernels.
+`nb201_kernels(arch)` gives the KernelKeys that `fuse(load(path))` cuts from the cell's exported
+ONNX file (`hwlat.zoo.from_nb201` + `hwlat.export`) without torch and without exporting, so a
+NAS loop or a few-shot fit can use all 15,625 cells (a few ms a cell, cached): the network is
+built as a Graph (`hwlat.graph.builder`), simplified as the export simplifies it
+(`hwlat.graph.simplify`: BatchNorm folded into the conv before it, the head's too when the last
+cell's output is a conv output nothing else reads; one op per identical op on the same inputs;
+what depends on constants alone folded, so a node with only `none` inputs is zeros and a cell
+with no path from its input to its output makes the whole network a constant, no kernel at all;
+what nothing reads dropped) and cut by the real `hwlat.graph.fuse`. A test holds it to real
+exports on every op of every edge.
 """
 
 from __future__ import annotations
@@ -25,21 +17,27 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from hwlat.errors import HwlatError, InvalidInputError
-from hwlat.graph.ir import AttrValue, TensorSig
+from hwlat.graph.builder import GraphBuilder
+from hwlat.graph.cost import key_cost
+from hwlat.graph.ir import TensorSig
 from hwlat.graph.kernel import KernelKey, KernelKind
 from hwlat.lut.fewshot import OVERHEAD_KEY
-from hwlat.nas.spaces import NB201_EDGES, NB201_NODES, parse_nb201
+from hwlat.lut.predict import MissEstimator
+from hwlat.lut.store import TableStore
+from hwlat.nas.blocks import graph_keys
+from hwlat.nas.ofa_lut import keys_cost
+from hwlat.nas.spaces import NB201_EDGES, NB201_NODES, NB201_OPS, nb201_arch, parse_nb201
 
 __all__ = [
     "NB201_COVERING",
     "NB201_STAGES",
+    "Nb201LatencyTable",
     "Nb201TableIncomplete",
     "nb201_all_keys",
     "nb201_features",
@@ -60,92 +58,19 @@ NB201_STAGES = ((16, 32), (32, 16), (64, 8))  # (channels, feature-map size) of 
 NUM_CLASSES = 10
 _SHOWN = 3
 
-Attrs = tuple[tuple[str, AttrValue], ...]
-
-
-def _conv_attrs(k: int, stride: int) -> Attrs:
-    return (("auto_pad", "NOTSET"), ("dilations", (1, 1)), ("group", 1), ("kernel_shape", (k, k)),
-            ("pads", (k // 2,) * 4), ("strides", (stride, stride)))
-
-
-def _pool_attrs(k: int, stride: int, pad: int, include_pad: int) -> Attrs:
-    return (("auto_pad", "NOTSET"), ("ceil_mode", 0), ("count_include_pad", include_pad),
-            ("kernel_shape", (k, k)), ("pads", (pad,) * 4), ("strides", (stride, stride)))
-
-
-_CELL_POOL = _pool_attrs(3, 1, 1, 0)  # nn.AvgPool2d(3, 1, 1, count_include_pad=False)
-_REDUCE_POOL = _pool_attrs(2, 2, 0, 1)  # the reduction shortcut's nn.AvgPool2d(2, 2)
-_BN = (("epsilon", 1e-05), ("momentum", 0.9))
-_MEAN = (("keepdims", 1), ("noop_with_empty_axes", 0))
-_RESHAPE = (("allowzero", 1),)
-_GEMM = (("alpha", 1.0), ("beta", 1.0), ("transA", 0), ("transB", 1))
-_SINGLE_KIND = {"Relu": KernelKind.ELEMENTWISE, "Add": KernelKind.ELEMENTWISE,
-                "AveragePool": KernelKind.POOL, "BatchNormalization": KernelKind.NORMALIZATION,
-                "ReduceMean": KernelKind.REDUCTION, "Reshape": KernelKind.VIEW,
-                "Gemm": KernelKind.MATMUL}
-
 
 @cache
 def _t(*shape: int, dtype: str = _F32) -> TensorSig:
     return TensorSig(shape, dtype)
 
 
-@dataclass
-class _Node:
-    op: str
-    inputs: tuple[int, ...]  # value ids, weights included, in ONNX input order
-    out: int
-    attrs: Attrs
+def _relu_conv_bn(b: GraphBuilder, x: str, c: int, k: int, stride: int = 1) -> str:
+    return b.batch_norm(b.conv2d(b.relu(x), c, k, stride))
 
 
-class _Net:
-    """The exported graph, built as the export leaves it: folded, merged and pruned."""
-
-    def __init__(self) -> None:
-        self.sigs: list[TensorSig] = []
-        self.const: list[bool] = []
-        self.nodes: list[_Node] = []
-        self.producer: dict[int, int] = {}
-        self._merged: dict[tuple, int] = {}
-
-    def value(self, sig: TensorSig, const: bool) -> int:
-        self.sigs.append(sig)
-        self.const.append(const)
-        return len(self.sigs) - 1
-
-    def op(self, op: str, inputs: Sequence[int], out: TensorSig, attrs: Attrs = (),
-           weights: Sequence[TensorSig] = ()) -> int:
-        ins = (*inputs, *(self.value(w, True) for w in weights))
-        if all(self.const[i] for i in ins):  # constant folding
-            return self.value(out, True)
-        key = (op, ins, attrs)
-        if not weights and key in self._merged:  # common subexpression (weights are unique)
-            return self._merged[key]
-        v = self.value(out, False)
-        self.producer[v] = len(self.nodes)
-        self.nodes.append(_Node(op, ins, v, attrs))
-        self._merged[key] = v
-        return v
-
-    def conv(self, x: int, cout: int, size: int, k: int, stride: int = 1, *, relu: bool = True,
-             bias: bool = True) -> int:
-        """[Relu ->] Conv (BatchNorm folded into its bias)."""
-        cin = self.sigs[x].shape[1]
-        if relu:
-            x = self.op("Relu", (x,), self.sigs[x])
-        out = (size + 2 * (k // 2) - k) // stride + 1
-        weights = (_t(cout, cin, k, k), *((_t(cout),) if bias else ()))
-        return self.op("Conv", (x,), _t(1, cout, out, out), _conv_attrs(k, stride), weights)
-
-    def add_all(self, xs: list[int]) -> int:
-        """`sum(xs[1:], xs[0])`: a chain of Adds."""
-        acc = xs[0]
-        for x in xs[1:]:
-            acc = self.op("Add", (acc, x), self.sigs[acc])
-        return acc
-
-
-def _cell(net: _Net, x: int, ops: tuple[str, ...], c: int, size: int) -> int:
+def _cell(b: GraphBuilder, x: str, ops: tuple[str, ...], c: int, size: int) -> str:
+    """The searched cell: node j sums its incoming edges; `none` edges (Zero) add nothing, and a
+    node with only `none` edges is zeros."""
     nodes = [x]
     for j in range(1, NB201_NODES):
         inputs = []
@@ -155,117 +80,39 @@ def _cell(net: _Net, x: int, ops: tuple[str, ...], c: int, size: int) -> int:
             src = nodes[i]
             if op == "skip_connect":
                 inputs.append(src)
-            elif op == "avg_pool_3x3":
-                inputs.append(net.op("AveragePool", (src,), net.sigs[src], _CELL_POOL))
+            elif op == "avg_pool_3x3":  # nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+                inputs.append(b.avg_pool2d(src, 3, 1, 1, count_include_pad=False))
             else:
-                inputs.append(net.conv(src, c, size, 1 if op == "nor_conv_1x1" else 3))
-        nodes.append(net.add_all(inputs) if inputs else net.value(_t(1, c, size, size), True))
+                inputs.append(_relu_conv_bn(b, src, c, 1 if op == "nor_conv_1x1" else 3))
+        acc = inputs[0] if inputs else b.const(1, c, size, size)
+        for v in inputs[1:]:  # `sum(inputs[1:], inputs[0])`: a chain of Adds
+            acc = b.add(acc, v)
+        nodes.append(acc)
     return nodes[-1]
 
 
-def _reduction(net: _Net, x: int, cout: int, size: int) -> int:
-    cin = net.sigs[x].shape[1]
-    half = size // 2
-    pooled = net.op("AveragePool", (x,), _t(1, cin, half, half), _REDUCE_POOL)
-    shortcut = net.conv(pooled, cout, half, 1, relu=False, bias=False)
-    body = net.conv(net.conv(x, cout, size, 3, 2), cout, half, 3)
-    return net.op("Add", (shortcut, body), net.sigs[body])
+def _reduction(b: GraphBuilder, x: str, cout: int) -> str:
+    """NB201's ResNet reduction block: ReLU-conv-BN 3x3 stride 2, ReLU-conv-BN 3x3, plus a
+    shortcut of AvgPool2d(2, 2) and a 1x1 conv (no bias, no BN)."""
+    shortcut = b.conv2d(b.avg_pool2d(x, 2, 2), cout, 1)
+    body = _relu_conv_bn(b, _relu_conv_bn(b, x, cout, 3, 2), cout, 3)
+    return b.add(shortcut, body)
 
 
-def _network(ops: tuple[str, ...]) -> tuple[_Net, int]:
-    net = _Net()
-    x = net.conv(net.value(_t(1, 3, 32, 32), False), STEM_CHANNELS, 32, 3, relu=False)
+def _network(b: GraphBuilder, ops: tuple[str, ...]) -> str:
+    x = b.batch_norm(b.conv2d(b.input(1, 3, 32, 32), STEM_CHANNELS, 3))
     for s, (c, size) in enumerate(NB201_STAGES):
         if s:
-            x = _reduction(net, x, c, NB201_STAGES[s - 1][1])
+            x = _reduction(b, x, c)
         for _ in range(CELLS_PER_STAGE):
-            x = _cell(net, x, ops, c, size)
-    c, _ = NB201_STAGES[-1]
-    x = net.op("BatchNormalization", (x,), net.sigs[x], _BN, (_t(c),) * 4)
-    x = net.op("Relu", (x,), net.sigs[x])
-    x = net.op("ReduceMean", (x,), _t(1, c, 1, 1), _MEAN, (_t(2, dtype="int64"),))
-    x = net.op("Reshape", (x,), _t(1, c), _RESHAPE, (_t(2, dtype="int64"),))
-    return net, net.op("Gemm", (x,), _t(1, NUM_CLASSES), _GEMM, (_t(NUM_CLASSES, c), _t(NUM_CLASSES)))
-
-
-def _live(net: _Net, output: int) -> list[_Node]:
-    """The nodes the output depends on, in graph order, with the head's BatchNorm folded into a
-    conv that only it reads."""
-    live, todo = set(), [output]
-    while todo:
-        n = net.producer.get(todo.pop())
-        if n is not None and n not in live:
-            live.add(n)
-            todo.extend(net.nodes[n].inputs)
-    nodes = [net.nodes[i] for i in sorted(live)]
-    for bn in nodes:
-        if bn.op != "BatchNormalization":
-            continue
-        src = net.producer.get(bn.inputs[0])
-        readers = [n for n in nodes if bn.inputs[0] in n.inputs]
-        if src is not None and net.nodes[src].op == "Conv" and readers == [bn]:
-            net.nodes[src].out = bn.out
-            net.producer[bn.out] = src
-            nodes.remove(bn)
-        break
-    return nodes
-
-
-def _fuse(net: _Net, nodes: list[_Node], output: int) -> list[KernelKey]:
-    """`hwlat.graph.fuse` on this graph: the conv rule (residual or bias Add, then Relu), the
-    matmul rule (nothing follows the Gemm: it is the output), one-op kernels for the rest."""
-    uses: dict[int, list[_Node]] = {}
-    for n in nodes:
-        for i in n.inputs:
-            uses.setdefault(i, []).append(n)
-    claimed: set[int] = set()
-    groups: list[list[_Node]] = []
-
-    def free_sole_user(v: int) -> _Node | None:
-        users = uses.get(v, [])
-        if v == output or len(users) != 1 or id(users[0]) in claimed:
-            return None
-        return users[0]
-
-    for conv in (n for n in nodes if n.op == "Conv"):
-        taken, out = [conv], conv.out
-        u = free_sole_user(out)
-        if u is not None and u.op == "Add":
-            other = u.inputs[1] if u.inputs[0] == out else u.inputs[0]
-            if net.const[other] or net.sigs[other].shape == net.sigs[out].shape:
-                taken.append(u)
-                out = u.out
-        readers = list({id(n): n for n in uses.get(out, [])}.values())
-        if out != output and len(readers) == 1 and readers[0].op == "Relu" \
-                and id(readers[0]) not in claimed:
-            taken.append(readers[0])
-        claimed.update(id(n) for n in taken)
-        groups.append(taken)
-    groups += [[n] for n in nodes if id(n) not in claimed]
-    return [_key(net, g, uses, output) for g in groups]
-
-
-def _key(net: _Net, group: list[_Node], uses: dict[int, list[_Node]], output: int) -> KernelKey:
-    inside = {n.out for n in group}
-    members = {id(n) for n in group}
-    ext = list(dict.fromkeys(i for n in group for i in n.inputs if i not in inside))
-    exits = [n.out for n in group
-             if n.out == output or any(id(u) not in members for u in uses.get(n.out, []))]
-    anchor = group[0]
-    return KernelKey(
-        kind=KernelKind.CONV if anchor.op == "Conv" else _SINGLE_KIND[anchor.op],
-        ops=tuple(n.op for n in group),
-        inputs=tuple(net.sigs[i] for i in ext if not net.const[i]),
-        outputs=tuple(net.sigs[o] for o in exits),
-        params=tuple(net.sigs[i] for i in ext if net.const[i]),
-        attrs=tuple(sorted(anchor.attrs)),
-    )
+            x = _cell(b, x, ops, c, size)
+    x = b.mean_hw(b.relu(b.batch_norm(x)))
+    return b.linear(b.flatten(x), NUM_CLASSES)
 
 
 @cache
 def _kernels(ops: tuple[str, ...]) -> tuple[KernelKey, ...]:
-    net, output = _network(ops)
-    return tuple(_fuse(net, _live(net, output), output))
+    return graph_keys(lambda b: _network(b, ops))
 
 
 def nb201_kernels(arch: str) -> list[KernelKey]:
@@ -305,8 +152,6 @@ NB201_COVERING = (26, 752, 809, 1383, 3532, 7818)
 
 def nb201_all_keys() -> dict[str, KernelKey]:
     """Every distinct kernel key of the NB201 space, by text."""
-    from hwlat.nas.spaces import nb201_arch
-
     return nb201_space_keys(nb201_arch(i) for i in NB201_COVERING)
 
 
@@ -360,6 +205,122 @@ def nb201_latency(table: Mapping[str, float], archs: Sequence[str]) -> np.ndarra
                 raise Nb201TableIncomplete(sorted(set(missing)))
             total[i] += sum(table[k] for k in texts)
     return total
+
+
+class Nb201LatencyTable:
+    """Latency (ms) of NB201 cells on one device, from its entries in a TableStore (a profiled
+    table, or one `hwlat lut fit` fitted), as `nb201_latency` gives it. A batch is encoded as
+    [N, 6] op indices (one per edge, in the cell string's order, positions in NB201_OPS); each
+    distinct cell's latency is worked out once and kept. Kernel keys the device lacks raise
+    Nb201TableIncomplete, or with `estimate=True` are estimated as `hwlat.lut.predict` estimates
+    them (counted in `estimated`)."""
+
+    space_name, space_title = "nb201", "NAS-Bench-201"
+
+    def __init__(self, store: TableStore, device: str, *, estimate: bool = False):
+        entries = store.entries(device)
+        if not entries:
+            raise InvalidInputError(
+                f"the table has no entries for device '{device}'; profile it or fit one with "
+                f"`hwlat lut fit --space nb201 --device {device}`")
+        self.device, self.space = device, None
+        self._table = {e.key: e.median_ms for e in entries}
+        self._estimator = MissEstimator(store, device) if estimate else None
+        self.estimated = 0
+        self._ms: dict[int, float] = {}
+        self._costs: dict[int, tuple[int, int]] = {}
+        self.gene_choices = np.full(len(NB201_EDGES), len(NB201_OPS))
+        self._radix = len(NB201_OPS) ** np.arange(len(NB201_EDGES) - 1, -1, -1)
+        self._op_index = {op: i for i, op in enumerate(NB201_OPS)}
+
+    def encode(self, archs: Sequence[str]) -> np.ndarray:
+        if isinstance(archs, str):
+            raise InvalidInputError("encode takes a list of cell strings; for one cell use "
+                                    "latency_one(arch) or encode([arch])")
+        out = np.empty((len(archs), len(NB201_EDGES)), dtype=np.uint8)
+        for n, arch in enumerate(archs):
+            try:
+                out[n] = [self._op_index[op] for op in parse_nb201(arch)]
+            except InvalidInputError as e:
+                raise InvalidInputError(f"archs[{n}]: {e}") from None
+        return out
+
+    def decode(self, enc: np.ndarray) -> list[str]:
+        return [nb201_arch(int(i)) for i in self._indices(enc)]
+
+    def sample(self, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
+        rng = np.random.default_rng(rng)
+        return rng.integers(0, len(NB201_OPS), size=(n, len(NB201_EDGES))).astype(np.uint8)
+
+    def _indices(self, enc: np.ndarray) -> np.ndarray:
+        enc = np.asarray(enc)
+        if enc.ndim != 2 or enc.shape[1] != len(NB201_EDGES) or (
+                enc.size and (enc.min() < 0 or enc.max() >= len(NB201_OPS))):
+            raise InvalidInputError(f"NB201 encodings are [N, 6] op indices 0..4, got shape "
+                                    f"{list(enc.shape)}; use encode()")
+        return enc.astype(np.int64) @ self._radix
+
+    def _fill(self, indices: np.ndarray) -> None:
+        new = [int(i) for i in dict.fromkeys(indices.tolist()) if int(i) not in self._ms]
+        if not new:
+            return
+        archs = [nb201_arch(i) for i in new]
+        if self._estimator is not None:
+            for a in archs:
+                for k in nb201_kernels(a):
+                    text = _text(k)
+                    if text not in self._table:
+                        self._table[text] = self._estimator.estimate(k.kind.value, key_cost(k))[0]
+                        self.estimated += 1
+        self._ms.update(zip(new, nb201_latency(self._table, archs).tolist(), strict=True))
+
+    def latency(self, enc: np.ndarray) -> np.ndarray:
+        idx = self._indices(enc)
+        self._fill(idx)
+        return np.array([self._ms[i] for i in idx.tolist()], dtype=float)
+
+    def latency_one(self, arch: str) -> float:
+        return float(self.latency(self.encode([arch]))[0])
+
+    # --- search (the LatencyTable protocol of hwlat.nas.space)
+
+    def genes(self, enc: np.ndarray) -> np.ndarray:
+        return np.asarray(enc, dtype=np.int64)
+
+    def from_genes(self, genes: np.ndarray) -> np.ndarray:
+        return np.asarray(genes, dtype=np.uint8)
+
+    def take(self, enc: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return enc[rows]
+
+    def concat(self, encs: Sequence[np.ndarray]) -> np.ndarray:
+        return np.concatenate(encs) if len(encs) else np.zeros((0, len(NB201_EDGES)), np.uint8)
+
+    def smallest(self) -> tuple[str, float]:
+        """The all-`none` cell: no kernel (the export folds it to a constant), so nothing but
+        the table's overhead entry, and no kernel time is negative."""
+        arch = nb201_arch(0)
+        return arch, self.latency_one(arch)
+
+    def costs(self, enc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = self._indices(enc).tolist()
+        for i in idx:
+            if i not in self._costs:
+                self._costs[i] = keys_cost(nb201_kernels(nb201_arch(i)))
+        out = np.array([self._costs[i] for i in idx], dtype=np.int64).reshape(len(idx), 2)
+        return out[:, 0], out[:, 1]
+
+    def params_bound(self) -> int:
+        """The all-3x3-conv cell's params (the most weights), plus a constant operand the size
+        of a feature map at every node of every cell (zeros a node with only `none` edges
+        feeds on)."""
+        conv3 = "|{0}~0|+|{0}~0|{0}~1|+|{0}~0|{0}~1|{0}~2|".format("nor_conv_3x3")
+        zeros = sum(CELLS_PER_STAGE * (NB201_NODES - 1) * c * size * size
+                    for c, size in NB201_STAGES)
+        return keys_cost(nb201_kernels(conv3))[1] + zeros
+
+    def describe(self, arch: str) -> str:
+        return f"cell {arch}"
 
 
 def read_archs(path: Path | str) -> list[str]:

@@ -1,13 +1,11 @@
 """OFA MobileNetV3 archs -> their kernels' keys without exporting, and a dense table of latencies.
 
-`ofa_mbv3_kernels(arch)` writes down the KernelKeys that `fuse(load(path))` cuts from the arch's
-exported ONNX file, from channel counts and feature-map sizes alone, so a NAS loop can query a
-table that `hwlat profile` filled, with neither torch nor onnx. It mirrors two conventions, and a
-test holds it to real exports: `hwlat.export`'s (torch's dynamo exporter folds BatchNorm into
-the conv's bias, and the zoo's zero-initialised biases, of the squeeze-excite convs and the
-classifier, do not appear in the file; `x.mean((2, 3))` is a ReduceMean with its axes as an int64
-input; `flatten` a Reshape; the classifier a Gemm) and `hwlat.graph.fuse`'s (a conv with its residual Add and its
-activation is one kernel; squeeze-excite is ReduceMean, conv + Relu, conv + HardSigmoid, Mul).
+`ofa_mbv3_kernels(arch)` gives the KernelKeys that `fuse(load(path))` cuts from the arch's
+exported ONNX file, so a NAS loop can query a table that `hwlat profile` filled, with neither
+torch nor onnx: each block (stem and first block, every searchable block choice, the head) is
+built as a Graph the way the zoo writes it (`hwlat.nas.blocks`), simplified as torch's exporter
+simplifies it and cut by the real `hwlat.graph.fuse`; a test holds the keys to real exports on
+every choice of every block.
 
 `OfaLatencyTable` looks up every key the space can produce once and keeps, per resolution, block
 position and (kernel size, expand ratio), the sum of that block's kernel medians in a dense
@@ -25,10 +23,10 @@ import numpy as np
 
 from hwlat.errors import HwlatError, InvalidInputError
 from hwlat.graph.cost import key_cost
-from hwlat.graph.ir import AttrValue, TensorSig
-from hwlat.graph.kernel import KernelKey, KernelKind
+from hwlat.graph.kernel import KernelKey
 from hwlat.lut.predict import MissEstimator
 from hwlat.lut.store import TableStore
+from hwlat.nas.blocks import conv_bn, graph_keys, inverted_residual, out_size
 from hwlat.nas.spaces import OFA_MBV3, OFAMobileNetV3Space, make_divisible
 
 __all__ = [
@@ -38,87 +36,36 @@ __all__ = [
     "block_kernels",
     "fixed_kernels",
     "key_cost",
+    "keys_cost",
     "ofa_mbv3_kernels",
 ]
 
-_F32 = "float32"
-_ACT_OPS = {"relu": "Relu", "h_swish": "HardSwish", "h_sigmoid": "HardSigmoid"}
 _SHOWN = 3  # missing keys quoted per error
 _CHUNK = 4096  # archs per gather in `latency`: its temporaries stay in the core's L2 cache
 
 
 # --- keys --------------------------------------------------------------------------------------
 
-def _t(*shape: int, dtype: str = _F32) -> TensorSig:
-    return TensorSig(tuple(shape), dtype)
-
-
-def _out_size(size: int, k: int, stride: int) -> int:
-    return (size + 2 * (k // 2) - k) // stride + 1  # 'same' padding, as the zoo's ConvBNAct pads
-
-
-def _conv_attrs(k: int, stride: int, groups: int) -> tuple[tuple[str, AttrValue], ...]:
-    # the Conv node's attributes as the dynamo exporter writes them (sorted, as loading sorts them)
-    return (("auto_pad", "NOTSET"), ("dilations", (1, 1)), ("group", groups),
-            ("kernel_shape", (k, k)), ("pads", (k // 2,) * 4), ("strides", (stride, stride)))
-
-
-def _conv(cin: int, cout: int, size: int, k: int = 1, stride: int = 1, groups: int = 1,
-          act: str | None = None, *, bias: bool = True, residual: bool = False) -> KernelKey:
-    """Conv (BatchNorm folded into its bias) [+ residual Add] [+ activation]: one kernel."""
-    out = _out_size(size, k, stride)
-    y = _t(1, cout, out, out)
-    return KernelKey(
-        kind=KernelKind.CONV,
-        ops=("Conv", *(("Add",) if residual else ()), *((_ACT_OPS[act],) if act else ())),
-        inputs=(_t(1, cin, size, size), *((y,) if residual else ())),
-        outputs=(y,),
-        params=(_t(cout, cin // groups, k, k), *((_t(cout),) if bias else ())),
-        attrs=_conv_attrs(k, stride, groups),
-    )
-
-
-def _mean(channels: int, size: int) -> KernelKey:
-    """x.mean((2, 3), keepdim=True): opset 18 takes the axes as an input."""
-    return KernelKey(KernelKind.REDUCTION, ("ReduceMean",), (_t(1, channels, size, size),),
-                     (_t(1, channels, 1, 1),), (_t(2, dtype="int64"),),
-                     (("keepdims", 1), ("noop_with_empty_axes", 0)))
-
-
-def _block(cin: int, cout: int, size: int, k: int, stride: int, mid: int, act: str, se: bool,
-           expand: bool) -> list[KernelKey]:
-    """The zoo's InvertedResidual: [1x1 expand] -> kxk depthwise -> [SE] -> 1x1 project [+ x]."""
-    keys = [_conv(cin, mid, size, act=act)] if expand else []
-    keys.append(_conv(mid, mid, size, k, stride, mid, act))
-    out = _out_size(size, k, stride)
-    if se:
-        squeeze = make_divisible(mid // 4)
-        x, gate = _t(1, mid, out, out), _t(1, mid, 1, 1)
-        keys += [
-            _mean(mid, out),
-            _conv(mid, squeeze, 1, act="relu", bias=False),
-            _conv(squeeze, mid, 1, act="h_sigmoid", bias=False),
-            KernelKey(KernelKind.ELEMENTWISE, ("Mul",), (x, gate), (x,), (), ()),
-        ]
-    keys.append(_conv(mid, cout, out, residual=stride == 1 and cin == cout))
-    return keys
-
-
 def _sizes(space: OFAMobileNetV3Space, r: int) -> tuple[int, tuple[int, ...]]:
     """Feature-map size after the stem, and at the input of each stage."""
-    size = _out_size(r, 3, 2)
+    size = out_size(r, 3, 2)
     stem, stages = size, []
     for stride in space.strides:
         stages.append(size)
-        size = _out_size(size, 3, stride)  # every odd kernel gives the same size
+        size = out_size(size, 3, stride)  # every odd kernel gives the same size
     return stem, tuple(stages)
+
+
+def _se(space: OFAMobileNetV3Space, s: int, mid: int) -> int | None:
+    return make_divisible(mid // 4) if space.se[s] else None
 
 
 @cache
 def block_kernels(r: int, pos: int, k: int, e: int,
                   space: OFAMobileNetV3Space = OFA_MBV3) -> tuple[KernelKey, ...]:
     """Kernels of block `pos` (= 4 * stage + index in stage) with kernel size k and expand ratio e
-    at input resolution r, whatever the rest of the arch."""
+    at input resolution r, whatever the rest of the arch: the zoo's InvertedResidual built as a
+    Graph and cut by `fuse`."""
     s, i = divmod(pos, space.max_depth)
     w = space.widths
     cin = space.stage_widths[s] if i else (space.stage_widths[s - 1] if s else w[1])
@@ -126,34 +73,41 @@ def block_kernels(r: int, pos: int, k: int, e: int,
     stride = space.strides[s] if i == 0 else 1
     size = _sizes(space, r)[1][s]
     if i:
-        size = _out_size(size, 3, space.strides[s])
+        size = out_size(size, 3, space.strides[s])
     mid = make_divisible(round(cin * e), 8)
-    return tuple(_block(cin, cout, size, k, stride, mid, space.acts[s], space.se[s], True))
+    return _block_keys(cin, cout, size, k, stride, mid, space.acts[s], _se(space, s, mid))
 
 
-def _front(r: int, space: OFAMobileNetV3Space) -> list[KernelKey]:
+@cache
+def _block_keys(cin: int, cout: int, size: int, k: int, stride: int, mid: int, act: str,
+                se: int | None) -> tuple[KernelKey, ...]:
+    """One InvertedResidual's keys; blocks of the same shape (the later blocks of a stage, deep
+    stages at neighbouring resolutions) are built once."""
+    return graph_keys(lambda b: inverted_residual(b, b.input(1, cin, size, size), cout, k, stride,
+                                                  mid, act, se=se))
+
+
+def _front(r: int, space: OFAMobileNetV3Space) -> tuple[KernelKey, ...]:
     """Stem and the fixed first block (expand 1, k3, identity shortcut)."""
     w = space.widths
-    stem = _out_size(r, 3, 2)
-    return [_conv(3, w[0], r, 3, 2, act="h_swish"),
-            *_block(w[0], w[1], stem, 3, 1, w[0], space.acts[0], False, expand=False)]
+
+    def make(b):
+        x = conv_bn(b, b.input(1, 3, r, r), w[0], 3, 2, act="h_swish")
+        return inverted_residual(b, x, w[1], 3, 1, w[0], space.acts[0], expand=False)
+    return graph_keys(make)
 
 
-def _head(r: int, space: OFAMobileNetV3Space) -> list[KernelKey]:
-    """Final expand, global pool, feature mix (no BN, no bias), flatten, classifier."""
-    w, classes = space.widths, space.n_classes
-    stages = _sizes(space, r)[1]
-    size = _out_size(stages[-1], 3, space.strides[-1])
-    return [
-        _conv(space.stage_widths[-1], w[7], size, act="h_swish"),
-        _mean(w[7], size),
-        _conv(w[7], w[8], 1, act="h_swish", bias=False),
-        KernelKey(KernelKind.VIEW, ("Reshape",), (_t(1, w[8], 1, 1),), (_t(1, w[8]),),
-                  (_t(2, dtype="int64"),), (("allowzero", 1),)),
-        KernelKey(KernelKind.MATMUL, ("Gemm",), (_t(1, w[8]),), (_t(1, classes),),
-                  (_t(classes, w[8]),),
-                  (("alpha", 1.0), ("beta", 1.0), ("transA", 0), ("transB", 1))),
-    ]
+def _head(r: int, space: OFAMobileNetV3Space) -> tuple[KernelKey, ...]:
+    """Final expand, global pool, feature mix (no BN; its zero bias left out), flatten,
+    classifier (its zero bias left out)."""
+    w = space.widths
+    size = out_size(_sizes(space, r)[1][-1], 3, space.strides[-1])
+
+    def make(b):
+        x = conv_bn(b, b.input(1, space.stage_widths[-1], size, size), w[7], act="h_swish")
+        x = b.hardswish(b.conv2d(b.mean_hw(x), w[8]))
+        return b.linear(b.flatten(x), space.n_classes, bias=False)
+    return graph_keys(make)
 
 
 @cache
@@ -166,12 +120,14 @@ def ofa_mbv3_kernels(arch: Any, space: OFAMobileNetV3Space = OFA_MBV3) -> list[K
     """The kernel keys `fuse(load(...))` cuts from the exported arch, in the model's order."""
     arch = space.validate(arch)
     r = arch["r"]
-    keys = _front(r, space)
+    fixed = fixed_kernels(r, space)
+    n_front = len(_front(r, space))
+    keys = list(fixed[:n_front])
     for s, depth in enumerate(arch["d"]):
         for i in range(depth):
             j = s * space.max_depth + i
             keys += block_kernels(r, j, arch["ks"][j], arch["e"][j], space)
-    return keys + _head(r, space)
+    return keys + list(fixed[n_front:])
 
 
 # --- the dense table ---------------------------------------------------------------------------
@@ -393,6 +349,101 @@ class OfaLatencyTable:
                 f"resolution {r!r} is not in this table (built for {_ranges(self.resolutions)})"
             )
         return self.resolutions.index(r)
+
+
+    # --- what `hwlat.nas.search` needs (the LatencyTable protocol of hwlat.nas.space)
+
+    space_name, space_title = "ofa-mbv3", "OFA MobileNetV3"
+
+    @property
+    def gene_choices(self) -> np.ndarray:
+        """Genes: 20 kernel indices, 20 expand indices, 5 depth indices, 1 resolution index."""
+        sp = self.space
+        return np.array([len(sp.kernel_sizes)] * sp.n_blocks + [len(sp.expand_ratios)] * sp.n_blocks
+                        + [len(sp.depths)] * sp.n_stages + [len(self.resolutions)])
+
+    def genes(self, enc: OfaEncoding) -> np.ndarray:
+        sp = self.space
+        depth = enc.active.reshape(len(enc.active), sp.n_stages, -1).sum(axis=2)
+        return np.hstack([enc.k_idx, enc.e_idx, self._d_lut[depth],
+                          enc.r_idx[:, None]]).astype(np.int64)
+
+    def from_genes(self, genes: np.ndarray) -> OfaEncoding:
+        nb, ns = self.space.n_blocks, self.space.n_stages
+        d = self._depths[genes[:, 2 * nb:2 * nb + ns]]
+        active = np.repeat(d, self.space.max_depth, axis=1) > self._in_stage
+        return OfaEncoding(genes[:, -1].astype(np.int16), genes[:, :nb].astype(np.uint8),
+                           genes[:, nb:2 * nb].astype(np.uint8), active)
+
+    def take(self, enc: OfaEncoding, rows: np.ndarray) -> OfaEncoding:
+        return OfaEncoding(*(a[rows] for a in enc))
+
+    def concat(self, encs: Sequence[OfaEncoding]) -> OfaEncoding:
+        return OfaEncoding(*(np.concatenate(parts) for parts in zip(*encs, strict=True)))
+
+    def smallest(self) -> tuple[dict, float]:
+        """Per resolution, each block's cheapest (k, e) and each stage's cheapest depth; exact,
+        with no sampling."""
+        sp = self.space
+        n_r, n_e = len(self.resolutions), len(sp.expand_ratios)
+        flat = self.block_ms.reshape(n_r, sp.n_blocks, -1)  # [R, 20, K*E]
+        choice = flat.argmin(axis=2)
+        per_block = flat.min(axis=2).reshape(n_r, sp.n_stages, sp.max_depth)
+        stage_ms = np.cumsum(per_block, axis=2)[:, :, np.array(sp.depths) - 1]  # [R, S, depth]
+        d_idx = stage_ms.argmin(axis=2)
+        ri = int((self.fixed_ms + stage_ms.min(axis=2).sum(axis=1)).argmin())
+        arch = {"ks": [sp.kernel_sizes[c // n_e] for c in choice[ri].tolist()],
+                "e": [sp.expand_ratios[c % n_e] for c in choice[ri].tolist()],
+                "d": [sp.depths[i] for i in d_idx[ri].tolist()], "r": self.resolutions[ri]}
+        # the latency as the batched query sums it, so the budget check agrees to the last bit
+        return arch, float(self.latency(self.encode([arch]))[0])
+
+    def _cost_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """[resolution, block, choice (+1 spare column of zeros for inactive blocks), macs/params]
+        and [resolution, macs/params] of the fixed part, from the kernel keys, built once."""
+        if getattr(self, "_costs", None) is None:
+            sp, res = self.space, self.resolutions
+            choices = [(ki * len(sp.expand_ratios) + ei, k, e)
+                       for ki, k in enumerate(sp.kernel_sizes)
+                       for ei, e in enumerate(sp.expand_ratios)]
+            dense = np.zeros((len(res), sp.n_blocks, len(choices) + 1, 2), dtype=np.int64)
+            seen: dict = {}  # the space's ~24,000 block kernels are ~2,000 distinct keys
+            for ri, r in enumerate(res):
+                for j in range(sp.n_blocks):
+                    for c, k, e in choices:
+                        dense[ri, j, c] = keys_cost(block_kernels(r, j, k, e, sp), seen)
+            fixed = np.array([keys_cost(fixed_kernels(r, sp), seen) for r in res], dtype=np.int64)
+            self._costs = (dense, fixed)
+        return self._costs
+
+    def costs(self, enc: OfaEncoding) -> tuple[np.ndarray, np.ndarray]:
+        """(MACs, params) of every encoded arch, int64."""
+        dense, fixed = self._cost_arrays()
+        choice = np.where(enc.active, enc.k_idx.astype(np.intp) * len(self.space.expand_ratios)
+                          + enc.e_idx, self._inactive)
+        r = enc.r_idx.astype(np.intp)
+        total = dense[r[:, None], np.arange(choice.shape[1]), choice].sum(axis=1)
+        total += fixed[r]
+        return total[:, 0], total[:, 1]
+
+    def params_bound(self) -> int:
+        dense, fixed = self._cost_arrays()
+        return int(fixed[:, 1].max() + dense[..., 1].max(axis=2).sum(axis=1).max())
+
+    def describe(self, arch: dict) -> str:
+        return f"resolution {arch['r']}, depths {arch['d']}"
+
+
+def keys_cost(keys, seen: dict | None = None) -> tuple[int, int]:
+    """(MACs, params) summed over kernel keys (`key_cost`); `seen` caches each key's."""
+    seen = {} if seen is None else seen
+    macs = params = 0
+    for k in keys:
+        if k not in seen:
+            c = key_cost(k)
+            seen[k] = (c.macs or 0, c.params or 0)
+        macs, params = macs + seen[k][0], params + seen[k][1]
+    return macs, params
 
 
 def _by_value(choices: Sequence[int], values: list) -> list:

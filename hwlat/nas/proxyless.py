@@ -13,8 +13,9 @@ MBConvs are 1x1 expand, kxk depthwise, 1x1 project (ReLU6 after the first two), 
 
 An architecture is `{"ops": [21 choice names], "r": int}`. `proxyless_config` writes it as
 OFA's `ProxylessNASNets` net config, which `hwlat.zoo.from_ofa_config` builds;
-`proxyless_kernels` writes down the kernel keys that `fuse(load(path))` cuts from its export
-without exporting (a test holds the two equal); `ProxylessLatencyTable` answers batches of
+`proxyless_kernels` gives the kernel keys that `fuse(load(path))` cuts from its export
+without exporting, each block built as a Graph and cut by the real `fuse` (a test holds the two
+equal on every block choice); `ProxylessLatencyTable` answers batches of
 encoded archs with one gather and one sum.
 """
 
@@ -28,11 +29,13 @@ from typing import Any
 import numpy as np
 
 from hwlat.errors import InvalidInputError
+from hwlat.graph.builder import GraphBuilder
 from hwlat.graph.cost import key_cost
-from hwlat.graph.kernel import KernelKey, KernelKind
+from hwlat.graph.kernel import KernelKey
 from hwlat.lut.predict import MissEstimator
 from hwlat.lut.store import TableStore
-from hwlat.nas.ofa_lut import OfaTableIncomplete, _conv, _mean, _out_size, _t
+from hwlat.nas.blocks import conv_bn, graph_keys, inverted_residual, out_size
+from hwlat.nas.ofa_lut import OfaTableIncomplete, keys_cost
 
 __all__ = [
     "PROXYLESS_MOBILE",
@@ -178,70 +181,73 @@ def proxyless_config(arch: Any, space: ProxylessSpace = PROXYLESS_MOBILE) -> dic
 
 # --- kernel keys -----------------------------------------------------------------------------
 
-def _relu6(key: KernelKey) -> KernelKey:
-    """ReLU6 exports as Clip with its bounds as two float scalars, which the kernel keeps."""
-    return KernelKey(key.kind, (*key.ops, "Clip"), key.inputs, key.outputs,
-                     (*key.params, _t(), _t()), key.attrs)
-
-
-def _mbconv(cin: int, cout: int, size: int, k: int, stride: int, e: int) -> list[KernelKey]:
-    mid = round(cin * e)
-    keys = [_relu6(_conv(cin, mid, size))] if e != 1 else []
-    keys.append(_relu6(_conv(mid, mid, size, k, stride, mid)))
-    out = _out_size(size, k, stride)
-    keys.append(_conv(mid, cout, out, residual=stride == 1 and cin == cout))
-    return keys
+def _mbconv(b: GraphBuilder, x: str, cout: int, k: int, stride: int, e: int) -> str:
+    """MBInvertedConvLayer (relu6, middle channels round(in * e), no expand conv at e = 1) with
+    the identity shortcut at stride 1 with equal widths."""
+    return inverted_residual(b, x, cout, k, stride, round(b.shape(x)[1] * e), "relu6",
+                             expand=e != 1)
 
 
 def _sizes(space: ProxylessSpace, r: int) -> tuple[int, ...]:
     """Input feature-map size of each searchable block."""
-    size = _out_size(r, 3, 2)  # the first block keeps the stem's size
+    size = out_size(r, 3, 2)  # the first block keeps the stem's size
     out = []
     for _, _, stride in space.blocks:
         out.append(size)
-        size = _out_size(size, 3, stride)
+        size = out_size(size, 3, stride)
     return tuple(out)
 
 
 @cache
 def block_kernels(r: int, j: int, op: str, space: ProxylessSpace = PROXYLESS_MOBILE
                   ) -> tuple[KernelKey, ...]:
-    """Kernels of searchable block j with choice `op` at resolution r (none for `zero`)."""
+    """Kernels of searchable block j with choice `op` at resolution r (none for `zero`), from
+    the block built as a Graph and cut by `fuse`."""
     if op == ZERO:
         return ()
     cin, cout, stride = space.blocks[j]
     k, e = _parse_choice(op)
-    return tuple(_mbconv(cin, cout, _sizes(space, r)[j], k, stride, e))
+    return _block_keys(cin, cout, _sizes(space, r)[j], k, stride, e)
+
+
+@cache
+def _block_keys(cin: int, cout: int, size: int, k: int, stride: int, e: int
+                ) -> tuple[KernelKey, ...]:
+    """One MBConv's keys; blocks of the same shape are built once."""
+    return graph_keys(lambda b: _mbconv(b, b.input(1, cin, size, size), cout, k, stride, e))
+
+
+def _front(r: int, space: ProxylessSpace) -> tuple[KernelKey, ...]:
+    def make(b):
+        x = conv_bn(b, b.input(1, 3, r, r), space.first_conv, 3, 2, act="relu6")
+        return _mbconv(b, x, space.first_block, 3, 1, 1)
+    return graph_keys(make)
+
+
+def _head(r: int, space: ProxylessSpace) -> tuple[KernelKey, ...]:
+    """Feature mix, global pool, flatten, classifier (its zero bias left out)."""
+    last = out_size(_sizes(space, r)[-1], 3, space.blocks[-1][2])
+
+    def make(b):
+        x = conv_bn(b, b.input(1, space.widths[-1], last, last), space.feature_mix, act="relu6")
+        return b.linear(b.flatten(b.mean_hw(x)), space.n_classes, bias=False)
+    return graph_keys(make)
 
 
 @cache
 def fixed_kernels(r: int, space: ProxylessSpace = PROXYLESS_MOBILE) -> tuple[KernelKey, ...]:
     """Stem, the fixed first block and the head, which every arch at resolution r runs."""
-    stem = _out_size(r, 3, 2)
-    last = _sizes(space, r)[-1]
-    last = _out_size(last, 3, space.blocks[-1][2])
-    mix, classes = space.feature_mix, space.n_classes
-    return (
-        _relu6(_conv(3, space.first_conv, r, 3, 2)),
-        *_mbconv(space.first_conv, space.first_block, stem, 3, 1, 1),
-        _relu6(_conv(space.widths[-1], mix, last)),
-        _mean(mix, last),
-        KernelKey(KernelKind.VIEW, ("Reshape",), (_t(1, mix, 1, 1),), (_t(1, mix),),
-                  (_t(2, dtype="int64"),), (("allowzero", 1),)),
-        KernelKey(KernelKind.MATMUL, ("Gemm",), (_t(1, mix),), (_t(1, classes),),
-                  (_t(classes, mix),), (("alpha", 1.0), ("beta", 1.0), ("transA", 0), ("transB", 1))),
-    )
+    return (*_front(r, space), *_head(r, space))
 
 
 def proxyless_kernels(arch: Any, space: ProxylessSpace = PROXYLESS_MOBILE) -> list[KernelKey]:
     """The kernel keys `fuse(load(...))` cuts from the exported arch, in the model's order."""
     arch = space.validate(arch)
     r = arch["r"]
-    fixed = fixed_kernels(r, space)
-    keys = list(fixed[:3])
+    keys = list(_front(r, space))
     for j, op in enumerate(arch["ops"]):
         keys += block_kernels(r, j, op, space)
-    return keys + list(fixed[3:])
+    return keys + list(_head(r, space))
 
 
 # --- the dense table -------------------------------------------------------------------------
@@ -309,6 +315,70 @@ class ProxylessLatencyTable:
 
     def latency_one(self, arch: dict) -> float:
         return float(self.latency(self.encode([arch]))[0])
+
+
+    # --- batches and search (the LatencyTable protocol of hwlat.nas.space)
+
+    space_name, space_title = "proxyless-mobile", "ProxylessNAS mobile"
+
+    @property
+    def gene_choices(self) -> np.ndarray:
+        """One gene per block: its choice index; `zero` (the last) only where it may be skipped."""
+        n = len(self.space.choices)
+        return np.array([n if self.space.skippable(j) else n - 1
+                         for j in range(self.space.n_blocks)])
+
+    def decode(self, choice_idx: np.ndarray) -> list[dict]:
+        choices = self.space.choices
+        return [{"ops": [choices[c] for c in row], "r": self.resolution}
+                for row in np.asarray(choice_idx).tolist()]
+
+    def sample(self, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
+        """n random archs, encoded: every block's choice uniform over those it allows."""
+        rng = np.random.default_rng(rng)
+        return rng.integers(0, self.gene_choices, size=(n, self.space.n_blocks)).astype(np.uint8)
+
+    def genes(self, choice_idx: np.ndarray) -> np.ndarray:
+        return np.asarray(choice_idx, dtype=np.int64)
+
+    def from_genes(self, genes: np.ndarray) -> np.ndarray:
+        return np.asarray(genes, dtype=np.uint8)
+
+    def take(self, choice_idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return choice_idx[rows]
+
+    def concat(self, encs: Sequence[np.ndarray]) -> np.ndarray:
+        return np.concatenate(encs) if len(encs) else np.zeros((0, self.space.n_blocks), np.uint8)
+
+    def smallest(self) -> tuple[dict, float]:
+        """Each block's cheapest allowed choice: exact."""
+        allowed = np.arange(len(self.space.choices)) < self.gene_choices[:, None]
+        choice = np.where(allowed, self.block_ms, np.inf).argmin(axis=1)
+        arch = self.decode(choice[None])[0]
+        return arch, float(self.latency(choice[None])[0])
+
+    def _cost_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if getattr(self, "_costs", None) is None:
+            seen: dict = {}
+            dense = np.array([[keys_cost(block_kernels(self.resolution, j, op, self.space), seen)
+                               for op in self.space.choices] for j in range(self.space.n_blocks)],
+                             dtype=np.int64)
+            fixed = np.array(keys_cost(fixed_kernels(self.resolution, self.space), seen),
+                             dtype=np.int64)
+            self._costs = (dense, fixed)
+        return self._costs
+
+    def costs(self, choice_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dense, fixed = self._cost_arrays()
+        total = dense[self._rows, np.asarray(choice_idx, dtype=np.intp)].sum(axis=1) + fixed
+        return total[:, 0], total[:, 1]
+
+    def params_bound(self) -> int:
+        dense, fixed = self._cost_arrays()
+        return int(fixed[1] + dense[..., 1].max(axis=1).sum())
+
+    def describe(self, arch: dict) -> str:
+        return f"resolution {arch['r']}"
 
 
 def proxyless_latency(store: TableStore, device: str, arch: Any,

@@ -1,9 +1,10 @@
-"""Latency-constrained search over OFA MobileNetV3 subnets: an ask/tell interface, OFA's evolution,
+"""Latency-constrained search over any space of `hwlat.nas.SPACES` (OFA MobileNetV3 subnets,
+ProxylessNAS mobile archs, NB201 cells): an ask/tell interface, OFA's evolution,
 random sampling as the baseline, and `run_search`, which drives any of them against a table.
 
 A searcher proposes archs (`ask`), the driver scores them with an objective and reports the
 scores back (`tell`); the latency constraint is the searcher's, checked in batches with
-`OfaLatencyTable.latency`. No accuracy predictor ships with hwlat, so the default objective is a
+the table's `latency`. No accuracy predictor ships with hwlat, so the default objective is a
 proxy: the subnet's MACs (the larger subnet of the space under the same latency), params
 breaking ties. Pass any `objective(archs) -> np.ndarray` (higher is better) to search for
 something else, such as an accuracy predictor's output. No torch here.
@@ -17,13 +18,12 @@ import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from hwlat.errors import InvalidInputError
-from hwlat.graph.cost import key_cost
-from hwlat.nas.ofa_lut import OfaEncoding, OfaLatencyTable, block_kernels, fixed_kernels
+from hwlat.nas.space import LatencyTable
 
 __all__ = [
     "Candidate",
@@ -42,7 +42,7 @@ _TRIES = 100  # proposals per slot before a slot falls back to an arch known to 
 
 
 class Searcher(Protocol):
-    """What `run_search` drives. `ask(n)` proposes up to n archs (OFA arch dicts); `tell` gets
+    """What `run_search` drives. `ask(n)` proposes up to n archs (the space's); `tell` gets
     them back with their objective values, in the same order."""
 
     population_size: int  # archs asked for per generation
@@ -52,82 +52,39 @@ class Searcher(Protocol):
     def tell(self, archs: Sequence[dict], objectives: np.ndarray) -> None: ...
 
 
-SearcherFactory = Callable[[OfaLatencyTable, float, np.random.Generator], Searcher]
+SearcherFactory = Callable[[LatencyTable, float, np.random.Generator], Searcher]
 
 
 # --- the proxy objective -----------------------------------------------------------------------
 
 class MacsObjective:
     """A subnet's MACs, with params breaking ties: the default objective, a proxy for accuracy
-    (hwlat ships no accuracy predictor). Per-block MACs and params are precomputed from the
-    kernel keys (`key_cost`), laid out as the latency table lays out its milliseconds."""
+    (hwlat ships no accuracy predictor). The table gives them (`costs`), from its kernel keys."""
 
     name = "MACs (accuracy proxy: larger subnet under the same latency; params break ties)"
 
-    def __init__(self, table: OfaLatencyTable):
-        sp, res = table.space, table.resolutions
-        self.table, n_e = table, len(sp.expand_ratios)
-        choices = [(ki * n_e + ei, k, e) for ki, k in enumerate(sp.kernel_sizes)
-                   for ei, e in enumerate(sp.expand_ratios)]
-        # [resolution, block, choice (+1 spare column of zeros for inactive blocks), macs/params]
-        dense = np.zeros((len(res), sp.n_blocks, len(choices) + 1, 2), dtype=np.int64)
-        seen: dict = {}  # the space's ~24,000 block kernels are ~2,000 distinct keys
-        for ri, r in enumerate(res):
-            for j in range(sp.n_blocks):
-                for c, k, e in choices:
-                    dense[ri, j, c] = _cost(block_kernels(r, j, k, e, sp), seen)
-        self._dense = dense
-        self._fixed = np.array([_cost(fixed_kernels(r, sp), seen) for r in res], dtype=np.int64)
-        self._inactive, self._n_e = len(choices), n_e
-        bound = int(self._fixed[:, 1].max() + dense[..., 1].max(axis=2).sum(axis=1).max())
-        self._tie = 2.0 ** -math.ceil(math.log2(bound + 1))  # params * _tie < 1: a pure tiebreak
+    def __init__(self, table: LatencyTable):
+        self.table = table
+        # params * _tie < 1: a pure tiebreak
+        self._tie = 2.0 ** -math.ceil(math.log2(table.params_bound() + 1))
 
-    def costs(self, enc: OfaEncoding) -> tuple[np.ndarray, np.ndarray]:
+    def costs(self, enc) -> tuple[np.ndarray, np.ndarray]:
         """(MACs, params) of every encoded arch, int64."""
-        choice = np.where(enc.active, enc.k_idx.astype(np.intp) * self._n_e + enc.e_idx,
-                          self._inactive)
-        r = enc.r_idx.astype(np.intp)
-        total = self._dense[r[:, None], np.arange(choice.shape[1]), choice].sum(axis=1)
-        total += self._fixed[r]
-        return total[:, 0], total[:, 1]
+        return self.table.costs(enc)
 
-    def __call__(self, archs: list[dict]) -> np.ndarray:
+    def __call__(self, archs: list) -> np.ndarray:
         macs, params = self.costs(self.table.encode(archs))
         return macs + params * self._tie
 
 
-def _cost(keys, seen: dict) -> tuple[int, int]:
-    """(MACs, params) summed over keys; `seen` caches each key's."""
-    macs = params = 0
-    for k in keys:
-        if k not in seen:
-            c = key_cost(k)
-            seen[k] = (c.macs, c.params)
-        macs, params = macs + seen[k][0], params + seen[k][1]
-    return macs, params
-
-
 # --- the budget ----------------------------------------------------------------------------------
 
-def smallest_subnet(table: OfaLatencyTable) -> tuple[dict, float]:
-    """The arch with the lowest latency on the table, and that latency (ms): per resolution, each
-    block's cheapest (k, e) and each stage's cheapest depth; exact, with no sampling."""
-    sp = table.space
-    n_r, n_e = len(table.resolutions), len(sp.expand_ratios)
-    flat = table.block_ms.reshape(n_r, sp.n_blocks, -1)  # [R, 20, K*E]
-    choice = flat.argmin(axis=2)
-    per_block = flat.min(axis=2).reshape(n_r, sp.n_stages, sp.max_depth)
-    stage_ms = np.cumsum(per_block, axis=2)[:, :, np.array(sp.depths) - 1]  # [R, S, depth]
-    d_idx = stage_ms.argmin(axis=2)
-    ri = int((table.fixed_ms + stage_ms.min(axis=2).sum(axis=1)).argmin())
-    arch = {"ks": [sp.kernel_sizes[c // n_e] for c in choice[ri].tolist()],
-            "e": [sp.expand_ratios[c % n_e] for c in choice[ri].tolist()],
-            "d": [sp.depths[i] for i in d_idx[ri].tolist()], "r": table.resolutions[ri]}
-    # the latency as the batched query sums it, so the budget check agrees to the last bit
-    return arch, float(table.latency(table.encode([arch]))[0])
+def smallest_subnet(table: LatencyTable) -> tuple[Any, float]:
+    """The arch with the lowest latency on the table, and that latency (ms), exact."""
+    return table.smallest()
 
 
-def _check_budget(table: OfaLatencyTable, latency_ms: float) -> tuple[float, dict]:
+def _check_budget(table: LatencyTable, latency_ms: float) -> tuple[float, Any]:
     """The budget as a float, and the smallest subnet (which fits it)."""
     if isinstance(latency_ms, bool) or not isinstance(latency_ms, numbers.Real) or not (
             math.isfinite(latency_ms) and latency_ms > 0):
@@ -136,9 +93,9 @@ def _check_budget(table: OfaLatencyTable, latency_ms: float) -> tuple[float, dic
     if latency_ms < least:
         up = math.ceil(least * 1e4) / 1e4
         raise InvalidInputError(
-            f"latency budget {latency_ms:g} ms is below the smallest latency OFA MobileNetV3 "
-            f"reaches on device '{table.device}': {least:.6g} ms (resolution {arch['r']}, depths "
-            f"{arch['d']}); raise the budget to at least {up:.4f} ms"
+            f"latency budget {latency_ms:g} ms is below the smallest latency {table.space_title} "
+            f"reaches on device '{table.device}': {least:.6g} ms ({table.describe(arch)}); "
+            f"raise the budget to at least {up:.4f} ms"
         )
     return float(latency_ms), arch
 
@@ -146,38 +103,25 @@ def _check_budget(table: OfaLatencyTable, latency_ms: float) -> tuple[float, dic
 # --- searchers -----------------------------------------------------------------------------------
 
 class _BudgetedSearch:
-    """Shared by the searchers: archs as gene rows (20 kernel indices, 20 expand indices, 5 depth
-    indices, 1 resolution index), and proposals kept only when within the latency budget."""
+    """Shared by the searchers: archs as gene rows (the table's `genes`: for OFA MobileNetV3 20
+    kernel indices, 20 expand indices, 5 depth indices, 1 resolution index; one choice index per
+    block or edge elsewhere), and proposals kept only when within the latency budget."""
 
     population_size = 100
 
-    def __init__(self, table: OfaLatencyTable, latency_ms: float,
+    def __init__(self, table: LatencyTable, latency_ms: float,
                  rng: np.random.Generator | int | None = None):
         self.latency_ms, smallest = _check_budget(table, latency_ms)
         self.table = table
         self.rng = np.random.default_rng(rng)
-        sp = table.space
-        self._nb, self._ns = sp.n_blocks, sp.n_stages
-        self._n_choices = np.array([len(sp.kernel_sizes)] * self._nb
-                                   + [len(sp.expand_ratios)] * self._nb
-                                   + [len(sp.depths)] * self._ns + [len(table.resolutions)])
-        self._depths = np.array(sp.depths)
-        self._depth_idx = np.full(max(sp.depths) + 1, -1)
-        self._depth_idx[list(sp.depths)] = np.arange(len(sp.depths))
-        self._in_stage = np.tile(np.arange(sp.max_depth), self._ns)
+        self._n_choices = np.asarray(table.gene_choices)
         self._smallest = self._genes(table.encode([smallest]))[0]
 
-    def _encoding(self, genes: np.ndarray) -> OfaEncoding:
-        nb, ns = self._nb, self._ns
-        d = self._depths[genes[:, 2 * nb:2 * nb + ns]]
-        active = np.repeat(d, self.table.space.max_depth, axis=1) > self._in_stage
-        return OfaEncoding(genes[:, -1].astype(np.int16), genes[:, :nb].astype(np.uint8),
-                           genes[:, nb:2 * nb].astype(np.uint8), active)
+    def _encoding(self, genes: np.ndarray):
+        return self.table.from_genes(genes)
 
-    def _genes(self, enc: OfaEncoding) -> np.ndarray:
-        depth = enc.active.reshape(len(enc.active), self._ns, -1).sum(axis=2)
-        return np.hstack([enc.k_idx, enc.e_idx, self._depth_idx[depth],
-                          enc.r_idx[:, None]]).astype(np.int64)
+    def _genes(self, enc) -> np.ndarray:
+        return self.table.genes(enc)
 
     def _fits(self, genes: np.ndarray) -> np.ndarray:
         return self.table.latency(self._encoding(genes)) <= self.latency_ms
@@ -205,7 +149,7 @@ class _BudgetedSearch:
         the smallest subnet."""
         return self._fill(lambda slots: self._draw(len(slots)), np.tile(self._smallest, (n, 1)))
 
-    def _archs(self, genes: np.ndarray) -> list[dict]:
+    def _archs(self, genes: np.ndarray) -> list:
         return self.table.decode(self._encoding(genes))
 
 
@@ -227,7 +171,7 @@ class EvolutionSearch(_BudgetedSearch):
     the parents. A child over the budget is redrawn from the same parents, as OFA does, up to
     100 times; then it is a copy of its (first) parent, which fits."""
 
-    def __init__(self, table: OfaLatencyTable, latency_ms: float,
+    def __init__(self, table: LatencyTable, latency_ms: float,
                  rng: np.random.Generator | int | None = None, *, population_size: int = 100,
                  parent_ratio: float = 0.25, mutation_ratio: float = 0.5,
                  mutate_prob: float = 0.1):
@@ -296,8 +240,9 @@ class Candidate:
 
 @dataclass(frozen=True)
 class SearchResult:
+    space: str  # the registry name of the space searched
     device: str
-    width_mult: float
+    width_mult: float | None  # OFA MobileNetV3's supernet width; None in the other spaces
     latency_budget_ms: float
     objective: str  # what was maximized
     front: tuple[Candidate, ...]  # Pareto front of everything evaluated, latency ascending
@@ -314,8 +259,8 @@ class SearchResult:
 
     def to_json(self) -> dict:
         return {
-            "space": "ofa-mbv3",
-            "width_mult": self.width_mult,
+            "space": self.space,
+            **({} if self.width_mult is None else {"width_mult": self.width_mult}),
             "device": self.device,
             "latency_budget_ms": self.latency_budget_ms,
             "objective": self.objective,
@@ -329,7 +274,7 @@ class SearchResult:
         }
 
 
-def run_search(table: OfaLatencyTable, latency_ms: float, generations: int, seed: int,
+def run_search(table: LatencyTable, latency_ms: float, generations: int, seed: int,
                objective: Objective | None = None, *,
                searcher: SearcherFactory = EvolutionSearch) -> SearchResult:
     """Search the table's space for archs within `latency_ms`, maximizing `objective` (default:
@@ -359,7 +304,7 @@ def run_search(table: OfaLatencyTable, latency_ms: float, generations: int, seed
         search.tell(archs, values)
         lat = table.latency(enc)
         fits = lat <= latency_ms  # a searcher of your own may overshoot; those never count
-        encs.append(OfaEncoding(*(a[fits] for a in enc)))
+        encs.append(table.take(enc, fits))
         latencies.append(lat[fits])
         scores.append(values[fits])
         if fits.any():
@@ -374,11 +319,12 @@ def run_search(table: OfaLatencyTable, latency_ms: float, generations: int, seed
     order = np.lexsort((-score, lat))
     seen = np.maximum.accumulate(score[order])
     front = order[score[order] > np.concatenate([[-np.inf], seen[:-1]])]
-    enc = OfaEncoding(*(np.concatenate(parts)[front] for parts in zip(*encs, strict=True)))
+    enc = table.take(table.concat(encs), front)
     macs, params = costs.costs(enc)
     points = tuple(Candidate(a, float(lat[i]), float(score[i]), int(m), int(p)) for a, i, m, p in
                    zip(table.decode(enc), front, macs, params, strict=True))
-    return SearchResult(table.device, table.space.width_mult, latency_ms, _name(objective),
+    return SearchResult(table.space_name, table.device, getattr(table.space, "width_mult", None),
+                        latency_ms, _name(objective),
                         points, evaluated, generations, seed, time.perf_counter() - start,
                         tuple(progress))
 

@@ -224,3 +224,56 @@ def test_cli_search_prints_a_front_within_budget(tmp_path, hwlat_cli):
     assert result["front"] and all(c["latency_ms"] <= floor * 2 for c in result["front"])
     r = run("--latency-ms", str(floor / 2))
     assert r.returncode == 2 and r.stderr.startswith("error: latency budget") and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("space", ["nb201", "proxyless-mobile"])
+def test_cli_search_runs_in_the_space_asked_for(tmp_path, space):
+    """`hwlat search --space S` builds S's table and searches S: the JSON names the space and its
+    archs are S's (cell strings, or {"ops", "r"}), each within the budget by S's own table."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from hwlat.nas import get_space
+    from hwlat.nas import proxyless as px
+    from hwlat.nas.nb201_lut import nb201_all_keys
+
+    if space == "nb201":
+        keys = set(nb201_all_keys().values())
+    else:
+        keys = set(px.fixed_kernels(224)) | {k for j in range(px.PROXYLESS_MOBILE.n_blocks)
+                                             for op in px.PROXYLESS_MOBILE.choices
+                                             for k in px.block_kernels(224, j, op)}
+    path = tmp_path / "t.sqlite"
+    with TableStore(path) as store:
+        store.put_many([Entry(DEVICE, k.text(), k.kind.value, ms, ms, ms, 0.0, 1, 1, "synthetic",
+                              "{}", "synthetic", AT) for k in keys for ms in [synthetic_ms(k)]])
+        lut = get_space(space).table(store, DEVICE)
+        floor = lut.smallest()[1]
+        budget = floor + 0.5 * (lut.latency(lut.sample(200, rng=0)).mean() - floor)
+        env = dict(os.environ, HWLAT_HOME=str(tmp_path))
+        r = subprocess.run([sys.executable, "-m", "hwlat.cli", "search", "--space", space,
+                            "--device", DEVICE, "--table", str(path), "--latency-ms", str(budget),
+                            "--generations", "2", "--json"],
+                           capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr
+        result = json.loads(r.stdout)
+        assert result["space"] == space and "width_mult" not in result
+        archs = [c["arch"] for c in result["front"]]
+        assert archs and all(get_space(space).validate(a) == a for a in archs)
+        assert all(isinstance(a, str) == (space == "nb201") for a in archs)
+        for c in result["front"]:
+            assert c["latency_ms"] == pytest.approx(lut.latency_one(c["arch"]), rel=1e-12)
+            assert c["latency_ms"] <= budget
+        assert result["evaluated"] == 300
+        text = subprocess.run([sys.executable, "-m", "hwlat.cli", "search", "--space", space,
+                               "--device", DEVICE, "--table", str(path), "--latency-ms",
+                               str(budget), "--generations", "1"],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert text.returncode == 0 and f"{space}: Pareto front" in text.stdout, text.stderr
+        low = subprocess.run([sys.executable, "-m", "hwlat.cli", "search", "--space", space,
+                              "--device", DEVICE, "--table", str(path), "--latency-ms",
+                              str(floor / 2)], capture_output=True, text=True, env=env, timeout=300)
+        assert low.returncode == 2 and low.stderr.startswith("error: latency budget")
+        assert "Traceback" not in low.stderr
