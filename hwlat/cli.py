@@ -624,7 +624,7 @@ def lut_fit(
             if prior is None:
                 with _table(table, readonly=True) as store:
                     prior = read_stored(store, space)
-            lines = ["index,arch", *(f"{i},{a}" for i, a in enumerate(nb201_propose(prior, propose)))]
+            lines = ["index,arch", *(f"{i},{a}" for i, a in enumerate(nb201_propose(prior, propose, hw_column=hw_column)))]
             sys.stdout.write("\n".join(lines) + "\n")
             return
         measured = read_measurements(measurements, parse_nb201)

@@ -124,9 +124,14 @@ def nb201_predict_prior(fit: PriorFit, prior: DevicePrior, archs: Sequence[str])
     return fit.predict(raw)
 
 
-def nb201_propose(prior: DevicePrior, n: int) -> list[str]:
-    """N cells to measure on a new device: spread over the prior's principal components, among
-    cells whose output depends on their input."""
+def nb201_propose(prior: DevicePrior, n: int, *, hw_column: bool = True) -> list[str]:
+    """N cells to measure on a new device: spread over the leading principal components of the
+    prior's log-latencies (and hwlat's roofline column: it needs every cell's kernels, ~30 s),
+    among cells whose output depends on their input."""
     archs = [nb201_arch(i) for i in range(NB201_SIZE)]
     cand = np.array([nb201_has_path(a) for a in archs])
-    return [archs[i] for i in propose(prior.log_columns(), n, cand)]
+    logs = prior.log_columns()
+    if hw_column:
+        off, _, _ = _hw_stats()
+        logs = np.hstack([logs, np.log(nb201_hw_ms(archs) + off)[:, None]])
+    return [archs[i] for i in propose(logs, n, cand)]
