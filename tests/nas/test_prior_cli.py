@@ -49,7 +49,8 @@ def _digest(path: Path) -> str:
 
 
 def test_propose_fit_predict_end_to_end(prior, archs, prior_csv, tmp_path):  # noqa: F811
-    r = _cli("lut", "fit", "--space", "nb201", "--propose", 10, "--prior-devices", prior_csv)
+    r = _cli("lut", "fit", "--space", "nb201", "--propose", 10, "--prior-devices", prior_csv,
+             "--no-hw-column")
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
     assert lines[0] == "index,arch" and len(lines) == 11
@@ -77,12 +78,14 @@ def test_propose_fit_predict_end_to_end(prior, archs, prior_csv, tmp_path):  # n
 
 def test_stored_prior_is_used_by_fit_and_propose(prior, archs, prior_csv, tmp_path):  # noqa: F811
     table = tmp_path / "t.sqlite"
-    r = _cli("lut", "fit", "--space", "nb201", "--propose", 5, "--stored-prior", "--table", table)
+    r = _cli("lut", "fit", "--space", "nb201", "--propose", 5, "--stored-prior", "--no-hw-column",
+             "--table", table)
     assert r.exit_code == 2 and "no table" in r.output
     r = _cli("lut", "prior", "import", prior_csv, "--space", "nb201", "--table", table)
     assert r.exit_code == 0, r.output
     assert all(d in r.output for d in DEVICES)
-    r = _cli("lut", "fit", "--space", "nb201", "--propose", 5, "--stored-prior", "--table", table)
+    r = _cli("lut", "fit", "--space", "nb201", "--propose", 5, "--stored-prior", "--no-hw-column",
+             "--table", table)
     assert r.exit_code == 0 and len(r.stdout.splitlines()) == 6
     m = _measure(tmp_path / "m.csv", prior, archs, range(1000, 13000, 1000))
     r = _cli("lut", "fit", "--space", "nb201", "--measurements", m, "--device", "dev2",
