@@ -619,6 +619,7 @@ def lut_fit(
         from hwlat.lut.prior import write_prior_fit
         from hwlat.nas.nb201_prior import nb201_prior_fit, nb201_propose, read_nb201_prior
 
+        measured = read_measurements(measurements, parse_nb201) if propose is None else {}
         prior = read_nb201_prior(prior_devices) if prior_devices is not None else None
         if propose is not None:
             if prior is None:
@@ -627,7 +628,6 @@ def lut_fit(
             lines = ["index,arch", *(f"{i},{a}" for i, a in enumerate(nb201_propose(prior, propose, hw_column=hw_column)))]
             sys.stdout.write("\n".join(lines) + "\n")
             return
-        measured = read_measurements(measurements, parse_nb201)
         with _table(table, readonly=False) as store:
             if prior is None:
                 prior = read_stored(store, space)

@@ -184,3 +184,27 @@ def test_held_out_phone_from_ten_proposed_cells(tmp_path):
     r = _cli("nas", "predict", "--space", "nb201", "--device", "a50", "--archs", q, "--table", table)
     pred = [float(row["latency_ms"]) for row in csv.DictReader(r.stdout.splitlines())]
     assert spearmanr(pred, [truth[a] for a in queried])[0] > 0.9
+
+
+def test_refusals_are_one_line_and_exit_2_in_a_subprocess(tmp_path):
+    """As a user runs it: a prior file that lacks cells, and a measurement of an unknown cell."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    short = tmp_path / "short.csv"
+    short.write_text(f"arch,dev_a\n{nb201_arch(0)},1.0\n{nb201_arch(1)},2.0\n")
+    m = tmp_path / "m.csv"
+    m.write_text("arch,latency_ms\n|nor_conv_7x7~0|+|none~0|none~1|+|none~0|none~1|none~2|,2\n")
+    table = tmp_path / "t.sqlite"
+    for args, message in [
+        (("lut", "prior", "import", short, "--space", "nb201"), "15623 of the 15625 architectures"),
+        (("lut", "fit", "--space", "nb201", "--measurements", m, "--device", "x",
+          "--prior-devices", short), f"{m} line 2: "),
+    ]:
+        r = subprocess.run([sys.executable, "-m", "hwlat.cli", *map(str, args), "--table", str(table)],
+                           capture_output=True, text=True, cwd=root, timeout=300)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.startswith("error: ") and message in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+        assert not table.exists()
