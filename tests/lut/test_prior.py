@@ -211,3 +211,14 @@ def test_prior_and_fit_are_stored_in_the_table(prior, archs, tmp_path):
         assert read_prior_fit(store, "other") is None
         with pytest.raises(InvalidInputError, match="one of the prior's devices"):
             write_prior_fit(store, "gpu_a", fit, prior)
+
+
+def test_meta_values_are_set_dropped_and_hwlats_own_keys_kept(tmp_path):
+    with TableStore(tmp_path / "t.sqlite") as store:
+        store.put_meta({"a": "1", "b": "2"})
+        store.put_meta({"c": "3"}, drop=["a"])
+        assert (store.meta("a"), store.meta("b"), store.meta("c")) == (None, "2", "3")
+        for bad in ({"schema_version": "9"}, {"x": 1}):
+            with pytest.raises(InvalidInputError, match="meta key"):
+                store.put_meta(bad)
+        assert store.meta("schema_version") == "1"
