@@ -6,6 +6,9 @@ import pytest
 
 from tests.helpers.cli import invoke_hwlat, run_hwlat
 
+# fixtures of a made-up multi-device NB201 prior (archs, prior)
+pytest_plugins = ["tests.helpers.prior"]
+
 
 @pytest.fixture
 def hwlat_home(tmp_path, monkeypatch):

@@ -79,13 +79,20 @@ def _predict_config(space: str, config: Path, device: str, table: Path | None,
 
 
 def _predict_archs(space: str, path: Path, device: str, table: Path | None, as_json: bool) -> None:
+    from hwlat.lut.prior import read_prior_fit
     from hwlat.nas import get_space
     from hwlat.nas.nb201_lut import read_archs
 
     archs = read_archs(path)
     with open_table(table, readonly=True) as store:
-        lut = get_space(space).table(store, device)
-        ms = lut.latency(lut.encode(archs))
+        prior_fit = read_prior_fit(store, device)
+        if prior_fit is None:  # per-kernel entries (profiled, or fitted from one reference)
+            lut = get_space(space).table(store, device)
+            ms = lut.latency(lut.encode(archs))
+    if prior_fit is not None:  # a fitted combination of prior devices, not per-kernel entries
+        from hwlat.nas.nb201_prior import nb201_predict_prior
+
+        ms = nb201_predict_prior(*prior_fit, archs)
     if as_json:
         print(json.dumps([{"arch": a, "latency_ms": float(v)} for a, v in zip(archs, ms, strict=True)],
                          indent=1))

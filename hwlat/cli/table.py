@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -379,24 +380,77 @@ def lut_import(path: Annotated[Path, typer.Argument(help="file to read")],
 @lut_app.command("fit")
 def lut_fit(
     space: Annotated[str, typer.Option(help="search space of the measured models: nb201")],
-    measurements: Annotated[Path, typer.Option(help="CSV with columns arch,latency_ms")],
-    device: Annotated[str, typer.Option("--device", "-d", help="name of the new device")],
+    measurements: Annotated[Path | None, typer.Option(
+        help="CSV with columns arch,latency_ms")] = None,
+    device: Annotated[str | None, typer.Option("--device", "-d", help="name of the new device")] = None,
     reference_device: Annotated[str, typer.Option(
         help="the prior: a device with a profiled table, or a roofline device")] = "cpu-ort",
     zero_work: Annotated[bool, typer.Option(
         help="nb201: the device ran exports that keep `none` edges' zeros (e.g. HW-NAS-Bench's): "
              "also count ops on zero inputs, which hwlat's export folds away")] = False,
+    prior_devices: Annotated[Path | None, typer.Option(
+        help="a multi-device prior instead of --reference-device: CSV with an arch column and "
+             "one latency column (ms) per prior device, every cell of the space once")] = None,
+    stored_prior: Annotated[bool, typer.Option(
+        "--stored-prior", help="use the prior stored in the table (`hwlat lut prior import`)")] = False,
+    hw_column: Annotated[bool, typer.Option(
+        help="with a multi-device prior: also combine hwlat's roofline-sd855 latency of each "
+             "cell's kernels")] = True,
+    propose: Annotated[int | None, typer.Option(
+        help="print N architectures to measure on the new device (needs a multi-device prior) "
+             "and fit nothing")] = None,
     table: TableOpt = None,
 ) -> None:
-    """Fit a per-kernel table for a new device from whole-model measurements (few-shot)."""
+    """Fit a table for a new device from whole-model measurements (few-shot), or --propose which
+    models to measure."""
     from hwlat.lut.fewshot import fit_device_table, read_measurements, reference_from_store
     from hwlat.nas import SPACES, get_space
     from hwlat.nas.nb201_lut import nb201_all_keys, nb201_fit_inputs
+    from hwlat.nas.spaces import parse_nb201
 
     if not get_space(space).fits:
         raise InvalidInputError(f"space '{space}' has no one-line architecture strings; use: "
                                 f"{', '.join(n for n, s in SPACES.items() if s.fits)}")
-    measured = read_measurements(measurements)
+    if prior_devices is not None and stored_prior:
+        raise InvalidInputError("give --prior-devices FILE.csv or --stored-prior, not both")
+    multi = prior_devices is not None or stored_prior
+    if propose is not None:
+        if not multi:
+            raise InvalidInputError("--propose needs a multi-device prior: --prior-devices "
+                                    "FILE.csv or --stored-prior")
+        if measurements is not None:
+            raise InvalidInputError("--propose chooses what to measure: it takes no --measurements")
+    elif measurements is None or device is None:
+        raise InvalidInputError("lut fit needs --measurements M.csv and --device NAME (or "
+                                "--propose N)")
+    if multi and zero_work:
+        raise InvalidInputError("--zero-work is for a single reference device; a multi-device "
+                                "prior already holds what the devices ran")
+    if multi:
+        from hwlat.lut.prior import stored_prior as read_stored
+        from hwlat.lut.prior import write_prior_fit
+        from hwlat.nas.nb201_prior import nb201_prior_fit, nb201_propose, read_nb201_prior
+
+        measured = read_measurements(measurements, parse_nb201) if propose is None else {}
+        prior = read_nb201_prior(prior_devices) if prior_devices is not None else None
+        if propose is not None:
+            if prior is None:
+                with open_table(table, readonly=True) as store:
+                    prior = read_stored(store, space)
+            lines = ["index,arch", *(f"{i},{a}" for i, a in enumerate(nb201_propose(prior, propose, hw_column=hw_column)))]
+            sys.stdout.write("\n".join(lines) + "\n")
+            return
+        with open_table(table, readonly=False) as store:
+            if prior is None:
+                prior = read_stored(store, space)
+            fit = nb201_prior_fit(prior, measured, hw_column=hw_column)
+            write_prior_fit(store, device, fit, prior)
+            path = store.path
+        out.print(f"fitted a prior model for '{device}' into {path} from {fit.n_models} models "
+                  f"(prior of {len(prior.devices)} devices, {prior.digest()[:12]})")
+        out.print(fit.describe(), markup=False)
+        return
+    measured = read_measurements(measurements, parse_nb201)
     with open_table(table, readonly=False) as store:
         if _is_analytic(reference_device):  # an analytic prior: nothing profiled needed
             from hwlat.analytic.roofline import roofline_reference
@@ -411,6 +465,33 @@ def lut_fit(
     out.print(f"fitted {len(fit.table)} entries for '{device}' into {path} from {fit.n_models} "
               f"models (reference '{reference_device}')")
     out.print(fit.describe(), markup=False)
+
+
+prior_app = typer.Typer(help="Whole-model latencies of a search space on many devices: the "
+                        "prior of `hwlat lut fit --stored-prior`.", no_args_is_help=True)
+lut_app.add_typer(prior_app, name="prior")
+
+
+@prior_app.command("import")
+def lut_prior_import(
+    path: Annotated[Path, typer.Argument(help="CSV: arch column, one latency column (ms) per device")],
+    space: Annotated[str, typer.Option(help="search space of the archs: nb201")],
+    table: TableOpt = None,
+) -> None:
+    """Store a multi-device prior in the table (every cell of the space once, positive ms)."""
+    from hwlat.lut.prior import store_prior
+    from hwlat.nas import SPACES, get_space
+    from hwlat.nas.nb201_prior import read_nb201_prior
+
+    if not get_space(space).fits:
+        raise InvalidInputError(f"space '{space}': a prior is read for "
+                                f"{', '.join(n for n, s in SPACES.items() if s.fits)}")
+    prior = read_nb201_prior(path)
+    with open_table(table, readonly=False) as store:
+        digest = store_prior(store, prior)
+        where = store.path
+    out.print(f"stored the {space} prior of {len(prior.devices)} devices "
+              f"({', '.join(prior.devices)}) as {digest[:12]} in {where}", markup=False)
 
 
 def _is_analytic(name: str) -> bool:

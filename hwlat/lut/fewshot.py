@@ -33,7 +33,7 @@ import csv
 import itertools
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -292,9 +292,10 @@ def _missing(what: str, keys: list[str], way_out: str) -> None:
         raise InvalidInputError(f"{what} {len(keys)} kernel keys: {shown}{more}; {way_out}")
 
 
-def read_measurements(path: Path | str) -> dict[str, float]:
+def read_measurements(path: Path | str,
+                      check_arch: Callable[[str], object] | None = None) -> dict[str, float]:
     """`arch,latency_ms` rows (other columns, e.g. `index`, ignored) -> {arch: ms}; a bad row is
-    named by its line number."""
+    named by its line number. `check_arch` raises InvalidInputError for an arch the space lacks."""
     path = Path(path)
     try:
         with open(path, newline="") as f:
@@ -319,6 +320,11 @@ def read_measurements(path: Path | str) -> dict[str, float]:
                     )
                 if not arch:
                     raise InvalidInputError(f"{path} line {line}: empty arch")
+                if check_arch is not None:
+                    try:
+                        check_arch(arch)
+                    except InvalidInputError as e:
+                        raise InvalidInputError(f"{path} line {line}: {e}") from None
                 if arch in first:
                     raise InvalidInputError(
                         f"{path} line {line}: {arch!r} was already measured on line {first[arch]}"

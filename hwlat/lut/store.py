@@ -105,6 +105,9 @@ _SCHEMA = (
 )
 
 
+_OWN_META = frozenset({"created_by", "schema_version"})
+
+
 def default_table_path() -> Path:
     """$HWLAT_HOME/tables.sqlite, HWLAT_HOME defaulting to ~/.cache/hwlat."""
     return home() / "tables.sqlite"
@@ -189,6 +192,38 @@ class TableStore:
             )
         return len(rows)
 
+    def put_meta(self, items: dict[str, str], drop: Iterable[str] = ()) -> None:
+        """Set text values of the table's meta store, and delete the keys in `drop`, in one
+        transaction. Keys "created_by" and "schema_version" are hwlat's own."""
+        for k, v in items.items():
+            if not isinstance(k, str) or not isinstance(v, str) or k in _OWN_META:
+                raise InvalidInputError(f"meta key {k!r}: need a str key (not {sorted(_OWN_META)}) "
+                                        "and a str value")
+        with self._write():
+            self._db.executemany("DELETE FROM meta WHERE k = ?", [(k,) for k in drop])
+            self._db.executemany("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", list(items.items()))
+
+    def replace_device_with_meta(self, device: str, entries: Iterable[Entry],
+                                 meta: dict[str, str]) -> int:
+        """`replace_device` and `put_meta(meta)` in one transaction: a crash leaves both old or
+        both new."""
+        rows = []
+        for e in entries:
+            if not isinstance(e, Entry) or e.device != device:
+                raise InvalidInputError(f"replace_device('{device}') takes that device's Entry objects")
+            rows.append(astuple(e))
+        if any(not isinstance(k, str) or not isinstance(v, str) or k in _OWN_META
+               for k, v in meta.items()):
+            raise InvalidInputError("meta: need str keys (not hwlat's own) and str values")
+        placeholders = ", ".join("?" * len(FIELDS))
+        with self._write():
+            self._db.execute("DELETE FROM entries WHERE device = ?", (device,))
+            self._db.executemany(
+                f"INSERT INTO entries ({_COLUMNS}) VALUES ({placeholders})", rows
+            )
+            self._db.executemany("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", list(meta.items()))
+        return len(rows)
+
     def delete_device(self, device: str) -> int:
         """Delete every entry of one device; returns how many were deleted."""
         with self._write():
@@ -255,6 +290,11 @@ class TableStore:
                 raise TableError(f"{self.path}: bad calibration row for {model!r}") from e
             out.append((model, parsed, float(ms)))
         return out
+
+    def meta(self, key: str) -> str | None:
+        """A text value of the table's meta store, or None."""
+        row = self._db.execute("SELECT v FROM meta WHERE k = ?", (key,)).fetchone()
+        return None if row is None else row[0]
 
     def features(self) -> dict[str, tuple[str, int | None, int | None]]:
         """key -> (kind, MACs, bytes moved) for every kernel whose work is known."""
