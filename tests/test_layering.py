@@ -92,9 +92,8 @@ def cycle_between(graph: dict[str, set[str]], a: str, b: str) -> list[str] | Non
 EDGES = module_edges()
 PACKAGES = package_edges(EDGES)
 
-# package pairs with no cycle between them, directly or through other packages; devices <->
-# lowering is not here: devices' TVM runners import lowering and lowering imports the device
-# description (a split of devices/ is to remove that cycle)
+# package pairs with no cycle between them, directly or through other packages (devices/ is a
+# leaf and the runners that import lowering live in runners/, so devices <-> lowering is one)
 ACYCLIC_PACKAGE_PAIRS = [
     ("hwlat.lowering", "hwlat.kernels"),
     ("hwlat.devices", "hwlat.lowering"),

@@ -21,7 +21,8 @@ from hwlat.lowering.targets import describe_target, target_dict
 log = logging.getLogger(__name__)
 
 TARGET_MARKER = "hwlat-target.json"
-# candidate builds of a conv took over 30 s, MetaSchedule's default timeout (DESIGN.md)
+# candidate builds of a conv took over 30 s, MetaSchedule's default builder timeout, past which
+# a candidate counts as a failed build
 BUILDER_TIMEOUT_S = 240.0
 
 

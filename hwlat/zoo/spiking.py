@@ -2,7 +2,8 @@
 
 Convs and BatchNorms run once on all steps at [T*B, C, H, W]; only the neurons, which carry state,
 step through time. The Python loop unrolls at export into T copies of the neuron's update, the
-pattern graph/ re-detects as one spiking-neuron kernel (DESIGN.md).
+pattern graph/ re-detects as one spiking-neuron kernel (the `spiking_neuron` rule of
+`hwlat.graph.fuse`), the unit hwlat's fused LIF kernel computes.
 """
 
 import torch

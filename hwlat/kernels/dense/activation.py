@@ -47,7 +47,7 @@ def activate(v, ep: Epilogue):
     if ep.activation == "hardswish":
         # ONNX HardSwish's definition, v * clip(v / 6 + 1/2, 0, 1) (= v * clip(v + 3, 0, 6) / 6,
         # as TVM imports it, up to float rounding): multiplies only; the division by 6 compiled
-        # to vdivps, 3-5 % of the 14x14 expand convs' time
+        # to vdivps, which showed in a profile of the 14x14 expand convs (docs/notebook/compile.md)
         return v * tirx.min(tirx.max(v * _c(1.0 / 6.0) + _c(0.5), _c(0.0)), _c(1.0))
     if ep.activation == "gelu":
         return _gelu(v)

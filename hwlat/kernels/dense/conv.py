@@ -159,9 +159,9 @@ def default_plan(spec: Conv2dSpec) -> Plan:
         nv = 8 if mr == 1 else 4 if mr == 2 else 2
         g = _geom(spec, Plan("pixels", mr, nv))
         # reduction blocks whose input (<= ~19 KB: 96 channels of a 7x7 map) stays in L1 across
-        # the channel blocks, as few as that allows, of equal size: OFA's net in-model 0.992-0.995x
-        # against blocks of 80 channels and a short last one (192 channels: 80 + 80 + 32, now
-        # 96 + 96); blocks of up to 128 channels measured 1.006x slower than these
+        # the channel blocks, as few as that allows, of equal size: faster in-model on OFA's net
+        # than blocks of 80 channels and a short last one (192 channels: 80 + 80 + 32, now
+        # 96 + 96); blocks of up to 128 channels were slower (docs/notebook/compile.md)
         most = max(16, 4704 // g.plane)
         kc = _ceil(spec.cin, _ceil(spec.cin, most))
         return Plan("pixels", mr, nv, kc=kc if kc < spec.cin else 0)
@@ -173,9 +173,8 @@ def default_plan(spec: Conv2dSpec) -> Plan:
         if pixels >= 3136:
             # large maps (56x56 and up): each channel block runs over 16 (112x112 and up: 32)
             # pixel tiles before the next, so the output is written in 1-2 KB runs per channel
-            # instead of 64 bytes in each of cout streams at once (in-model, 1 thread: ~1 % off
-            # OFA and MobileNetV2; isolated, 24->24 at 112x112 with its weights and output
-            # flushed: 0.83 -> 0.35 ms)
+            # instead of 64 bytes in each of cout streams at once (faster in-model on OFA and
+            # MobileNetV2, and far faster isolated with a cold cache: docs/notebook/compile.md)
             return Plan("cout", mr, 2, chunk=32 if pixels >= 12544 else 16, co_outer=True)
         return Plan("cout", mr, 2, chunk=128)
     # reduction blocks: the rows a 16-pixel tile reads of kc channels (two cache lines per
@@ -400,8 +399,8 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
                     yf[b, cb * mr + r, q0 + j] = fin(acc[r, j], ep, bias, res, b, cb * mr + r, q0 + j)
 
     # the first pixel tile of a task, which reads the weight from memory (the later ones find it
-    # in L2), prefetches the next channel block's rows: isolated 14x14 layers with a cold weight
-    # ~3 % faster, OFA in-model 1-3 % (prefetching in every tile measured up to 2x slower)
+    # in L2), prefetches the next channel block's rows: faster isolated with a cold weight and
+    # in-model on OFA; prefetching in every tile was much slower (docs/notebook/compile.md)
     PF_FIRST = NCB > 1
     if dense:
         NFT = Q // nr  # full pixel tiles per image
@@ -477,9 +476,10 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
     # input channels, a 613 KB scratch for 224x224), each task copies the phase rows its R
     # output rows read into its own scratch (laid out as the whole-image one, planes of LR rows:
     # gl) just before reading them, so that they are read from L1/L2, not written, evicted and
-    # read back from memory (3x3 stride-2 stems at 224x224 0.93-0.94x with a cold cache; convs
-    # with many input channels, whose tasks' scratch is as large, measured 3-6 % slower that way
-    # and keep the whole-image one, as do stems whose task scratch passes 64 KB, e.g. 7x7)
+    # read back from memory (faster for 3x3 stride-2 stems at 224x224 with a cold cache; convs
+    # with many input channels, whose tasks' scratch is as large, were slower that way and keep
+    # the whole-image one, as do stems whose task scratch passes 64 KB, e.g. 7x7; figures in
+    # docs/notebook/compile.md)
     sh, sw = spec.stride
     pt, pl = spec.padding[0], spec.padding[1]
     nph_h, nph_w = g.nph_h, g.nph_w
@@ -487,15 +487,15 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
     LOCAL = task_scratch(spec, plan)
     gx = gl if LOCAL else g  # the geometry tiles read the scratch with
     # each task prefetches the next task's input rows (the model's input, from memory), a few
-    # lines with each pixel tile; in-model (ab_builds.py, 400 calls) OFA 0.994-0.998x and
-    # mobilenet_v2 0.992x, small but in all three runs
+    # lines with each pixel tile; a small in-model gain (ab_builds.py), but in every run on OFA
+    # and mobilenet_v2 (docs/notebook/compile.md)
     PFX = LOCAL
     PFC = _ceil((R * sh + KH) * W, 16) + 1  # lines of one channel's input rows of a task
     PFL = _ceil(C * PFC, _ceil(R * wph, nr))  # prefetched a tile
     TW = _ceil(max(pl + W, nph_w + wph * sw), LANES) * LANES  # a zero-padded input row
     # and, for writing, the lines of its own output rows, which it writes last (R rows of every
-    # output channel: storage last touched an inference ago, from memory): OFA's net in-model
-    # 0.989-0.993x (ab_builds.py, 400 calls), mobilenet_v2 0.999x
+    # output channel: storage last touched an inference ago, from memory): a small in-model gain
+    # on OFA's net, none on mobilenet_v2 (ab_builds.py; docs/notebook/compile.md)
     PFY = LOCAL
     YLC = _ceil(R * OW, 16)  # lines of one channel's output rows of a task
     YPL = _ceil(CO * YLC, _ceil(R * wph, nr))  # prefetched a tile
@@ -625,16 +625,17 @@ def _body_pixels(spec: Conv2dSpec, plan: Plan, g: _Geom):
     # blocks one after another, so that each tile's are one contiguous run and a reduction block
     # reads and writes them in order (the hardware prefetchers follow). Rows of every channel
     # block side by side (a tile's 5 x 64 B, 4.6 KB apart) stalled each tile's first FMAs on
-    # misses: 192 -> 1152 on 7x7 spent 14 % of its time on those loads; OFA in-model 0.984-0.988x
+    # misses (a profile of 192 -> 1152 on 7x7 put a large share of its time on those loads;
+    # docs/notebook/compile.md, session 8)
     ZR = NPT * mr if NKB > 1 else 1
     fill, xs_shape = (None, None) if direct else _scratch_fill(spec, g)
     # software prefetch of the next channel block's weight rows while this block's rows are
-    # reused over the pixel tiles: isolated 7x7 layers with a cold weight ran 12 % faster (warm:
-    # no change). Not with a single pixel tile (a GEMV reads its weight in order; prefetching
-    # ahead of it measured 10-35 % slower)
+    # reused over the pixel tiles: faster for isolated 7x7 layers with a cold weight (warm: no
+    # change). Not with a single pixel tile (a GEMV reads its weight in order; prefetching ahead
+    # of it was slower; docs/notebook/compile.md)
     PREFETCH = NPT > 1 and NCB > 1
-    # the epilogue as far as the vector lanes allow (6-10 % off 7x7 layers with hardswish or
-    # clip, against all of it at the scalar stores)
+    # the epilogue as far as the vector lanes allow (faster for 7x7 layers with hardswish or
+    # clip than all of it at the scalar stores; docs/notebook/compile.md)
     def vec_ep(v, bias, co):
         if ep.bias:
             v = v + bias[co]

@@ -118,9 +118,9 @@ def primfunc(spec: Conv2dSpec, tile: Tile | None = None) -> tirx.PrimFunc:
     HS = (NRB * R - 1) * SH + KH  # padded rows read
     WQ = NCB * V + (KW - 1) // SW  # columns of each phase
     ROWS_IN = max(0, min(H, HS - PT))  # input rows that land in the scratch
-    # narrow stride-1 rows are copied as one vector store each: the loop over a short row was
-    # half the kernel's time at 28x28 and 14x14 (0.07 against 0.11 ms for C144 28x28); rows of
-    # 64 and more, and strided rows, keep the loop (measured faster there)
+    # narrow stride-1 rows are copied as one vector store each: the loop over a short row took
+    # about half the kernel's time at 28x28 and 14x14; rows of 64 and more, and strided rows,
+    # keep the loop (faster there; figures in docs/notebook/compile.md)
     VEC_COPY = SW == 1 and W < 64
     NI = (R - 1) * SH + KH  # padded rows one row tile reads
     NC = N * C

@@ -36,7 +36,8 @@ Last, a squeeze-excite scale in front of a 1x1 conv kernel (one image, groups 1)
 
 where the conv has fewer output channels than output pixels (so its weight is the smaller
 tensor): scale.py multiplies the packed constant weight by s at run time, and the multiply over
-x goes (OFA's note10 net, in-model: 0.990-0.997x; its 7x7 blocks keep the multiply).
+x goes (a small in-model gain on OFA's note10 net, docs/notebook/compile.md; its 7x7 blocks,
+with more output channels than pixels, keep the multiply).
 
 Each distinct spec gets one PrimFunc, shared by all its calls, marked opaque (`op_pattern` 8)
 and scheduled, so FuseOps leaves it alone and MetaSchedule does not tune it.

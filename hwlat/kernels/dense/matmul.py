@@ -8,7 +8,7 @@ linearly for any m.
 
 - m >= 2 (GEMM): a register tile of ``MR`` (6) rows x 16 columns, 12 accumulators; per step of k
   it broadcasts x[i, kk] for the 6 rows and loads the panel's 16 floats (6 cycles of FMAs per 2
-  loads + 6 broadcasts: compute bound, ~85-90 GFLOP/s on znver3). Tasks (in parallel) are
+  loads + 6 broadcasts: compute bound on znver3). Tasks (in parallel) are
   (column panel, block of ``ROW_TILES`` row tiles); inside a task the panel (k x 64 bytes) stays
   in L1/L2 while the row tiles go by. The rows tail (m % 6) is a separate, shorter tile; the
   columns tail (n % 16) computes on the zero padding and stores only its columns. The epilogue
@@ -18,8 +18,9 @@ linearly for any m.
   k segments read side by side (one accumulator row each, summed at the end): two streams keep
   more cache-line misses in flight than one (the hardware prefetchers start over at each 4 KB
   page). With the weight from memory (`benchmarks/dense_matmul.py --gemv-streams 1 2 3 4 8`,
-  znver3, 1 thread), two streams take 0.84-0.92x the time of one for the 2-7 MB classifiers
-  (three or four: about the same, eight: 0.93-1.01x); in-model, OFA's net 0.986-0.992x.
+  znver3, 1 thread), two streams beat one on the 2-7 MB classifiers, three or four do about as
+  well, eight less well; OFA's net gains in-model too (figures in docs/notebook/kernels.md,
+  "GEMV weight streams").
   `gemv_body` also serves the conv kernel's 1x1 convs on 1x1 maps (squeeze-excite, OFA's
   1152 -> 1536 layer).
 """

@@ -115,14 +115,15 @@ class MBConvSpec:
         return sum(4 * int(np.prod(s)) for s in inner)
 
 
-# where the fusion pays (AMD EPYC znver3, 1 thread; BENCHMARKS.md, "The fused MobileNet-block
-# kernel"): per block against the separate kernels (benchmarks/dense_mbconv.py), whole blocks
-# 0.61-0.95x on 112x112 to 28x28 maps, 1.0x on 14x14 stride 1, 1.3-2.2x slower on 14x14 stride 2
-# and 7x7 (500-1200 mid channels: the window of every mid channel outgrows L2); an expand +
-# depthwise pair alone (squeeze-excite between the depthwise and the project conv) 0.72-0.75x
-# at 112x112 (3.6-4.8 MB expanded), slower at 56x56 and 28x28. In-model (benchmarks/
-# ab_builds.py, OFA's note10 net) pairs from 1 MB and whole blocks from 14x14 measured 1.004x
-# and 1.005x of these thresholds, fusing every block and pair 1.124x.
+# where the fusion pays (AMD EPYC znver3, 1 thread; the figures are in docs/notebook/compile.md,
+# "The fused MobileNet-block kernel"): per block against the separate kernels
+# (benchmarks/dense_mbconv.py), whole blocks are faster on 112x112 to 28x28 maps, break even
+# on 14x14 stride 1, and are slower on 14x14 stride 2 and 7x7 (500-1200 mid channels: the
+# window of every mid channel outgrows L2); an expand + depthwise pair alone (squeeze-excite
+# between the depthwise and the project conv) pays at 112x112 (3.6-4.8 MB expanded), not at
+# 56x56 and 28x28. In-model (benchmarks/ab_builds.py, OFA's note10 net), fusing pairs from 1 MB
+# or whole blocks from 14x14 gained nothing over these thresholds, and fusing every block and
+# pair was slower.
 MIN_PROJECT_PIXELS = 28 * 28
 MIN_PAIR_BYTES = 2 << 20
 

@@ -19,10 +19,11 @@ U (.) V) A: 16 independent GEMMs M[xi] = U[xi] (cout x cin) @ V[xi] (cin x tiles
    Y = A^T M A (vectorised over the tiles), and the epilogue is applied as the 2x2 outputs are
    stored (scalar stores; the last tile row / column clipped where OH / OW is odd).
 
-Measured (AMD EPYC znver3, 1 thread, resnet18's 3x3 stride-1 convs, benchmarks/dense_winograd.py):
-0.6-0.85x onnxruntime's time and 0.6-0.8x the direct kernel's. The GEMMs run at ~50-65 GFLOP/s
-(the V panels are strided by the tile count; 512x7x7 streams its 16 MB U from memory), and the
-input transform takes ~0.5 ms of the 64x56x56 conv's 3 ms: room left.
+On resnet18's 3x3 stride-1 convs (AMD EPYC znver3, 1 thread, benchmarks/dense_winograd.py) it
+is faster than onnxruntime's one-node conv and than the direct kernel; the figures are in
+BENCHMARKS.md and docs/notebook/kernels.md. Room is left: the GEMMs are held back by the V
+panels, strided by the tile count (512x7x7 also streams its 16 MB U from memory), and the input
+transform is a sizeable part of the 64x56x56 conv's time.
 
 Packed weight: U as (16, ceil(cout / 6), cin, 6) (xi, output-channel block, cin, channel in the
 block), zero past cout. `preferred(spec)` says whether it beats the direct kernel (conv.py) here.
