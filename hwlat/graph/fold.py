@@ -8,8 +8,9 @@ ops only), leaving symbolic dims on everything downstream: a channel shuffle's R
 window partition, a ViT's token reshape. With the input shapes fixed these chains are constants;
 runtimes fold them before the first run, and so does `fold_shape_computations`: a Shape (or
 Size) of a value whose shape is known becomes a constant, and so does every small node whose
-inputs are then all constants and one of them came from such a fold. Shape inference is then run
-again, until nothing more folds.
+inputs are then all small constants (exporters also write a static shape's arithmetic out from
+Constants: Ceil, Clip, Cast ... -> Pad amounts, which onnx's inference cannot read either). Shape
+inference is then run again, until nothing more folds.
 
 Evaluation is onnx's reference implementation, on tensors of at most FOLD_ELEMENTS elements; no
 node that reads a weight, draws random numbers, or holds a subgraph is evaluated.
@@ -57,7 +58,6 @@ def fold_shape_computations(model: onnx.ModelProto,
     known: dict[str, np.ndarray] = {
         t.name: numpy_helper.to_array(t) for t in g.initializer if _numel(t.dims) <= FOLD_ELEMENTS
     }
-    derived: set[str] = set()  # values that exist because of a folded Shape
     folded: set[int] = set()
     graph_outputs = {o.name for o in g.output}
     for idx, n in enumerate(g.node):
@@ -75,11 +75,10 @@ def fold_shape_computations(model: onnx.ModelProto,
             if shape is None:
                 continue
             known[n.output[0]] = _shape_op(n, shape)
-            derived.add(n.output[0])
             folded.add(idx)
             continue
         ins = [i for i in n.input if i]
-        if not ins or not all(i in known for i in ins) or not any(i in derived for i in ins):
+        if not ins or not all(i in known for i in ins):
             continue
         try:
             results = _evaluate(n, {i: known[i] for i in ins}, opsets)
@@ -90,7 +89,6 @@ def fold_shape_computations(model: onnx.ModelProto,
         for name, r in zip(n.output, results, strict=False):
             if name:
                 known[name] = np.asarray(r)
-                derived.add(name)
         folded.add(idx)
     if not folded:
         return None

@@ -121,9 +121,9 @@ def check_and_infer(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     inferred = _infer(skeleton, path)
     # shape arithmetic traced into the graph (Shape -> Gather -> Concat -> Reshape ...) is
     # constant once the inputs' shapes are: fold it and infer again, until nothing more folds
+    # (folded also where inference alone resolved the shapes: a runtime folds them the same way,
+    # so they are no kernels)
     for _ in range(_FOLD_ROUNDS):
-        if not _unresolved(inferred):
-            break
         folded = fold_shape_computations(model, static_shapes(inferred))
         if folded is None:
             break
@@ -151,7 +151,7 @@ def check_and_infer(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     return model
 
 
-_FOLD_ROUNDS = 8
+_FOLD_ROUNDS = 64  # each round resolves at least one more chain (e.g. one "same" padding)
 # the most a model (weights and inputs) may weigh for hwlat to run it once to measure its shapes
 MEASURE_LIMIT_BYTES = 1 << 30
 
