@@ -135,6 +135,8 @@ def inspect_all(out: Path) -> None:
             status = "ok" if not missing else "INCOMPLETE"
         except HwlatError as e:
             status, why = "REFUSED", _one_line(e)
+        except Exception as e:  # a bug in hwlat: named, and the other files still inspected
+            status, why = "CRASHED", f"{type(e).__name__}: {_one_line(e)}"
         print(f"{p.name:50s} {status:10s} {time.perf_counter() - t0:5.1f} s  {why}", flush=True)
     print(f"{complete} of {len(files)} files inspect with complete costs", flush=True)
 
