@@ -191,7 +191,6 @@ def kendall(a: np.ndarray, b: np.ndarray) -> float:
 def lodo(args) -> None:
     """(c): leave one device out over the 13 HW-NAS-Bench devices."""
     from hwlat.analytic.roofline import roofline_reference
-
     from hwlat.lut.prior import DevicePrior
     from hwlat.nas.nb201_lut import nb201_all_keys
     from hwlat.nas.nb201_prior import (

@@ -16,8 +16,19 @@ from hwlat.cli.render import err, nbytes, num, out, sigs
 from hwlat.errors import InvalidInputError
 
 
-def zoo() -> None:
-    """List the built-in models (no downloads: weights are random, seeded)."""
+def zoo(
+    corpus: Annotated[bool, typer.Option("--corpus", help="list the curated timm/torchvision corpus with families")] = False,
+) -> None:
+    """List the built-in models (no downloads: weights are random, seeded); --corpus: the curated
+    timm/torchvision models `hwlat export timm:NAME` / `torchvision:NAME` also takes."""
+    if corpus:
+        from hwlat.zoo.corpus import CORPUS
+
+        table = Table("name", "family", title=f"hwlat corpus ({len(CORPUS)} models)")
+        for m in CORPUS:
+            table.add_row(m.spec, m.family)
+        out.print(table)
+        return
     from hwlat.zoo import list_models
 
     table = Table("name", "description", title="hwlat zoo")
@@ -28,7 +39,7 @@ def zoo() -> None:
 
 
 def export(
-    name: Annotated[str | None, typer.Argument(help="built-in model (see `hwlat zoo`)")] = None,
+    name: Annotated[str | None, typer.Argument(help="built-in model (see `hwlat zoo`), or timm:NAME / torchvision:NAME")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="ONNX file to write")] = Path("model.onnx"),
     module: Annotated[str | None, typer.Option(help="pkg.mod:factory returning (model, example_input)")] = None,
     ofa_config: Annotated[Path | None, typer.Option(help="Once-for-All net config JSON")] = None,
@@ -66,6 +77,10 @@ def _model_source(name, module, ofa_config, nb201, batch_size, input_shape):
         return zoo.from_ofa_config(ofa_config, batch_size=batch_size)
     if nb201 is not None:
         return zoo.from_nb201(nb201, batch_size=batch_size)
+    from hwlat.zoo import corpus
+
+    if corpus.is_corpus_spec(name):
+        return corpus.build(name, batch_size=batch_size, input_shape=shape)
     return zoo.build(name, batch_size=batch_size, input_shape=shape)
 
 

@@ -198,6 +198,8 @@ def _leads_to_matmul(g: Graph, value: str) -> bool:
             return False
         if p.op is Op.MatMul:
             return True
+        if not p.inputs:  # a Constant (e.g. LeViT's attention bias)
+            return False
         value = p.inputs[0]
     return False
 

@@ -107,6 +107,8 @@ def check_structure(model: onnx.ModelProto) -> None:
     for o in g.output:
         if o.name not in producer and o.name not in defined:
             raise InvalidModelError(f"graph output '{o.name}' is never produced")
+    if nx.is_directed_acyclic_graph(dag):  # linear; find_cycle's search is slow on big graphs
+        return
     try:
         cycle = nx.find_cycle(dag)
     except nx.NetworkXNoCycle:
@@ -122,6 +124,8 @@ def check_and_infer(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     import onnx
     from onnx import numpy_helper
 
+    from hwlat.graph.fold import fold_shape_computations, static_shape, static_shapes
+
     if len(model.graph.sparse_initializer):
         raise InvalidModelError(f"{path}: sparse initializers are not supported")
     for t in model.graph.initializer:
@@ -135,13 +139,133 @@ def check_and_infer(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
         onnx.checker.check_model(skeleton)
     except Exception as e:
         raise InvalidModelError(f"{path}: fails the ONNX checker ({one_line(e)})") from e
+    inferred = _infer(skeleton, path)
+    # shape arithmetic traced into the graph (Shape -> Gather -> Concat -> Reshape ...) is
+    # constant once the inputs' shapes are: fold it and infer again, until nothing more folds
+    # (folded also where inference alone resolved the shapes: a runtime folds them the same way,
+    # so they are no kernels)
+    for _ in range(_FOLD_ROUNDS):
+        folded = fold_shape_computations(model, static_shapes(inferred))
+        if folded is None:
+            break
+        model = folded
+        inferred = _infer(_without_weights(model, only_static_info=True), path)
+    infos = list(inferred.graph.value_info)
+    if _unresolved(inferred) and _standard_ops_only(model):
+        # a last resort, bounded: run the model once with the unresolved values exposed
+        infos += _measured_shapes(model, inferred, path)
+    by_name = {v.name: v for v in model.graph.value_info}
+    for v in infos:
+        if v.name not in by_name or (static_shape(v.type) is not None
+                                     and static_shape(by_name[v.name].type) is None):
+            by_name[v.name] = v
+    for v in inferred.graph.output:  # outputs declared with symbolic dims get the inferred ones
+        if static_shape(v.type) is not None:
+            by_name[v.name] = v
+    outputs = {o.name for o in model.graph.output}
+    for o in model.graph.output:
+        if static_shape(o.type) is None and o.name in by_name \
+                and static_shape(by_name[o.name].type) is not None:
+            o.type.CopyFrom(by_name[o.name].type)
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(v for v in by_name.values() if v.name not in outputs)
+    return model
+
+
+_FOLD_ROUNDS = 64  # each round resolves at least one more chain (e.g. one "same" padding)
+# the most a model (weights and inputs) may weigh for hwlat to run it once to measure its shapes
+MEASURE_LIMIT_BYTES = 1 << 30
+
+
+def _standard_ops_only(model: onnx.ModelProto) -> bool:
+    return all(n.domain in ("", "ai.onnx") for n in model.graph.node)
+
+
+def _measured_shapes(model: onnx.ModelProto, inferred: onnx.ModelProto,
+                     path: Path) -> list[onnx.ValueInfoProto]:
+    """Shapes of the values inference and folding left unknown, from one onnxruntime run with
+    those values exposed as outputs (on the inputs the profilers feed); InvalidModelError naming the first such value
+    when the model cannot be run or is over MEASURE_LIMIT_BYTES."""
+    from onnx import helper
+
+    from hwlat.graph.fold import static_shape, static_shapes
+
+    g = model.graph
+    shapes = static_shapes(inferred)
+    types = {v.name: v.type.tensor_type.elem_type for v in
+             [*inferred.graph.value_info, *inferred.graph.output] if v.type.HasField("tensor_type")}
+    missing = [(o, n, idx) for idx, n in enumerate(g.node) for o in n.output
+               if o and o not in shapes]
+    first, node, idx = missing[0]
+    where = f"value '{first}' (output of {_label(node, idx)})"
+    inits = {t.name for t in g.initializer}
+    feeds = {}
+    rng = np.random.default_rng(0)
+    for i in g.input:  # as the profilers feed them: floats standard normal, the rest zeros
+        if i.name in inits:
+            continue
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
+        shape = static_shape(i.type)
+        feeds[i.name] = (rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating)
+                         else np.zeros(shape, dtype))
+    size = model.ByteSize() + sum(a.nbytes for a in feeds.values())
+    if size > MEASURE_LIMIT_BYTES:
+        raise InvalidModelError(
+            f"{path}: the shape of {where} is unknown after shape inference and folding, and "
+            f"the model ({size / 2**20:.0f} MiB) is over the {MEASURE_LIMIT_BYTES >> 20} MiB "
+            "hwlat runs once to measure shapes")
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    graph_outputs = {o.name for o in g.output}
+    probe.graph.output.extend(
+        helper.make_tensor_value_info(o, types.get(o, onnx.TensorProto.UNDEFINED), None)
+        for o, _, _ in missing if o not in graph_outputs and types.get(o))
+    names = [o.name for o in probe.graph.output]
     try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=True, data_prop=True)
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.log_severity_level = 4  # the failure is reported below, once
+        sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        run_opts = ort.RunOptions()
+        run_opts.log_severity_level = 4
+        got = dict(zip(names, sess.run(names, feeds, run_opts), strict=True))
+    except Exception as e:
+        raise InvalidModelError(
+            f"{path}: the shape of {where} is unknown after shape inference and folding, and "
+            f"onnxruntime could not run the model to measure it ({_ort_reason(e)})") from e
+    out = []
+    for o, n, i in missing:
+        if o not in got:
+            raise InvalidModelError(
+                f"{path}: the shape of value '{o}' (output of {_label(n, i)}) is unknown after "
+                "shape inference and folding, and its type is unknown too")
+        arr = np.asarray(got[o])
+        out.append(helper.make_tensor_value_info(
+            o, helper.np_dtype_to_tensor_dtype(arr.dtype), list(arr.shape)))
+    return out
+
+
+def _infer(skeleton: onnx.ModelProto, path: Path) -> onnx.ModelProto:
+    import onnx
+
+    try:
+        return onnx.shape_inference.infer_shapes(skeleton, check_type=True, data_prop=True)
     except Exception as e:
         raise InvalidModelError(f"{path}: shape inference failed ({one_line(e)})") from e
-    known = {v.name for v in model.graph.value_info}
-    model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in known)
-    return model
+
+
+def _unresolved(model: onnx.ModelProto) -> bool:
+    """Whether the inputs' shapes are fixed but some node's output still has no static shape."""
+    from hwlat.graph.fold import static_shape, static_shapes
+
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    if not all(static_shape(i.type) is not None for i in g.input if i.name not in inits):
+        return False
+    shapes = static_shapes(model)
+    return any(o and o not in shapes for n in g.node for o in n.output)
 
 
 def check_declared_dims(graph: onnx.GraphProto) -> None:
@@ -175,18 +299,22 @@ def _check_type_dims(name: str, tp: onnx.TypeProto) -> None:
         _check_type_dims(name, tp.map_type.value_type)
 
 
-def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+def _without_weights(model: onnx.ModelProto, only_static_info: bool = False) -> onnx.ModelProto:
     """The model with each large initializer turned into a typed graph input of the same shape;
-    small ones stay, since shape inference reads shapes and axes from them."""
+    small ones stay, since shape inference reads shapes and axes from them. `only_static_info`
+    drops recorded value shapes that are not fully known, so inference starts afresh on them."""
     from onnx import helper
+
+    from hwlat.graph.fold import static_shape
 
     g = model.graph
     keep = [t for t in g.initializer if _numel(t.dims) <= SMALL_CONSTANT_ELEMENTS]
     declared = {i.name for i in g.input}
     as_inputs = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
                  for t in g.initializer if _numel(t.dims) > SMALL_CONSTANT_ELEMENTS and t.name not in declared]
+    info = [v for v in g.value_info if not only_static_info or static_shape(v.type) is not None]
     graph = helper.make_graph(list(g.node), g.name, [*g.input, *as_inputs], list(g.output), keep,
-                              value_info=list(g.value_info))
+                              value_info=info)
     out = helper.make_model(graph, opset_imports=list(model.opset_import))
     out.ir_version = model.ir_version
     return out
@@ -318,3 +446,11 @@ def _label(n, idx: int) -> str:
     return f"'{n.name}' ({n.op_type} #{idx})" if n.name else f"{n.op_type} #{idx}"
 
 
+def _ort_reason(e: BaseException) -> str:
+    """onnxruntime's message without its source locations: what failed, and on which node."""
+    text = one_line(e)
+    node = text.split("Name:'", 1)[1].split("'", 1)[0] if "Name:'" in text else None
+    reason = text.rsplit(" was false. ", 1)[-1] if " was false. " in text else \
+        text.rsplit("Status Message: ", 1)[-1]
+    reason = reason[:200]
+    return f"node '{node}': {reason}" if node else reason

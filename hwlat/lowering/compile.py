@@ -81,6 +81,8 @@ def lower(path: str | os.PathLike, target: str | dict[str, Any] | tvm.target.Tar
     `dense_kernels=False` leaves convs and matmuls to TVM's own lowering (for comparisons)."""
     get_pipeline(pipeline)
     target = resolve_target(target)
+    # load() has folded the shape arithmetic an exporter traced (Shape -> ... -> Reshape targets,
+    # Slice bounds) into constants: TVM's importer needs them constant
     model = apply_rewrites(load(path).meta["onnx"], target)
     check_support(model, target)
     inputs, outputs = _signature(model)

@@ -125,6 +125,21 @@ def test_attention_subgraph_is_one_kernel(tmp_path):
     assert kernel_cost(g, ks[0]).macs == 2 * (1 * 2 * 5 * 5 * 4)
 
 
+def test_attention_with_a_constant_node_bias(tmp_path):
+    # LeViT's attention bias, as torch's TorchScript exporter writes it: a Constant node, larger
+    # than the folded constants, added to the scores
+    shape = [1, 2, 5, 4]
+    bias = helper.make_tensor("b", TensorProto.FLOAT, [1, 2, 5, 5], rand(1, 2, 5, 5).ravel().tolist())
+    m = model([node("Constant", [], ["bias"], value=bias),
+               node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+               node("MatMul", ["q", "kt"], ["s"]), node("Add", ["s", "bias"], ["sb"]),
+               node("Softmax", ["sb"], ["p"], axis=-1), node("MatMul", ["p", "v"], ["y"])],
+              [tensor("q", shape), tensor("k", shape), tensor("v", shape)], [tensor("y", shape)])
+    g, ks = kernels_of(tmp_path, m)
+    assert summary(ks) == [(KernelKind.ATTENTION, ("Transpose", "MatMul", "Add", "Softmax", "MatMul"))]
+    assert kernel_cost(g, ks[0]).macs == 2 * (1 * 2 * 5 * 5 * 4)
+
+
 def test_softmax_without_attention_around_it_stays_alone(tmp_path):
     m = model([node("Softmax", ["a"], ["y"], axis=-1)], [tensor("a", [2, 5])], [tensor("y", [2, 5])])
     _, ks = kernels_of(tmp_path, m)

@@ -81,3 +81,45 @@ def conv_chain(n: int, c: int = 8, hw: int = 16, seed: int = 0):
         nodes.append(node("Relu", [f"c{i}"], [f"r{i}"]))
         x, cin = f"r{i}", cout
     return model(nodes, [tensor("x", [1, c, hw, hw])], [tensor(x, [1, cin, hw, hw])], inits)
+
+
+def _i64(name, values):
+    return numpy_helper.from_array(np.asarray(values, dtype=np.int64), name)
+
+
+def channel_shuffle_model(groups: int = 2, c: int = 8, hw: int = 6) -> onnx.ModelProto:
+    """x -> conv -> channel shuffle whose Reshape targets come from Shape -> Gather -> Div ->
+    Concat (batch, groups, C / groups, H, W), then chunk halves with Slice bounds from Shape, and
+    a conv on one half: the conv's MACs depend on the shapes behind the chain."""
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w0"], ["y"], pads=[1, 1, 1, 1]),
+        n("Shape", ["y"], ["s"]),
+        n("Gather", ["s", "i0"], ["b"], axis=0),
+        n("Gather", ["s", "i1"], ["ch"], axis=0),
+        n("Gather", ["s", "i2"], ["h"], axis=0),
+        n("Gather", ["s", "i3"], ["w"], axis=0),
+        n("Div", ["ch", "g"], ["cpg"]),
+        n("Concat", ["b", "g", "cpg", "h", "w"], ["shape5"], axis=0),
+        n("Reshape", ["y", "shape5"], ["y5"]),
+        n("Transpose", ["y5"], ["t5"], perm=[0, 2, 1, 3, 4]),
+        n("Concat", ["b", "ch", "h", "w"], ["shape4"], axis=0),
+        n("Reshape", ["t5", "shape4"], ["shuffled"]),
+        # torch.chunk(x, 2, dim=1) traced: the split point is Shape[1] / 2
+        n("Shape", ["shuffled"], ["s2"]),
+        n("Gather", ["s2", "i1"], ["c2"], axis=0),
+        n("Div", ["c2", "two"], ["half"]),
+        n("Slice", ["shuffled", "zero", "half", "one"], ["left"]),
+        n("Conv", ["left", "w1"], ["out"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.random.default_rng(0).standard_normal((c, 3, 3, 3)).astype(np.float32), "w0"),
+        numpy_helper.from_array(np.random.default_rng(1).standard_normal((4, c // 2, 1, 1)).astype(np.float32), "w1"),
+        _i64("i0", [0]), _i64("i1", [1]), _i64("i2", [2]), _i64("i3", [3]),
+        _i64("g", [groups]), _i64("two", [2]), _i64("zero", [0]), _i64("one", [1]),
+    ]
+    graph = helper.make_graph(nodes, "shuffle", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, hw, hw])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", "c", "h", "w"])], inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    return m

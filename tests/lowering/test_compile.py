@@ -138,3 +138,19 @@ def test_a_library_compiled_again_to_the_same_path_runs_as_the_new_model(tmp_pat
     x = rand(4, 16, seed=3)
     got = run_library(out, models.npy(tmp_path, "x2.npy", x))["y"]
     np.testing.assert_allclose(got, x @ rand(16, 8, seed=1) + rand(8, seed=2), atol=1e-4)
+
+
+def test_traced_shape_arithmetic_is_folded_before_lowering(tmp_path):
+    # a channel shuffle whose Reshape targets and Slice bounds come from Shape -> Gather -> Div ->
+    # Concat, as torch's TorchScript exporter writes it: TVM's importer needs them constant
+    import onnx
+
+    from tests.helpers.onnx_builders import channel_shuffle_model
+
+    src = tmp_path / "shuffle.onnx"
+    onnx.save(channel_shuffle_model(), src)
+    report = compile_model(src, "host", output=tmp_path / "shuffle.so")
+    assert report.max_abs_diff is not None and report.max_abs_diff < 1e-4
+    x = rand(1, 3, 6, 6, seed=2)
+    got = run_library(report.output, models.npy(tmp_path, "x.npy", x))
+    np.testing.assert_allclose(got["out"], onnxruntime_outputs(str(src), {"x": x})[0], atol=1e-4)
