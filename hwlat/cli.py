@@ -511,6 +511,73 @@ def lut_show(table: TableOpt = None,
     out.print(t)
 
 
+@lut_app.command("sample")
+def lut_sample(
+    device: DeviceOpt = "cpu-ort",
+    kinds: Annotated[str, typer.Option(help="comma-separated kernel kinds: " + ", ".join(
+        ("conv", "matmul", "layer_norm", "attention", "pool", "elementwise")))] = "conv,matmul,layer_norm,attention",
+    n: Annotated[int, typer.Option("--n", help="sampled kernels of each kind the table should hold")] = 100,
+    corpus: Annotated[Path | None, typer.Option(help="folder of ONNX models whose kernels, with the zoo's, form the prior")] = None,
+    zoo_prior: Annotated[bool, typer.Option("--zoo/--no-zoo", help="fit the prior to the zoo's models too")] = True,
+    adaptive: Annotated[bool, typer.Option(help="draw the second half around the worst-predicted configurations")] = True,
+    seed: int = 0,
+    table: TableOpt = None,
+) -> None:
+    """Time kernels drawn from the configurations real models use (resumable, killable)."""
+    from hwlat.devices import load_device
+    from hwlat.lut.sample import KINDS, corpus_configs, model_keys
+    from hwlat.lut.sample import sample as run_sample
+
+    wanted = [k.strip() for k in kinds.split(",") if k.strip()]
+    bad = [k for k in wanted if k not in KINDS]
+    if bad or not wanted:
+        raise InvalidInputError(f"unknown kernel kinds {bad or [kinds]}; the sampler draws {', '.join(KINDS)}")
+    if n < 1:
+        raise InvalidInputError(f"--n must be at least 1, got {n}")
+    spec = load_device(device)
+    if spec.runtime in ("roofline", "neuromorphic"):
+        raise InvalidInputError(f"device '{spec.name}' is not timed; sample on a measured device")
+    paths: list[Path] = []
+    if corpus is not None:
+        if not corpus.is_dir():
+            raise InvalidInputError(f"--corpus {corpus} is not a folder")
+        paths += sorted(corpus.glob("*.onnx"))
+    if zoo_prior:
+        paths += _export_zoo(spec)
+    if not paths:
+        raise InvalidInputError("no models to fit the prior to: give --corpus DIR or leave --zoo on")
+    with err.status(f"reading {len(paths)} models for the prior ..."):
+        prior = corpus_configs(model_keys(paths), wanted)
+    empty = [k for k, v in prior.items() if not v]
+    for k in empty:
+        err.print(f"warning: no {k} kernel the sampler can build in the corpus; none sampled", highlight=False)
+    runner = spec.make_runner()
+    with _table(table, readonly=False) as store:
+        logged = _progress_lines(spec.name, len(wanted) * n)
+        rep = run_sample(store, spec, runner, {k: v for k, v in prior.items() if v}, n, seed=seed,
+                         adaptive=adaptive, on_kernel=logged)
+    for k in wanted:
+        if k in rep.total:
+            out.print(f"{k}: {rep.timed.get(k, 0)} sampled kernels timed now, {rep.total[k]} in the table "
+                      f"(prior: {len(prior[k])} kernels of {len(paths)} models)")
+    if rep.dropped:
+        out.print(f"{rep.dropped} drawn configurations did not fuse as intended and were dropped")
+
+
+@lut_app.command("train")
+def lut_train(device: DeviceOpt = "cpu-ort", table: TableOpt = None) -> None:
+    """Fit the device's per-kind latency predictors (xgboost) on its table entries; stored in the table."""
+    import math
+
+    from hwlat.lut.learned import train
+
+    with _table(table, readonly=False) as store, err.status(f"training predictors for {device} ..."):
+        reports = train(store, device)
+    for r in reports:
+        out.print(f"{r.kind}: {r.n_train} entries, cross-validated error ±{math.exp(r.cv_rmse) - 1:.0%} "
+                  f"(RMSE of log latency {r.cv_rmse:.3f})")
+
+
 def _format_of(path: Path, fmt: str | None) -> str:
     fmt = fmt or path.suffix.lstrip(".").lower()
     if fmt not in ("json", "csv", "ofa"):
