@@ -8,6 +8,7 @@ import sqlite3
 
 import numpy as np
 import pytest
+
 from hwlat.graph import fuse, load
 from hwlat.graph.cost import kernel_cost
 from hwlat.lut import TableError, TableStore
