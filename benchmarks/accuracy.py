@@ -211,6 +211,8 @@ def corpus_main(args) -> None:
         if set(per) != {m["path"] for m in models}:
             per = measure_corpus([m["path"] for m in models], spec.threads, args.rounds)
             cache.write_text(json.dumps(per))
+        if args.measure_only:
+            return
         sampled = TableStore(args.sampled, readonly=True) if args.sampled else None
         fig = args.figure
         measured = {p: statistics.median(v[fig]) for p, v in per.items()}
@@ -321,6 +323,7 @@ def main() -> None:
     ap.add_argument("--out", default="build/predict-bench", help="corpus mode: table and measurements")
     ap.add_argument("--figure", choices=("cpu", "wall"), default="cpu",
                     help="corpus mode: compare with thread CPU time (default) or wall time")
+    ap.add_argument("--measure-only", action="store_true", help="corpus mode: profile and measure, then stop")
     args = ap.parse_args()
     if args.corpus:
         corpus_main(args)

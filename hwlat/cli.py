@@ -347,7 +347,8 @@ def predict(
                       f"{r.total_ms / pred.latency_ms:.1%}" if pred.latency_ms else "-", r.source)
         out.print(t)
     out.print(f"{model.name} on {spec.name}: {pred.latency_ms:.3f} ms predicted "
-              f"(kernel sum {pred.kernel_sum_ms:.3f} ms, {pred.estimated_share:.1%} of it estimated)")
+              f"(kernel sum {pred.kernel_sum_ms:.3f} ms, {pred.estimated_share:.1%} of it estimated"
+              + (f", ±{pred.uncertainty_ms:.3f} ms" if pred.uncertainty_ms else "") + ")")
     if pred.correction is not None:
         out.print(f"correction: {pred.correction.describe()}")
 
@@ -451,6 +452,7 @@ def validate(
                          "kernel_sum_ms": pred.kernel_sum_ms, "corrected": pred.correction is not None,
                          "measured_ms": measured.median_ms, "measured_cv": measured.cv,
                          "estimated_share": pred.estimated_share,
+                         "estimate_uncertainty_ms": pred.uncertainty_ms,
                          "error": pred.latency_ms / measured.median_ms - 1})
     metrics = accuracy_metrics([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
     if plot is not None:

@@ -63,11 +63,17 @@ class Prediction:
         total = self.kernel_sum_ms
         return 0.0 if total <= 0 else sum(r.total_ms for r in self.rows if r.estimated) / total
 
+    @property
+    def uncertainty_ms(self) -> float:
+        """The estimated kernels' typical error, summed (one kind's errors go together)."""
+        return sum(r.total_ms * r.uncertainty for r in self.rows if r.estimated and r.uncertainty)
+
     def to_json(self) -> dict:
         return {
             "device": self.device,
             "latency_ms": self.latency_ms,
             "kernel_sum_ms": self.kernel_sum_ms,
+            "estimate_uncertainty_ms": self.uncertainty_ms,
             "correction": None if self.correction is None else self.correction.describe(),
             "estimated_share": self.estimated_share,
             "kernels": [

@@ -268,6 +268,8 @@ def test_predict_labels_estimates_with_their_source_and_uncertainty(tmp_path):
         assert conv and all(r.estimated and r.source.startswith("estimate: gbt conv, ") for r in conv)
         assert all(r.uncertainty is not None and r.uncertainty > 0 for r in conv)
         assert p.to_json()["kernels"][0]["uncertainty"] is not None
+        assert p.uncertainty_ms == pytest.approx(sum(r.total_ms * r.uncertainty for r in conv))
+        assert before.uncertainty_ms == 0
         plain = predict(g, fuse(g), store, "cpu-ort", learned=False)
         assert all("gbt" not in r.source for r in plain.rows)
 
