@@ -493,7 +493,7 @@ def _scatter(rows, path: Path, device: str) -> None:
     os.replace(tmp, path)
 
 
-lut_app = typer.Typer(help="Show, export and import latency tables.", no_args_is_help=True)
+lut_app = typer.Typer(help="Show, export, import, sample and train on latency tables.", no_args_is_help=True)
 app.add_typer(lut_app, name="lut")
 
 
