@@ -1,7 +1,8 @@
 """Learned per-kind latency predictors: gradient-boosted trees over kernel features.
 
 Per device and kernel kind, an xgboost model of log(latency) over `hwlat.lut.features` is fitted
-on the table's entries of that kind (profiled and sampled alike; `hwlat lut train`). It is
+on the table's entries of that kind (profiled and sampled alike, less those whose runs spread
+wider than MAX_TRAIN_CV; `hwlat lut train`). It is
 stored in the table file, in the `predictors` table, as xgboost's own JSON
 (`Booster.save_raw("json")`; never pickle) with a format version, the feature names, the
 training set's size and its cross-validated error (RMSE of log latency, over 5 folds). That
@@ -25,6 +26,7 @@ from hwlat.lut.store import TableError, TableStore
 
 PREDICTOR_VERSION = 1  # bump with anything that changes what a stored model means
 MIN_TRAIN = 12  # entries of a kind before a model of it is trained
+MAX_TRAIN_CV = 0.3  # an entry whose runs spread wider than this is no latency to learn from
 FOLDS = 5
 FORMAT = "xgboost-json"
 _PARAMS = {"objective": "reg:squarederror", "max_depth": 5, "eta": 0.08, "subsample": 0.85,
@@ -42,7 +44,8 @@ def training_set(store: TableStore, device: str, kind: str | None = None,
     macs = {k: m for k, (_, m, _) in store.features().items()}
     by: dict[str, tuple[list, list, list]] = {}
     for e in store.entries(device):
-        if (kind is not None and e.kind != kind) or e.key in exclude or e.median_ms <= 0:
+        if (kind is not None and e.kind != kind) or e.key in exclude or e.median_ms <= 0 \
+                or e.cv > MAX_TRAIN_CV:
             continue
         try:
             f = key_features(e.key, macs.get(e.key))

@@ -7,7 +7,9 @@ from the distribution real networks use, time them, and learn per kind from them
   models and any ONNX files given); a draw picks one of them at random and moves its sizes
   (channels, map, tokens) by up to a factor of 2 either way (values up to 4, such as an image's
   3 channels, stay), and sometimes its kernel size; equal sizes stay equal (a depthwise conv
-  stays depthwise, a square map square), so the draw keeps the structure of real kernels;
+  stays depthwise, a square map square), so the draw keeps the structure of real kernels; a
+  draw above MAX_MACS or MAX_ELEMENTS is drawn again (a kernel that runs longer than a
+  scheduler time slice is timed with other processes' time in it on a shared machine);
 * adaptive: after a first round, a cross-validated predictor of the kind (`hwlat.lut.learned`)
   finds the table's configurations it predicts worst, and the next round draws around them with
   a smaller spread;
@@ -39,6 +41,8 @@ from hwlat.errors import InvalidInputError
 from hwlat.lut.features import FEATURE_VERSION, key_features, parse_key
 
 KINDS = ("conv", "matmul", "layer_norm", "attention", "pool", "elementwise")
+MAX_MACS = 4e8  # ~5 ms on one core at 80 GMAC/s
+MAX_ELEMENTS = 8e6  # activations of a sample, inputs and outputs together
 OPSET = 17
 _UNARY = {"Relu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "LeakyRelu"}
 _BINARY = {"Add", "Mul", "Sub", "Div"}
@@ -211,9 +215,26 @@ def _moved(cfg: dict, rng: np.random.Generator, spread: float) -> dict | None:
     if cfg["kind"] == "elementwise" and cfg.get("y") is not None:
         if any(a != b and 1 not in (a, b) for a, b in zip(out["x"], out["y"], strict=True)):
             return None
-    if _numel(out) > 64e6:  # keep a sample small enough to time in a second or so
+    # a sample a CPU runs in a few milliseconds: a kernel that runs longer than a scheduler
+    # time slice is timed with other processes' slices in it on a shared machine
+    if _numel(out) > MAX_ELEMENTS or _macs(out) > MAX_MACS:
         return None
     return out
+
+
+def _macs(cfg: dict) -> float:
+    """Multiply-accumulates of a configuration (0 for kinds without products)."""
+    kind = cfg["kind"]
+    if kind == "conv":
+        n, cin, h, w = cfg["x"]
+        sh, sw = (cfg["strides"] or [1, 1])[:2]
+        return float(n * cfg["cout"] * (h // sh) * (w // sw) * (cin // cfg["group"]) * cfg["k"][0] * cfg["k"][1])
+    if kind == "matmul":
+        return float(np.prod(cfg["x"]) * cfg["n"])
+    if kind == "attention":
+        b, heads, s, d = cfg["q"]
+        return float(2 * b * heads * s * s * d)
+    return 0.0
 
 
 def _numel(cfg: dict) -> float:

@@ -319,3 +319,27 @@ def test_cli_sample_times_drawn_kernels_into_the_table_and_resumes(tmp_path):
     r = hwlat("lut", "sample", "--device", "cpu-ort", "--kinds", "conv,spline", "--table", str(path), tmp=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("error: unknown kernel kinds ['spline']")
 
+
+
+def test_draws_stay_under_the_sampler_size_caps():
+    from hwlat.lut.sample import MAX_MACS, _macs
+
+    big = {"kind": "conv", "x": [1, 256, 112, 112], "cout": 256, "k": [3, 3], "epilogue": ["Relu"], "group": 1,
+           "strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1]}
+    assert _macs(big) > MAX_MACS
+    rng = np.random.default_rng(0)
+    drawn = [draw(big, rng, tries=50) for _ in range(20)]
+    assert any(d is not None for d in drawn)
+    assert all(_macs(d) <= MAX_MACS for d in drawn if d is not None)
+
+
+def test_training_leaves_out_entries_whose_runs_spread_too_wide(tmp_path):
+    from hwlat.lut.learned import MAX_TRAIN_CV, training_set
+
+    with _synthetic_table(tmp_path / "t.sqlite") as store:
+        keys, _, _ = training_set(store, "cpu-ort")["conv"]
+        noisy = store.get("cpu-ort", keys[0])
+        store.put_many([entry(noisy.key, kind="conv", median_ms=noisy.median_ms, q1_ms=noisy.q1_ms / 3,
+                              q3_ms=noisy.q3_ms * 3, cv=MAX_TRAIN_CV * 2)])
+        again, _, _ = training_set(store, "cpu-ort")["conv"]
+    assert keys[0] not in again and len(again) == len(keys) - 1
