@@ -418,11 +418,15 @@ def corpus_configs(keys: Iterable[str], kinds: Iterable[str]) -> dict[str, list[
 
 def model_keys(paths: Iterable[Path]) -> list[str]:
     """Kernel keys of every occurrence in these models (the corpus the prior is fitted to)."""
+    from hwlat.errors import HwlatError
     from hwlat.graph import fuse, load
 
     keys = []
     for p in paths:
-        keys += [k.key.text() for k in fuse(load(p))]
+        try:
+            keys += [k.key.text() for k in fuse(load(p))]
+        except HwlatError:  # a model hwlat cannot read adds nothing to the prior
+            continue
     return keys
 
 

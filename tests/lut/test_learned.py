@@ -8,6 +8,7 @@ import sqlite3
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 
 from hwlat.graph import fuse, load
 from hwlat.graph.cost import kernel_cost
@@ -343,3 +344,12 @@ def test_training_leaves_out_entries_whose_runs_spread_too_wide(tmp_path):
                               q3_ms=noisy.q3_ms * 3, cv=MAX_TRAIN_CV * 2)])
         again, _, _ = training_set(store, "cpu-ort")["conv"]
     assert keys[0] not in again and len(again) == len(keys) - 1
+
+
+def test_fuse_reads_a_softmax_fed_by_a_constant_node(tmp_path):
+    # Softmax(Add(x, Constant)): the attention rule walks back to a node without inputs
+    m = model([helper.make_node("Constant", [], ["c"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.5])),
+               node("Add", ["c", "x"], ["a"]), node("Softmax", ["a"], ["y"], axis=-1)],
+              [tensor("x", [2, 4])], [tensor("y", [2, 4])], opset=17)
+    g = load(save(m, tmp_path / "sm.onnx"))
+    assert [k.kind.value for k in fuse(g)] == ["elementwise", "softmax"]
