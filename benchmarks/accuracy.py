@@ -13,12 +13,36 @@ MobileNetV3 subnets, each family predicted from a table built without it (leave-
    correction fitted on those models; predicts F's models. Kernels F alone has are estimated.
 4. Prints per-model rows, per-family and overall metrics (RMSE, RMSPE, within 5/10/15 %), twice:
    leave-one-family-out, and "seen" (every kernel in the table, correction still fitted without F).
+
+A corpus of exported ONNX files (e.g. timm models) instead of the manifest:
+
+    .venv/bin/python benchmarks/accuracy.py --corpus DIR [--models a.onnx,b.onnx | --models-file F]
+        [--families fam.json] --sampled sampled.sqlite [--out build/predict-bench] [--rounds 5]
+
+Families: `--families` (JSON, file stem -> family), else the corpus folder's `export-log.jsonl`
+(lines with "model": "timm:NAME" or "torchvision:NAME" and "family"), else the file name's
+prefix. Measurement: each model in its own onnxruntime session, pinned to one core where the
+device runs one thread (os.sched_setaffinity), models interleaved in rounds; per round the median
+of the runs' wall time and of their thread CPU time (time.thread_time: onnxruntime runs a
+one-thread session on the calling thread, so this is the model's own CPU time, free of the time
+other processes on a shared machine take); a model's figure is the median of its round medians,
+the noise floor the spread of those. Predictions are compared with thread CPU time here (the
+machine is shared); `hwlat validate` compares with the wall-clock median, which is what a user
+of a dedicated device sees.
+
+Per family F (leave-one-family-out): the table holds the other families' kernels (and the
+sampled kernels, less any key only F has); the correction is fitted on the other families.
+"before": misses estimated by the power-law MissEstimator, correction without the per-node term.
+"after": misses estimated by per-kind xgboost predictors trained on that table, correction
+with the per-node term.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import statistics
 import tempfile
 import time
@@ -90,12 +114,221 @@ def report(title: str, rows) -> None:
               f"{m['within_10']:.0%} | {m['within_15']:.0%} | {raw['rmspe']:.1%} |")
 
 
+def corpus_families(corpus: Path, paths: list[Path], families: Path | None) -> dict[str, str]:
+    """file stem -> family (see the module's docstring for where it comes from)."""
+    if families is not None:
+        fam = json.loads(families.read_text())
+    else:
+        fam = {}
+        log = corpus / "export-log.jsonl"
+        if log.exists():
+            for line in log.read_text().splitlines():
+                d = json.loads(line)
+                src, _, name = d["model"].partition(":")
+                fam[("tv-" if src == "torchvision" else "") + name] = d["family"]
+    out = {}
+    for p in paths:
+        stem = p.name.removesuffix(".onnx").removesuffix(".torch")
+        out[str(p)] = fam.get(stem) or re.split(r"[_\d-]", stem, maxsplit=1)[0]
+    return out
+
+
+def measure_corpus(paths: list[str], threads: int, rounds: int, runs: int = 15) -> dict:
+    """Per model: per round, the median wall and thread CPU time (ms) of `runs` runs."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from hwlat.runners.ort import random_feeds
+
+    if threads == 1 and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = threads
+    o.inter_op_num_threads = 1
+    o.log_severity_level = 3
+    sessions = {}
+    for p in paths:
+        sess = ort.InferenceSession(p, o, providers=["CPUExecutionProvider"])
+        sessions[p] = (sess, random_feeds(sess))
+    out = {p: {"wall": [], "cpu": []} for p in paths}
+    for r in range(rounds):
+        for p in paths:
+            sess, feeds = sessions[p]
+            for _ in range(3):
+                sess.run(None, feeds)
+            wall, cpu = [], []
+            for _ in range(runs):
+                t0, c0 = time.perf_counter(), time.thread_time()
+                sess.run(None, feeds)
+                cpu.append((time.thread_time() - c0) * 1e3)
+                wall.append((time.perf_counter() - t0) * 1e3)
+            out[p]["wall"].append(float(np.median(wall)))
+            out[p]["cpu"].append(float(np.median(cpu)))
+        print(f"  round {r + 1}/{rounds} done", flush=True)
+    return out
+
+
+def corpus_fold(path: Path, master: TableStore, sampled: TableStore | None, keys: set[str],
+                held: set[str]) -> TableStore:
+    """A table of the master's entries for `keys` and the sampled entries not in `held`."""
+    feats = {**master.features(), **(sampled.features() if sampled else {})}
+    entries = list(master.get_many(DEVICE, keys).values())
+    if sampled is not None:
+        entries += [e for e in sampled.entries(DEVICE) if e.key not in held and e.key not in keys]
+    store = TableStore(path)
+    store.put_many(entries, [(e.key, *feats[e.key]) for e in entries if e.key in feats])
+    return store
+
+
+def corpus_main(args) -> None:
+    from hwlat.lut.learned import train
+
+    corpus = Path(args.corpus)
+    if args.models_file:
+        names = Path(args.models_file).read_text().split()
+    elif args.models:
+        names = args.models.split(",")
+    else:
+        names = sorted(str(p) for p in corpus.glob("*.onnx"))
+    paths = [Path(n) if "/" in n else corpus / n for n in names]
+    fam = corpus_families(corpus, paths, Path(args.families) if args.families else None)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = load_device(DEVICE)
+    runner = get_runner(spec)
+    graphs = {}
+    for p in paths:
+        g = load(p)
+        graphs[str(p)] = (g, fuse(g))
+    models = [{"path": str(p), "family": fam[str(p)], "name": p.name.removesuffix(".onnx")} for p in paths]
+    with TableStore(out / "table.sqlite") as master:
+        t0 = time.perf_counter()
+        rep = profile(plan(paths, spec, runner, master), spec, runner, master)
+        print(f"table: {rep.measured} kernels measured now, {rep.skipped} already there "
+              f"({time.perf_counter() - t0:.0f} s); {len(models)} models in "
+              f"{len({m['family'] for m in models})} families")
+        cache = out / f"measured-{args.rounds}.json"
+        per = json.loads(cache.read_text()) if cache.exists() else {}
+        if set(per) != {m["path"] for m in models}:
+            per = measure_corpus([m["path"] for m in models], spec.threads, args.rounds)
+            cache.write_text(json.dumps(per))
+        if args.measure_only:
+            return
+        sampled = TableStore(args.sampled, readonly=True) if args.sampled else None
+        fig = args.figure
+        measured = {p: statistics.median(v[fig]) for p, v in per.items()}
+        noise = {p: (max(v[fig]) - min(v[fig])) / statistics.median(v[fig]) for p, v in per.items()}
+        ratio = statistics.median(statistics.median(v["wall"]) / statistics.median(v["cpu"]) for v in per.values())
+        print(f"measured: {fig} time; wall / thread CPU time median {ratio:.3f}; noise floor (range of "
+              f"{args.rounds} round medians) median {statistics.median(noise.values()):.1%}")
+        gap_report(models, graphs, master, measured)
+        rows = []
+        for family in sorted({m["family"] for m in models}):
+            train_m = [m for m in models if m["family"] != family]
+            test_m = [m for m in models if m["family"] == family]
+            keys = {k.key.text() for m in train_m for k in graphs[m["path"]][1]}
+            held = {k.key.text() for m in test_m for k in graphs[m["path"]][1]} - keys
+            res = {}
+            for mode in ("before", "after"):
+                with tempfile.TemporaryDirectory() as tmp:
+                    store = corpus_fold(Path(tmp) / "fold.sqlite", master, sampled if mode == "after" else None,
+                                        keys, held)
+                    with store:
+                        learned = mode == "after"
+                        if learned:
+                            train(store, DEVICE)
+                        for m in train_m:
+                            g, ks = graphs[m["path"]]
+                            f = predict(g, ks, store, DEVICE, correct=False, learned=learned).features
+                            if not learned:
+                                f["nodes"] = 0.0  # the correction as it was: no per-node term
+                            store.put_calibration(DEVICE, m["path"], f, measured[m["path"]])
+                        for m in test_m:
+                            g, ks = graphs[m["path"]]
+                            p = predict(g, ks, store, DEVICE, learned=learned)
+                            lat = p.latency_ms
+                            if not learned and p.correction is not None:
+                                lat = max(p.correction.apply({**p.features, "nodes": 0.0}), 0.0)
+                            res.setdefault(m["path"], {})[mode] = (lat, p.kernel_sum_ms, p.estimated_share)
+            for m in test_m:
+                r = res[m["path"]]
+                rows.append({"family": family, "name": m["name"], "measured": measured[m["path"]],
+                             "noise": noise[m["path"]], "before": r["before"][0], "after": r["after"][0],
+                             "sum_before": r["before"][1], "sum_after": r["after"][1],
+                             "estimated": r["after"][2]})
+            print(f"  {family}: done", flush=True)
+        if sampled is not None:
+            sampled.close()
+    corpus_report(rows, fig)
+
+
+def gap_report(models, graphs, master, measured) -> None:
+    """What the kernel sum leaves out, with every kernel in the table: per model the gap between
+    measured and kernel sum beside the node count, kernel count and layout-boundary MB, and a
+    least-squares split of the gap over them (per node, per kernel, per MB)."""
+    import numpy as np
+
+    from hwlat.lut.correct import boundary_bytes
+
+    print("\n### what the kernel sum misses (every kernel in the table, no correction)\n")
+    print("| family | model | measured ms | kernel sum ms | gap ms | kernels | nodes | nodes/kernel | boundary MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    xs, ys = [], []
+    for m in models:
+        g, ks = graphs[m["path"]]
+        p = predict(g, ks, master, DEVICE, correct=False, learned=False)
+        gap = measured[m["path"]] - p.kernel_sum_ms
+        nodes = sum(len(k.nodes) for k in ks)
+        mb = boundary_bytes(g, ks) / 1e6
+        xs.append([nodes, len(ks), mb])
+        ys.append(gap)
+        print(f"| {m['family']} | {m['name']} | {measured[m['path']]:.2f} | {p.kernel_sum_ms:.2f} | {gap:+.2f} | "
+              f"{len(ks)} | {nodes} | {nodes / len(ks):.2f} | {mb:.1f} |")
+    coef, *_ = np.linalg.lstsq(np.array(xs), np.array(ys), rcond=None)
+    print(f"\nleast squares over {len(ys)} models: gap ~ {coef[0] * 1e3:+.1f} us/node "
+          f"{coef[1] * 1e3:+.1f} us/kernel {coef[2]:+.3f} ms/MB at layout boundaries")
+
+
+def corpus_report(rows, fig: str) -> None:
+    print(f"\n### leave-one-family-out on the corpus, cpu-ort, against {fig} time\n")
+    print("| family | n | noise floor | before: within 5 % / 10 % | before RMSPE | after: within 5 % / 10 % "
+          "| after RMSPE | after, kernel sum only RMSPE |")
+    print("|---|---|---|---|---|---|---|---|")
+    for family in sorted({r["family"] for r in rows}) + ["all"]:
+        rs = [r for r in rows if family in ("all", r["family"])]
+        ms = [r["measured"] for r in rs]
+        b = accuracy_metrics([r["before"] for r in rs], ms)
+        a = accuracy_metrics([r["after"] for r in rs], ms)
+        s = accuracy_metrics([r["sum_after"] for r in rs], ms)
+        print(f"| {family} | {len(rs)} | {statistics.median(r['noise'] for r in rs):.1%} | "
+              f"{b['within_5']:.0%} / {b['within_10']:.0%} | {b['rmspe']:.1%} | "
+              f"{a['within_5']:.0%} / {a['within_10']:.0%} | {a['rmspe']:.1%} | {s['rmspe']:.1%} |")
+    print("\n| family | model | measured ms | before | error | after | error | kernel sum (after) | estimated |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['family']} | {r['name']} | {r['measured']:.2f} | {r['before']:.2f} | "
+              f"{r['before'] / r['measured'] - 1:+.1%} | {r['after']:.2f} | {r['after'] / r['measured'] - 1:+.1%} | "
+              f"{r['sum_after']:.2f} | {r['estimated']:.0%} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="build/accuracy")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--rows", action="store_true", help="print every model's row")
+    ap.add_argument("--corpus", help="folder of ONNX models (corpus mode, see above)")
+    ap.add_argument("--models", help="corpus mode: comma-separated files (default: every *.onnx)")
+    ap.add_argument("--models-file", help="corpus mode: a file listing the models, whitespace-separated")
+    ap.add_argument("--families", help="corpus mode: JSON object, file stem -> family")
+    ap.add_argument("--sampled", help="corpus mode: table of sampled kernels (`hwlat lut sample`)")
+    ap.add_argument("--out", default="build/predict-bench", help="corpus mode: table and measurements")
+    ap.add_argument("--figure", choices=("cpu", "wall"), default="cpu",
+                    help="corpus mode: compare with thread CPU time (default) or wall time")
+    ap.add_argument("--measure-only", action="store_true", help="corpus mode: profile and measure, then stop")
     args = ap.parse_args()
+    if args.corpus:
+        corpus_main(args)
+        return
     data = Path(args.data)
     models = json.loads((data / "manifest.json").read_text())
     for m in models:  # manifest paths are relative to its folder

@@ -180,7 +180,8 @@ def _predict_from_table(model: Path, spec, sample: Path | None, precision: str |
                       f"{r.total_ms / pred.latency_ms:.1%}" if pred.latency_ms else "-", r.source)
         out.print(t)
     out.print(f"{model.name} on {spec.name}: {pred.latency_ms:.3f} ms predicted "
-              f"(kernel sum {pred.kernel_sum_ms:.3f} ms, {pred.estimated_share:.1%} of it estimated)")
+              f"(kernel sum {pred.kernel_sum_ms:.3f} ms, {pred.estimated_share:.1%} of it estimated"
+              + (f", ±{pred.uncertainty_ms:.3f} ms" if pred.uncertainty_ms else "") + ")")
     if pred.correction is not None:
         out.print(f"correction: {pred.correction.describe()}")
 
@@ -285,6 +286,7 @@ def validate(
                          "kernel_sum_ms": pred.kernel_sum_ms, "corrected": pred.correction is not None,
                          "measured_ms": measured.median_ms, "measured_cv": measured.cv,
                          "estimated_share": pred.estimated_share,
+                         "estimate_uncertainty_ms": pred.uncertainty_ms,
                          "error": pred.latency_ms / measured.median_ms - 1})
     metrics = accuracy_metrics([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
     if plot is not None:
@@ -303,7 +305,7 @@ def validate(
 
 
 
-lut_app = typer.Typer(help="Show, export and import latency tables.", no_args_is_help=True)
+lut_app = typer.Typer(help="Show, export, import, sample and train on latency tables.", no_args_is_help=True)
 
 
 @lut_app.command("show")
@@ -320,6 +322,79 @@ def lut_show(table: TableOpt = None,
             for e in store.entries(device):
                 t.add_row(e.kind, f"{e.median_ms:.4f}", f"{e.cv:.1%}", str(e.repeats), e.pipeline, e.key)
     out.print(t)
+
+
+@lut_app.command("sample")
+def lut_sample(
+    device: DeviceOpt = "cpu-ort",
+    kinds: Annotated[str, typer.Option(help="comma-separated kernel kinds: " + ", ".join(
+        ("conv", "matmul", "layer_norm", "attention", "pool", "elementwise")))] = "conv,matmul,layer_norm,attention",
+    n: Annotated[int, typer.Option("--n", help="sampled kernels of each kind the table should hold")] = 100,
+    corpus: Annotated[Path | None, typer.Option(help="folder of ONNX models whose kernels, with the zoo's, form the prior")] = None,
+    zoo_prior: Annotated[bool, typer.Option("--zoo/--no-zoo", help="fit the prior to the zoo's models too")] = True,
+    adaptive: Annotated[bool, typer.Option(help="draw the second half around the worst-predicted configurations")] = True,
+    seed: int = 0,
+    table: TableOpt = None,
+) -> None:
+    """Time kernels drawn from the configurations real models use (resumable, killable)."""
+    from hwlat.devices import load_device
+    from hwlat.lut.sample import KINDS, corpus_configs, model_keys
+    from hwlat.lut.sample import sample as run_sample
+    from hwlat.runners.profile import ProfilePlan
+    from hwlat.runners.profile import profile as profile_plan
+
+    wanted = [k.strip() for k in kinds.split(",") if k.strip()]
+    bad = [k for k in wanted if k not in KINDS]
+    if bad or not wanted:
+        raise InvalidInputError(f"unknown kernel kinds {bad or [kinds]}; the sampler draws {', '.join(KINDS)}")
+    if n < 1:
+        raise InvalidInputError(f"--n must be at least 1, got {n}")
+    spec = load_device(device)
+    if spec.runtime in ("roofline", "neuromorphic"):
+        raise InvalidInputError(f"device '{spec.name}' is not timed; sample on a measured device")
+    paths: list[Path] = []
+    if corpus is not None:
+        if not corpus.is_dir():
+            raise InvalidInputError(f"--corpus {corpus} is not a folder")
+        paths += sorted(corpus.glob("*.onnx"))
+    if zoo_prior:
+        paths += _export_zoo(spec)
+    if not paths:
+        raise InvalidInputError("no models to fit the prior to: give --corpus DIR or leave --zoo on")
+    with err.status(f"reading {len(paths)} models for the prior ..."):
+        prior = corpus_configs(model_keys(paths), wanted)
+    empty = [k for k, v in prior.items() if not v]
+    for k in empty:
+        err.print(f"warning: no {k} kernel the sampler can build in the corpus; none sampled", highlight=False)
+    runner = get_runner(spec)
+    with open_table(table, readonly=False) as store:
+        logged = _progress_lines(spec.name, len(wanted) * n)
+        def timer(todo) -> int:
+            return profile_plan(ProfilePlan(todo, already=0), spec, runner, store,
+                                on_kernel=logged).measured
+
+        rep = run_sample(store, spec, timer, {k: v for k, v in prior.items() if v}, n, seed=seed,
+                         adaptive=adaptive)
+    for k in wanted:
+        if k in rep.total:
+            out.print(f"{k}: {rep.timed.get(k, 0)} sampled kernels timed now, {rep.total[k]} in the table "
+                      f"(prior: {len(prior[k])} kernels of {len(paths)} models)")
+    if rep.dropped:
+        out.print(f"{rep.dropped} drawn configurations did not fuse as intended and were dropped")
+
+
+@lut_app.command("train")
+def lut_train(device: DeviceOpt = "cpu-ort", table: TableOpt = None) -> None:
+    """Fit the device's per-kind latency predictors (xgboost) on its table entries; stored in the table."""
+    import math
+
+    from hwlat.lut.learned import train
+
+    with open_table(table, readonly=False) as store, err.status(f"training predictors for {device} ..."):
+        reports = train(store, device)
+    for r in reports:
+        out.print(f"{r.kind}: {r.n_train} entries, cross-validated error ±{math.exp(r.cv_rmse) - 1:.0%} "
+                  f"(RMSE of log latency {r.cv_rmse:.3f})")
 
 
 def _format_of(path: Path, fmt: str | None) -> str:

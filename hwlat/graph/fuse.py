@@ -194,7 +194,7 @@ def attention_rule(g: Graph, softmax: Node, taken: Set[str]) -> Match | None:
 def _leads_to_matmul(g: Graph, value: str) -> bool:
     for _ in range(3):
         p = g.producer(value)
-        if p is None:
+        if p is None or not p.inputs:  # a graph input, or a node without inputs (Constant)
             return False
         if p.op is Op.MatMul:
             return True

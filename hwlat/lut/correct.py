@@ -6,7 +6,11 @@ layout conversions sit between kernels. A small linear model over the prediction
 fitted on models measured end to end (`hwlat calibrate`), accounts for it:
 
     latency ~ a_conv * conv_ms + a_dense * dense_ms + a_other * other_ms + b * kernels
-              + d * boundary_mb + c
+              + e * nodes + d * boundary_mb + c
+
+`nodes` counts the graph nodes the kernels are made of: a runtime pays a few microseconds of
+dispatch for each node it executes, and exported graphs write out ops (GELU, shape arithmetic,
+reshapes) as several nodes that a kernel timed alone pays for only once or not at all.
 
 `boundary_mb` is the data handed between spatial kernels (conv, pool, normalization) and kernels
 of other kinds: runtimes that run convolutions in a blocked layout (onnxruntime's NCHWc)
@@ -23,14 +27,14 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_MODELS = 3
-FEATURES = ("conv_ms", "dense_ms", "other_ms", "kernels", "boundary_mb", "one")
+FEATURES = ("conv_ms", "dense_ms", "other_ms", "kernels", "nodes", "boundary_mb", "one")
 SPATIAL_KINDS = frozenset({"conv", "pool", "normalization"})
 _GROUP = {"conv": "conv_ms", "sparse_conv": "conv_ms", "matmul": "dense_ms", "attention": "dense_ms"}
-_PRIOR = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+_PRIOR = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
 # how far each coefficient may move for the price of 1 % relative error: scales of the prior
-# (ms per kernel; ms per MB, about a memory copy at 1 GB/s; the per-run offset is a runtime's
+# (ms per kernel and per node; ms per MB, about a memory copy at 1 GB/s; the per-run offset is a runtime's
 # call overhead, tens of microseconds: left loose, it soaks up noise and inflates tiny models)
-_PRIOR_SCALE = np.array([0.5, 0.5, 0.5, 0.05, 1.0, 0.05])
+_PRIOR_SCALE = np.array([0.5, 0.5, 0.5, 0.05, 0.01, 1.0, 0.05])
 _PRIOR_WEIGHT = 0.05
 
 
@@ -40,6 +44,7 @@ def model_features(rows, boundary_bytes: int) -> dict[str, float]:
     for r in rows:
         f[_GROUP.get(r.kernel.kind.value, "other_ms")] += r.total_ms
         f["kernels"] += r.count
+        f["nodes"] += r.count * len(r.kernel.nodes)
     f["boundary_mb"] = boundary_bytes / 1e6
     f["one"] = 1.0
     return f
@@ -72,7 +77,7 @@ class Correction:
     def describe(self) -> str:
         a = dict(zip(FEATURES, self.coef, strict=True))
         return (f"x{a['conv_ms']:.3f} conv, x{a['dense_ms']:.3f} matmul/attention, x{a['other_ms']:.3f} other, "
-                f"{a['kernels'] * 1e3:+.1f} us/kernel, {a['boundary_mb']:+.3f} ms/MB at layout boundaries, "
+                f"{a['kernels'] * 1e3:+.1f} us/kernel, {a['nodes'] * 1e3:+.1f} us/node, {a['boundary_mb']:+.3f} ms/MB at layout boundaries, "
                 f"{a['one']:+.3f} ms (fitted on {self.n_models} models)")
 
 

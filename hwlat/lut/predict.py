@@ -29,6 +29,7 @@ class KernelLatency:
     ms: float  # one occurrence
     estimated: bool
     source: str  # "table", or how the estimate was made
+    uncertainty: float | None = None  # an estimate's typical relative error, where known
 
     @property
     def total_ms(self) -> float:
@@ -62,11 +63,17 @@ class Prediction:
         total = self.kernel_sum_ms
         return 0.0 if total <= 0 else sum(r.total_ms for r in self.rows if r.estimated) / total
 
+    @property
+    def uncertainty_ms(self) -> float:
+        """The estimated kernels' typical error, summed (one kind's errors go together)."""
+        return sum(r.total_ms * r.uncertainty for r in self.rows if r.estimated and r.uncertainty)
+
     def to_json(self) -> dict:
         return {
             "device": self.device,
             "latency_ms": self.latency_ms,
             "kernel_sum_ms": self.kernel_sum_ms,
+            "estimate_uncertainty_ms": self.uncertainty_ms,
             "correction": None if self.correction is None else self.correction.describe(),
             "estimated_share": self.estimated_share,
             "kernels": [
@@ -78,6 +85,7 @@ class Prediction:
                     "total_ms": r.total_ms,
                     "estimated": r.estimated,
                     "source": r.source,
+                    "uncertainty": r.uncertainty,
                     "key": r.kernel.key.text(),
                 }
                 for r in self.rows
@@ -94,19 +102,30 @@ class Estimator(Protocol):
 
 
 def predict(g: Graph, kernels: list[Kernel], store: TableStore, device: str, *,
-            correct: bool = True, fallback: Estimator | None = None) -> Prediction:
+            correct: bool = True, fallback: Estimator | None = None, learned: bool = True) -> Prediction:
     """`fallback` estimates the table's misses (e.g. a roofline device's RooflineEstimator);
-    by default MissEstimator fits them on the device's measured entries."""
+    by default the device's trained per-kind predictors (`hwlat lut train`; with `learned`) do,
+    and MissEstimator fits the kinds they lack on the device's measured entries."""
     summary = summarize(g, kernels)
     keys = [r.kernel.key.text() for r in summary.rows]
     found = store.get_many(device, keys)
     missing = [r for r in summary.rows if r.kernel.key.text() not in found]
-    estimator = (fallback or MissEstimator(store, device)) if missing else None
+    estimator = None
+    if missing:
+        estimator = fallback
+        if estimator is None and learned:
+            from hwlat.lut.learned import LearnedEstimator
+
+            estimator = LearnedEstimator.for_device(store, device, lambda: MissEstimator(store, device))
+        estimator = estimator or MissEstimator(store, device)
     rows = []
     for r in summary.rows:
         e = found.get(r.kernel.key.text())
         if e is not None:
             rows.append(KernelLatency(r.kernel, r.count, e.median_ms, False, "table"))
+        elif hasattr(estimator, "estimate_key"):
+            ms, how, unc = estimator.estimate_key(r.kernel.key.text(), r.kernel.kind.value, r.cost)
+            rows.append(KernelLatency(r.kernel, r.count, ms, True, how, unc))
         else:
             ms, how = estimator.estimate(r.kernel.kind.value, r.cost)
             rows.append(KernelLatency(r.kernel, r.count, ms, True, how))

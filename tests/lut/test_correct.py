@@ -14,31 +14,39 @@ def synthetic(n: int, coef, seed: int = 0):
     samples = []
     for _ in range(n):
         f = {"conv_ms": rng.uniform(1, 50), "dense_ms": rng.uniform(0, 20), "other_ms": rng.uniform(0, 5),
-             "kernels": float(rng.integers(20, 300)), "boundary_mb": rng.uniform(0, 3), "one": 1.0}
+             "kernels": float(rng.integers(20, 300)), "nodes": float(rng.integers(300, 3000)), "boundary_mb": rng.uniform(0, 3), "one": 1.0}
         samples.append((f, float(np.dot(coef, [f[k] for k in FEATURES]))))
     return samples
 
 
 def test_too_few_models_give_no_correction():
-    assert fit_correction(synthetic(MIN_MODELS - 1, [1, 1, 1, 0, 0, 0])) is None
+    assert fit_correction(synthetic(MIN_MODELS - 1, [1, 1, 1, 0, 0, 0, 0])) is None
 
 
 def test_identity_data_gives_the_identity():
-    c = fit_correction(synthetic(20, [1, 1, 1, 0, 0, 0]))
-    assert np.allclose(c.coef, [1, 1, 1, 0, 0, 0], atol=1e-6)
+    c = fit_correction(synthetic(20, [1, 1, 1, 0, 0, 0, 0]))
+    assert np.allclose(c.coef, [1, 1, 1, 0, 0, 0, 0], atol=1e-6)
 
 
 def test_recovers_a_systematic_bias_from_many_models():
-    truth = [1.2, 0.9, 1.0, 0.004, 0.5, 0.03]  # cold convs, 4 us/kernel, 0.5 ms/MB reordered, 30 us/run
+    # cold convs, 4 us/kernel, 2 us/node, 0.5 ms/MB reordered, 30 us/run
+    truth = [1.2, 0.9, 1.0, 0.004, 0.002, 0.5, 0.03]
     samples = synthetic(200, truth)
     c = fit_correction(samples)
     errors = [abs(c.apply(f) / m - 1) for f, m in samples]
     assert max(errors) < 0.02
     assert c.coef[0] == pytest.approx(1.2, abs=0.02)
+    assert c.coef[FEATURES.index("nodes")] == pytest.approx(0.002, abs=0.0005)
+
+
+def test_calibration_rows_without_a_node_count_still_apply():
+    c = fit_correction(synthetic(20, [1, 1, 1, 0, 0.001, 0, 0]))
+    old = {"conv_ms": 2.0, "dense_ms": 0.0, "other_ms": 0.0, "kernels": 10.0, "boundary_mb": 0.0, "one": 1.0}
+    assert c.apply(old) == pytest.approx(c.apply({**old, "nodes": 0.0}))
 
 
 def test_few_models_move_the_fit_only_towards_them():
-    samples = synthetic(3, [1.5, 1.5, 1.5, 0, 0, 0])
+    samples = synthetic(3, [1.5, 1.5, 1.5, 0, 0, 0, 0])
     c = fit_correction(samples)
     before = np.mean([abs(sum(f[k] for k in ("conv_ms", "dense_ms", "other_ms")) / m - 1) for f, m in samples])
     after = np.mean([abs(c.apply(f) / m - 1) for f, m in samples])
