@@ -70,8 +70,8 @@ KERNEL_NAMES = {"conv": "hwlat_conv2d", "depthwise": "hwlat_depthwise_conv2d",
                 "mean_pool": "hwlat_mean_pool", "channel_scale": "hwlat_channel_scale"}
 
 
-def kernel_module(spec) -> tuple[str, ModuleType]:
-    """Which kernel computes the spec: (name, module)."""
+def kernel_module(spec, cpu: CpuInfo | None = None) -> tuple[str, ModuleType]:
+    """Which kernel computes the spec on the CPU (default AVX2): (name, module)."""
     from hwlat.kernels.dense import mbconv, scale
 
     if isinstance(spec, mbconv.MBConvSpec):
@@ -92,7 +92,7 @@ def kernel_module(spec) -> tuple[str, ModuleType]:
         return "depthwise", depthwise
     from hwlat.kernels.dense import conv, winograd
 
-    if winograd.preferred(spec):  # 3x3 stride-1 convs where F(2x2, 3x3) measured faster
+    if winograd.preferred(spec, cpu):  # 3x3 stride-1 convs where F(2x2, 3x3) measured faster
         return "winograd", winograd
 
     return "conv", conv
@@ -114,14 +114,14 @@ def _cpu_kwargs(func, cpu: CpuInfo | None) -> dict:
 def kernel_for(spec: Conv2dSpec | MatmulSpec, cpu: CpuInfo | None = None) -> tvm.tirx.PrimFunc:
     """The kernel of the spec, scheduled for the CPU (default: AVX2); its weight is packed by
     `pack_weight(spec, w, cpu)`."""
-    _, module = kernel_module(spec)
+    _, module = kernel_module(spec, cpu)
     return as_kernel(module.primfunc(spec, **_cpu_kwargs(module.primfunc, cpu)))
 
 
 def pack_weight(spec: Conv2dSpec | MatmulSpec, w: np.ndarray,
                 cpu: CpuInfo | None = None) -> np.ndarray:
     """The weight in the layout `kernel_for(spec, cpu)` reads."""
-    _, module = kernel_module(spec)
+    _, module = kernel_module(spec, cpu)
     return module.pack_weight(spec, w, **_cpu_kwargs(module.pack_weight, cpu))
 
 
@@ -310,7 +310,7 @@ class _Rewriter(KernelRewriter):
         self.cpu = cpu  # the CPU of the target being built for: the kernels' tiles
 
     def make_kernel(self, spec):
-        return kernel_for(spec, self.cpu), KERNEL_NAMES[kernel_module(spec)[0]]
+        return kernel_for(spec, self.cpu), KERNEL_NAMES[kernel_module(spec, self.cpu)[0]]
 
     def rewrite_function(self, func: relax.Function) -> relax.Function:
         x, w = wildcard(), is_const()
@@ -432,7 +432,7 @@ class _Rewriter(KernelRewriter):
         for b in block.bindings:
             spec = self._spec_of(b.value)
             fold = None
-            if isinstance(spec, Conv2dSpec) and kernel_module(spec)[0] == "conv" \
+            if isinstance(spec, Conv2dSpec) and kernel_module(spec, self.cpu)[0] == "conv" \
                     and spec.kernel == (1, 1) and spec.groups == 1 and spec.batch == 1 \
                     and spec.cout < spec.out_height * spec.out_width and not conv.is_gemv(spec, cpu=self.cpu):
                 fold = _scaled_input(b.value.args[1].fields, value, users, b.var, spec)
