@@ -45,6 +45,11 @@ kc channels (partial sums in a per-task buffer, tile after tile in the order the
 `default_plan` picks tile, chunk and blocks
 from the shape (measured on an AMD EPYC znver3, 1 thread); `Plan` overrides it. The packed
 weight's layout depends on the plan: pack with the plan the PrimFunc is built with.
+
+The CPU (`hwlat.kernels.cpu`, default AVX2) picks the plan: on AVX-512 (32 zmm registers) the
+plans have vectors of 16 floats (`Plan.lanes`), "cout" tiles of up to 12 channels x 32 pixels (24
+accumulators) and "pixels" tiles twice as many channels wide, reduction blocks sized by the L1d
+(`_plan_512`); AVX2 targets get the plans above, unchanged.
 """
 
 from __future__ import annotations

@@ -39,7 +39,9 @@ tensor): scale.py multiplies the packed constant weight by s at run time, and th
 x goes (OFA's note10 net, in-model: 0.990-0.997x; its 7x7 blocks keep the multiply).
 
 Each distinct spec gets one PrimFunc, shared by all its calls, marked opaque (`op_pattern` 8)
-and scheduled, so FuseOps leaves it alone and MetaSchedule does not tune it.
+and scheduled, so FuseOps leaves it alone and MetaSchedule does not tune it. The kernels are
+scheduled, and their weights packed, for the CPU of the target being built for
+(`hwlat.kernels.cpu.current()`: vector width, registers, caches); AVX2 without a target.
 """
 
 from __future__ import annotations

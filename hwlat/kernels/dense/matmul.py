@@ -22,6 +22,10 @@ linearly for any m.
   (three or four: about the same, eight: 0.93-1.01x); in-model, OFA's net 0.986-0.992x.
   `gemv_body` also serves the conv kernel's 1x1 convs on 1x1 maps (squeeze-excite, OFA's
   1152 -> 1536 layer).
+
+On AVX-512 (`cpu`, from `hwlat.kernels.cpu`) the GEMM's register tile is 12 rows x 32 columns
+(24 of the 32 zmm registers) and its panels 32 columns wide (`register_tile`); the GEMV keeps
+panels of 16. Pack the weight for the CPU the kernel is built for.
 """
 
 from __future__ import annotations

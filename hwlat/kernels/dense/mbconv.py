@@ -41,6 +41,9 @@ depthwise tile is one contiguous vector load). Per row tile:
 3. with a project conv, the same register tile (`mm`) runs over the band (the reduction
    over the mid channels) and is stored, with the residual, into the tile's rows of y, which
    are contiguous.
+
+On AVX-512 (`cpu`) the 1x1 register tiles are 6 channels x two 16-float vectors (32 columns or
+pixels, 12 of the 32 zmm registers); the packed weights and the depthwise tiles stay as above.
 """
 
 from __future__ import annotations
