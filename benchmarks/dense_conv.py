@@ -28,6 +28,7 @@ import tvm  # noqa: E402
 from dense_shapes import load_shapes  # noqa: E402  (build/dense_shapes.json, written on first use)
 from onnx import TensorProto, helper  # noqa: E402
 
+from hwlat.kernels.cpu import cpu_of  # noqa: E402
 from hwlat.kernels.dense import conv  # noqa: E402
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue  # noqa: E402
 from hwlat.lowering.targets import make_target  # noqa: E402
@@ -74,10 +75,11 @@ def ort_session(spec: Conv2dSpec, w: np.ndarray, b: np.ndarray):
 
 
 def hwlat_call(spec: Conv2dSpec, w: np.ndarray, b: np.ndarray, x: np.ndarray, target, plan=None):
-    func = conv.primfunc(spec, plan).with_attr("global_symbol", "conv")
+    cpu = cpu_of(target)  # the plans of the target's CPU, as a model build picks them
+    func = conv.primfunc(spec, plan, cpu).with_attr("global_symbol", "conv")
     ex = tvm.compile(tvm.IRModule({"conv": func}), target=target)
     f = ex["conv"]
-    args = [tvm.runtime.tensor(a) for a in (x, conv.pack_weight(spec, w, plan), b)]
+    args = [tvm.runtime.tensor(a) for a in (x, conv.pack_weight(spec, w, plan, cpu), b)]
     y = tvm.runtime.tensor(np.empty(spec.y_shape, np.float32))
 
     def run():
@@ -145,7 +147,7 @@ def main() -> None:
         if args.filter not in label(spec):
             continue
         t_ort, t_hw, ratios = bench(spec, target, args.rounds, args.min_time)
-        p = conv.default_plan(spec)
+        p = conv.default_plan(spec, cpu_of(target))
         plan = f"{p.rows} {p.mr}x{p.nr} c{p.chunk}"
         med = float(np.median(ratios))
         all_ratios.append(med)

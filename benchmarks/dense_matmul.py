@@ -43,6 +43,7 @@ import onnxruntime as ort  # noqa: E402
 import tvm  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from hwlat.kernels.cpu import cpu_of  # noqa: E402
 from hwlat.kernels.dense import matmul  # noqa: E402
 from hwlat.kernels.dense.reference import matmul_reference  # noqa: E402
 from hwlat.kernels.dense.spec import Epilogue, MatmulSpec  # noqa: E402
@@ -74,9 +75,10 @@ def ort_session(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> Callable[[], obj
 
 
 def hwlat_call(spec: MatmulSpec, x, w, b, streams: int = matmul.GEMV_STREAMS):
-    func = matmul.primfunc(spec, streams=streams).with_attr("global_symbol", "matmul")
+    cpu = cpu_of(TARGET)  # the register tile of the target's CPU, as a model build picks it
+    func = matmul.primfunc(spec, streams=streams, cpu=cpu).with_attr("global_symbol", "matmul")
     kernel = tvm.compile(tvm.IRModule({"matmul": func}), target=TARGET)["matmul"]
-    args = [tvm.runtime.tensor(a) for a in (x, matmul.pack_weight(spec, w), b)]
+    args = [tvm.runtime.tensor(a) for a in (x, matmul.pack_weight(spec, w, cpu), b)]
     out = tvm.runtime.tensor(np.zeros(spec.y_shape, np.float32))
     return out, lambda: kernel(*args, out)
 

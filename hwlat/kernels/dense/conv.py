@@ -45,6 +45,11 @@ kc channels (partial sums in a per-task buffer, tile after tile in the order the
 `default_plan` picks tile, chunk and blocks
 from the shape (measured on an AMD EPYC znver3, 1 thread); `Plan` overrides it. The packed
 weight's layout depends on the plan: pack with the plan the PrimFunc is built with.
+
+The CPU (`hwlat.kernels.cpu`, default AVX2) picks the plan: on AVX-512 (32 zmm registers) the
+plans have vectors of 16 floats (`Plan.lanes`), "cout" tiles of up to 12 channels x 32 pixels (24
+accumulators) and "pixels" tiles twice as many channels wide, reduction blocks sized by the L1d
+(`_plan_512`); AVX2 targets get the plans above, unchanged.
 """
 
 from __future__ import annotations
@@ -55,12 +60,14 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
+from hwlat.kernels.cpu import AVX2, CpuInfo
 from hwlat.kernels.dense import matmul
 from hwlat.kernels.dense.activation import activate, epilogue_params
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue
 
 LANES = 8  # fp32 lanes of one AVX2 register
 ACC_REGISTERS = 12  # of the 16 ymm registers, the ones a tile's accumulators may take
+ACC_REGISTERS_512 = 28  # of the 32 zmm registers (AVX-512: plans with lanes 16)
 ROWS = ("cout", "pixels")
 
 
@@ -88,16 +95,20 @@ class Plan:
     co_outer: bool = False  # "cout" rows storing directly: channel blocks outside the pixel tiles
     kc: int = 0  # not "cout" rows storing directly
     mb: int = 0
+    lanes: int = LANES  # fp32 lanes of a vector: 8 (AVX2) or 16 (AVX-512)
 
     def __post_init__(self):
         if self.rows not in ROWS:
             raise ValueError(f"rows must be one of {ROWS}, got {self.rows!r}")
-        if self.mr < 1 or self.nv < 1 or self.mr * self.nv > ACC_REGISTERS or self.chunk < 1:
+        if self.lanes not in (LANES, 2 * LANES):
+            raise ValueError(f"lanes must be {LANES} or {2 * LANES}, got {self.lanes}")
+        acc = ACC_REGISTERS if self.lanes == LANES else ACC_REGISTERS_512
+        if self.mr < 1 or self.nv < 1 or self.mr * self.nv > acc or self.chunk < 1:
             raise ValueError(f"bad tile {self.mr} x {self.nv} vectors, chunk {self.chunk}")
 
     @property
     def nr(self) -> int:
-        return self.nv * LANES
+        return self.nv * self.lanes
 
     @property
     def block(self) -> int:
@@ -145,8 +156,48 @@ def _geom(spec: Conv2dSpec, plan: Plan) -> _Geom:
     return _Geom(False, nph_h, nph_w, hrows, wph, plane, wph == ow)
 
 
-def default_plan(spec: Conv2dSpec) -> Plan:
-    """The plan measured best here (AMD EPYC znver3, 1 thread) for the spec's shape class."""
+def default_plan(spec: Conv2dSpec, cpu: CpuInfo | None = None) -> Plan:
+    """The plan measured best for the spec's shape class on the CPU (default: AVX2, measured on
+    an AMD EPYC znver3, 1 thread; AVX-512: `_plan_512`)."""
+    if (cpu or AVX2).avx512:
+        return _plan_512(spec, cpu)
+    return _plan_avx2(spec)
+
+
+def _plan_512(spec: Conv2dSpec, cpu: CpuInfo) -> Plan:
+    """AVX-512 (32 zmm registers, vectors of 16 floats): the AVX2 plan's shape class with the
+    register tile widened to 16-float vectors and, for "cout" rows, up to 12 channel rows
+    (24 accumulators) of 32 pixels; the reduction blocks sized by this CPU's L1d."""
+    base = _plan_avx2(spec)
+    if is_gemv(spec, base):
+        return base  # the matmul kernel's GEMV: memory bound, panels of 16 channels
+    if base.rows == "pixels":
+        return Plan("pixels", base.mr, base.nv, kc=base.kc, lanes=2 * LANES)
+    mr = min(CONV_MR_512, key=lambda m: _ceil(spec.cout, m) * m * (1 + 0.03 * (12 - m)))
+    g = _geom(spec, Plan("cout", mr, 2, lanes=2 * LANES))
+    if g.dense:
+        if base.co_outer:  # the same pixel runs per channel block as the AVX2 plan
+            return Plan("cout", mr, 2, chunk=_ceil(base.chunk, 2), co_outer=True, lanes=2 * LANES)
+        return Plan("cout", mr, 2, chunk=64, lanes=2 * LANES)
+    # reduction blocks: the rows a 32-pixel tile reads of kc channels (three cache lines per
+    # distinct phase row of the taps) stay in half of L1 across the channel blocks
+    kc = max(8, cpu.l1d_bytes // 2 // (192 * _segments(spec)) // 8 * 8)
+    return Plan("cout", mr, 2, chunk=max(1, 2048 // g.wph), kc=kc if kc < spec.cin else 0,
+                lanes=2 * LANES)
+
+
+def _segments(spec: Conv2dSpec) -> int:
+    """Distinct (phase, row shift) pairs of the taps: the input rows one output row reads."""
+    sh, sw = spec.stride
+    dh, dw = spec.dilation
+    return len({((i * dh) % sh, (j * dw) % sw, i * dh // sh)
+                for i in range(spec.kernel[0]) for j in range(spec.kernel[1])})
+
+
+CONV_MR_512 = (12, 10, 8, 6)  # "cout" tile rows AVX-512 plans choose from
+
+
+def _plan_avx2(spec: Conv2dSpec) -> Plan:
     pixels = spec.out_height * spec.out_width
     if pixels < 64 and spec.cout >= 32:
         # tile rows over the q positions (fewest padded ones, then the taller tile); 6 rows and
@@ -179,11 +230,7 @@ def default_plan(spec: Conv2dSpec) -> Plan:
         return Plan("cout", mr, 2, chunk=128)
     # reduction blocks: the rows a 16-pixel tile reads of kc channels (two cache lines per
     # distinct phase row of the taps) stay in L1 (~16 KB) across the channel blocks
-    sh, sw = spec.stride
-    dh, dw = spec.dilation
-    segments = len({((i * dh) % sh, (j * dw) % sw, i * dh // sh)
-                    for i in range(spec.kernel[0]) for j in range(spec.kernel[1])})
-    kc = max(8, 16384 // (128 * segments) // 8 * 8)
+    kc = max(8, 16384 // (128 * _segments(spec)) // 8 * 8)
     return Plan("cout", mr, 2, chunk=max(1, 1024 // g.wph), kc=kc if kc < spec.cin else 0)
 
 
@@ -201,15 +248,17 @@ def supports(spec: Conv2dSpec) -> str | None:
     return None
 
 
-def packed_weight_shape(spec: Conv2dSpec, plan: Plan | None = None) -> tuple[int, ...]:
-    plan = plan or default_plan(spec)
+def packed_weight_shape(spec: Conv2dSpec, plan: Plan | None = None,
+                        cpu: CpuInfo | None = None) -> tuple[int, ...]:
+    plan = plan or default_plan(spec, cpu)
     blk = plan.block
     return (_ceil(spec.cout, blk), spec.cin, *spec.kernel, blk)
 
 
-def pack_weight(spec: Conv2dSpec, w: np.ndarray, plan: Plan | None = None) -> np.ndarray:
+def pack_weight(spec: Conv2dSpec, w: np.ndarray, plan: Plan | None = None,
+                cpu: CpuInfo | None = None) -> np.ndarray:
     """OIHW -> (cout blocks, cin, kh, kw, block), zero rows past cout."""
-    plan = plan or default_plan(spec)
+    plan = plan or default_plan(spec, cpu)
     w = np.asarray(w, np.float32)
     if w.shape != spec.w_shape:
         raise ValueError(f"weight shape {w.shape}, expected {spec.w_shape}")
@@ -219,9 +268,10 @@ def pack_weight(spec: Conv2dSpec, w: np.ndarray, plan: Plan | None = None) -> np
     return np.ascontiguousarray(wp.reshape(nb, blk, *w.shape[1:]).transpose(0, 2, 3, 4, 1))
 
 
-def unpack_weight(spec: Conv2dSpec, packed: np.ndarray, plan: Plan | None = None) -> np.ndarray:
+def unpack_weight(spec: Conv2dSpec, packed: np.ndarray, plan: Plan | None = None,
+                  cpu: CpuInfo | None = None) -> np.ndarray:
     """The OIHW weight that `pack_weight` packed with the same plan."""
-    plan = plan or default_plan(spec)
+    plan = plan or default_plan(spec, cpu)
     if packed.shape != packed_weight_shape(spec, plan):
         raise ValueError(f"packed weight shape {packed.shape}, expected "
                          f"{packed_weight_shape(spec, plan)}")
@@ -252,11 +302,12 @@ def _finish(v, ep: Epilogue, bias, res, b, co, p):
     return activate(v, ep)
 
 
-def primfunc(spec: Conv2dSpec, plan: Plan | None = None) -> tirx.PrimFunc:
+def primfunc(spec: Conv2dSpec, plan: Plan | None = None,
+             cpu: CpuInfo | None = None) -> tirx.PrimFunc:
     reason = supports(spec)
     if reason is not None:
         raise ValueError(f"conv2d kernel does not support {spec}: {reason}")
-    plan = plan or default_plan(spec)
+    plan = plan or default_plan(spec, cpu)
     g = _geom(spec, plan)
     if is_gemv(spec, plan):
         body = _body_gemv(spec)
@@ -265,11 +316,12 @@ def primfunc(spec: Conv2dSpec, plan: Plan | None = None) -> tirx.PrimFunc:
     return _entry(body, spec, packed_weight_shape(spec, plan))
 
 
-def is_gemv(spec: Conv2dSpec, plan: Plan | None = None) -> bool:
+def is_gemv(spec: Conv2dSpec, plan: Plan | None = None,
+            cpu: CpuInfo | None = None) -> bool:
     """Whether the conv runs as the matmul kernel's GEMV (`matmul.gemv_body`): one image, one
     output pixel read in place (a 1x1 conv on a 1x1 map), "pixels" rows of 16 channels, whose
     packed weight (cout blocks, cin, 1, 1, 16) is the GEMV's (panels, k, 16)."""
-    plan = plan or default_plan(spec)
+    plan = plan or default_plan(spec, cpu)
     return (plan.rows == "pixels" and plan.nr == matmul.NR and spec.batch == 1
             and spec.out_height * spec.out_width == 1 and _geom(spec, plan).direct)
 
@@ -345,10 +397,11 @@ def _task_geom(spec: Conv2dSpec, plan: Plan, g: _Geom) -> tuple[_Geom, int]:
     return _Geom(False, g.nph_h, g.nph_w, g.hrows, g.wph, LR * g.wph, False), LR
 
 
-def task_scratch(spec: Conv2dSpec, plan: Plan | None = None) -> bool:
+def task_scratch(spec: Conv2dSpec, plan: Plan | None = None,
+                 cpu: CpuInfo | None = None) -> bool:
     """Whether each task of a "cout"-rows plan through the scratch copies its own input rows
     (a whole-image scratch over 256 KB, a task's at most 64 KB: stems), not the whole image."""
-    plan = plan or default_plan(spec)
+    plan = plan or default_plan(spec, cpu)
     g = _geom(spec, plan)
     if plan.rows != "cout" or g.direct or g.dense:
         return False
@@ -405,7 +458,7 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
     if dense:
         NFT = Q // nr  # full pixel tiles per image
         TAIL = Q - NFT * nr
-        NT = LANES if TAIL <= LANES else nr  # tail tile width: one vector where that covers it
+        NT = plan.lanes if TAIL <= plan.lanes else nr  # tail tile width: one vector where that covers it
         CH = plan.chunk
         NCH = _ceil(NFT, CH)
         NCH1 = max(NCH, 1)  # (no full tile: the loop below is empty)

@@ -40,12 +40,15 @@ x goes (a small in-model gain on OFA's note10 net, docs/notebook/compile.md; its
 with more output channels than pixels, keep the multiply).
 
 Each distinct spec gets one PrimFunc, shared by all its calls, marked opaque (`op_pattern` 8)
-and scheduled, so FuseOps leaves it alone and MetaSchedule does not tune it.
+and scheduled, so FuseOps leaves it alone and MetaSchedule does not tune it. The kernels are
+scheduled, and their weights packed, for the CPU of the target being built for
+(`hwlat.kernels.cpu.current()`: vector width, registers, caches); AVX2 without a target.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from functools import lru_cache
 from types import ModuleType
@@ -55,6 +58,8 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
+from hwlat.kernels import cpu as cpu_info
+from hwlat.kernels.cpu import CpuInfo
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue, MatmulSpec
 from hwlat.kernels.relax_rewrite import KernelRewriter, as_kernel, module_pass, static_f32_shape
 
@@ -67,8 +72,8 @@ KERNEL_NAMES = {"conv": "hwlat_conv2d", "depthwise": "hwlat_depthwise_conv2d",
                 "mean_pool": "hwlat_mean_pool", "channel_scale": "hwlat_channel_scale"}
 
 
-def kernel_module(spec) -> tuple[str, ModuleType]:
-    """Which kernel computes the spec: (name, module)."""
+def kernel_module(spec, cpu: CpuInfo | None = None) -> tuple[str, ModuleType]:
+    """Which kernel computes the spec on the CPU (default AVX2): (name, module)."""
     from hwlat.kernels.dense import mbconv, scale
 
     if isinstance(spec, mbconv.MBConvSpec):
@@ -89,7 +94,7 @@ def kernel_module(spec) -> tuple[str, ModuleType]:
         return "depthwise", depthwise
     from hwlat.kernels.dense import conv, winograd
 
-    if winograd.preferred(spec):  # 3x3 stride-1 convs where F(2x2, 3x3) measured faster
+    if winograd.preferred(spec, cpu):  # 3x3 stride-1 convs where F(2x2, 3x3) measured faster
         return "winograd", winograd
 
     return "conv", conv
@@ -102,10 +107,24 @@ def why_not(spec) -> str | None:
     return kernel_module(spec)[1].supports(spec)
 
 
+def _cpu_kwargs(func, cpu: CpuInfo | None) -> dict:
+    """{"cpu": cpu} where the kernel function sizes its schedule by the CPU, else {}."""
+    return {"cpu": cpu} if cpu is not None and "cpu" in inspect.signature(func).parameters else {}
+
+
 @lru_cache(maxsize=256)
-def kernel_for(spec: Conv2dSpec | MatmulSpec) -> tvm.tirx.PrimFunc:
-    _, module = kernel_module(spec)
-    return as_kernel(module.primfunc(spec))
+def kernel_for(spec: Conv2dSpec | MatmulSpec, cpu: CpuInfo | None = None) -> tvm.tirx.PrimFunc:
+    """The kernel of the spec, scheduled for the CPU (default: AVX2); its weight is packed by
+    `pack_weight(spec, w, cpu)`."""
+    _, module = kernel_module(spec, cpu)
+    return as_kernel(module.primfunc(spec, **_cpu_kwargs(module.primfunc, cpu)))
+
+
+def pack_weight(spec: Conv2dSpec | MatmulSpec, w: np.ndarray,
+                cpu: CpuInfo | None = None) -> np.ndarray:
+    """The weight in the layout `kernel_for(spec, cpu)` reads."""
+    _, module = kernel_module(spec, cpu)
+    return module.pack_weight(spec, w, **_cpu_kwargs(module.pack_weight, cpu))
 
 
 def fuse_dense_pass() -> tvm.transform.Pass:
@@ -116,7 +135,7 @@ def fuse_dense_pass() -> tvm.transform.Pass:
 def fuse_dense(mod: tvm.IRModule) -> tvm.IRModule:
     """The module with every conv and matmul the kernels take rewritten (the same module object
     when there is none)."""
-    return _Rewriter(mod).run()
+    return _Rewriter(mod, cpu_info.current()).run()
 
 
 # ---- ONNX Clip -> relax.clip ------------------------------------------------------------------
@@ -283,8 +302,12 @@ def _scaled_input(fields, value: dict, users: dict, conv_var, spec: Conv2dSpec):
 
 
 class _Rewriter(KernelRewriter):
+    def __init__(self, mod: tvm.IRModule, cpu: CpuInfo):
+        super().__init__(mod)
+        self.cpu = cpu  # the CPU of the target being built for: the kernels' tiles
+
     def make_kernel(self, spec):
-        return kernel_for(spec), KERNEL_NAMES[kernel_module(spec)[0]]
+        return kernel_for(spec, self.cpu), KERNEL_NAMES[kernel_module(spec, self.cpu)[0]]
 
     def rewrite_function(self, func: relax.Function) -> relax.Function:
         x, w = wildcard(), is_const()
@@ -406,9 +429,9 @@ class _Rewriter(KernelRewriter):
         for b in block.bindings:
             spec = self._spec_of(b.value)
             fold = None
-            if isinstance(spec, Conv2dSpec) and kernel_module(spec)[0] == "conv" \
+            if isinstance(spec, Conv2dSpec) and kernel_module(spec, self.cpu)[0] == "conv" \
                     and spec.kernel == (1, 1) and spec.groups == 1 and spec.batch == 1 \
-                    and spec.cout < spec.out_height * spec.out_width and not conv.is_gemv(spec):
+                    and spec.cout < spec.out_height * spec.out_width and not conv.is_gemv(spec, cpu=self.cpu):
                 fold = _scaled_input(b.value.args[1].fields, value, users, b.var, spec)
             if fold is None:
                 out.append(b)
@@ -473,9 +496,9 @@ class _Rewriter(KernelRewriter):
                 continue
             w1 = b1 = w3 = b3 = None
             if ee:
-                w1, b1 = conv.unpack_weight(ee[0], const(ee[1], 1)), const(ee[1], 2)
+                w1, b1 = conv.unpack_weight(ee[0], const(ee[1], 1), cpu=self.cpu), const(ee[1], 2)
             if pp:
-                w3, b3 = conv.unpack_weight(pp[0], const(pp[1], 1)), const(pp[1], 2)
+                w3, b3 = conv.unpack_weight(pp[0], const(pp[1], 1), cpu=self.cpu), const(pp[1], 2)
             packed = mbconv.pack(spec, w1, b1, const(dcall, 1).reshape(dspec.w_shape),
                                  const(dcall, 2), w3, b3)
             args = [ee[1].args[1].fields[0] if ee else m, *(relax.const(a) for a in packed)]
@@ -523,8 +546,7 @@ class _Rewriter(KernelRewriter):
             if taken is None:
                 return call
             spec, wv, bias, residual = taken
-            _, module = kernel_module(spec)
-            args = [m[x], relax.const(module.pack_weight(spec, wv))]
+            args = [m[x], relax.const(pack_weight(spec, wv, self.cpu))]
             if bias is not None:
                 args.append(relax.const(bias))
             if residual is not None:
@@ -563,9 +585,8 @@ class _Rewriter(KernelRewriter):
             if operands is None:
                 return call
             bias, residual = operands
-            _, module = kernel_module(spec)
             xin = m[x] if len(xs) == 2 else relax.op.reshape(m[x], (rows, k))
-            args = [xin, relax.const(module.pack_weight(spec, wv))]
+            args = [xin, relax.const(pack_weight(spec, wv, self.cpu))]
             if bias is not None:
                 args.append(relax.const(bias))
             if residual is not None:

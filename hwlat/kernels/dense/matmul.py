@@ -23,6 +23,10 @@ linearly for any m.
   "GEMV weight streams").
   `gemv_body` also serves the conv kernel's 1x1 convs on 1x1 maps (squeeze-excite, OFA's
   1152 -> 1536 layer).
+
+On AVX-512 (`cpu`, from `hwlat.kernels.cpu`) the GEMM's register tile is 12 rows x 32 columns
+(24 of the 32 zmm registers) and its panels 32 columns wide (`register_tile`); the GEMV keeps
+panels of 16. Pack the weight for the CPU the kernel is built for.
 """
 
 from __future__ import annotations
@@ -33,11 +37,16 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
+from hwlat.kernels.cpu import AVX2, CpuInfo
 from hwlat.kernels.dense.activation import activate, kernel_entry
 from hwlat.kernels.dense.spec import Epilogue, MatmulSpec
 
 NR = 16  # output columns of a panel / register tile (two AVX2 vectors of 8 floats)
 MR = 6  # rows of the GEMM register tile (6 x 2 = 12 accumulator registers of 16)
+# AVX-512 (32 zmm registers): the GEMM tile is MR_512 rows x NR_512 columns (two zmm vectors),
+# MR_512 * 2 accumulators; the GEMV keeps panels of NR columns (memory bound either way)
+NR_512 = 32
+MR_512 = 12
 ROW_TILES = 8  # row tiles per parallel task (48 rows)
 GEMV_STREAMS = 2  # contiguous k segments a panel of the m == 1 path is read in, side by side
 
@@ -62,19 +71,29 @@ def supports(spec: MatmulSpec) -> str | None:
     return None
 
 
-def packed_weight_shape(spec: MatmulSpec) -> tuple[int, int, int]:
-    return (_ceil(spec.n, NR), spec.k, NR)
+def register_tile(spec: MatmulSpec, cpu: CpuInfo | None = None) -> tuple[int, int]:
+    """(rows, columns) of the register tile the kernel uses on the CPU; the columns are also the
+    packed weight's panel width."""
+    if (cpu or AVX2).avx512 and spec.m >= 2:
+        return MR_512, NR_512
+    return MR, NR
 
 
-def pack_weight(spec: MatmulSpec, w: np.ndarray) -> np.ndarray:
-    """w (k, n) -> (ceil(n / 16), k, 16), zero-padded past n."""
+def packed_weight_shape(spec: MatmulSpec, cpu: CpuInfo | None = None) -> tuple[int, int, int]:
+    nr = register_tile(spec, cpu)[1]
+    return (_ceil(spec.n, nr), spec.k, nr)
+
+
+def pack_weight(spec: MatmulSpec, w: np.ndarray, cpu: CpuInfo | None = None) -> np.ndarray:
+    """w (k, n) -> (ceil(n / nr), k, nr), zero-padded past n; nr 16 (AVX2, and every GEMV) or
+    32 (GEMMs on AVX-512)."""
     w = np.asarray(w, np.float32)
     if w.shape != spec.w_shape:
         raise ValueError(f"weight shape {w.shape} != {spec.w_shape}")
-    panels, k, _ = packed_weight_shape(spec)
-    padded = np.zeros((k, panels * NR), np.float32)
+    panels, k, nr = packed_weight_shape(spec, cpu)
+    padded = np.zeros((k, panels * nr), np.float32)
     padded[:, :spec.n] = w
-    return np.ascontiguousarray(padded.reshape(k, panels, NR).transpose(1, 0, 2))
+    return np.ascontiguousarray(padded.reshape(k, panels, nr).transpose(1, 0, 2))
 
 
 def _finish(v, ep, bias, residual, i, j):
@@ -114,18 +133,20 @@ def _tree_sum(acc, rows: int, j):
 
 
 def primfunc(spec: MatmulSpec, blocking: Blocking | None = None,
-             streams: int = GEMV_STREAMS) -> tirx.PrimFunc:
+             streams: int = GEMV_STREAMS, cpu: CpuInfo | None = None) -> tirx.PrimFunc:
     """PrimFunc(x (m, k), packed w, [bias (n,)], [residual (m, n)], y (m, n)); `blocking`
-    overrides the GEMM path's default loop blocking, `streams` the GEMV's weight streams."""
+    overrides the GEMM path's default loop blocking, `streams` the GEMV's weight streams; `cpu`
+    (default: AVX2) sizes the register tile (`register_tile`): pack the weight for the same CPU."""
     reason = supports(spec)
     if reason is not None:
         raise ValueError(f"hwlat dense matmul: {reason}")
     if spec.m == 1:
         return _gemv(spec, streams)
-    return _gemm(spec, blocking)
+    return _gemm(spec, blocking, *register_tile(spec, cpu))
 
 
-def _gemm(spec: MatmulSpec, blocking: Blocking | None = None) -> tirx.PrimFunc:
+def _gemm(spec: MatmulSpec, blocking: Blocking | None = None, MR: int = MR,
+          NR: int = NR) -> tirx.PrimFunc:
     M, K, N = int(spec.m), int(spec.k), int(spec.n)
     bl = blocking or Blocking()
     ep = spec.epilogue

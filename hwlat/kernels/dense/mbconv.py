@@ -41,6 +41,9 @@ depthwise tile is one contiguous vector load). Per row tile:
 3. with a project conv, the same register tile (`mm`) runs over the band (the reduction
    over the mid channels) and is stored, with the residual, into the tile's rows of y, which
    are contiguous.
+
+On AVX-512 (`cpu`) the 1x1 register tiles are 6 channels x two 16-float vectors (32 columns or
+pixels, 12 of the 32 zmm registers); the packed weights and the depthwise tiles stay as above.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
+from hwlat.kernels.cpu import AVX2, CpuInfo
 from hwlat.kernels.dense import depthwise
 from hwlat.kernels.dense.activation import activate
 from hwlat.kernels.dense.spec import Conv2dSpec
@@ -209,9 +213,12 @@ def pack(spec: MBConvSpec, w1, b1, w2, b2, w3=None, b3=None) -> tuple[np.ndarray
     return tuple(np.ascontiguousarray(a) for a in out)
 
 
-def primfunc(spec: MBConvSpec, tile: depthwise.Tile | None = None) -> tirx.PrimFunc:
+def primfunc(spec: MBConvSpec, tile: depthwise.Tile | None = None,
+             cpu: CpuInfo | None = None) -> tirx.PrimFunc:
     """PrimFunc(x, [w1, b1], w2, b2, [w3, b3, [residual]], y) (ValueError when `supports`
-    refuses the spec); `tile` is the depthwise register tile (default: depthwise.default_tile)."""
+    refuses the spec); `tile` is the depthwise register tile (default: depthwise.default_tile);
+    on AVX-512 (`cpu`) the 1x1 register tiles are 6 channels x two vectors of 16 (32 columns
+    or pixels), the packed weights the same as AVX2's."""
     reason = supports(spec)
     if reason is not None:
         raise ValueError(f"fused mbconv: {reason}")
@@ -228,7 +235,9 @@ def primfunc(spec: MBConvSpec, tile: depthwise.Tile | None = None) -> tirx.PrimF
     SH, SW = d.stride
     PT, PL = d.padding[0], d.padding[1]
     R, V = tile.rows, tile.cols
-    L = LANES
+    L = LANES  # the depthwise tiles' vectors
+    ML = 2 * LANES if (cpu or AVX2).avx512 else LANES  # the 1x1 tiles' vectors
+    EV_, EW = EV, EV * ML  # vectors and columns of a 1x1 register tile
     NV = V // L
     if V % L or R < 1:
         raise ValueError(f"bad depthwise tile {tile}: cols must be a multiple of {L}")
@@ -281,31 +290,31 @@ def primfunc(spec: MBConvSpec, tile: depthwise.Tile | None = None) -> tirx.PrimF
 
     @T.macro
     def mm(acc, src, off, w, blk, depth, nv):
-        # acc[c, u, j] = sum_k w[blk, k, c] * src[k, off + u * 8 + j]: 6 channels x 8 nv columns
-        xv = T.alloc_buffer((nv, L), f32)
+        # acc[c, u, j] = sum_k w[blk, k, c] * src[k, off + u * ML + j]: 6 channels x nv vectors
+        xv = T.alloc_buffer((nv, ML), f32)
         for c in T.unroll(G):
             for u in T.unroll(nv):
-                for j in T.vectorized(L):
+                for j in T.vectorized(ML):
                     acc[c, u, j] = T.float32(0)
         for k in range(depth):
             for u in T.unroll(nv):
-                for j in T.vectorized(L):
-                    xv[u, j] = src[k, off + u * L + j]
+                for j in T.vectorized(ML):
+                    xv[u, j] = src[k, off + u * ML + j]
             for c in T.unroll(G):
                 for u in T.unroll(nv):
-                    for j in T.vectorized(L):
+                    for j in T.vectorized(ML):
                         acc[c, u, j] = acc[c, u, j] + w[blk, k, c] * xv[u, j]
 
     @T.macro
     def etile(xs, w1, b1, win, bl, p, i, q, nv):
-        # expanded window row i, phase p, columns q .. q + 8 nv of the 6 channels of block bl
-        acc = T.alloc_buffer((G, nv, L), f32)
+        # expanded window row i, phase p, columns q .. q + ML nv of the 6 channels of block bl
+        acc = T.alloc_buffer((G, nv, ML), f32)
         mm(acc, xs, (p * NI + i) * WQW + q, w1, bl, CI, nv)
         for c in T.unroll(G):
             for u in T.unroll(nv):
-                for j in T.vectorized(L):
-                    win[bl * G + c, p, i, q + u * L + j] = activate(acc[c, u, j] + b1[bl * G + c],
-                                                                    ep1)
+                for j in T.vectorized(ML):
+                    win[bl * G + c, p, i, q + u * ML + j] = activate(
+                        acc[c, u, j] + b1[bl * G + c], ep1)
 
     @T.macro
     def body(x, w1, b1, w2, b2, w3, b3, res, yf):
@@ -348,10 +357,10 @@ def primfunc(spec: MBConvSpec, tile: depthwise.Tile | None = None) -> tirx.PrimF
                                 for p in T.unroll(SW):
                                     for qt in range(_pick(p, NFT)):
                                         etile(xs, w1, b1, win, bl, p, i,
-                                              _pick(p, Q0) + qt * EW, EV)
-                                    # the columns left: a 16-column tile, or an 8-column one
-                                    if _pick(p, TAIL) > L:
-                                        etile(xs, w1, b1, win, bl, p, i, _pick(p, TQ), EV)
+                                              _pick(p, Q0) + qt * EW, EV_)
+                                    # the columns left: a whole tile, or a one-vector one
+                                    if _pick(p, TAIL) > ML:
+                                        etile(xs, w1, b1, win, bl, p, i, _pick(p, TQ), EV_)
                                     elif _pick(p, TAIL) > 0:
                                         etile(xs, w1, b1, win, bl, p, i, _pick(p, TQ), 1)
                                     # the padding columns (computed from garbage) back to 0
@@ -421,25 +430,25 @@ def primfunc(spec: MBConvSpec, tile: depthwise.Tile | None = None) -> tirx.PrimF
                     # 3. the project conv over the band: 6 channels x 16 pixels a register tile
                     for ob in range(NOB):
                         for pt in range(_ceil_expr(T.min(R, OH - rb * R) * OW, EW)):
-                            acc3 = T.alloc_buffer((G, EV, L), f32)
-                            mm(acc3, band, pt * EW, w3, ob, CM, EV)
+                            acc3 = T.alloc_buffer((G, EV_, ML), f32)
+                            mm(acc3, band, pt * EW, w3, ob, CM, EV_)
                             for c in T.unroll(G):
                                 if ob * G + c < CO:
-                                    for u in T.unroll(EV):
-                                        if pt * EW + u * L + L <= T.min(R, OH - rb * R) * OW:
-                                            for j in T.vectorized(L):
+                                    for u in T.unroll(EV_):
+                                        if pt * EW + u * ML + ML <= T.min(R, OH - rb * R) * OW:
+                                            for j in T.vectorized(ML):
                                                 yf[t // RSETS, ob * G + c,
-                                                   rb * R * OW + pt * EW + u * L + j] = out3(
+                                                   rb * R * OW + pt * EW + u * ML + j] = out3(
                                                     acc3[c, u, j], ob * G + c, b3, res,
-                                                    t // RSETS, rb * R * OW + pt * EW + u * L + j)
+                                                    t // RSETS, rb * R * OW + pt * EW + u * ML + j)
                                         else:
-                                            for j in T.unroll(L):
-                                                if pt * EW + u * L + j < T.min(R, OH - rb * R) * OW:
+                                            for j in T.unroll(ML):
+                                                if pt * EW + u * ML + j < T.min(R, OH - rb * R) * OW:
                                                     yf[t // RSETS, ob * G + c,
-                                                       rb * R * OW + pt * EW + u * L + j] = out3(
+                                                       rb * R * OW + pt * EW + u * ML + j] = out3(
                                                         acc3[c, u, j], ob * G + c, b3, res,
                                                         t // RSETS,
-                                                        rb * R * OW + pt * EW + u * L + j)
+                                                        rb * R * OW + pt * EW + u * ML + j)
 
     # written with every parameter; those the spec does not have are dropped below (the body
     # does not read them); without a residual, its flat view is one of y (never read), so that

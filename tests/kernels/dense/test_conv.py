@@ -10,6 +10,7 @@ os.environ.setdefault("TVM_NUM_THREADS", "2")
 import numpy as np  # noqa: E402
 import pytest
 
+from hwlat.kernels.cpu import AVX2, AVX512  # noqa: E402
 from hwlat.kernels.dense import conv  # noqa: E402
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue  # noqa: E402
 from hwlat.lowering.targets import make_target  # noqa: E402
@@ -21,15 +22,15 @@ TARGET = make_target(threads=2)
 P = conv.Plan
 
 
-def run(spec: Conv2dSpec, plan: conv.Plan | None = None, seed: int = 0) -> None:
+def run(spec: Conv2dSpec, plan: conv.Plan | None = None, seed: int = 0, cpu=None) -> None:
     assert conv.supports(spec) is None
 
     def pack(w):
-        wp = conv.pack_weight(spec, w, plan)
-        assert wp.shape == conv.packed_weight_shape(spec, plan)
+        wp = conv.pack_weight(spec, w, plan, cpu)
+        assert wp.shape == conv.packed_weight_shape(spec, plan, cpu)
         return wp
 
-    check_conv(spec, pack, lambda: conv.primfunc(spec, plan), TARGET, seed)
+    check_conv(spec, pack, lambda: conv.primfunc(spec, plan, cpu), TARGET, seed)
 
 
 @pytest.mark.parametrize("ep", EPILOGUES, ids=epilogue_id)
@@ -141,3 +142,49 @@ def test_ragged_tail_one_row_stride2():
     # cout 7 = one 6-row block + a 1-row tail tile, stride 2 phases through the row-copy fill,
     # reduction blocks, batch 2
     run(Conv2dSpec(2, 10, 11, 9, 7, (3, 3), (2, 2), (1, 1, 1, 1), epilogue=EP), P("cout", 6, 2, chunk=2, kc=4))
+
+
+# AVX-512 plans: vectors of 16 floats, tiles of up to 12 channels x 32 pixels; channel counts
+# and pixel runs that are no multiple of 16 (tails). They compile for any x86 target.
+AVX512_GEOMETRIES = [
+    Conv2dSpec(2, 7, 10, 10, 17, (1, 1), epilogue=EP),  # direct: 100 px = 3 tiles of 32 + 4
+    Conv2dSpec(1, 5, 5, 5, 25, (1, 1), epilogue=EP),  # direct, no full tile, tail < 16
+    Conv2dSpec(1, 9, 24, 24, 30, (1, 1), epilogue=EP),  # direct: 576 px, 30 = 12 + 12 + 6
+    Conv2dSpec(1, 6, 60, 60, 13, (1, 1), epilogue=EP),  # co_outer (>= 56x56), 3600 = 112 x 32 + 16
+    Conv2dSpec(2, 6, 12, 11, 10, (1, 1), (2, 2), epilogue=EP),  # 1x1 s2: dense scratch
+    Conv2dSpec(1, 3, 23, 21, 16, (7, 7), (2, 2), (3, 3, 3, 3), epilogue=EP),  # stem
+    Conv2dSpec(2, 9, 13, 12, 20, (3, 3), (2, 2), (1, 0, 2, 1), epilogue=EP),  # asym pads
+    Conv2dSpec(1, 21, 9, 19, 26, (3, 3), (1, 1), (1, 1, 1, 1), epilogue=EP),  # 3x3 s1 (not Winograd)
+    Conv2dSpec(1, 4, 13, 12, 9, (3, 2), (3, 2), (0, 2, 1, 0), (1, 3), epilogue=EP),
+    Conv2dSpec(2, 150, 7, 7, 40, (1, 1), epilogue=EP),  # pixel rows: 40 = 32 + 8 channels
+    Conv2dSpec(1, 40, 7, 7, 45, (3, 3), (1, 1), (1, 1, 1, 1), epilogue=EP),
+    Conv2dSpec(1, 40, 14, 14, 33, (3, 3), (2, 2), (1, 1, 1, 1), epilogue=EP),
+    Conv2dSpec(1, 31, 1, 1, 70, (1, 1), epilogue=EP),  # a GEMV
+    Conv2dSpec(1, 3, 224, 224, 24, (3, 3), (2, 2), (1, 1, 1, 1), epilogue=EP),  # task scratch
+]
+
+
+@pytest.mark.parametrize("spec", AVX512_GEOMETRIES, ids=[
+    f"{s.batch}x{s.cin}x{s.height}x{s.width}-{s.cout}-k{s.kernel}-s{s.stride}-p{s.padding}"
+    for s in AVX512_GEOMETRIES])
+def test_avx512_plans(spec):
+    plan = conv.default_plan(spec, AVX512)
+    assert plan.lanes == 16 or conv.is_gemv(spec, plan)
+    run(spec, cpu=AVX512)
+
+
+def test_avx512_plans_of_model_shapes():
+    for cin, hw, cout, k, s, p in [(3, 224, 64, 7, 2, 3), (64, 56, 64, 3, 1, 1), (64, 56, 128, 1, 2, 0),
+                                   (512, 7, 512, 3, 1, 1), (960, 7, 160, 1, 1, 0),
+                                   (1152, 1, 1536, 1, 1, 0), (3, 224, 192, 16, 16, 0)]:
+        spec = Conv2dSpec(1, cin, hw, hw, cout, (k, k), (s, s), (p,) * 4)
+        avx2, wide = conv.default_plan(spec), conv.default_plan(spec, AVX512)
+        assert conv.default_plan(spec, AVX2) == avx2 and avx2.lanes == 8
+        assert wide.mr * wide.nv <= conv.ACC_REGISTERS_512
+        assert conv.packed_weight_shape(spec, cpu=AVX512)[0] * wide.block >= cout
+        if not conv.is_gemv(spec):
+            assert wide.lanes == 16 and wide.nr == 2 * avx2.nr
+    with pytest.raises(ValueError, match="bad tile"):
+        P("cout", 12, 2)  # 24 accumulators: AVX-512 only
+    with pytest.raises(ValueError, match="lanes"):
+        P("cout", 6, 2, lanes=4)

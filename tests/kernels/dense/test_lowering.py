@@ -518,3 +518,63 @@ def test_squeeze_excite_scale_stays_where_folding_does_not_pay_or_the_product_is
     got = [got] if hasattr(got, "numpy") else list(got)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g.numpy(), w, rtol=1e-5, atol=1e-5 * np.abs(w).max())
+
+
+HASWELL = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 1})  # AVX2
+SKYLAKE_AVX512 = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 1})
+
+
+def _conv_matmul_module():
+    """A 3x3 stride-1 conv (32 -> 35 channels: no multiple of 16) with bias, residual and relu,
+    and a matmul (13 x 40 @ 40 x 37) with bias."""
+    w, b, wm, bm = _f32(35, 32, 3, 3), _f32(35), _f32(40, 37), _f32(37)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 32, 10, 9), "float32"))
+    r = relax.Var("r", relax.TensorType((1, 35, 10, 9), "float32"))
+    a = relax.Var("a", relax.TensorType((13, 40), "float32"))
+    with bb.function("main", [x, r, a]):
+        with bb.dataflow():
+            y = _bias(bb, _conv(bb, x, w), b)
+            y = bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(y, r))))
+            z = bb.emit(relax.op.add(bb.emit(relax.op.matmul(a, relax.const(wm))), relax.const(bm)))
+            out = bb.emit_output(relax.Tuple([y, z]))
+        bb.emit_func_output(out)
+    return bb.get(), (w, b, wm, bm)
+
+
+def _packed_shapes(mod: tvm.IRModule) -> list[tuple[int, ...]]:
+    """The shapes of the packed weights the kernel calls of main take (their second argument)."""
+    out = []
+    for block in mod["main"].body.blocks:
+        for bnd in block.bindings:
+            v = bnd.value
+            if isinstance(v, relax.Call) and str(getattr(v.op, "name", "")) == "relax.call_tir":
+                out.append(tuple(int(d) for d in v.args[1].fields[1].ty.shape.values))
+    return out
+
+
+@pytest.mark.parametrize("target, winograd, shapes", [
+    (HASWELL, True, [(16, 6, 32, 6), (3, 40, 16)]),  # U in blocks of 6, panels of 16
+    (SKYLAKE_AVX512, False, [(3, 32, 3, 3, 12), (2, 40, 32)]),  # 12-channel blocks, panels of 32
+], ids=["avx2-haswell", "avx512-skylake"])
+def test_kernels_follow_the_targets_cpu_and_match_numpy(target, winograd, shapes):
+    from hwlat.kernels.cpu import cpu_of
+
+    mod, (w, b, wm, bm) = _conv_matmul_module()
+    with target:
+        fused = fuse_dense(mod)
+    conv_kernel = "tir:hwlat_conv2d_winograd" if winograd else "tir:hwlat_conv2d"
+    assert _calls(fused) == {conv_kernel: 1, "tir:hwlat_matmul": 1}, _calls(fused)
+    assert sorted(_packed_shapes(fused), key=len, reverse=True) == shapes
+    if cpu_of(target).avx512 and not cpu_of(TARGET).avx512:
+        pytest.skip("AVX-512 code does not run on this CPU")
+    passes = make_pipeline("default", PipelineOptions(target))
+    with target:
+        ex = tvm.compile(passes(mod), target=target)
+    xv, rv, av = _f32(1, 32, 10, 9), _f32(1, 35, 10, 9), _f32(13, 40)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](*(tvm.runtime.tensor(v) for v in (xv, rv, av)))
+    spec = Conv2dSpec(1, 32, 10, 9, 35, (3, 3), padding=(1, 1, 1, 1),
+                      epilogue=Epilogue(True, True, "relu"))
+    want = conv2d_reference(spec, xv, w, b, rv)
+    np.testing.assert_allclose(got[0].numpy(), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    np.testing.assert_allclose(got[1].numpy(), av @ wm + bm, rtol=1e-4, atol=1e-4)

@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import pytest
 import tvm  # noqa: E402
 
+from hwlat.kernels.cpu import AVX2, AVX512  # noqa: E402
 from hwlat.kernels.dense import matmul  # noqa: E402
 from hwlat.kernels.dense.reference import matmul_reference  # noqa: E402
 from hwlat.kernels.dense.spec import Epilogue, MatmulSpec  # noqa: E402
@@ -27,13 +28,13 @@ EPILOGUES = [Epilogue(bias=b, residual=r, activation=a, clip_min=-0.5, clip_max=
     [Epilogue(bias=True, residual=r, activation=a) for r in (False, True) for a in ("hardswish", "gelu")]
 
 
-def build(spec: MatmulSpec, blocking: matmul.Blocking | None = None):
-    func = matmul.primfunc(spec, blocking).with_attr("global_symbol", "matmul")
+def build(spec: MatmulSpec, blocking: matmul.Blocking | None = None, cpu=None):
+    func = matmul.primfunc(spec, blocking, cpu=cpu).with_attr("global_symbol", "matmul")
     return tvm.compile(tvm.IRModule({"matmul": func}), target=TARGET)["matmul"]
 
 
 def check(spec: MatmulSpec, blocking: matmul.Blocking | None = None, seed: int = 0,
-          x: np.ndarray | None = None):
+          x: np.ndarray | None = None, cpu=None):
     """Runs the kernel on random data and compares with the reference; returns the output."""
     rng = np.random.default_rng(seed)
     if x is None:
@@ -42,11 +43,11 @@ def check(spec: MatmulSpec, blocking: matmul.Blocking | None = None, seed: int =
     bias = rng.standard_normal(spec.n).astype(np.float32)
     residual = rng.standard_normal(spec.y_shape).astype(np.float32)
     ep = spec.epilogue
-    args = [x, matmul.pack_weight(spec, w)]
+    args = [x, matmul.pack_weight(spec, w, cpu)]
     args += [bias] if ep.bias else []
     args += [residual] if ep.residual else []
     out = tvm.runtime.tensor(np.full(spec.y_shape, np.nan, np.float32))
-    build(spec, blocking)(*[tvm.runtime.tensor(a) for a in args], out)
+    build(spec, blocking, cpu)(*[tvm.runtime.tensor(a) for a in args], out)
     want = matmul_reference(spec, x, w, bias if ep.bias else None,
                             residual if ep.residual else None)
     scale = max(1.0, float(np.abs(want).max()))
@@ -129,3 +130,31 @@ def test_supports_refuses(spec, reason):
 def test_supports_model_shapes():
     for m, k, n in [(197, 192, 576), (197, 768, 192), (1, 1280, 1000), (1, 1536, 1000)]:
         assert matmul.supports(MatmulSpec(m, k, n)) is None
+
+
+# AVX-512: GEMM tiles of 12 rows x 32 columns (panels of 32); 16-float vectors compile for any
+# x86 target, so these run here whatever the CPU
+@pytest.mark.parametrize("shape", [
+    (2, 1, 3), (11, 7, 17), (12, 8, 32), (13, 19, 37), (25, 33, 47), (53, 40, 70), (197, 24, 65),
+    (1, 31, 70),
+])
+def test_avx512_tiles_odd_sizes(shape):
+    check(MatmulSpec(*shape, Epilogue(bias=True, residual=True, activation="relu")), cpu=AVX512)
+
+
+@pytest.mark.parametrize("ep", EPILOGUES[::3], ids=lambda e: f"b{e.bias:d}r{e.residual:d}{e.activation}")
+def test_avx512_tiles_epilogues(ep):
+    check(MatmulSpec(29, 45, 75, ep), cpu=AVX512)
+
+
+def test_avx512_packing():
+    gemm, gemv = MatmulSpec(30, 5, 40), MatmulSpec(1, 5, 40)
+    assert matmul.register_tile(gemm, AVX2) == (6, 16) == matmul.register_tile(gemm)
+    assert matmul.register_tile(gemm, AVX512) == (12, 32)
+    assert matmul.register_tile(gemv, AVX512) == (6, 16)  # the GEMV keeps panels of 16
+    w = np.arange(5 * 40, dtype=np.float32).reshape(5, 40)
+    packed = matmul.pack_weight(gemm, w, AVX512)
+    assert packed.shape == matmul.packed_weight_shape(gemm, AVX512) == (2, 5, 32)
+    np.testing.assert_array_equal(packed[1, :, :8], w[:, 32:])
+    assert not packed[1, :, 8:].any()
+    assert matmul.pack_weight(gemv, w, AVX512).shape == (3, 5, 16)
