@@ -224,18 +224,29 @@ def _batchnorm2d(b: Builder, m: nn.BatchNorm2d, x: TV, where: str) -> TV:
 
 
 def _linear(b: Builder, m: nn.Linear, x: TV, where: str) -> TV:
-    meta = F.linear(x.meta, m.weight.to("meta"))
+    return _linear_of(b, x, m.weight, m.bias, where)
+
+
+def _linear_of(b: Builder, x: TV, weight: torch.Tensor, bias: torch.Tensor | None, where: str) -> TV:
+    meta = F.linear(x.meta, weight.to("meta"))
     if x.meta.dim() == 2:
-        inputs = [x, b.param(m.weight)]
-        if _bias_state(m.bias) == "set":
-            inputs.append(b.param(m.bias))
+        inputs = [x, b.param(weight)]
+        if _bias_state(bias) == "set":
+            inputs.append(b.param(bias))
         return b.emit(Op.Gemm, inputs, meta, {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 1})
     if x.meta.dim() < 2:
         raise Unmappable(where, "Linear on a 1-D input")
-    y = b.emit(Op.MatMul, [x, b.param(m.weight.t())], meta)
-    if m.bias is None:
+    y = b.emit(Op.MatMul, [x, b.param(weight.t())], meta)
+    if bias is None:
         return y
-    return b.emit(Op.Add, [y, b.param(m.bias)], meta)
+    return b.emit(Op.Add, [y, b.param(bias)], meta)
+
+
+def _f_linear(b: Builder, where: str, x: TV, weight, bias=None) -> TV:
+    if not isinstance(weight, TV) or weight.const is None or (
+            bias is not None and (not isinstance(bias, TV) or bias.const is None)):
+        raise Unmappable(where, "linear with a computed weight")
+    return _linear_of(b, x, weight.const, None if bias is None else bias.const, where)
 
 
 def _clip(b: Builder, x: TV, lo: float, hi: float) -> TV:
@@ -445,6 +456,20 @@ def _f_adaptive_avg(b, where, x, output_size):
     return _adaptive_avg(b, x, where, output_size)
 
 
+def _f_batch_norm(b: Builder, where: str, x: TV, running_mean, running_var, weight=None, bias=None,
+                  training=False, momentum=0.1, eps=1e-5) -> TV:
+    stats = (running_mean, running_var, weight, bias)
+    if training or not all(isinstance(t, TV) and t.const is not None for t in stats):
+        raise Unmappable(where, "batch_norm in training mode or without running statistics/affine")
+    if momentum is None:
+        raise Unmappable(where, "batch_norm with momentum=None")
+    meta = F.batch_norm(x.meta, running_mean.meta, running_var.meta, weight.meta, bias.meta, False,
+                        0.0, eps)
+    return b.emit(Op.BatchNormalization, [x, weight, bias, running_mean, running_var], meta, {
+        "epsilon": float(np.float32(eps)), "momentum": float(np.float32(1 - momentum)),
+        "_fold": (not bool(running_mean.const.any()), _bias_state(bias.const))})
+
+
 def _matmul(b: Builder, where: str, a: TV, c: TV) -> TV:
     if not isinstance(a, TV) or not isinstance(c, TV) or a.const is not None:
         raise Unmappable(where, "matmul with a constant operand")
@@ -486,6 +511,8 @@ FUNCTIONS: dict[Any, Callable] = {
     F.avg_pool2d: _f_avgpool,
     F.adaptive_avg_pool2d: _f_adaptive_avg,
     F.dropout: _passthrough,
+    F.batch_norm: _f_batch_norm,
+    F.linear: _f_linear,
 }
 
 METHODS: dict[str, Callable] = {
@@ -692,7 +719,10 @@ class Converter:
 
 
 _PY_FUNCTIONS = frozenset({operator.floordiv, operator.mul, operator.add, operator.sub,
-                           operator.neg, operator.truediv, operator.getitem, len, int})
+                           operator.neg, operator.truediv, operator.getitem, operator.eq,
+                           operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
+                           operator.not_, operator.and_, operator.or_, operator.is_,
+                           operator.is_not, operator.mod, len, int, float, bool, torch._assert})
 
 
 def _get_attr(m: nn.Module, target: str):
