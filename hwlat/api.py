@@ -17,6 +17,7 @@ validate / compile`) and raise the same typed `HwlatError`s that the CLI prints 
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
@@ -87,7 +88,8 @@ def to_graph(model: ModelLike, *, inputs=None, input_shape=None, route: str = "a
         from hwlat import fastpath
 
         example = fastpath.example_inputs(inputs, input_shape)
-        model.eval()
+        if any(m.training for m in model.modules()):
+            model.eval()
         if route != "export":
             try:
                 g = fastpath.to_graph(model, example, name=type(model).__name__)
@@ -351,6 +353,13 @@ def _samples(sample, g: Graph) -> dict | None:
     return load_sample(Path(sample), g)
 
 
+@functools.cache
+def _device(name: str) -> DeviceSpec:
+    from hwlat.devices import load_device
+
+    return load_device(name)
+
+
 def predict(model: ModelLike, device: str = "cpu-ort", *, inputs=None, input_shape=None,
             table: str | os.PathLike | TableStore | None = None, breakdown: bool = False,
             fallback: str | None = None, sample=None, precision: str | None = None,
@@ -367,9 +376,7 @@ def predict(model: ModelLike, device: str = "cpu-ort", *, inputs=None, input_sha
     model's coordinates. precision: a neuromorphic device's energy preset.
     breakdown: `rows` sorted by their share, largest first (see `Result.breakdown()`).
     route: "auto", "fast" or "export" (see `hwlat.api.to_graph`)."""
-    from hwlat.devices import load_device
-
-    spec = load_device(device)
+    spec = _device(device)
     if spec.runtime == "neuromorphic" and route == "auto":
         route = "export"  # the estimate runs the model on the sample: it needs the ONNX form
     t0 = time.perf_counter()

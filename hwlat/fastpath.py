@@ -165,14 +165,18 @@ def _leaf_facts(m: nn.Module) -> tuple:
     return ()
 
 
+_PRIMITIVE = (int, float, str, bool, type(None))
+
+
 def _hyper(m: nn.Module) -> tuple:
+    """A module's plain attributes (numbers, strings, flags, classes, tuples of numbers)."""
     out = []
-    for k, v in sorted(vars(m).items()):
-        if k.startswith("_") or k == "training":
+    for k, v in m.__dict__.items():
+        if k[0] == "_" or k == "training":
             continue
-        if isinstance(v, int | float | str | bool | type | type(None)):
+        if isinstance(v, _PRIMITIVE) or isinstance(v, type):
             out.append((k, v))
-        elif isinstance(v, tuple | list) and all(isinstance(x, int | float | str | bool) for x in v):
+        elif isinstance(v, tuple | list) and all(isinstance(x, _PRIMITIVE) for x in v):
             out.append((k, tuple(v)))
     return tuple(out)
 
@@ -180,15 +184,33 @@ def _hyper(m: nn.Module) -> tuple:
 def _structure(m: nn.Module, memo: dict | None = None) -> tuple:
     """What decides a module's export besides its inputs: type, hyper-parameters, parameter
     shapes, value facts, and its children's structure."""
-    if memo is not None and id(m) in memo:
-        return memo[id(m)]
-    params = tuple((n, tuple(p.shape), p.dtype) for n, p in m.named_parameters(recurse=False))
-    buffers = tuple((n, tuple(b.shape), b.dtype) for n, b in m.named_buffers(recurse=False))
-    kids = tuple((n, _structure(c, memo)) for n, c in m.named_children())
+    if memo is not None:
+        hit = memo.get(id(m))
+        if hit is not None:
+            return hit
+    if type(m) in _SHAPED_BY_HYPER:  # its hyper-parameters fix its parameters' shapes
+        ps = [(n, p) for n, p in m._parameters.items() if p is not None]
+        params = (tuple(n for n, _ in ps), ps[0][1].dtype if ps else None)
+        buffers = ()
+    else:
+        params = tuple((n, p.shape, p.dtype) for n, p in m._parameters.items() if p is not None)
+        buffers = tuple((n, t.shape, t.dtype) for n, t in m._buffers.items() if t is not None)
+    kids = tuple((n, _structure(c, memo)) for n, c in m._modules.items() if c is not None)
     key = (type(m), m.training, _hyper(m), params, buffers, _leaf_facts(m), kids)
     if memo is not None:
         memo[id(m)] = key
     return key
+
+
+# parameter shapes follow from (in/out channels or features, kernel size, groups)
+_SHAPED_BY_HYPER = frozenset({nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.LayerNorm})
+
+
+def _code_key(m: nn.Module) -> tuple:
+    """What decides a module's fx trace: its code and plain attributes, and which children it
+    has (each is called, not inlined)."""
+    return (type(m), _hyper(m), tuple((n, type(c), _hyper(c)) for n, c in m._modules.items()
+                                      if c is not None))
 
 
 def _pair(v) -> tuple[int, int]:
@@ -215,8 +237,9 @@ def _batchnorm2d(b: Builder, m: nn.BatchNorm2d, x: TV, where: str) -> TV:
         raise Unmappable(where, "BatchNorm2d in training mode or without running statistics/affine")
     if m.momentum is None:
         raise Unmappable(where, "BatchNorm2d with momentum=None")
-    meta = F.batch_norm(x.meta, m.running_mean.to("meta"), m.running_var.to("meta"),
-                        m.weight.to("meta"), m.bias.to("meta"), False, 0.0, m.eps)
+    meta = x.meta if x.meta.dim() == 4 and x.meta.shape[1] == m.num_features else \
+        F.batch_norm(x.meta, m.running_mean.to("meta"), m.running_var.to("meta"),
+                     m.weight.to("meta"), m.bias.to("meta"), False, 0.0, m.eps)  # its own error
     inputs = [x, b.param(m.weight), b.param(m.bias), b.param(m.running_mean), b.param(m.running_var)]
     return b.emit(Op.BatchNormalization, inputs, meta, {
         "epsilon": float(np.float32(m.eps)), "momentum": float(np.float32(1 - m.momentum)),
@@ -463,8 +486,9 @@ def _f_batch_norm(b: Builder, where: str, x: TV, running_mean, running_var, weig
         raise Unmappable(where, "batch_norm in training mode or without running statistics/affine")
     if momentum is None:
         raise Unmappable(where, "batch_norm with momentum=None")
-    meta = F.batch_norm(x.meta, running_mean.meta, running_var.meta, weight.meta, bias.meta, False,
-                        0.0, eps)
+    meta = x.meta if x.meta.dim() >= 2 and x.meta.shape[1] == running_mean.meta.shape[0] else \
+        F.batch_norm(x.meta, running_mean.meta, running_var.meta, weight.meta, bias.meta, False,
+                     0.0, eps)  # its own error
     return b.emit(Op.BatchNormalization, [x, weight, bias, running_mean, running_var], meta, {
         "epsilon": float(np.float32(eps)), "momentum": float(np.float32(1 - momentum)),
         "_fold": (not bool(running_mean.const.any()), _bias_state(bias.const))})
@@ -543,7 +567,7 @@ class _Tracer(fx.Tracer):
         return m is not self.root_module
 
 
-_TRACES: dict[type, dict] = {}  # structure -> fx.Graph
+_TRACES: dict[tuple, fx.Graph] = {}  # _code_key -> trace
 
 
 class Converter:
@@ -633,7 +657,7 @@ class Converter:
 
     def _trace(self, m: nn.Module, where: str) -> fx.Graph:
         try:
-            key = _structure(m, self.memo)
+            key = _code_key(m)
             hash(key)
         except TypeError:
             key = None
