@@ -161,8 +161,28 @@ def _leaf_facts(m: nn.Module) -> tuple:
         return (_bias_state(m.bias),)
     if isinstance(m, nn.BatchNorm2d):
         zero = not bool(m.running_mean.detach().any()) if m.running_mean is not None else None
-        return (zero, _bias_state(m.bias))
+        stats = (m.weight, m.bias, m.running_mean, m.running_var)
+        return (zero, _bias_state(m.bias), _equal_groups(stats) if None not in stats else None)
     return ()
+
+
+def _equal_groups(ts) -> tuple[int, ...]:
+    """For each tensor, the index of the first one equal to it: the exporter stores equal
+    weights once, so a kernel reading two of them lists one."""
+    out = []
+    for i, t in enumerate(ts):
+        out.append(next(j for j in range(i + 1) if j == i or (
+            ts[j].shape == t.shape and ts[j].dtype == t.dtype and torch.equal(ts[j], t))))
+    return tuple(out)
+
+
+def _bn_inputs(b: Builder, x: TV, stats) -> list[TV]:
+    """BatchNormalization's inputs: x, scale, bias, mean, var; equal ones shared."""
+    groups = _equal_groups([t.detach() for t in stats])
+    made: list[TV] = []
+    for i, t in enumerate(stats):
+        made.append(made[groups[i]] if groups[i] != i else b.param(t))
+    return [x, *made]
 
 
 _PRIMITIVE = (int, float, str, bool, type(None))
@@ -240,7 +260,7 @@ def _batchnorm2d(b: Builder, m: nn.BatchNorm2d, x: TV, where: str) -> TV:
     meta = x.meta if x.meta.dim() == 4 and x.meta.shape[1] == m.num_features else \
         F.batch_norm(x.meta, m.running_mean.to("meta"), m.running_var.to("meta"),
                      m.weight.to("meta"), m.bias.to("meta"), False, 0.0, m.eps)  # its own error
-    inputs = [x, b.param(m.weight), b.param(m.bias), b.param(m.running_mean), b.param(m.running_var)]
+    inputs = _bn_inputs(b, x, (m.weight, m.bias, m.running_mean, m.running_var))
     return b.emit(Op.BatchNormalization, inputs, meta, {
         "epsilon": float(np.float32(m.eps)), "momentum": float(np.float32(1 - m.momentum)),
         "_fold": (not bool(m.running_mean.detach().any()), _bias_state(m.bias))})
@@ -489,7 +509,8 @@ def _f_batch_norm(b: Builder, where: str, x: TV, running_mean, running_var, weig
     meta = x.meta if x.meta.dim() >= 2 and x.meta.shape[1] == running_mean.meta.shape[0] else \
         F.batch_norm(x.meta, running_mean.meta, running_var.meta, weight.meta, bias.meta, False,
                      0.0, eps)  # its own error
-    return b.emit(Op.BatchNormalization, [x, weight, bias, running_mean, running_var], meta, {
+    inputs = _bn_inputs(b, x, tuple(t.const for t in (weight, bias, running_mean, running_var)))
+    return b.emit(Op.BatchNormalization, inputs, meta, {
         "epsilon": float(np.float32(eps)), "momentum": float(np.float32(1 - momentum)),
         "_fold": (not bool(running_mean.const.any()), _bias_state(bias.const))})
 
@@ -605,7 +626,12 @@ class Converter:
         if leaf is not None:
             if len(args) != 1:
                 raise Unmappable(where, f"{type(m).__name__} with {len(args)} inputs")
-            return leaf(self.b, m, args[0], where)
+            try:
+                return leaf(self.b, m, args[0], where)
+            except (HwlatError, KeyboardInterrupt):
+                raise
+            except Exception as e:  # the module's own error on these shapes
+                raise _shape_error(where, e) from e
         if type(m) is nn.Sequential:
             x = args[0]
             if len(args) != 1:
