@@ -631,7 +631,7 @@ class Converter:
             except (HwlatError, KeyboardInterrupt):
                 raise
             except Exception as e:  # the module's own error on these shapes
-                raise _shape_error(where, e) from e
+                raise _shape_error(where, _own_error(m, args[0]) or e) from e
         if type(m) is nn.Sequential:
             x = args[0]
             if len(args) != 1:
@@ -816,6 +816,17 @@ def _has_none(x) -> bool:
 def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _own_error(m: nn.Module, x: TV) -> Exception | None:
+    """The error the module itself raises on a real input of this shape (meta kernels word
+    theirs differently)."""
+    try:
+        with torch.no_grad():
+            m(torch.zeros(x.meta.shape, dtype=x.meta.dtype))
+    except Exception as e:
+        return e
+    return None
 
 
 def _shape_error(where: str, e: Exception) -> InvalidInputError:
