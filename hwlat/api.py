@@ -88,7 +88,7 @@ def to_graph(model: ModelLike, *, inputs=None, input_shape=None, route: str = "a
         from hwlat import fastpath
 
         example = fastpath.example_inputs(inputs, input_shape)
-        if any(m.training for m in model.modules()):
+        if model.training:  # a submodule left in training mode takes the export route
             model.eval()
         if route != "export":
             try:
@@ -258,6 +258,7 @@ class _Query:
     estimator: Any = None
     correction: Any = None
     corrected: bool = False
+    estimates: dict[str, tuple[float, str]] = field(default_factory=dict)  # key text -> (ms, how)
 
     def miss_estimator(self):
         if self.estimator is None:
@@ -321,22 +322,31 @@ def _query(spec: DeviceSpec, table, fallback: str | None) -> _Query:
 
 
 def _lookup(g: Graph, kernels: list[Kernel], q: _Query, correct: bool = True) -> Prediction:
-    """`hwlat.lut.predict.predict`, with the miss estimator and correction kept in `q`."""
-    from hwlat.graph.summary import summarize
+    """`hwlat.lut.predict.predict` (the same rows, in the same order), with the miss estimator,
+    the correction and the estimates of keys met before kept in `q`: a kernel's cost is worked
+    out only for a key that neither the table nor an earlier call answered."""
+    from hwlat.graph.cost import kernel_cost
     from hwlat.lut.correct import boundary_bytes
     from hwlat.lut.predict import KernelLatency, Prediction
 
-    summary = summarize(g, kernels)
-    texts = [r.kernel.key.text() for r in summary.rows]
-    found = q.store.get_many(q.spec.name, texts)
+    first: dict = {}
+    counts: dict = {}
+    for k in kernels:
+        first.setdefault(k.key, k)
+        counts[k.key] = counts.get(k.key, 0) + 1
+    texts = {key: key.text() for key in first}
+    found = q.store.get_many(q.spec.name, texts.values())
     rows = []
-    for r, text in zip(summary.rows, texts, strict=True):
+    for key, k in first.items():
+        text = texts[key]
         e = found.get(text)
         if e is not None:
-            rows.append(KernelLatency(r.kernel, r.count, e.median_ms, False, "table"))
-        else:
-            ms, how = q.miss_estimator().estimate(r.kernel.kind.value, r.cost)
-            rows.append(KernelLatency(r.kernel, r.count, ms, True, how))
+            rows.append(KernelLatency(k, counts[key], e.median_ms, False, "table"))
+            continue
+        est = q.estimates.get(text)
+        if est is None:
+            est = q.estimates[text] = q.miss_estimator().estimate(k.kind.value, kernel_cost(g, k))
+        rows.append(KernelLatency(k, counts[key], est[0], True, est[1]))
     correction = q.get_correction() if correct else None
     return Prediction(q.spec.name, tuple(rows), boundary_bytes(g, kernels), correction)
 
@@ -368,7 +378,9 @@ def predict(model: ModelLike, device: str = "cpu-ort", *, inputs=None, input_sha
 
     model: a torch module (with `inputs=` example tensors or `input_shape=`, e.g.
     (1, 3, 224, 224)), an ONNX path or an onnx.ModelProto.
-    table: a path, an open `hwlat.Table`, or None for $HWLAT_HOME/tables.sqlite.
+    table: a path, an open `hwlat.Table`, or None for $HWLAT_HOME/tables.sqlite. A path is
+    read again when the file changes; an open Table's entries are read at each call, but its
+    miss estimates and correction are those of the first call with it.
     Kernels the table lacks are estimated and labelled (`estimated_share`, each row's
     `source`): by the device file's `fallback` roofline or `fallback=`, a roofline device by its
     own roofline (no profiling needed), else by fits on the device's measured kernels.
@@ -379,6 +391,12 @@ def predict(model: ModelLike, device: str = "cpu-ort", *, inputs=None, input_sha
     spec = _device(device)
     if spec.runtime == "neuromorphic" and route == "auto":
         route = "export"  # the estimate runs the model on the sample: it needs the ONNX form
+    return _predict(model, spec, inputs, input_shape, table, breakdown, fallback, sample,
+                    precision, route)
+
+
+def _predict(model, spec, inputs, input_shape, table, breakdown, fallback, sample, precision,
+             route):
     t0 = time.perf_counter()
     loaded = to_graph(model, inputs=inputs, input_shape=input_shape, route=route)
     if spec.runtime == "neuromorphic":
@@ -562,16 +580,18 @@ def _scatter(rows, path: Path, device: str) -> None:
 
 @dataclass
 class Compiled:
-    """A library compiled by TVM, loaded on first use: call it on numpy arrays (one per model
-    input) for its outputs, or `bench()` it."""
+    """A library compiled by TVM (`hwlat.compile`, or `Compiled(path)` for one on disk with its
+    .json beside it), loaded on first use: call it on numpy arrays (one per model input) for its
+    outputs (`hwlat run`), or `bench()` it (`hwlat bench`)."""
 
-    report: CompileReport
+    path: Path
+    report: CompileReport | None = None
+    fed: Any = None  # tuning records written into the device's table (runners.profile.Fed)
     threads: int | None = None
     _loaded: Any = field(default=None, repr=False)
 
-    @property
-    def path(self) -> Path:
-        return self.report.output
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
 
     def _model(self):
         if self._loaded is None:
@@ -627,10 +647,11 @@ def compile(model: ModelLike, device: str = "cpu-tvm", *, output: str | os.PathL
         output = folder / src.with_suffix(".so").name
     r = compile_model(src, target, pipeline or (None if tuning else spec.pipeline), output,
                       tuning_db=tuning_db, tune_trials=tune_trials)
+    fed = None
     if r.tuning_db is not None and feeds_table(spec, r.tuning_db):
         with Table(table) as store:
-            feed_table(src, spec, target, r.tuning_db, store)
-    return Compiled(r)
+            fed = feed_table(src, spec, target, r.tuning_db, store)
+    return Compiled(r.output, r, fed)
 
 
 __all__ = ["ROUTES", "Compiled", "HwlatError", "Loaded", "Result", "SpikingResult", "Table",

@@ -141,6 +141,7 @@ class _Fragment:
 
 _CACHE: dict[tuple, _Fragment] = {}
 _CACHE_LIMIT = 4096
+_FRAGMENT_NODES = 64  # larger calls (a stage, the model) are not kept
 
 
 def clear_cache() -> None:
@@ -152,28 +153,37 @@ def clear_cache() -> None:
 def _bias_state(b: torch.Tensor | None) -> str:
     if b is None:
         return "none"
-    return "zero" if not bool(b.detach().any()) else "set"
+    return "set" if b.detach().cpu().numpy().any() else "zero"
 
 
 def _leaf_facts(m: nn.Module) -> tuple:
     """The value facts an export depends on, beyond shapes: which biases are zeros."""
-    if isinstance(m, nn.Conv2d | nn.Linear):
-        return (_bias_state(m.bias),)
+    if isinstance(m, _WITH_BIAS):
+        return (_bias_state(m._parameters.get("bias")),)
     if isinstance(m, nn.BatchNorm2d):
-        zero = not bool(m.running_mean.detach().any()) if m.running_mean is not None else None
-        stats = (m.weight, m.bias, m.running_mean, m.running_var)
-        return (zero, _bias_state(m.bias), _equal_groups(stats) if None not in stats else None)
+        p, buf = m._parameters, m._buffers
+        stats = (p.get("weight"), p.get("bias"), buf.get("running_mean"), buf.get("running_var"))
+        if any(t is None for t in stats) or len({(t.shape, t.dtype) for t in stats}) != 1:
+            return (None,)  # not mapped (training statistics off, or not affine)
+        return _bn_facts(stats)
     return ()
 
 
+_WITH_BIAS = (nn.Conv2d, nn.Linear)
+
+
+def _bn_facts(stats) -> tuple:
+    """(running mean all zeros, bias state, equal groups) of a BatchNorm's (weight, bias, mean,
+    var)."""
+    arrs = [t.detach().cpu().numpy() for t in stats]
+    return (not arrs[2].any(), "set" if arrs[1].any() else "zero", _equal_groups(stats))
+
+
 def _equal_groups(ts) -> tuple[int, ...]:
-    """For each tensor, the index of the first one equal to it: the exporter stores equal
-    weights once, so a kernel reading two of them lists one."""
-    out = []
-    for i, t in enumerate(ts):
-        out.append(next(j for j in range(i + 1) if j == i or (
-            ts[j].shape == t.shape and ts[j].dtype == t.dtype and torch.equal(ts[j], t))))
-    return tuple(out)
+    """For each tensor, the index of the first one equal to it (same dtype, shape and bytes):
+    the exporter stores equal weights once, so a kernel reading two of them lists one."""
+    raw = [(t.dtype, tuple(t.shape), t.detach().cpu().numpy().tobytes()) for t in ts]
+    return tuple(raw.index(r) for r in raw)
 
 
 def _bn_inputs(b: Builder, x: TV, stats) -> list[TV]:
@@ -190,6 +200,9 @@ _PRIMITIVE = (int, float, str, bool, type(None))
 
 def _hyper(m: nn.Module) -> tuple:
     """A module's plain attributes (numbers, strings, flags, classes, tuples of numbers)."""
+    fixed = _LEAF_HYPER.get(type(m))
+    if fixed is not None:
+        return tuple(getattr(m, k) for k in fixed)
     out = []
     for k, v in m.__dict__.items():
         if k[0] == "_" or k == "training":
@@ -221,6 +234,17 @@ def _structure(m: nn.Module, memo: dict | None = None) -> tuple:
         memo[id(m)] = key
     return key
 
+
+# the attributes that decide a common leaf's export (the rest of its __dict__ is bookkeeping)
+_LEAF_HYPER: dict[type, tuple[str, ...]] = {
+    nn.Conv2d: ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+                "groups", "padding_mode", "transposed", "output_padding"),
+    nn.BatchNorm2d: ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    nn.Linear: ("in_features", "out_features"),
+    nn.ReLU: ("inplace",), nn.ReLU6: ("inplace", "min_val", "max_val"), nn.Identity: (),
+    nn.Hardswish: ("inplace",), nn.Hardsigmoid: ("inplace",), nn.SiLU: ("inplace",),
+    nn.Sigmoid: (), nn.Tanh: (), nn.GELU: ("approximate",),
+}
 
 # parameter shapes follow from (in/out channels or features, kernel size, groups)
 _SHAPED_BY_HYPER = frozenset({nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.LayerNorm})
@@ -613,11 +637,14 @@ class Converter:
         hit = _CACHE.get(key) if key is not None else None
         if hit is not None:
             return self._replay(hit, tensors)
-        start, first = len(self.b.nodes), self.b.counter
+        start = len(self.b.nodes)
         out = self._convert(m, where, tensors)
-        if key is not None and len(_CACHE) < _CACHE_LIMIT:
-            frag = self._fragment(start, first, tensors, out)
+        # blocks are what candidates share; a whole model or stage rarely recurs
+        if key is not None and where and len(self.b.nodes) - start <= _FRAGMENT_NODES:
+            frag = self._fragment(start, tensors, out)
             if frag is not None:
+                if len(_CACHE) >= _CACHE_LIMIT:
+                    _CACHE.clear()
                 _CACHE[key] = frag
         return out
 
@@ -731,7 +758,7 @@ class Converter:
         return handler(self.b, where, *a, **k)
 
     # --- the cache
-    def _fragment(self, start: int, first: int, inputs: list[TV], out) -> _Fragment | None:
+    def _fragment(self, start: int, inputs: list[TV], out) -> _Fragment | None:
         recs = self.b.nodes[start:]
         local: dict[str, str] = {t.name: f"${i}" for i, t in enumerate(inputs)}
         for r in recs:
