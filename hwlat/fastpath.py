@@ -84,7 +84,18 @@ class Builder:
     data: dict[str, np.ndarray] = field(default_factory=dict)
     interned: dict[tuple, str] = field(default_factory=dict)
     literals: dict[str, np.ndarray] = field(default_factory=dict)  # interned name -> value
+    params: dict[int, tuple[torch.Tensor, str]] = field(default_factory=dict)
+    seen: set[tuple] = field(default_factory=set)  # (op, inputs, attrs) of the nodes made
     counter: int = 0
+
+    def add(self, rec: _Rec) -> None:
+        """A node; the same op on the same inputs twice is refused: the exporter keeps one."""
+        sig = (rec.op, tuple(rec.inputs), tuple(sorted(rec.attrs.items())))
+        if sig in self.seen:
+            raise Unmappable("", f"the same {rec.op.op_type} twice on the same inputs (the "
+                                 "exporter merges them)")
+        self.seen.add(sig)
+        self.nodes.append(rec)
 
     def fresh(self, stem: str) -> str:
         self.counter += 1
@@ -96,8 +107,12 @@ class Builder:
         return TV(name, meta)
 
     def param(self, t: torch.Tensor, stem: str = "w") -> TV:
-        """A weight: shape and dtype only (large), or its data (small)."""
+        """A weight: shape and dtype only (large), or its data (small); one name per tensor."""
+        seen = self.params.get(id(t))
+        if seen is not None and seen[0] is t:
+            return TV(seen[1], t.detach().to("meta"), t.detach())
         name = self.fresh(stem)
+        self.params[id(t)] = (t, name)
         self.sigs[name] = TensorSig(tuple(int(d) for d in t.shape), _dtype(t))
         self.consts.add(name)
         return TV(name, t.detach().to("meta"), t.detach())
@@ -121,7 +136,7 @@ class Builder:
     def emit(self, op: Op, inputs: list[TV], meta: torch.Tensor, attrs: dict | None = None,
              stem: str | None = None) -> TV:
         out = self.value(stem or op.op_type.lower(), meta)
-        self.nodes.append(_Rec(op, [i.name for i in inputs], [out.name], dict(attrs or {})))
+        self.add(_Rec(op, [i.name for i in inputs], [out.name], dict(attrs or {})))
         return out
 
 
@@ -209,6 +224,8 @@ def _hyper(m: nn.Module) -> tuple:
             continue
         if isinstance(v, _PRIMITIVE) or isinstance(v, type):
             out.append((k, v))
+        elif callable(v) and not isinstance(v, nn.Module | torch.Tensor):
+            out.append((k, v))  # a function the forward calls: by identity
         elif isinstance(v, tuple | list) and all(isinstance(x, _PRIMITIVE) for x in v):
             out.append((k, tuple(v)))
     return tuple(out)
@@ -416,8 +433,11 @@ LEAVES: dict[type, Callable[[Builder, Any, TV, str], TV]] = {
     nn.Flatten: lambda b, m, x, where: _reshape(b, x, x.meta.flatten(m.start_dim, m.end_dim)),
     nn.LayerNorm: lambda b, m, x, where: _layer_norm(b, x, where, m.normalized_shape, m.weight,
                                                      m.bias, m.eps),
-    nn.Softmax: lambda b, m, x, where: b.emit(Op.Softmax, [x], x.meta, {"axis": int(m.dim)}),
+    nn.Softmax: lambda b, m, x, where: _softmax(b, where, x, m.dim),
 }
+
+
+_NO_NODE = frozenset({nn.Identity, nn.Dropout})  # they vanish: nothing for the exporter to merge
 
 
 # --- functions and methods in traced code --------------------------------------------------
@@ -426,6 +446,9 @@ def _binary(op: Op, torch_fn):
     def run(b: Builder, where: str, a, c) -> Any:
         if not isinstance(a, TV) and not isinstance(c, TV):
             return torch_fn(a, c)
+        if op is not Op.Mul and not (isinstance(a, TV) and isinstance(c, TV)):
+            # seen written as Mul(x, scalar) only; other ops with a Python number: not guessed
+            raise Unmappable(where, f"{op.op_type} with a Python number")
         ta, tc = (x if isinstance(x, TV) else _scalar(b, x, where) for x in (a, c))
         meta = torch_fn(ta.meta, tc.meta)
         return b.emit(op, [ta, tc], meta)
@@ -443,8 +466,8 @@ def _unary(fn):
 
 
 def _softmax(b: Builder, where: str, x: TV, dim=None, *a, **k) -> TV:
-    if dim is None:
-        raise Unmappable(where, "softmax without dim")
+    if dim != -1:
+        raise Unmappable(where, f"softmax over dim={dim} (mapped: the last dim, written -1)")
     return b.emit(Op.Softmax, [x], x.meta.softmax(dim), {"axis": int(dim)})
 
 
@@ -467,6 +490,8 @@ def _mean(b: Builder, where: str, x: TV, dim=None, keepdim: bool = False, **kw) 
 def _cat(b: Builder, where: str, xs, dim: int = 0) -> TV:
     if not all(isinstance(x, TV) for x in xs) or any(x.const is not None for x in xs):
         raise Unmappable(where, "cat of constants")
+    if dim < 0:
+        raise Unmappable(where, f"cat over dim={dim} (mapped: a dim counted from the front)")
     meta = torch.cat([x.meta for x in xs], dim)
     return b.emit(Op.Concat, list(xs), meta, {"axis": int(dim)})
 
@@ -619,6 +644,7 @@ class Converter:
     def __init__(self, builder: Builder):
         self.b = builder
         self.memo: dict[int, tuple] = {}
+        self.calls: dict[tuple, nn.Module] = {}  # (module, input names) already converted
 
     # a call of module `m` (qualified name `where`) on converted args
     def call_module(self, m: nn.Module, where: str, args: tuple, kwargs: dict):
@@ -629,6 +655,11 @@ class Converter:
             raise Unmappable(where, f"{type(m).__name__} called with non-tensor arguments")
         if any(t.const is not None for t in tensors):
             raise Unmappable(where, f"{type(m).__name__} called on a constant")
+        call = (id(m), tuple(t.name for t in tensors))
+        if call in self.calls and type(m) not in _NO_NODE:
+            raise Unmappable(where, "called twice on the same input (the exporter merges the "
+                                    "two into one)")
+        self.calls[call] = m
         try:
             key = (_structure(m, self.memo), tuple((tuple(t.meta.shape), t.meta.dtype) for t in tensors))
             hash(key)
@@ -788,8 +819,7 @@ class Converter:
                 if local in f.consts:
                     b.consts.add(names[local])
         for r in f.nodes:
-            b.nodes.append(_Rec(r.op, [names[i] for i in r.inputs], [names[o] for o in r.outputs],
-                                r.attrs))
+            b.add(_Rec(r.op, [names[i] for i in r.inputs], [names[o] for o in r.outputs], r.attrs))
         meta = iter(_leaves(f.out_meta))
         return _map_struct(f.outputs, lambda s: TV(names[s], next(meta)) if isinstance(s, str)
                            and s in names else s)

@@ -190,3 +190,33 @@ def test_an_input_that_does_not_fit_is_refused_with_the_modules_own_error():
     with pytest.raises(InvalidInputError) as e:
         to_graph(model, input_shape=(1, 3, 9, 9))
     assert "submodule '2'" in str(e.value) and "\n" not in str(e.value)
+
+
+class Twice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x) + self.conv(x)
+
+
+def test_the_same_call_twice_is_not_guessed():
+    # the exporter keeps one of two identical nodes; the fast path refuses rather than guess
+    with pytest.raises(fastpath.Unmappable, match="twice"):
+        fastpath.to_graph(Twice().eval(), (torch.zeros(1, 3, 8, 8),))
+    for fn, why in ((lambda x: x.softmax(dim=1), "softmax over dim=1"),
+                    (lambda x: torch.cat([x, x.relu()], dim=-1), "cat over dim=-1"),
+                    (lambda x: x + 1.0, "Add with a Python number")):
+        model = nn.Sequential(nn.Conv2d(3, 4, 1), Lambda(fn)).eval()
+        with pytest.raises(fastpath.Unmappable, match=why):
+            fastpath.to_graph(model, (torch.zeros(1, 3, 8, 8),))
+
+
+class Lambda(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
