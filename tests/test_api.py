@@ -174,3 +174,20 @@ def test_profile_then_predict_and_validate_on_onnxruntime(home):
     assert v["device"] == "cpu-ort" and len(v["models"]) == 1
     assert v["models"][0]["predicted_ms"] == pytest.approx(r.latency_ms)
     assert v["models"][0]["measured_ms"] > 0 and v["metrics"]["n"] == 1
+
+
+def test_compile_returns_a_library_to_call_and_bench(home):
+    np = pytest.importorskip("numpy")
+    pytest.importorskip("tvm")
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 4)).eval()
+    lib = hwlat.compile(model, device="cpu-tvm", input_shape=(1, 3, 16, 16))
+    assert lib.path.suffix == ".so" and lib.report.max_abs_diff is not None
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype("float32")
+    want = model(torch.from_numpy(x)).detach().numpy()
+    assert np.abs(lib(x)[0] - want).max() < 1e-4
+    assert np.abs(hwlat.api.Compiled(lib.path)(x)[0] - want).max() < 1e-4  # a library on disk
+    b = lib.bench(warmup=1, repeats=5)
+    assert b.median_ms > 0 and len(b.timing.samples_ms) >= 5
+    with pytest.raises(InvalidInputError, match="takes 1 input"):
+        lib(x, x)
