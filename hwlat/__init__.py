@@ -31,4 +31,17 @@ def export(model, example_inputs, path, **kwargs):
     return _export(model, example_inputs, path, **kwargs)
 
 
-__all__ = ["HwlatError", "InvalidInputError", "InvalidModelError", "export", "home", "load"]
+# the Python API (hwlat/api.py), imported on first use so `import hwlat` stays light
+_API = ("Table", "calibrate", "compile", "inspect", "predict", "profile", "validate")
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from hwlat import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'hwlat' has no attribute {name!r}")
+
+
+__all__ = ["HwlatError", "InvalidInputError", "InvalidModelError", "Table", "calibrate",
+           "compile", "export", "home", "inspect", "load", "predict", "profile", "validate"]

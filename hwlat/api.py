@@ -1,0 +1,658 @@
+"""hwlat's Python API: one call per job, for scripts and architecture-search loops.
+
+    import hwlat
+    r = hwlat.predict(model, device="cpu-ort", input_shape=(1, 3, 224, 224))
+    r.latency_ms, r.estimated_share, r.rows, r.to_json()
+
+`model` is a `torch.nn.Module` (with `inputs=` example tensors or `input_shape=`), an ONNX
+file path, or an `onnx.ModelProto`. A module goes to hwlat's graph IR by the fast path
+(`hwlat.fastpath`: torch.fx, no ONNX written) and falls back to exporting the whole model
+where the fast path cannot map a call exactly; `result.route` says which ("fast", "export",
+or "onnx" for a model given as ONNX). Both give the same kernels.
+
+The functions do what the CLI commands do (`hwlat predict / inspect / profile / calibrate /
+validate / compile`) and raise the same typed `HwlatError`s that the CLI prints as one
+`error: ...` line. `hwlat.Table` is the latency table (an SQLite file).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hwlat.errors import HwlatError, InvalidInputError
+from hwlat.lut.store import TableStore, default_table_path
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
+
+    from hwlat.analytic.neuromorphic import Estimate
+    from hwlat.devices.spec import DeviceSpec
+    from hwlat.graph import Graph, Kernel
+    from hwlat.graph.summary import Summary
+    from hwlat.lowering import BenchReport, CompileReport
+    from hwlat.lut.correct import Correction
+    from hwlat.lut.predict import KernelLatency, Prediction
+    from hwlat.runners.profile import ProfileReport
+
+    ModelLike = torch.nn.Module | str | os.PathLike | onnx.ModelProto
+
+ROUTES = ("auto", "fast", "export")
+
+
+class Table(TableStore):
+    """The latency table: `Table()` opens $HWLAT_HOME/tables.sqlite (created if absent),
+    `Table(path, readonly=True)` an existing one. A context manager; see `hwlat.lut.TableStore`."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, readonly: bool = False):
+        super().__init__(Path(path) if path is not None else default_table_path(), readonly=readonly)
+
+
+# --- models to graphs ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Loaded:
+    """A model as hwlat's graph IR, and how it got there."""
+
+    graph: Graph
+    route: str  # "fast" | "export" | "onnx"
+    seconds: float
+    fallback: str = ""  # why a module was exported instead of taking the fast path
+
+
+def _is_module(model: Any) -> bool:
+    return hasattr(model, "named_modules") and hasattr(model, "forward")
+
+
+def _is_proto(model: Any) -> bool:
+    return type(model).__name__ == "ModelProto" and hasattr(model, "graph")
+
+
+def to_graph(model: ModelLike, *, inputs=None, input_shape=None, route: str = "auto") -> Loaded:
+    """The model as hwlat's graph IR (`hwlat.graph.Graph`).
+
+    route: "auto" (the fast path, else the export), "fast" (the fast path or an error naming
+    the submodule it cannot map), "export" (always export to ONNX first). A module is put in
+    eval mode, as `hwlat.export` does."""
+    if route not in ROUTES:
+        raise InvalidInputError(f"route={route!r}: one of {', '.join(ROUTES)}")
+    t0 = time.perf_counter()
+    if _is_module(model):
+        from hwlat import fastpath
+
+        example = fastpath.example_inputs(inputs, input_shape)
+        if model.training:  # a submodule left in training mode takes the export route
+            model.eval()
+        if route != "export":
+            try:
+                g = fastpath.to_graph(model, example, name=type(model).__name__)
+                return Loaded(g, "fast", time.perf_counter() - t0)
+            except fastpath.Unmappable as e:
+                if route == "fast":
+                    raise fastpath.Unmappable(e.where, f"{e.why}; route='export' (or 'auto') "
+                                                       "exports the whole model instead") from None
+                reason = str(e)
+        else:
+            reason = "route='export'"
+        with tempfile.TemporaryDirectory(prefix="hwlat-api-") as d:
+            path = _export(model, example, Path(d) / f"{type(model).__name__}.onnx")
+            g = _load_path(path)
+        return Loaded(g, "export", time.perf_counter() - t0, reason)
+    if inputs is not None or input_shape is not None:
+        raise InvalidInputError("inputs= and input_shape= apply to torch modules; an ONNX model "
+                                "has its own input shapes")
+    if _is_proto(model):
+        with tempfile.TemporaryDirectory(prefix="hwlat-api-") as d:
+            path = Path(d) / "model.onnx"
+            path.write_bytes(model.SerializeToString())
+            g = _load_path(path)
+        return Loaded(g, "onnx", time.perf_counter() - t0)
+    if isinstance(model, str | os.PathLike):
+        return Loaded(_load_path(Path(model)), "onnx", time.perf_counter() - t0)
+    raise InvalidInputError(f"model: a torch.nn.Module, an ONNX path or an onnx.ModelProto, "
+                            f"not {type(model).__name__}")
+
+
+def _load_path(path: Path) -> Graph:
+    from hwlat.graph import load
+
+    return load(path)
+
+
+def _export(model, example, path: Path) -> Path:
+    from hwlat.export import export
+
+    export(model, example, path, compare=False)
+    return path
+
+
+def _onnx_file(model: ModelLike, folder: Path, index: int, *, inputs=None, input_shape=None) -> Path:
+    """An ONNX file of the model, for the jobs that run it on a device (profile, validate,
+    compile): a path as given, a ModelProto written out, a module exported."""
+    if isinstance(model, str | os.PathLike) and not _is_module(model):
+        return Path(model)
+    if _is_proto(model):
+        path = folder / f"model{index}.onnx"
+        path.write_bytes(model.SerializeToString())
+        return path
+    if _is_module(model):
+        from hwlat import fastpath
+
+        example = fastpath.example_inputs(inputs, input_shape)
+        return _export(model.eval(), example, folder / f"{type(model).__name__}{index}.onnx")
+    raise InvalidInputError(f"model: a torch.nn.Module, an ONNX path or an onnx.ModelProto, "
+                            f"not {type(model).__name__}")
+
+
+# --- predict ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Result:
+    """A latency prediction: `hwlat.lut.predict.Prediction` and how the model got there."""
+
+    prediction: Prediction
+    route: str  # "fast" | "export" | "onnx"
+    stages: dict[str, float] = field(default_factory=dict)  # seconds: trace, fuse, query
+    fallback: str = ""  # why a module was exported instead of taking the fast path
+
+    @property
+    def device(self) -> str:
+        return self.prediction.device
+
+    @property
+    def latency_ms(self) -> float:
+        return self.prediction.latency_ms
+
+    @property
+    def kernel_sum_ms(self) -> float:
+        return self.prediction.kernel_sum_ms
+
+    @property
+    def estimated_share(self) -> float:
+        return self.prediction.estimated_share
+
+    @property
+    def correction(self) -> Correction | None:
+        return self.prediction.correction
+
+    @property
+    def rows(self) -> tuple[KernelLatency, ...]:
+        """One row per distinct kernel (key, count, ms each, estimated, source)."""
+        return self.prediction.rows
+
+    def breakdown(self) -> list[tuple[KernelLatency, float]]:
+        """(row, share of the kernel sum), largest first: what `hwlat predict --breakdown` shows."""
+        total = self.kernel_sum_ms
+        return [(r, r.total_ms / total if total else 0.0)
+                for r in sorted(self.rows, key=lambda r: -r.total_ms)]
+
+    def to_json(self) -> dict:
+        """`hwlat predict --json`'s object, with the route added."""
+        return {**self.prediction.to_json(), "route": self.route}
+
+
+@dataclass(frozen=True)
+class SpikingResult:
+    """A neuromorphic device's estimate: energy and latency from the spikes a sample fires."""
+
+    estimate: Estimate
+    route: str
+
+    @property
+    def device(self) -> str:
+        return self.estimate.device
+
+    @property
+    def latency_ms(self) -> float:
+        return self.estimate.latency_ns / 1e6
+
+    @property
+    def energy_pj(self) -> float:
+        return self.estimate.energy_pj
+
+    @property
+    def estimated_share(self) -> float:
+        return 1.0  # an analytic device: every figure is an estimate
+
+    @property
+    def rows(self):
+        return tuple(self.estimate.layers)
+
+    def to_json(self) -> dict:
+        return {**self.estimate.to_json(), "latency_ms": self.latency_ms, "route": self.route}
+
+
+class _EmptyTable:
+    """An analytic device's table where no table file exists: nothing measured."""
+
+    path = None
+
+    def get_many(self, device, keys):
+        return {}
+
+    def entries(self, device=None):
+        return []
+
+    def features(self):
+        return {}
+
+    def calibration(self, device):
+        return []
+
+
+@dataclass
+class _Query:
+    """A device's view of a table, kept between calls of a search loop: the miss estimator and
+    the correction are built once per table state."""
+
+    store: Any
+    spec: DeviceSpec
+    fallback: str | None
+    estimator: Any = None
+    correction: Any = None
+    corrected: bool = False
+    estimates: dict[str, tuple[float, str]] = field(default_factory=dict)  # key text -> (ms, how)
+
+    def miss_estimator(self):
+        if self.estimator is None:
+            from hwlat.analytic.roofline import fallback_estimator
+            from hwlat.lut.predict import MissEstimator
+
+            est = fallback_estimator(self.spec, self.store, self.fallback or self._own_roofline())
+            self.estimator = est if est is not None else MissEstimator(self.store, self.spec.name)
+        return self.estimator
+
+    def _own_roofline(self) -> str | None:
+        # a roofline device needs no profiling: its own roofline estimates what is not measured
+        return self.spec.name if self.spec.runtime == "roofline" else None
+
+    def get_correction(self):
+        if not self.corrected:
+            from hwlat.lut.correct import fit_correction
+
+            self.correction = fit_correction([(f, m) for _, f, m in self.store.calibration(self.spec.name)])
+            self.corrected = True
+        return self.correction
+
+
+_QUERIES: dict[tuple, _Query] = {}
+_OPEN: dict[Path, TableStore] = {}
+
+
+def _table_state(path: Path) -> tuple:
+    try:
+        st = path.stat()
+    except OSError:
+        return (None,)
+    wal = path.with_name(path.name + "-wal")
+    w = wal.stat() if wal.exists() else None
+    return (st.st_mtime_ns, st.st_size, None if w is None else (w.st_mtime_ns, w.st_size))
+
+
+def _query(spec: DeviceSpec, table, fallback: str | None) -> _Query:
+    if isinstance(table, TableStore):  # the caller's open table: its state is theirs to keep
+        key = ("store", id(table), spec.name, fallback)
+        q = _QUERIES.get(key)
+        if q is None or q.store is not table:
+            q = _QUERIES[key] = _Query(table, spec, fallback)
+        return q
+    path = Path(table).expanduser() if table is not None else default_table_path()
+    state = _table_state(path.resolve() if path.exists() else path)
+    key = ("path", str(path), state, spec.name, fallback)
+    q = _QUERIES.get(key)
+    if q is None:
+        for k in [k for k in _QUERIES if k[0] == "path" and k[1] == str(path)]:
+            del _QUERIES[k]
+        old = _OPEN.pop(path, None)
+        if old is not None:
+            old.close()
+        if not path.exists() and spec.runtime == "roofline":
+            store: Any = _EmptyTable()
+        else:
+            store = _OPEN[path] = TableStore(path, readonly=True)
+        q = _QUERIES[key] = _Query(store, spec, fallback)
+    return q
+
+
+def _lookup(g: Graph, kernels: list[Kernel], q: _Query, correct: bool = True) -> Prediction:
+    """`hwlat.lut.predict.predict` (the same rows, in the same order), with the miss estimator,
+    the correction and the estimates of keys met before kept in `q`: a kernel's cost is worked
+    out only for a key that neither the table nor an earlier call answered."""
+    from hwlat.graph.cost import kernel_cost
+    from hwlat.lut.correct import boundary_bytes
+    from hwlat.lut.predict import KernelLatency, Prediction
+
+    first: dict = {}
+    counts: dict = {}
+    for k in kernels:
+        first.setdefault(k.key, k)
+        counts[k.key] = counts.get(k.key, 0) + 1
+    texts = {key: key.text() for key in first}
+    found = q.store.get_many(q.spec.name, texts.values())
+    rows = []
+    for key, k in first.items():
+        text = texts[key]
+        e = found.get(text)
+        if e is not None:
+            rows.append(KernelLatency(k, counts[key], e.median_ms, False, "table"))
+            continue
+        est = q.estimates.get(text)
+        if est is None:
+            est = q.estimates[text] = q.miss_estimator().estimate(k.kind.value, kernel_cost(g, k))
+        rows.append(KernelLatency(k, counts[key], est[0], True, est[1]))
+    correction = q.get_correction() if correct else None
+    return Prediction(q.spec.name, tuple(rows), boundary_bytes(g, kernels), correction)
+
+
+def _samples(sample, g: Graph) -> dict | None:
+    if sample is None:
+        return None
+    if isinstance(sample, Mapping):
+        import numpy as np
+
+        return {k: np.asarray(v) for k, v in sample.items()}
+    from hwlat.analytic.neuromorphic import load_sample
+
+    return load_sample(Path(sample), g)
+
+
+@functools.cache
+def _device(name: str) -> DeviceSpec:
+    from hwlat.devices import load_device
+
+    return load_device(name)
+
+
+def predict(model: ModelLike, device: str = "cpu-ort", *, inputs=None, input_shape=None,
+            table: str | os.PathLike | TableStore | None = None, breakdown: bool = False,
+            fallback: str | None = None, sample=None, precision: str | None = None,
+            route: str = "auto") -> Result | SpikingResult:
+    """A model's latency on a device, from the latency table, without running the model.
+
+    model: a torch module (with `inputs=` example tensors or `input_shape=`, e.g.
+    (1, 3, 224, 224)), an ONNX path or an onnx.ModelProto.
+    table: a path, an open `hwlat.Table`, or None for $HWLAT_HOME/tables.sqlite. A path is
+    read again when the file changes; an open Table's entries are read at each call, but its
+    miss estimates and correction are those of the first call with it.
+    Kernels the table lacks are estimated and labelled (`estimated_share`, each row's
+    `source`): by the device file's `fallback` roofline or `fallback=`, a roofline device by its
+    own roofline (no profiling needed), else by fits on the device's measured kernels.
+    sample: a neuromorphic device's input (.npy/.npz path or {input name: array}), or a sparse
+    model's coordinates. precision: a neuromorphic device's energy preset.
+    breakdown: `rows` sorted by their share, largest first (see `Result.breakdown()`).
+    route: "auto", "fast" or "export" (see `hwlat.api.to_graph`)."""
+    spec = _device(device)
+    if spec.runtime == "neuromorphic" and route == "auto":
+        route = "export"  # the estimate runs the model on the sample: it needs the ONNX form
+    return _predict(model, spec, inputs, input_shape, table, breakdown, fallback, sample,
+                    precision, route)
+
+
+def _predict(model, spec, inputs, input_shape, table, breakdown, fallback, sample, precision,
+             route):
+    t0 = time.perf_counter()
+    loaded = to_graph(model, inputs=inputs, input_shape=input_shape, route=route)
+    if spec.runtime == "neuromorphic":
+        return _predict_neuromorphic(loaded, spec, sample, precision)
+    if precision is not None:
+        raise InvalidInputError(f"precision= applies to neuromorphic devices; '{spec.name}' "
+                                "predicts from its table")
+    from hwlat.graph import KernelKind, fuse
+
+    t1 = time.perf_counter()
+    kernels = fuse(loaded.graph)
+    if sample is not None:  # a sparse model's coordinates decide its kernel maps
+        if not any(k.kind is KernelKind.SPARSE_CONV for k in kernels):
+            raise InvalidInputError(f"sample= applies to neuromorphic devices and to models with "
+                                    f"sparse convs (their coordinates); '{spec.name}' predicts "
+                                    "this model from its table alone")
+        kernels = fuse(loaded.graph, samples=_samples(sample, loaded.graph))
+    t2 = time.perf_counter()
+    pred = _lookup(loaded.graph, kernels, _query(spec, table, fallback))
+    if breakdown:
+        pred = replace(pred, rows=tuple(sorted(pred.rows, key=lambda r: -r.total_ms)))
+    t3 = time.perf_counter()
+    stages = {"trace": t1 - t0, "fuse": t2 - t1, "query": t3 - t2}
+    return Result(pred, loaded.route, stages, loaded.fallback)
+
+
+def _predict_neuromorphic(loaded: Loaded, spec: DeviceSpec, sample, precision) -> SpikingResult:
+    from hwlat.analytic.neuromorphic import Neuromorphic, estimate
+
+    chip = Neuromorphic.from_spec(spec, precision)
+    g = loaded.graph
+    if sample is None:
+        shapes = ", ".join(
+            f"{i} {'x'.join(map(str, g.values[i].shape or ('?',)))} {g.values[i].sig.dtype}"
+            for i in g.inputs)
+        raise InvalidInputError(f"device '{spec.name}' estimates from measured spikes: give a "
+                                f"sample input with sample= (.npy/.npz path or dict; {shapes})")
+    if "onnx" not in g.meta:  # the estimate runs the model: it needs the ONNX form
+        raise InvalidInputError(f"device '{spec.name}' runs the model on the sample: pass the "
+                                "ONNX file, or route='export'")
+    est = estimate(g, _samples(sample, g), chip, device=spec.name, threads=spec.threads)
+    return SpikingResult(est, loaded.route)
+
+
+# --- inspect ----------------------------------------------------------------------------------
+
+def inspect(model: ModelLike, *, inputs=None, input_shape=None, route: str = "auto") -> Summary:
+    """The kernels a model is cut into, with MACs, parameters and bytes moved: `hwlat inspect`'s
+    rows (`.rows`, `.totals()`, `.to_json()` as `hwlat inspect --json` prints)."""
+    from hwlat.graph import fuse
+    from hwlat.graph.summary import summarize
+
+    g = to_graph(model, inputs=inputs, input_shape=input_shape, route=route).graph
+    return summarize(g, fuse(g))
+
+
+# --- profile, calibrate, validate: these run models on the device --------------------------------
+
+def _as_list(models) -> list:
+    if isinstance(models, str | os.PathLike) or _is_module(models) or _is_proto(models):
+        return [models]
+    out = list(models)
+    if not out:
+        raise InvalidInputError("give at least one model")
+    return out
+
+
+def profile(models: ModelLike | Iterable[ModelLike], device: str = "cpu-ort", *,
+            inputs=None, input_shape=None, table: str | os.PathLike | None = None,
+            rpc: str | None = None, key: str | None = None,
+            on_kernel: Callable[[Kernel], None] | None = None) -> ProfileReport:
+    """Measure every kernel of the models that the table lacks for the device (resumable):
+    `hwlat profile`. Modules are exported to ONNX first (the device runs ONNX)."""
+    from hwlat.devices import load_device
+    from hwlat.runners import get_runner
+    from hwlat.runners.profile import plan
+    from hwlat.runners.profile import profile as run_profile
+
+    spec = load_device(device)
+    items = _as_list(models)
+    runner = get_runner(spec, rpc, key)
+    with tempfile.TemporaryDirectory(prefix="hwlat-api-") as d:
+        paths = [_onnx_file(m, Path(d), i, inputs=inputs, input_shape=input_shape)
+                 for i, m in enumerate(items)]
+        with Table(table) as store:
+            todo = plan(paths, spec, runner, store)
+            return run_profile(todo, spec, runner, store, on_kernel=on_kernel or (lambda k: None))
+
+
+def _measured(paths, spec, runner, store, *, correct: bool):
+    from hwlat.graph import fuse, load
+    from hwlat.lut.predict import predict as do_predict
+
+    for path in paths:
+        g = load(path)
+        pred = do_predict(g, fuse(g), store, spec.name, correct=correct)
+        yield path, pred, runner.time_model(str(path))
+
+
+def calibrate(models: ModelLike | Iterable[ModelLike], device: str = "cpu-ort", *,
+              inputs=None, input_shape=None, table: str | os.PathLike | None = None,
+              rpc: str | None = None, key: str | None = None) -> dict:
+    """Measure whole models and fit the correction from kernel sums to end-to-end latency:
+    `hwlat calibrate`. Returns {"models": [...], "correction": text or None, "samples": n}."""
+    from hwlat.devices import load_device
+    from hwlat.lut.correct import fit_correction
+    from hwlat.runners import get_runner
+
+    spec = load_device(device)
+    runner = get_runner(spec, rpc, key)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hwlat-api-") as d:
+        paths = [_onnx_file(m, Path(d), i, inputs=inputs, input_shape=input_shape)
+                 for i, m in enumerate(_as_list(models))]
+        with Table(table) as store:
+            for path, pred, measured in _measured(paths, spec, runner, store, correct=False):
+                store.put_calibration(spec.name, str(Path(path).resolve()), pred.features,
+                                      measured.median_ms)
+                rows.append({"model": str(path), "kernel_sum_ms": pred.kernel_sum_ms,
+                             "measured_ms": measured.median_ms})
+            samples = store.calibration(spec.name)
+    correction = fit_correction([(f, m) for _, f, m in samples])
+    return {"device": spec.name, "models": rows, "samples": len(samples),
+            "correction": None if correction is None else correction.describe()}
+
+
+def validate(models: ModelLike | Iterable[ModelLike], device: str = "cpu-ort", *,
+             inputs=None, input_shape=None, table: str | os.PathLike | None = None,
+             rpc: str | None = None, key: str | None = None,
+             plot: str | os.PathLike | None = None) -> dict:
+    """Measure models end to end on the device and compare with the table's prediction:
+    `hwlat validate --json`'s object ({"device", "models": [...], "metrics": {...}})."""
+    from hwlat.devices import load_device
+    from hwlat.lut.metrics import accuracy_metrics
+    from hwlat.runners import get_runner
+
+    spec = load_device(device)
+    runner = get_runner(spec, rpc, key)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hwlat-api-") as d:
+        paths = [_onnx_file(m, Path(d), i, inputs=inputs, input_shape=input_shape)
+                 for i, m in enumerate(_as_list(models))]
+        with Table(table, readonly=True) as store:
+            for path, pred, measured in _measured(paths, spec, runner, store, correct=True):
+                rows.append({"model": str(path), "predicted_ms": pred.latency_ms,
+                             "kernel_sum_ms": pred.kernel_sum_ms,
+                             "corrected": pred.correction is not None,
+                             "measured_ms": measured.median_ms, "measured_cv": measured.cv,
+                             "estimated_share": pred.estimated_share,
+                             "error": pred.latency_ms / measured.median_ms - 1})
+    metrics = accuracy_metrics([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
+    if plot is not None:
+        _scatter(rows, Path(plot), spec.name)
+    return {"device": spec.name, "models": rows, "metrics": metrics}
+
+
+def _scatter(rows, path: Path, device: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = [r["measured_ms"] for r in rows]
+    p = [r["predicted_ms"] for r in rows]
+    hi = max(m + p) * 1.1
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.fill_between([0, hi], [0, hi * 0.9], [0, hi * 1.1], color="tab:green", alpha=0.15, label="±10 %")
+    ax.plot([0, hi], [0, hi], color="gray", lw=1)
+    ax.scatter(m, p, s=18)
+    ax.set(xlabel="measured (ms)", ylabel="predicted (ms)", title=f"hwlat predict vs measured, {device}",
+           xlim=(0, hi), ylim=(0, hi))
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# --- compile ----------------------------------------------------------------------------------
+
+@dataclass
+class Compiled:
+    """A library compiled by TVM (`hwlat.compile`, or `Compiled(path)` for one on disk with its
+    .json beside it), loaded on first use: call it on numpy arrays (one per model input) for its
+    outputs (`hwlat run`), or `bench()` it (`hwlat bench`)."""
+
+    path: Path
+    report: CompileReport | None = None
+    fed: Any = None  # tuning records written into the device's table (runners.profile.Fed)
+    threads: int | None = None
+    _loaded: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
+    def _model(self):
+        if self._loaded is None:
+            from hwlat.lowering import load_library
+
+            self._loaded = load_library(self.path, self.threads)
+        return self._loaded
+
+    def __call__(self, *arrays) -> list:
+        """The outputs (numpy arrays) for these inputs; none given: seeded random ones."""
+        from hwlat.lowering.run import random_inputs
+
+        m = self._model()
+        if not arrays:
+            arrays = tuple(random_inputs(m.meta.inputs))
+        if len(arrays) != len(m.meta.inputs):
+            raise InvalidInputError(f"{self.path.name} takes {len(m.meta.inputs)} input(s), "
+                                    f"got {len(arrays)}")
+        return m.run(list(arrays))
+
+    def bench(self, *, warmup: int = 5, repeats: int = 25, threads: int | None = None,
+              inputs: str | os.PathLike | None = None) -> BenchReport:
+        """Median and interquartile range of whole-model runs: `hwlat bench`."""
+        from hwlat.devices.spec import MeasureSpec
+        from hwlat.lowering import bench_library
+
+        return bench_library(self.path, inputs, MeasureSpec(warmup=warmup, repeats=repeats),
+                             threads or self.threads)
+
+
+def compile(model: ModelLike, device: str = "cpu-tvm", *, output: str | os.PathLike | None = None,
+            inputs=None, input_shape=None, target_kind: str | None = None,
+            pipeline: str | None = None, tune_trials: int = 0,
+            tuning_db: str | os.PathLike | None = None,
+            table: str | os.PathLike | None = None) -> Compiled:
+    """Compile a model with TVM into a library and its .json sidecar, checked against
+    onnxruntime where it runs: `hwlat compile`. With the device's own tuning database, its
+    records also fill the device's table. `output` defaults to MODEL.so beside an ONNX file,
+    else a file in a new temporary folder."""
+    from hwlat.devices import load_device
+    from hwlat.lowering import compile_model, resolve_target
+    from hwlat.lowering.targets import kind_of
+    from hwlat.runners.profile import feed_table, feeds_table
+
+    spec = load_device(device)
+    target = resolve_target(device=spec, kind=target_kind)
+    if tuning_db is None and target_kind in (None, kind_of(spec.target or {"kind": "llvm"})):
+        tuning_db = spec.tuning_db_path()
+    tuning = tuning_db is not None or tune_trials > 0
+    folder = Path(tempfile.mkdtemp(prefix="hwlat-compile-"))
+    src = _onnx_file(model, folder, 0, inputs=inputs, input_shape=input_shape)
+    if output is None and src.parent == folder:
+        output = folder / src.with_suffix(".so").name
+    r = compile_model(src, target, pipeline or (None if tuning else spec.pipeline), output,
+                      tuning_db=tuning_db, tune_trials=tune_trials)
+    fed = None
+    if r.tuning_db is not None and feeds_table(spec, r.tuning_db):
+        with Table(table) as store:
+            fed = feed_table(src, spec, target, r.tuning_db, store)
+    return Compiled(r.output, r, fed)
+
+
+__all__ = ["ROUTES", "Compiled", "HwlatError", "Loaded", "Result", "SpikingResult", "Table",
+           "calibrate", "compile", "inspect", "predict", "profile", "to_graph", "validate"]
