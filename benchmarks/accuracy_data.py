@@ -99,7 +99,7 @@ def main() -> int:
     if args.n_nb201 < 0 or args.n_ofa < 0:
         ap.error("--n-nb201 and --n-ofa must be >= 0")
 
-    from hwlat.export import export
+    from hwlat.onnx_export import export
 
     # The exporter warns once per export that torchvision's ops are not registered; not ours.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)

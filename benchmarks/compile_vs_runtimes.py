@@ -106,9 +106,9 @@ def main() -> None:
     import tvm
     from tvm import relax
 
-    from hwlat.export import export
     from hwlat.lowering.compile import lower
     from hwlat.lowering.targets import make_target
+    from hwlat.onnx_export import export
 
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -37,12 +37,12 @@ import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 from tvm.relax.expr_functor import PyExprVisitor, visitor  # noqa: E402
 
-from hwlat.export import export  # noqa: E402
 from hwlat.graph.load import load  # noqa: E402
 from hwlat.lowering.compile import _signature  # noqa: E402
 from hwlat.lowering.custom import apply_rewrites, import_onnx  # noqa: E402
 from hwlat.lowering.pipelines import PipelineOptions, _kernel_rewrites  # noqa: E402
 from hwlat.lowering.targets import make_target  # noqa: E402
+from hwlat.onnx_export import export  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRED_HWLAT = ("hwlat_conv2d", "hwlat_depthwise", "hwlat_matmul", "hwlat_mbconv")

@@ -44,7 +44,7 @@ def torch_export(model, inputs, path: Path) -> tuple[float | None, str]:
     import onnx
     import torch
 
-    from hwlat.export import _compare_with_onnxruntime
+    from hwlat.onnx_export import _compare_with_onnxruntime
 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -66,7 +66,7 @@ def torch_export(model, inputs, path: Path) -> tuple[float | None, str]:
 def export_all(out: Path, only: list[str] | None) -> None:
     import torch
 
-    from hwlat.export import export as hwlat_export
+    from hwlat.onnx_export import export as hwlat_export
     from hwlat.zoo import corpus
 
     log = out / "export-log.jsonl"

@@ -26,7 +26,7 @@ def _model(name: str):
     if not path.exists():
         from compile_vs_runtimes import build_model  # the sibling benchmark
 
-        from hwlat.export import export
+        from hwlat.onnx_export import export
 
         path.parent.mkdir(parents=True, exist_ok=True)
         model, inputs = build_model(name)

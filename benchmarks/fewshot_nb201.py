@@ -81,8 +81,8 @@ def build_reference(archs: list[str], path: Path, device_name: str = REF_DEVICE
     """Profile the space's kernels on a device of this machine (once); key -> ms and key ->
     (MACs, bytes)."""
     from hwlat.devices import load_device
-    from hwlat.export import export
     from hwlat.nas.spaces import nb201_index
+    from hwlat.onnx_export import export
     from hwlat.runners import get_runner
     from hwlat.runners.profile import plan, profile
     from hwlat.zoo import from_nb201

@@ -81,7 +81,7 @@ else  # the named zoo models, exported where --zoo puts them
     mapfile -t NAMED < <("$PYTHON" - "$@" <<'EOF'
 import sys
 from hwlat import home, zoo
-from hwlat.export import export
+from hwlat.onnx_export import export
 
 unknown = [n for n in sys.argv[1:] if n not in zoo.MODELS]
 if unknown:

@@ -22,9 +22,9 @@ import numpy as np
 import onnxruntime as ort
 
 from hwlat import zoo
-from hwlat.export import export
 from hwlat.graph import fuse, load
 from hwlat.graph.summary import summarize
+from hwlat.onnx_export import export
 
 
 def ort_executed(path: str) -> Counter:

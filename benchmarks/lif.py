@@ -42,10 +42,10 @@ import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
 from hwlat import zoo  # noqa: E402
-from hwlat.export import export  # noqa: E402
 from hwlat.lowering import custom  # noqa: E402
 from hwlat.lowering.pipelines import PipelineOptions, make_pipeline  # noqa: E402
 from hwlat.lowering.targets import describe_target, make_target, target_dict  # noqa: E402
+from hwlat.onnx_export import export  # noqa: E402
 from hwlat.zoo.spiking import LIFNeuron  # noqa: E402
 
 DEFAULT_SHAPES = ["4x1x32x32x32", "4x1x64x16x16", "4x1x128x8x8", "4x8x64x56x56"]

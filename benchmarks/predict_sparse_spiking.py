@@ -34,7 +34,7 @@ MODELS = {"sparse_convnet_40k": ("sparse_convnet", (40000, 128)),
 
 
 def export_models(out: Path) -> dict[str, Path]:
-    from hwlat.export import export
+    from hwlat.onnx_export import export
     from hwlat.zoo import build
 
     paths = {}

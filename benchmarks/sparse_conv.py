@@ -144,9 +144,9 @@ def bench_occupancy(grid: int, occupancy: float, rounds: int, inner: int, rng) -
 def bench_net(rounds: int) -> None:
     """sparse_convnet at 40k points / 128^3: compiled library vs the torch model."""
     from hwlat import zoo
-    from hwlat.export import export
     from hwlat.lowering import compile_model
     from hwlat.lowering.run import load_library
+    from hwlat.onnx_export import export
 
     model, (features, coords) = zoo.build("sparse_convnet", input_shape=(40_000, 128))
     with tempfile.TemporaryDirectory() as d:

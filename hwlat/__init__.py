@@ -26,7 +26,7 @@ def load(path):
 
 def export(model, example_inputs, path, **kwargs):
     """Export a torch module to ONNX, check it, and compare onnxruntime's output with torch's."""
-    from hwlat.export import export as _export
+    from hwlat.onnx_export import export as _export
 
     return _export(model, example_inputs, path, **kwargs)
 

@@ -127,7 +127,7 @@ def _load_path(path: Path) -> Graph:
 
 
 def _export(model, example, path: Path) -> Path:
-    from hwlat.export import export
+    from hwlat.onnx_export import export
 
     export(model, example, path, compare=False)
     return path

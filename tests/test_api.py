@@ -35,7 +35,7 @@ def home(tmp_path, monkeypatch):
 @pytest.fixture
 def onnx_file(tmp_path):
     path = tmp_path / "tiny.onnx"
-    from hwlat.export import export
+    from hwlat.onnx_export import export
 
     export(tiny(), torch.randn(1, 3, 32, 32), path, compare=False)
     return path
@@ -191,3 +191,12 @@ def test_compile_returns_a_library_to_call_and_bench(home):
     assert b.median_ms > 0 and len(b.timing.samples_ms) >= 5
     with pytest.raises(InvalidInputError, match="takes 1 input"):
         lib(x, x)
+
+
+def test_hwlat_export_stays_the_function_after_the_exporter_module_is_imported():
+    # the exporter lives in hwlat.onnx_export: a submodule named `export` would replace the
+    # package attribute `hwlat.export` (the function) once anything imported it
+    import hwlat
+    import hwlat.onnx_export  # noqa: F401
+
+    assert callable(hwlat.export) and hwlat.export.__module__ == "hwlat"

@@ -49,7 +49,7 @@ def export(
     opset: Annotated[int | None, typer.Option(min=7, help="ONNX opset (default: the exporter's)")] = None,
 ) -> None:
     """Export a model to ONNX, check it, and compare onnxruntime's output with torch's."""
-    from hwlat.export import export as do_export
+    from hwlat.onnx_export import export as do_export
 
     model, inputs = _model_source(name, module, ofa_config, nb201, batch_size, input_shape)
     with err.status(f"exporting to {output} ..."):

@@ -105,7 +105,7 @@ def _progress_lines(device: str, total: int, every_s: float = 30.0):
 def _export_zoo(spec) -> list[Path]:
     """Built-in models exported once into $HWLAT_HOME/zoo; those the device cannot run are left out."""
     from hwlat import home, zoo
-    from hwlat.export import export as do_export
+    from hwlat.onnx_export import export as do_export
 
     folder = home() / "zoo"
     folder.mkdir(parents=True, exist_ok=True)

@@ -274,7 +274,7 @@ def test_cli_errors(tmp_path):
 @pytest.fixture(scope="module")
 def zoo_net(tmp_path_factory):
     from hwlat import zoo
-    from hwlat.export import export
+    from hwlat.onnx_export import export
 
     folder = tmp_path_factory.mktemp("zoo")
     net, (x,) = zoo.build("spiking_convnet")

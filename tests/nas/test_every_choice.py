@@ -50,7 +50,7 @@ NB201_CELLS = [f"|{op}~0|+|{op}~0|{op}~1|+|{op}~0|{op}~1|{op}~2|" for op in NB20
 
 
 def _exported(tmp_path, model, inputs):
-    from hwlat.export import export
+    from hwlat.onnx_export import export
 
     path = tmp_path / "m.onnx"
     export(model, inputs, path, compare=False)

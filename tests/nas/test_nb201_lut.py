@@ -42,7 +42,7 @@ CELLS = [
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     """The graph of every cell in CELLS, exported once per session."""
-    from hwlat.export import export
+    from hwlat.onnx_export import export
     from hwlat.zoo import from_nb201
 
     folder = tmp_path_factory.mktemp("nb201-export")

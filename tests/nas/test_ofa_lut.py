@@ -44,7 +44,7 @@ RESOLUTIONS = tuple(sorted({a["r"] for a in ARCHS}))
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     """(arch, ONNX path, graph) of every arch in ARCHS, exported once per session."""
-    from hwlat.export import export
+    from hwlat.onnx_export import export
     from hwlat.zoo import from_ofa_config
 
     folder = tmp_path_factory.mktemp("ofa-export")

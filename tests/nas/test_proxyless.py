@@ -56,7 +56,7 @@ def ms_of(text: str) -> float:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from hwlat.export import export
+    from hwlat.onnx_export import export
     from hwlat.zoo import from_ofa_config
 
     folder = tmp_path_factory.mktemp("proxyless")

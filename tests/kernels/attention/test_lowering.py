@@ -191,7 +191,7 @@ def test_every_pipeline_applies_it_unless_turned_off(pipeline, tmp_path):
 @pytest.fixture(scope="module")
 def vit_onnx(tmp_path_factory):
     from hwlat import zoo
-    from hwlat.export import export
+    from hwlat.onnx_export import export
 
     model, (image,) = zoo.build("vit_tiny", input_shape=(3, 32, 48))  # 6 patches + class token
     path = tmp_path_factory.mktemp("vit") / "vit_tiny.onnx"

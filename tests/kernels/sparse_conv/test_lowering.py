@@ -16,12 +16,12 @@ from tvm import relax
 
 from hwlat import cli, zoo
 from hwlat.errors import HwlatError, InvalidInputError
-from hwlat.export import export
 from hwlat.lowering import compile_model, run_library
 from hwlat.lowering.artifact import TensorSpec
 from hwlat.lowering.compile import lower
 from hwlat.lowering.custom import import_onnx
 from hwlat.lowering.run import outputs_of, random_inputs
+from hwlat.onnx_export import export
 from hwlat.runners.tvm import random_inputs as runner_random_inputs
 from hwlat.zoo.sparse_conv import sparse_conv3d as torch_sparse_conv3d
 

@@ -11,12 +11,12 @@ from tvm import relax
 
 from hwlat import zoo
 from hwlat.errors import InvalidModelError
-from hwlat.export import export
 from hwlat.graph import KernelKind, fuse, load
 from hwlat.kernels.spiking import NeuronSpec, neuron_reference
 from hwlat.kernels.spiking.rewrite import find_neurons, rewrite_spiking_neurons
 from hwlat.lowering import custom
 from hwlat.lowering.targets import make_target
+from hwlat.onnx_export import export
 from tests.helpers import onnx_neurons as on
 
 pytestmark = [pytest.mark.tvm, pytest.mark.export]
