@@ -21,6 +21,7 @@ from hwlat.errors import InvalidModelError, UnsupportedOpError
 from hwlat.graph.ir import SMALL_CONSTANT_ELEMENTS, AttrValue, Graph, Node, TensorSig, Value
 from hwlat.graph.ops import NON_DETERMINISTIC, Op
 from hwlat.graph.shapes import infer_custom_shapes
+from hwlat.graph.sparse import check_sparse_convs
 
 _PRIMITIVE_ATTRS = {
     AttributeProto.INT: lambda a: int(a.i),
@@ -38,6 +39,7 @@ def load(path: str | os.PathLike) -> Graph:
     try:
         check_vocabulary(model)
         check_structure(model)
+        check_sparse_convs(model)  # hwlat's own op, which onnx's checker cannot check
         model = check_and_infer(model, Path(path))
         g = to_ir(model, name=Path(path).stem)
     except UnicodeDecodeError as e:  # ONNX strings are decoded lazily, on first access
