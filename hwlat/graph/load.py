@@ -18,6 +18,7 @@ import onnx
 from onnx import AttributeProto, helper, numpy_helper
 
 from hwlat.errors import InvalidModelError, UnsupportedOpError
+from hwlat.graph.external import load_external_data
 from hwlat.graph.ir import SMALL_CONSTANT_ELEMENTS, AttrValue, Graph, Node, TensorSig, Value
 from hwlat.graph.ops import NON_DETERMINISTIC, Op
 from hwlat.graph.shapes import infer_custom_shapes
@@ -56,7 +57,11 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise InvalidModelError(f"{p}: not a regular file")
     try:
         # by path, so onnx resolves external data relative to the model folder and refuses escapes
-        return onnx.load(str(p))
+        model = onnx.load(str(p), load_external_data=False)
+        load_external_data(model, p.parent)  # regular files only, no more than the dims need
+        return model
+    except InvalidModelError as e:
+        raise InvalidModelError(f"{p}: {e}") from e
     except Exception as e:  # protobuf, OS and external-data errors all mean one thing here
         raise InvalidModelError(f"{p}: not a readable ONNX model ({_one_line(e)})") from e
 
