@@ -5,6 +5,8 @@ A HwlatError becomes one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 import json
 import os
@@ -276,11 +278,10 @@ def _progress_lines(device: str, total: int, every_s: float = 30.0):
 
 def _export_zoo(spec) -> list[Path]:
     """Built-in models exported once into $HWLAT_HOME/zoo; those the device cannot run are left out."""
-    from hwlat import home, zoo
+    from hwlat import home_folder, zoo
     from hwlat.export import export as do_export
 
-    folder = home() / "zoo"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = home_folder("zoo")
     paths = []
     for name in zoo.MODELS:
         path = folder / f"{name}.onnx"
@@ -648,8 +649,8 @@ def _predict_config(space: str, config: Path, device: str, table: Path | None,
 
     try:
         cfg = json.loads(config.read_text())
-    except (OSError, ValueError) as e:
-        raise InvalidInputError(f"{config}: not a readable net config ({e})") from e
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested too deeply
+        raise InvalidInputError(f"{config}: not a readable net config ({e or 'nested too deeply'})") from e
     if space == "proxyless-mobile":
         with _table(table, readonly=True) as store:
             rows = proxyless_latency(store, device, cfg)
@@ -882,14 +883,39 @@ def rpc_status(
 
 
 def main() -> None:
+    from hwlat.errors import one_line
+
     try:
         app()
     except HwlatError as e:
-        err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(2)
+        _exit_now(2, f"error: {one_line(str(e))}")
     except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
+        _exit_now(130, "interrupted")
+    except OSError as e:  # a full disk or a closed pipe under stdout; any other is a bug
+        if e.errno not in _OUTPUT_ERRNOS:
+            raise
+        _exit_now(2, f"error: cannot write the output: {one_line(e.strerror or str(e))}")
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            raise
+    try:
+        sys.stdout.flush()
+    except OSError as e:
+        _exit_now(2, f"error: cannot write the output: {one_line(e.strerror or str(e))}")
+
+
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EPIPE, errno.EIO}
+
+
+def _exit_now(code: int, line: str) -> None:
+    """One line on stderr and the exit code, and nothing after it: no unflushed output, and no
+    library's finalizer (TVM warns as its objects are destroyed) writes at interpreter exit."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -139,7 +139,10 @@ class TableStore:
                 self._db = ro
                 return
             ro.close()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # e.g. an HWLAT_HOME that cannot be created
+            raise TableError(f"cannot create the folder of {self.path}: {e.strerror or e}") from e
         self._db = self._open_rw()
         try:
             self._use_wal()
