@@ -120,3 +120,12 @@ def test_lut_show_refuses_a_blob_device_name(tmp_path):
                      "UPDATE entries SET device = CAST('cpu-ort' AS BLOB) WHERE key = 'k0001'")
     r = hwlat("lut", "show", "--table", str(path), home=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+def test_calibration_rows_too_far_apart_to_fit_are_one_error():
+    from hwlat.errors import InvalidInputError
+    from hwlat.lut.correct import fit_correction
+
+    rows = [({"conv_ms": 1e308, "one": 1.0}, 1e-300)] * 3
+    with pytest.raises(InvalidInputError, match="cannot be fitted"):
+        fit_correction(rows)
