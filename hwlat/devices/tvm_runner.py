@@ -108,16 +108,24 @@ class TvmRunner:
             ex = tvm.compile(mod, target=self.target, relax_pipeline=self._pipeline)
         except Exception as e:
             raise HwlatError(f"TVM cannot build the model: {' '.join(str(e).split())[:300]}") from e
-        vm = relax.VirtualMachine(ex, self._dev)
-        args = [tvm.runtime.tensor(a, self._dev) for a in random_inputs(proto)]
-        vm.set_input("main", *args)
+        try:
+            vm = relax.VirtualMachine(ex, self._dev)
+            args = [tvm.runtime.tensor(a, self._dev) for a in random_inputs(proto)]
+            vm.set_input("main", *args)
+        except HwlatError:
+            raise
+        except Exception as e:  # TVMError, or inputs too large to make
+            raise HwlatError(f"TVM cannot run the model: {' '.join(str(e).split())[:300]}") from e
         return vm
 
     def _time(self, vm) -> Timing:
         def round_(n: int) -> list[float]:
-            for _ in range(self.spec.measure.warmup):
-                vm.invoke_stateful("main")
-            res = vm.time_evaluator("invoke_stateful", self._dev, number=1, repeat=n)("main")
+            try:
+                for _ in range(self.spec.measure.warmup):
+                    vm.invoke_stateful("main")
+                res = vm.time_evaluator("invoke_stateful", self._dev, number=1, repeat=n)("main")
+            except Exception as e:  # the runtime's own errors (TVMError)
+                raise HwlatError(f"TVM cannot run the model: {' '.join(str(e).split())[:300]}") from e
             return [r * 1e3 for r in res.results]
 
         return measure(round_, self.spec.measure)
