@@ -17,6 +17,17 @@ def home() -> Path:
     return Path(os.environ.get("HWLAT_HOME") or "~/.cache/hwlat").expanduser()
 
 
+def home_folder(name: str) -> Path:
+    """home() / name, created if missing; a folder that cannot be created is one InvalidInputError."""
+    folder = home() / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InvalidInputError(f"cannot create {folder} (set HWLAT_HOME to a writable folder): "
+                                f"{e.strerror or e}") from e
+    return folder
+
+
 def load(path):
     """Load and validate an ONNX model into hwlat's graph IR."""
     from hwlat.graph import load as _load
@@ -44,4 +55,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["HwlatError", "InvalidInputError", "InvalidModelError", "Table", "calibrate",
-           "compile", "export", "home", "inspect", "load", "predict", "profile", "validate"]
+           "compile", "export", "home", "home_folder", "inspect", "load", "predict", "profile", "validate"]

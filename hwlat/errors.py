@@ -4,6 +4,13 @@ The CLI turns any HwlatError into a single line on stderr and exit code 2; anyth
 """
 
 
+def escape_line(text: str, limit: int = 2000) -> str:
+    """text as one line of printable characters: newlines, escapes and other control characters
+    from untrusted input (a file name, a model name) are shown escaped, never acted on."""
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
 class HwlatError(Exception):
     """Base of every error caused by the user's input rather than by hwlat itself."""
 

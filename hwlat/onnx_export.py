@@ -41,7 +41,9 @@ def export(model, example_inputs, path, *, opset: int | None = None,
         raise InvalidInputError(f"{path.parent}: no such directory")
     model = model.eval()
     t0 = time.perf_counter()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                               dir=path.parent or ".")
     os.close(fd)
     try:
         with torch.no_grad(), _quiet():
@@ -65,6 +67,38 @@ def export(model, example_inputs, path, *, opset: int | None = None,
         if os.path.exists(tmp):
             os.unlink(tmp)
     return ExportReport(path, len(proto.graph.node), time.perf_counter() - t0, diff, note)
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove the temporary files an export to `path` left when its process was killed:
+    `.<name>.<pid>.<random>.tmp` whose process no longer runs (a live exporter's file stays)."""
+    removed = []
+    folder = path.parent if str(path.parent) else Path(".")
+    prefix = f".{path.name}."
+    try:
+        candidates = [p for p in folder.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp")]
+    except OSError:
+        return removed
+    for p in candidates:
+        pid = p.name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or _running(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or not a pid: leave its file alone
+    return True
 
 
 def _compare_with_onnxruntime(model, example_inputs, path, proto) -> tuple[float | None, str]:

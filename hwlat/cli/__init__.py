@@ -7,6 +7,8 @@ what they print is formatted in render.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import sys
@@ -16,8 +18,7 @@ import typer
 
 from hwlat.cli import compile as compile_cmds
 from hwlat.cli import models, nas, rpc, table
-from hwlat.cli.render import err
-from hwlat.errors import HwlatError
+from hwlat.errors import HwlatError, escape_line
 
 app = typer.Typer(
     help="hwlat: hardware-aware compiler and latency estimator for neural networks.",
@@ -58,13 +59,36 @@ def main() -> None:
     try:
         app()
     except HwlatError as e:
-        err.print(f"error: {e.line()}", highlight=False, markup=False, soft_wrap=True)
         if debug_enabled():
             traceback.print_exception(e, file=sys.stderr)
-        sys.exit(2)
+        _exit_now(2, f"error: {escape_line(e.line())}")
     except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
+        _exit_now(130, "interrupted")
+    except OSError as e:  # a full disk or a closed pipe under stdout; any other is a bug
+        if e.errno not in _OUTPUT_ERRNOS:
+            raise
+        _exit_now(2, f"error: cannot write the output: {escape_line(e.strerror or str(e))}")
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            raise
+    try:
+        sys.stdout.flush()
+    except OSError as e:
+        _exit_now(2, f"error: cannot write the output: {escape_line(e.strerror or str(e))}")
+
+
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EPIPE, errno.EIO}
+
+
+def _exit_now(code: int, line: str) -> None:
+    """One line on stderr and the exit code, and nothing after it: no unflushed output, and no
+    library's finalizer (TVM warns as its objects are destroyed) writes at interpreter exit."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

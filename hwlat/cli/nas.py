@@ -51,8 +51,8 @@ def _predict_config(space: str, config: Path, device: str, table: Path | None,
 
     try:
         cfg = json.loads(config.read_text())
-    except (OSError, ValueError) as e:
-        raise InvalidInputError(f"{config}: not a readable net config ({e})") from e
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested too deeply
+        raise InvalidInputError(f"{config}: not a readable net config ({e or 'nested too deeply'})") from e
     if space == "proxyless-mobile":
         with open_table(table, readonly=True) as store:
             rows = proxyless_latency(store, device, cfg)

@@ -104,11 +104,10 @@ def _progress_lines(device: str, total: int, every_s: float = 30.0):
 
 def _export_zoo(spec) -> list[Path]:
     """Built-in models exported once into $HWLAT_HOME/zoo; those the device cannot run are left out."""
-    from hwlat import home, zoo
+    from hwlat import home_folder, zoo
     from hwlat.onnx_export import export as do_export
 
-    folder = home() / "zoo"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = home_folder("zoo")
     paths = []
     for name in zoo.MODELS:
         path = folder / f"{name}.onnx"

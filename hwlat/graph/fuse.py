@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwlat.errors import InvalidInputError
+from hwlat.errors import InvalidInputError, InvalidModelError
 from hwlat.graph.ir import AttrValue, Graph, Node, TensorSig
 from hwlat.graph.kernel import Kernel, KernelKey, KernelKind
 from hwlat.graph.ops import (
@@ -33,7 +33,13 @@ from hwlat.graph.ops import (
     VIEW,
     Op,
 )
-from hwlat.graph.sparse import default_coords, kernel_map_size, log_bucket
+from hwlat.graph.sparse import (
+    MAX_POINTS,
+    default_coords,
+    kernel_map_size,
+    log_bucket,
+    sparse_geometry,
+)
 
 
 @dataclass(frozen=True)
@@ -329,7 +335,8 @@ def fuse(g: Graph, rules: list[Rule] = DEFAULT_RULES, *,
     order = {n.name: i for i, n in enumerate(g.nodes)}
     found.sort(key=lambda f: order[f[2].nodes[0].name])
     kernels = [_make_kernel(g, rule, kind, m) for rule, kind, m in found]
-    maps: set[tuple] = set()  # (coords, kernel geometry) whose kernel map an earlier conv built
+    # (coords, kernel geometry) whose kernel map an earlier conv built -> its (outputs, pairs)
+    maps: dict[tuple, tuple[int, int]] = {}
     return [_sparse_key(g, k, samples or {}, maps) if k.kind is KernelKind.SPARSE_CONV else k
             for k in kernels]
 
@@ -339,18 +346,20 @@ def sparse_anchor(g: Graph, k: Kernel) -> Node:
     return next(g.node(n) for n in k.nodes if g.node(n).op is Op.SparseConv3d)
 
 
-def _sparse_key(g: Graph, k: Kernel, samples: Mapping[str, np.ndarray], maps: set) -> Kernel:
+def _sparse_key(g: Graph, k: Kernel, samples: Mapping[str, np.ndarray], maps: dict) -> Kernel:
     """The sparse conv's key on (Cin, Cout, kernel, stride, active voxels, kernel-map pairs),
     voxel and pair counts bucketed (hwlat.graph.sparse): N in its shapes is the voxel bucket.
     `map` says whether the kernel builds its kernel map (1) or reuses the one an earlier conv on
     the same coordinates and kernel geometry built (0), as hwlat's lowering shares them."""
     conv = sparse_anchor(g, k)
-    geometry = (conv.inputs[1], conv.attr("kernel_size"), conv.attr("stride"),
-                conv.attr("padding"), conv.attr("subm", 1))
+    kernel_size, stride, padding, subm = sparse_geometry(conv)
+    geometry = (conv.inputs[1], kernel_size, stride, padding, subm)
     builds = geometry not in maps
-    maps.add(geometry)
     feats, coords_name = g.values[conv.inputs[0]].shape, conv.inputs[1]
     n = feats[0] if feats and isinstance(feats[0], int) else None
+    if n is not None and not 0 <= n <= MAX_POINTS:
+        raise InvalidModelError(f"sparse conv {conv.name} takes {n} voxels; hwlat takes at most "
+                                f"{MAX_POINTS}")
     coords = samples.get(coords_name)
     if coords is None and n is not None and coords_name in g.inputs:
         coords = default_coords(n)
@@ -359,9 +368,11 @@ def _sparse_key(g: Graph, k: Kernel, samples: Mapping[str, np.ndarray], maps: se
                                 f"sparse conv takes {n}")
     if coords is None:
         n_out = pairs = -1  # coordinates computed inside the model: unknown here
+    elif not builds:
+        n_out, pairs = maps[geometry]
     else:
-        n_out, pairs = kernel_map_size(coords, conv.attr("kernel_size"), conv.attr("stride"),
-                                       conv.attr("padding"), bool(conv.attr("subm", 1)))
+        n_out, pairs = kernel_map_size(coords, kernel_size, stride, padding, bool(subm))
+    maps[geometry] = (n_out, pairs)
     voxels = log_bucket(n) if n is not None else -1
 
     def rows(sig: TensorSig, count: int) -> TensorSig:

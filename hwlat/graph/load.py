@@ -25,6 +25,7 @@ from hwlat.errors import InvalidModelError, UnsupportedOpError, one_line
 from hwlat.graph.ir import SMALL_CONSTANT_ELEMENTS, AttrValue, Graph, Node, TensorSig, Value
 from hwlat.graph.ops import NON_DETERMINISTIC, Op
 from hwlat.graph.shapes import infer_custom_shapes
+from hwlat.graph.sparse import check_sparse_convs
 
 if TYPE_CHECKING:
     import onnx
@@ -50,6 +51,7 @@ def load(path: str | os.PathLike) -> Graph:
     try:
         check_vocabulary(model)
         check_structure(model)
+        check_sparse_convs(model)  # hwlat's own op, which onnx's checker cannot check
         model = check_and_infer(model, Path(path))
         g = to_ir(model, name=Path(path).stem)
     except UnicodeDecodeError as e:  # ONNX strings are decoded lazily, on first access
@@ -66,9 +68,15 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise InvalidModelError(f"{p}: not a regular file")
     import onnx
 
+    from hwlat.graph.external import load_external_data
+
     try:
         # by path, so onnx resolves external data relative to the model folder and refuses escapes
-        return onnx.load(str(p))
+        model = onnx.load(str(p), load_external_data=False)
+        load_external_data(model, p.parent)  # regular files only, no more than the dims need
+        return model
+    except InvalidModelError as e:
+        raise InvalidModelError(f"{p}: {e}") from e
     except Exception as e:  # protobuf, OS and external-data errors all mean one thing here
         raise InvalidModelError(f"{p}: not a readable ONNX model ({one_line(e)})") from e
 

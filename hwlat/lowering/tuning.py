@@ -47,7 +47,10 @@ def open_tuning_db(directory: str | Path, target: tvm.target.Target) -> Path:
     if d.is_dir() and any(d.glob("database_*.json")):
         raise InvalidInputError(f"tuning database {d} has records but no {TARGET_MARKER}, so its "
                                 "target is unknown; use a new --tuning-db directory")
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InvalidInputError(f"cannot create tuning database folder {d}: {e.strerror or e}") from e
     write_json_atomic(marker, json.dumps({"target": want, "hwlat": __version__}, indent=1, sort_keys=True))
     return d
 

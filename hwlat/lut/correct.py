@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hwlat.errors import InvalidInputError
+
 MIN_MODELS = 3
 FEATURES = ("conv_ms", "dense_ms", "other_ms", "kernels", "nodes", "boundary_mb", "one")
 SPATIAL_KINDS = frozenset({"conv", "pool", "normalization"})
@@ -87,10 +89,19 @@ def fit_correction(samples: list[tuple[dict[str, float], float]]) -> Correction 
         return None
     x = np.array([[f.get(k, 0.0) for k in FEATURES] for f, _ in samples])
     y = np.array([m for _, m in samples])
-    rows = x / y[:, None]  # relative error: each model counts the same, whatever its latency
+    with np.errstate(all="ignore"):
+        rows = x / y[:, None]  # relative error: each model counts the same, whatever its latency
     target = np.ones(len(y))
     reg = np.sqrt(_PRIOR_WEIGHT) * np.diag(1.0 / _PRIOR_SCALE)  # fixed: data outweighs it as models add up
     a = np.vstack([rows, reg])
     b = np.concatenate([target, reg @ _PRIOR])
-    coef, *_ = np.linalg.lstsq(a, b, rcond=None)
+    with np.errstate(all="ignore"):
+        finite = bool(np.all(np.isfinite(a)))
+    if not finite:  # hand-edited calibration rows: finite, but too far apart to divide
+        raise InvalidInputError("the table's calibration rows cannot be fitted (features over "
+                                "measured_ms overflow); re-run `hwlat calibrate`")
+    try:
+        coef, *_ = np.linalg.lstsq(a, b, rcond=None)
+    except np.linalg.LinAlgError as e:
+        raise InvalidInputError(f"the table's calibration rows cannot be fitted ({e})") from e
     return Correction(tuple(float(c) for c in coef), len(samples))

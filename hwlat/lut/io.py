@@ -10,6 +10,7 @@ import io
 import json
 import os
 import secrets
+import stat
 from dataclasses import asdict
 from pathlib import Path
 
@@ -129,11 +130,25 @@ def _parse_cell(path: Path, n: int, name: str, cell: str) -> object:
         raise TableError(f"{path}: row {n}: invalid {name}={cell[:60]!r}: not {what}") from e
 
 
+MAX_TEXT_BYTES = 512 << 20  # an exported table of a million entries is far smaller
+
+
 def _read_text(path: Path) -> str:
+    """A regular file's UTF-8 text; a FIFO, a device, a folder or a file over MAX_TEXT_BYTES is
+    refused before anything is read (a FIFO is opened without waiting for a writer)."""
     try:
-        # newline="" keeps \r\n inside CSV cells; utf-8-sig drops a spreadsheet's BOM
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise TableError(f"{path} is not a regular file")
+            if st.st_size > MAX_TEXT_BYTES:
+                raise TableError(f"{path} holds {st.st_size} bytes; hwlat reads at most {MAX_TEXT_BYTES}")
+            data = f.read(MAX_TEXT_BYTES + 1)
+        if len(data) > MAX_TEXT_BYTES:
+            raise TableError(f"{path} holds over {MAX_TEXT_BYTES} bytes; hwlat reads no more")
+        # no newline translation: \r\n stays inside CSV cells; utf-8-sig drops a spreadsheet's BOM
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise TableError(f"{path} is not UTF-8 text (byte {e.start})") from e
     except OSError as e:

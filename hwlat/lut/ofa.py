@@ -451,8 +451,9 @@ def _network(net: dict, image_size: int) -> list[OfaKey]:
         mid = conv.get("mid_channels")
         if mid is None:  # OFA: an expand-1 block keeps its input width
             ratio = conv.get("expand_ratio")
-            if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not ratio > 0:
-                raise InvalidInputError(f"{cw}.expand_ratio={ratio!r}: must be a number > 0")
+            if not _finite_nonneg(ratio) or not 0 < ratio <= _MAX_EXPAND:
+                raise InvalidInputError(f"{cw}.expand_ratio={repr(ratio)[:60]}: must be a number "
+                                        f"in (0, {_MAX_EXPAND}]")
             mid = round(in_c * ratio)
         elif not _positive(mid):
             raise InvalidInputError(f"{cw}.mid_channels={mid!r}: must be a positive integer")
@@ -525,6 +526,9 @@ def _is_key(key: str) -> bool:
     except InvalidInputError:
         return False
     return True
+
+
+_MAX_EXPAND = 64  # OFA's spaces expand by 3 to 6
 
 
 def _positive(v: object) -> bool:

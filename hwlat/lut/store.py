@@ -125,19 +125,27 @@ class TableStore:
         # the schema under SQLite's write lock. Anything else is judged read-only before any write.
         blank = not self.path.exists() or (not readonly and self.path.stat().st_size == 0)
         if not blank:
+            sidecars = [Path(f"{self.path}{s}") for s in ("-wal", "-shm")]
+            created = [f for f in sidecars if not f.exists()]
             ro = self._open_ro()
             try:
                 blank = self._validate(ro)
                 if readonly and blank:
                     raise TableError(f"{self.path} is an empty SQLite database, not an hwlat table")
+                if not blank:
+                    self._check_integrity(ro)  # before any write, and before the journal mode
             except BaseException:
                 ro.close()
+                _remove_empty_sidecars(created)
                 raise
             if readonly:
                 self._db = ro
                 return
             ro.close()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # e.g. an HWLAT_HOME that cannot be created
+            raise TableError(f"cannot create the folder of {self.path}: {e.strerror or e}") from e
         self._db = self._open_rw()
         try:
             self._use_wal()
@@ -232,10 +240,8 @@ class TableStore:
     # --- reading
 
     def get(self, device: str, key: str) -> Entry | None:
-        row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM entries WHERE device = ? AND key = ?", (device, key)
-        ).fetchone()
-        return None if row is None else self._entry(row)
+        rows = self._rows(f"SELECT {_COLUMNS} FROM entries WHERE device = ? AND key = ?", (device, key))
+        return self._entry(rows[0]) if rows else None
 
     def get_many(self, device: str, keys: Iterable[str]) -> dict[str, Entry]:
         """The entries found among keys, by key; keys without an entry are absent from the result."""
@@ -248,22 +254,21 @@ class TableStore:
         for i in range(0, len(wanted), _CHUNK):
             chunk = wanted[i : i + _CHUNK]
             query = f"SELECT {_COLUMNS} FROM entries WHERE device = ? AND key IN ({', '.join('?' * len(chunk))})"
-            for row in self._db.execute(query, (device, *chunk)):
+            for row in self._rows(query, (device, *chunk)):
                 entry = self._entry(row)
                 found[entry.key] = entry
         return found
 
     def keys(self, device: str) -> set[str]:
-        return {
-            k for (k,) in self._db.execute("SELECT key FROM entries WHERE device = ?", (device,))
-        }
+        keys = {k for (k,) in self._rows("SELECT key FROM entries WHERE device = ?", (device,))}
+        if not all(isinstance(k, str) for k in keys):
+            raise TableError(f"{self.path}: a stored key of device {_shown(device)} is not text")
+        return keys
 
     def entries(self, device: str | None = None) -> list[Entry]:
         """All entries (of one device, if given), ordered by device then key."""
         where, args = ("WHERE device = ?", (device,)) if device is not None else ("", ())
-        rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM entries {where} ORDER BY device, key", args
-        )
+        rows = self._rows(f"SELECT {_COLUMNS} FROM entries {where} ORDER BY device, key", args)
         return [self._entry(row) for row in rows]
 
     def put_calibration(self, device: str, model: str, features: dict[str, float],
@@ -280,15 +285,24 @@ class TableStore:
 
     def calibration(self, device: str) -> list[tuple[str, dict[str, float], float]]:
         """(model, features, measured_ms) of every model measured end to end on the device."""
-        rows = self._db.execute(
+        rows = self._rows(
             "SELECT model, features, measured_ms FROM calibration WHERE device = ? ORDER BY model", (device,))
         out = []
         for model, feats, ms in rows:
+            def bad(why: str, model=model) -> TableError:
+                return TableError(f"{self.path}: bad calibration row for {_shown(model)}: {why}")
+            if not isinstance(model, str):
+                raise bad(f"the model name is {type(model).__name__}, not text")
             try:
-                parsed = json.loads(feats)
-            except ValueError as e:
-                raise TableError(f"{self.path}: bad calibration row for {model!r}") from e
-            out.append((model, parsed, float(ms)))
+                parsed = json.loads(feats) if isinstance(feats, str) else None
+            except (ValueError, RecursionError):
+                parsed = None
+            if not isinstance(parsed, dict) or not all(
+                    isinstance(k, str) and _is_number(v) and math.isfinite(v) for k, v in parsed.items()):
+                raise bad("features must be a JSON object of finite numbers")
+            if not (_is_number(ms) and math.isfinite(ms) and ms > 0):
+                raise bad(f"measured_ms must be a positive number, got {_shown(ms)}")
+            out.append((model, {k: float(v) for k, v in parsed.items()}, float(ms)))
         return out
 
     def meta(self, key: str) -> str | None:
@@ -298,15 +312,45 @@ class TableStore:
 
     def features(self) -> dict[str, tuple[str, int | None, int | None]]:
         """key -> (kind, MACs, bytes moved) for every kernel whose work is known."""
-        return {k: (kind, macs, nbytes) for k, kind, macs, nbytes in self._db.execute("SELECT * FROM kernels")}
+        out = {}
+        for k, kind, macs, nbytes in self._rows("SELECT key, kind, macs, bytes FROM kernels"):
+            if not isinstance(k, str) or not isinstance(kind, str) or not all(
+                    v is None or (isinstance(v, int) and 0 <= v) for v in (macs, nbytes)):
+                raise TableError(f"{self.path}: bad kernels row {_shown(k)}: key and kind must be "
+                                 f"text, macs and bytes whole numbers >= 0 or NULL, got "
+                                 f"{_shown(kind)}, {_shown(macs)}, {_shown(nbytes)}")
+            out[k] = (kind, macs, nbytes)
+        return out
 
     def devices(self) -> list[tuple[str, int]]:
         """(device, entry count) for every device in the table, ordered by device."""
-        return self._db.execute(
-            "SELECT device, COUNT(*) FROM entries GROUP BY device ORDER BY device"
-        ).fetchall()
+        rows = self._rows("SELECT device, COUNT(*) FROM entries GROUP BY device ORDER BY device")
+        for device, _ in rows:
+            try:
+                _check_text("device", device)
+            except InvalidInputError as e:
+                raise TableError(f"{self.path}: bad stored device name: {e}") from e
+        return rows
 
     # --- internals
+
+    def _rows(self, query: str, args: tuple = ()) -> list[tuple]:
+        """All rows of a query; an SQLite error while reading (a damaged page) is one TableError."""
+        try:
+            return self._db.execute(query, args).fetchall()
+        except sqlite3.Error as e:
+            raise TableError(f"cannot read {self.path}: {_one_line(e)}") from e
+
+    def _check_integrity(self, db: sqlite3.Connection) -> None:
+        """SQLite's quick_check on a read-only connection: damaged pages or indexes refuse the
+        file before anything reads from or writes to it."""
+        try:
+            problems = [r[0] for r in db.execute("PRAGMA quick_check(3)").fetchall()]
+        except sqlite3.Error as e:
+            raise TableError(f"{self.path} is a damaged SQLite database ({_one_line(e)})") from e
+        if problems != ["ok"]:
+            raise TableError(f"{self.path} is a damaged SQLite database (quick_check: "
+                             f"{_one_line('; '.join(map(str, problems)))})")
 
     def _entry(self, row: tuple) -> Entry:
         try:
@@ -327,8 +371,8 @@ class TableStore:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
-        except sqlite3.OperationalError as e:
-            raise TableError(f"cannot write {self.path}: {e}") from e
+        except sqlite3.Error as e:
+            raise TableError(f"cannot write {self.path}: {_one_line(e)}") from e
 
     def _use_wal(self) -> None:
         try:
@@ -367,8 +411,8 @@ class TableStore:
                 n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             }
             columns = tuple(r[1] for r in db.execute("PRAGMA table_info(entries)"))
-        except sqlite3.DatabaseError as e:
-            raise TableError(f"{path} is not a readable SQLite database ({e})") from e
+        except sqlite3.Error as e:
+            raise TableError(f"{path} is not a readable SQLite database ({_one_line(e)})") from e
         if app_id != APPLICATION_ID:
             raise TableError(
                 f"{path} is not an hwlat table (application_id {app_id}, expected {APPLICATION_ID})"
@@ -397,6 +441,19 @@ class TableStore:
             )
             self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _remove_empty_sidecars(created: list[Path]) -> None:
+    """A refused file is left as found: the -wal and -shm files SQLite made for reading a WAL-mode
+    file are removed again, when the -wal holds nothing."""
+    wal = next((f for f in created if f.name.endswith("-wal")), None)
+    try:
+        if wal is not None and wal.exists() and wal.stat().st_size > 0:
+            return
+        for f in created:
+            f.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _is_blank(db: sqlite3.Connection) -> bool:
@@ -431,6 +488,20 @@ def _check_header(path: Path) -> None:
         raise TableError(
             f"{path} is truncated ({size} bytes; its header says {pages} pages of {page_size})"
         )
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _shown(value: object) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def _one_line(e: object) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _le(a: float, b: float) -> bool:

@@ -334,12 +334,15 @@ def read_archs(path: Path | str) -> list[str]:
         raise InvalidInputError(f"{path}: cannot read ({e.strerror})") from e
     except UnicodeDecodeError as e:
         raise InvalidInputError(f"{path}: not a text file ({e.reason})") from e
-    header = next(csv.reader(lines[:1]), [])
-    if "arch" in header:
-        col, first = header.index("arch"), 2
-        rows = [(n, r[col] if col < len(r) else "") for n, r in
-                enumerate(csv.reader(lines[1:]), start=first) if any(c.strip() for c in r)]
-    else:
+    try:
+        header = next(csv.reader(lines[:1]), [])
+        if "arch" in header:
+            col, first = header.index("arch"), 2
+            rows = [(n, r[col] if col < len(r) else "") for n, r in
+                    enumerate(csv.reader(lines[1:]), start=first) if any(c.strip() for c in r)]
+    except csv.Error as e:  # e.g. a field over the csv module's size limit
+        raise InvalidInputError(f"{path}: not a readable CSV ({e})") from None
+    if "arch" not in header:
         rows = [(n, line.strip()) for n, line in enumerate(lines, start=1) if line.strip()]
     if not rows:
         raise InvalidInputError(f"{path}: no architectures (a CSV with an arch column, or one "

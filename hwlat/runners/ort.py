@@ -13,6 +13,7 @@ slower than it is. Each runner measures that overhead once and takes it off ever
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -24,7 +25,7 @@ import onnxruntime as ort
 
 from hwlat.devices.measure import Timing, cpu_model, measure
 from hwlat.devices.spec import DeviceSpec
-from hwlat.errors import BackendError, InvalidModelError
+from hwlat.errors import BackendError, HwlatError, InvalidModelError
 from hwlat.inputs import random_feeds as seeded_feeds
 from hwlat.runners.base import Environment, InModelRunner
 
@@ -95,7 +96,7 @@ class OrtRunner(InModelRunner):
                 sess = _session(proto.SerializeToString(), self._options(tmp))
                 feeds = feeds or random_feeds(sess)
                 for _ in range(self.spec.measure.warmup + n):
-                    sess.run(None, feeds)
+                    _run(sess, feeds)
                 trace = sess.end_profiling()
                 runs = kernel_times_per_run(trace)
                 os.unlink(trace)
@@ -136,7 +137,7 @@ class OrtRunner(InModelRunner):
             sess = _session(str(path), self._options(tmp))
             feeds = random_feeds(sess)
             for _ in range(self.spec.measure.warmup + n):
-                sess.run(None, feeds)
+                _run(sess, feeds)
             trace = sess.end_profiling()
             with open(trace) as f:
                 events = json.load(f)
@@ -168,11 +169,11 @@ class OrtRunner(InModelRunner):
 
         def round_(n: int) -> list[float]:
             for _ in range(self.spec.measure.warmup):
-                sess.run(None, feeds)
+                _run(sess, feeds)
             out = []
             for _ in range(n):
                 t0 = time.perf_counter()
-                sess.run(None, feeds)
+                _run(sess, feeds)
                 out.append((time.perf_counter() - t0) * 1e3)
             return out
 
@@ -186,6 +187,17 @@ def _session(model: bytes | str, options: ort.SessionOptions) -> ort.InferenceSe
         raise BackendError("onnxruntime cannot build the model", e) from e
 
 
+def _run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> None:
+    """One run; onnxruntime's refusal to run a model is one HwlatError line."""
+    try:
+        sess.run(None, feeds)
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidArgument/RuntimeException
+        raise HwlatError(f"onnxruntime cannot run the model: {' '.join(str(e).split())[:300]}") from e
+
+
+MAX_FEED_BYTES = 1 << 30  # random inputs hwlat makes up to time a model
+
+
 _NP = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
        "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
        "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
@@ -193,13 +205,18 @@ _NP = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float1
 
 def random_feeds(sess: ort.InferenceSession, seed: int = 0) -> dict[str, np.ndarray]:
     specs = []
+    total = 0
     for i in sess.get_inputs():
-        if any(not isinstance(d, int) for d in i.shape):
+        if any(not isinstance(d, int) or d < 0 for d in i.shape):
             raise InvalidModelError(f"input '{i.name}' has an unknown dimension {i.shape}; "
                                     "export with a fixed shape to time it")
         dtype = _NP.get(i.type)
         if dtype is None:
             raise InvalidModelError(f"input '{i.name}' has type {i.type}, which hwlat cannot feed")
+        total += math.prod(i.shape) * np.dtype(dtype).itemsize
+        if total > MAX_FEED_BYTES:
+            raise InvalidModelError(f"input '{i.name}' {list(i.shape)} takes the model's inputs past "
+                                    f"{MAX_FEED_BYTES >> 20} MiB; hwlat times models with smaller inputs")
         specs.append((i.name, i.shape, dtype))
     return seeded_feeds(specs, seed)
 

@@ -14,7 +14,7 @@ import onnx
 
 from hwlat.devices.measure import Timing, cpu_model, measure
 from hwlat.devices.spec import DeviceSpec
-from hwlat.errors import BackendError, InvalidInputError, InvalidModelError
+from hwlat.errors import BackendError, HwlatError, InvalidInputError, InvalidModelError
 from hwlat.inputs import random_arrays
 from hwlat.runners.base import Environment, Runner
 
@@ -92,16 +92,24 @@ class TvmRunner(Runner):
             ex = tvm.compile(mod, target=self.target, relax_pipeline=self._pipeline)
         except Exception as e:
             raise BackendError("TVM cannot build the model", e) from e
-        vm = relax.VirtualMachine(ex, self._dev)
-        args = [tvm.runtime.tensor(a, self._dev) for a in random_inputs(proto)]
-        vm.set_input("main", *args)
+        try:
+            vm = relax.VirtualMachine(ex, self._dev)
+            args = [tvm.runtime.tensor(a, self._dev) for a in random_inputs(proto)]
+            vm.set_input("main", *args)
+        except HwlatError:
+            raise
+        except Exception as e:  # TVMError, or inputs too large to make
+            raise BackendError("TVM cannot run the model", e) from e
         return vm
 
     def _time(self, vm) -> Timing:
         def round_(n: int) -> list[float]:
-            for _ in range(self.spec.measure.warmup):
-                vm.invoke_stateful("main")
-            res = vm.time_evaluator("invoke_stateful", self._dev, number=1, repeat=n)("main")
+            try:
+                for _ in range(self.spec.measure.warmup):
+                    vm.invoke_stateful("main")
+                res = vm.time_evaluator("invoke_stateful", self._dev, number=1, repeat=n)("main")
+            except Exception as e:  # the runtime's own errors (TVMError)
+                raise HwlatError(f"TVM cannot run the model: {' '.join(str(e).split())[:300]}") from e
             return [r * 1e3 for r in res.results]
 
         return measure(round_, self.spec.measure)

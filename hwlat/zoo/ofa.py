@@ -5,6 +5,7 @@ The config is validated as it is read, so a bad one fails with the path of the o
 """
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ def _field(
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         expected = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
         raise InvalidInputError(f"OFA net config: '{path}.{key}' must be {expected}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInputError(f"OFA net config: '{path}.{key}' must be a finite number, got {value!r}")
     if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
         raise InvalidInputError(f"OFA net config: '{path}.{key}' must be positive, got {value!r}")
     return value
@@ -203,8 +206,9 @@ def load_config(cfg: dict | str | Path) -> tuple[dict, int]:
             cfg = json.loads(Path(cfg).read_text())
         except OSError as e:
             raise InvalidInputError(f"cannot read OFA net config '{cfg}': {e.strerror}") from e
-        except json.JSONDecodeError as e:
-            raise InvalidInputError(f"OFA net config '{cfg}' is not valid JSON: {e}") from e
+        except (ValueError, RecursionError) as e:  # bad JSON, bad UTF-8, nested too deep
+            raise InvalidInputError(f"OFA net config '{cfg}' is not valid JSON: "
+                                    f"{str(e) or 'nested too deeply'}") from e
     if not isinstance(cfg, dict):
         raise InvalidInputError(f"OFA net config must be a JSON object, got {type(cfg).__name__}")
     if "net" not in cfg:

@@ -16,8 +16,8 @@ from hwlat.errors import InvalidModelError
 from hwlat.graph import fuse, load
 from hwlat.graph.summary import summarize
 from hwlat.zoo import corpus
+from tests.helpers.cli import run_hwlat
 from tests.helpers.onnx_builders import channel_shuffle_model
-from tests.test_cli import hwlat
 
 INT64 = TensorProto.INT64
 
@@ -200,3 +200,7 @@ def test_torch_exported_shufflenet_inspects_with_the_same_macs(tmp_path):
     for h in hooks:
         h.remove()
     assert t["macs"] == sum(macs)
+
+
+def hwlat(*args, tmp):
+    return run_hwlat(*args, home=tmp)
