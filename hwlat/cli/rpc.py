@@ -12,7 +12,7 @@ from hwlat.cli.render import err, out
 
 rpc_app = typer.Typer(help="Run and query the TVM RPC tracker and servers that remote devices are timed through.",
                       no_args_is_help=True)
-HostOpt = Annotated[str, typer.Option(help="address to listen on; any but loopback lets the network run code here")]
+HostOpt = Annotated[str, typer.Option(help="address to listen on; any but loopback lets anyone who reaches it register servers or run code here (no authentication; see the README for an SSH tunnel)")]
 
 
 @rpc_app.command("tracker")

@@ -99,11 +99,28 @@ class Proc:
         return " | ".join(line.strip() for line in text[-lines:])
 
 
+# Runs TVM's program in the child with a watchdog: when the process that started it is gone (even
+# after kill -9, which leaves no chance to stop() it), the watchdog ends the child's whole group,
+# helpers included. prctl(PR_SET_PDEATHSIG) alone would reach the child only, not its helpers.
+_LAUNCHER = """
+import os, runpy, signal, sys, threading, time
+parent, module = int(sys.argv[1]), sys.argv[2]
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os.killpg(0, signal.SIGKILL)
+threading.Thread(target=watch, daemon=True).start()
+sys.argv = [module, *sys.argv[3:]]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
 def _spawn(role: str, args: list[str], host: str, port: int | None, **kw) -> Proc:
     tmp = tempfile.TemporaryDirectory(prefix=f"hwlat-rpc-{role}-")
     log = Path(tmp.name) / f"{role}.log"
     with open(log, "wb") as f:
-        popen = subprocess.Popen([sys.executable, "-m", f"tvm.exec.rpc_{role}", *args],
+        popen = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(os.getpid()),
+                                  f"tvm.exec.rpc_{role}", *args],
                                  stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
                                  start_new_session=True)  # its own process group: see stop()
     return Proc(role, popen, host, port, log, warning=security_warning(host), _tmp=tmp, **kw)

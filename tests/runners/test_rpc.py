@@ -377,3 +377,23 @@ def test_cuda_failing_in_a_forked_session_says_how_to_start_the_server():
             "cudaErrorInitializationError (3): initialization error")
     assert "--no-fork" in _hint(seen) and "hwlat rpc server" in _hint(seen)
     assert _hint("Check failed: something else") == ""
+
+
+def test_a_tracker_dies_with_the_process_that_started_it_even_after_kill_9(tmp_path):
+    # kill -9 gives the parent no chance to stop() its tracker: the child's watchdog must end the
+    # whole group, and the port must be free again
+    port = free_port()
+    code = ("import sys, time; from hwlat.runners import rpc; "
+            f"p = rpc.start_tracker('127.0.0.1', {port}); print(p.popen.pid, flush=True); time.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        group = int(parent.stdout.readline())
+        assert rpc._listening("127.0.0.1", port)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 15
+    while (rpc._group_alive(group) or rpc._listening("127.0.0.1", port)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not rpc._group_alive(group), "the tracker's group outlived its parent"
+    assert not rpc._listening("127.0.0.1", port)
