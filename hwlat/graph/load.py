@@ -194,6 +194,7 @@ def _measured_shapes(model: onnx.ModelProto, inferred: onnx.ModelProto,
     """Shapes of the values inference and folding left unknown, from one onnxruntime run with
     those values exposed as outputs (on the inputs the profilers feed); InvalidModelError naming the first such value
     when the model cannot be run or is over MEASURE_LIMIT_BYTES."""
+    import onnx
     from onnx import helper
 
     from hwlat.graph.fold import static_shape, static_shapes
