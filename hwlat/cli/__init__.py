@@ -37,7 +37,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _main(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_version,
+def _main(version: Annotated[bool, typer.Option("--version", metavar="", is_eager=True, callback=_version,
                                                 help="print hwlat's version and exit")] = False) -> None:
     options.reset()
 

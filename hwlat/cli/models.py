@@ -16,10 +16,13 @@ from hwlat.cli.render import err, nbytes, num, out, sigs
 from hwlat.errors import InvalidInputError
 
 
-def zoo() -> None:
+def zoo(as_json: Annotated[bool, typer.Option("--json", metavar="", help="print JSON")] = False) -> None:
     """List the built-in models (no downloads: weights are random, seeded)."""
     from hwlat.zoo import list_models
 
+    if as_json:
+        print(json.dumps([{"name": n, "description": d} for n, d in list_models()], indent=1))
+        return
     table = Table("name", "description", title="hwlat zoo")
     for name, desc in list_models():
         table.add_row(name, desc)
@@ -96,7 +99,7 @@ def _from_module(spec: str):
 
 def inspect(
     model: Annotated[Path, typer.Argument(help="ONNX model")],
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="print JSON instead of a table")] = False,
 ) -> None:
     """Show the kernels a model is cut into, with MACs, parameters and bytes moved."""
     from hwlat.graph import fuse, load

@@ -28,7 +28,7 @@ def nas_predict(
         help="nb201: CSV with an arch column (or one cell string per line)")] = None,
     device: DeviceOpt = "cpu-ort",
     table: TableOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="print JSON")] = False,
 ) -> None:
     """Latency of architectures of a search space from the device's table: one OFA net config
     (OFA's rule), or every cell string of a CSV (printed as arch,latency_ms)."""
@@ -100,9 +100,9 @@ def search(
     device: DeviceOpt = "cpu-ort",
     generations: Annotated[int, typer.Option(help="generations after the random population of 100 (OFA uses 500)")] = 100,
     seed: int = 0,
-    estimate: Annotated[bool, typer.Option(help="estimate kernels the table lacks")] = False,
+    estimate: Annotated[bool, typer.Option(metavar="", help="estimate kernels the table lacks")] = False,
     table: TableOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="print JSON")] = False,
 ) -> None:
     """Evolutionary search within a latency budget, in the space asked for; the objective is a
     proxy (most MACs)."""

@@ -49,7 +49,7 @@ TrackerOpt = Annotated[str | None, typer.Option(
     "--tracker", help="RPC tracker HOST:PORT, for devices timed over RPC (default 127.0.0.1:9190)")]
 RpcAliasOpt = Annotated[str | None, typer.Option("--rpc", hidden=True, help="old name of --tracker")]
 KeyOpt = Annotated[str | None, typer.Option("--key", help="RPC key the device's servers registered under (default: the device name)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="print JSON")]
 
 
 def open_table(path: Path | None, *, readonly: bool):

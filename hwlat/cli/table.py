@@ -66,8 +66,8 @@ def profile(
     models: Annotated[list[Path] | None, typer.Argument(help="ONNX models")] = None,
     device: DeviceOpt = "cpu-ort",
     table: TableOpt = None,
-    zoo_models: Annotated[bool, typer.Option("--zoo", help="also profile every built-in model the device runs")] = False,
-    force: Annotated[bool, typer.Option("--force", help="time again the kernels already in the table (e.g. noisy entries), replacing them")] = False,
+    zoo_models: Annotated[bool, typer.Option("--zoo", metavar="", help="also profile every built-in model the device runs")] = False,
+    force: Annotated[bool, typer.Option("--force", metavar="", help="time again the kernels already in the table (e.g. noisy entries), replacing them")] = False,
     tracker: TrackerOpt = None,
     key: KeyOpt = None,
     rpc: RpcAliasOpt = None,
@@ -156,7 +156,7 @@ def predict(
     model: Annotated[Path, typer.Argument(help="ONNX model")],
     device: DeviceOpt = "cpu-ort",
     table: TableOpt = None,
-    breakdown: Annotated[bool, typer.Option("--breakdown", help="show every kernel's share")] = False,
+    breakdown: Annotated[bool, typer.Option("--breakdown", metavar="", help="show every kernel's share")] = False,
     as_json: JsonOpt = False,
     sample: Annotated[Path | None, typer.Option("--input", "-i", help="sample input, .npy (one-input model) or .npz (by input name): on neuromorphic devices the spikes it fires are measured; a sparse model's coordinates set its kernel maps")] = None,
     precision: Annotated[str | None, typer.Option(help="neuromorphic devices: energy preset, fp32, fp16 or int8 (default: the device file's)")] = None,
@@ -164,7 +164,7 @@ def predict(
         help="roofline device that estimates kernels missing from the table (default: the device "
              "file's `fallback`, else fits on the device's measured kernels)")] = None,
     estimate: Annotated[bool, typer.Option(
-        "--estimate", help=f"print a prediction mostly (> 50 %) extrapolated from fewer than "
+        "--estimate", metavar="", help=f"print a prediction mostly (> 50 %) extrapolated from fewer than "
                            f"{MIN_ENTRIES} table entries, flagged, instead of refusing it")] = False,
     device_file: DeviceFileOpt = None,
 ) -> None:
@@ -327,25 +327,34 @@ def calibrate(
     table: TableOpt = None,
     tracker: TrackerOpt = None,
     key: KeyOpt = None,
+    as_json: JsonOpt = False,
     rpc: RpcAliasOpt = None,
     device_file: DeviceFileOpt = None,
 ) -> None:
     """Measure whole models and fit the correction from kernel sums to end-to-end latency."""
-    from hwlat.devices import load_device
     from hwlat.graph import load
     from hwlat.lut.correct import fit_correction
 
-    spec = load_device(device)
+    spec = measured_device(device, table)
     runner = get_runner(spec, tracker or rpc, key)
     graphs = [(p, load(p)) for p in models]
+    rows = []
     with open_table(table, readonly=False) as store:
         for path, pred, measured in _predicted_and_measured(graphs, spec, runner, store, correct=False):
             store.put_calibration(spec.name, str(path.resolve()), pred.features, measured.median_ms)
-            out.print(f"{path.name}: kernel sum {pred.kernel_sum_ms:.3f} ms, measured {measured.median_ms:.3f} ms "
-                      f"({pred.kernel_sum_ms / measured.median_ms - 1:+.1%})")
+            rows.append({"model": str(path), "kernel_sum_ms": pred.kernel_sum_ms,
+                         "measured_ms": measured.median_ms,
+                         "error": pred.kernel_sum_ms / measured.median_ms - 1})
+            if not as_json:
+                out.print(f"{path.name}: kernel sum {pred.kernel_sum_ms:.3f} ms, measured "
+                          f"{measured.median_ms:.3f} ms ({rows[-1]['error']:+.1%})")
         samples = store.calibration(spec.name)
     correction = fit_correction([(f, m) for _, f, m in samples])
-    if correction is None:
+    if as_json:
+        print(json.dumps({"device": spec.name, "models": rows, "calibrated_models": len(samples),
+                          "correction": None if correction is None else correction.describe()},
+                         indent=1))
+    elif correction is None:
         out.print(f"{len(samples)} models calibrated on {spec.name}; the correction needs at least 3")
     else:
         out.print(f"correction for {spec.name}: {correction.describe()}")
@@ -355,7 +364,7 @@ def validate(
     models: Annotated[list[Path], typer.Argument(help="ONNX models")],
     device: DeviceOpt = "cpu-ort",
     table: TableOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="print JSON")] = False,
     plot: Annotated[Path | None, typer.Option(help="write a predicted-vs-measured scatter (PNG)")] = None,
     tracker: TrackerOpt = None,
     key: KeyOpt = None,
@@ -550,6 +559,7 @@ def lut_fit(
     reference_device: Annotated[str, typer.Option(
         help="the prior: a device with a profiled table, or a roofline device")] = "cpu-ort",
     zero_work: Annotated[bool, typer.Option(
+        metavar="",
         help="nb201: the device ran exports that keep `none` edges' zeros (e.g. HW-NAS-Bench's): "
              "also count ops on zero inputs, which hwlat's export folds away")] = False,
     table: TableOpt = None,
