@@ -10,7 +10,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hwlat.cli.options import DeviceFileOpt, DeviceOpt, JsonOpt, TableOpt, measured_device, open_table
+from hwlat.cli.options import (
+    DeviceFileOpt,
+    DeviceOpt,
+    JsonOpt,
+    TableOpt,
+    measured_device,
+    open_table,
+)
 from hwlat.cli.render import err, out
 
 
