@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -563,6 +564,7 @@ def lut_fit(
         help="nb201: the device ran exports that keep `none` edges' zeros (e.g. HW-NAS-Bench's): "
              "also count ops on zero inputs, which hwlat's export folds away")] = False,
     table: TableOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Fit a per-kernel table for a new device from whole-model measurements (few-shot)."""
     from hwlat.lut.fewshot import fit_device_table, read_measurements, reference_from_store
@@ -584,6 +586,17 @@ def lut_fit(
         fit = fit_device_table(store, device, reference_device, measured, arch_kernels, reference,
                                groups)
         path = store.path
+    if as_json:
+        print(json.dumps({
+            "device": device, "reference_device": reference_device, "table": str(path),
+            "entries": len(fit.table), "models": fit.n_models, "group_scale": fit.group_scale,
+            "per_kernel_ms": fit.per_kernel_ms, "per_gmac_ms": fit.per_gmac_ms,
+            "per_mb_ms": fit.per_mb_ms,
+            # a dropped term (an infinite penalty) is null: JSON has no infinity
+            "penalties": dict(zip(("group_scales", "work_terms", "per_key"),
+                                  (None if math.isinf(p) else p for p in fit.penalties), strict=True)),
+            "cv_error": fit.cv_error, "clipped": fit.clipped}, indent=1))
+        return
     out.print(f"fitted {len(fit.table)} entries for '{device}' into {path} from {fit.n_models} "
               f"models (reference '{reference_device}')")
     out.print(fit.describe(), markup=False)
