@@ -13,7 +13,7 @@ import time
 import pytest
 
 from hwlat.runners import rpc
-from tests.helpers.cli import ROOT, run_hwlat
+from tests.helpers.cli import ROOT
 from tests.helpers.onnx_builders import conv_chain, save
 from tests.runners.test_rpc import free_port
 
