@@ -96,8 +96,9 @@ def test_version_and_switches(hwlat_cli):
     ["profile"], ["predict"], ["calibrate"], ["validate"], ["compile"], ["search", "--latency-ms", "1"],
     ["nas", "predict", "--space", "nb201"], ["lut", "show"], ["lut", "export"], ["lut", "delete"]])
 def test_every_device_option_takes_d(command):
-    from hwlat.cli import app
     from typer.main import get_command
+
+    from hwlat.cli import app
 
     cmd = get_command(app)
     for name in command:

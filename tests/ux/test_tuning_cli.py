@@ -12,10 +12,9 @@ pytestmark = pytest.mark.tvm
 
 
 def _conv_pool(path):
+    import onnx
     from onnx import TensorProto, numpy_helper
     from onnx import helper as h
-
-    import onnx
 
     w = numpy_helper.from_array(np.random.default_rng(0).random((8, 3, 3, 3), dtype=np.float32), "w")
     g = h.make_graph([h.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
