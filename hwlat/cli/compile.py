@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import contextlib
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -44,7 +46,9 @@ def compile_(
     if tuning_db is None and target_kind in (None, kind_of(spec.target or {"kind": "llvm"})):
         tuning_db = spec.tuning_db_path()  # the device's own database, if its file names one
     tuning = tuning_db is not None or tune_trials > 0
-    with err.status(f"compiling {model.name} for {target_kind or spec.name} ..."):
+    # MetaSchedule logs to standard output: with --json, standard output is the JSON alone
+    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    with err.status(f"compiling {model.name} for {target_kind or spec.name} ..."), quiet:
         r = compile_model(model, target, pipeline or (None if tuning else spec.pipeline), output,
                           tuning_db=tuning_db, tune_trials=tune_trials)
     doc = {"output": str(r.output), "sidecar": str(r.sidecar), "artifact": r.artifact,
