@@ -531,7 +531,7 @@ def _is_stdout(path: Path) -> bool:
 @lut_app.command("import")
 def lut_import(path: Annotated[Path, typer.Argument(help="file to read; - for standard input")],
                fmt: Annotated[str | None, typer.Option("--format", help="json, csv or ofa (default: from suffix; json for -)")] = None,
-               device: Annotated[str | None, typer.Option(help="with --format ofa: the device to file them under")] = None,
+               device: Annotated[str | None, typer.Option("--device", "-d", help="with --format ofa: the device to file them under")] = None,
                table: TableOpt = None) -> None:
     """Read entries from JSON, CSV or a folder of OFA yaml tables into the table (all or nothing)."""
     from hwlat.lut import import_csv, import_json

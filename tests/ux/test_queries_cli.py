@@ -94,7 +94,8 @@ def test_version_and_switches(hwlat_cli):
 
 @pytest.mark.parametrize("command", [
     ["profile"], ["predict"], ["calibrate"], ["validate"], ["compile"], ["search", "--latency-ms", "1"],
-    ["nas", "predict", "--space", "nb201"], ["lut", "show"], ["lut", "export"], ["lut", "delete"]])
+    ["nas", "predict", "--space", "nb201"], ["lut", "show"], ["lut", "export"], ["lut", "import"], ["lut", "delete"],
+    ["lut", "fit"]])
 def test_every_device_option_takes_d(command):
     from typer.main import get_command
 
@@ -132,3 +133,15 @@ def test_validate_plot_names_its_points(m, tmp_path, monkeypatch):
     r = invoke_hwlat("validate", m, "--table", table, "--plot", tmp_path / "v.png")
     assert r.exit_code == 0, r.output
     assert seen == ["m"] and (tmp_path / "v.png").stat().st_size > 0
+
+
+def test_calibrate_json(tmp_path):
+    models = [conv_model(tmp_path / f"m{i}.onnx", n=2 + i, seed=i) for i in range(3)]
+    table = tmp_path / "t.sqlite"
+    for p in models:
+        profiled_table(table, p, leave_out=0, calibrate=False)
+    r = invoke_hwlat("calibrate", *models, "-d", "cpu-ort", "--table", table, "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["device"] == "cpu-ort" and len(doc["models"]) == 3 and doc["calibrated_models"] == 3
+    assert doc["correction"] is not None and all(x["measured_ms"] > 0 for x in doc["models"])
