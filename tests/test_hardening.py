@@ -110,8 +110,9 @@ def test_an_ofa_folder_reads_regular_files_only(tmp_path, kind):
 
 def _ort_runner():
     from hwlat.devices import load_device
+    from hwlat.runners import get_runner
 
-    return load_device("cpu-ort").make_runner()
+    return get_runner(load_device("cpu-ort"))
 
 
 def _save(m: onnx.ModelProto, path: Path) -> str:

@@ -13,11 +13,12 @@ import logging
 import os
 import sys
 import traceback
+from typing import Annotated
 
 import typer
 
 from hwlat.cli import compile as compile_cmds
-from hwlat.cli import models, nas, rpc, table
+from hwlat.cli import models, nas, options, rpc, table
 from hwlat.errors import HwlatError, escape_line
 
 app = typer.Typer(
@@ -26,6 +27,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from hwlat import __version__
+
+        print(f"hwlat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", metavar="", is_eager=True, callback=_version,
+                                                help="print hwlat's version and exit")] = False) -> None:
+    options.reset()
+
+
 # registration order is the order `hwlat --help` lists them
 app.command()(models.zoo)
 app.command()(models.export)

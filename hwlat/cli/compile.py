@@ -2,53 +2,79 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from hwlat.cli.options import TableOpt, open_table
+from hwlat.cli.options import (
+    DeviceFileOpt,
+    DeviceOpt,
+    JsonOpt,
+    TableOpt,
+    measured_device,
+    open_table,
+)
 from hwlat.cli.render import err, out
 
 
 def compile_(
     model: Annotated[Path, typer.Argument(help="ONNX model")],
-    device: Annotated[str, typer.Option("--device", "-d", help="TVM device: its host target, threads and pipeline")] = "cpu-tvm",
+    device: DeviceOpt = "cpu-tvm",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="library to write: .so, or .tar of objects to link on the device (default: MODEL.so)")] = None,
     target_kind: Annotated[str | None, typer.Option(help="host | aarch64 | cuda (default: the device's own)")] = None,
     pipeline: Annotated[str | None, typer.Option(help="Relax pipeline: default, zero, static_shape_tuning (default: the device's; static_shape_tuning when tuning)")] = None,
     tune_trials: Annotated[int, typer.Option(min=0, help="MetaSchedule trials in all (~10 s each on 2 cores, plus ~1-2 min start-up)")] = 0,
     tuning_db: Annotated[Path | None, typer.Option(help="tuning database directory (one per target; reused when trials are 0; default: the device file's)")] = None,
     table: TableOpt = None,
+    as_json: JsonOpt = False,
+    device_file: DeviceFileOpt = None,
 ) -> None:
     """Compile a model with TVM into a library + .json sidecar, checked against onnxruntime where it
     runs; with the device's own tuning database, its records also fill the device's table."""
-    from hwlat.devices import load_device
     from hwlat.lowering import compile_model, resolve_target
     from hwlat.lowering.targets import kind_of
     from hwlat.runners.profile import feed_table, feeds_table
 
-    spec = load_device(device)
+    spec = measured_device(device, table)
     target = resolve_target(device=spec, kind=target_kind)
     if tuning_db is None and target_kind in (None, kind_of(spec.target or {"kind": "llvm"})):
         tuning_db = spec.tuning_db_path()  # the device's own database, if its file names one
     tuning = tuning_db is not None or tune_trials > 0
-    with err.status(f"compiling {model.name} for {target_kind or spec.name} ..."):
+    # MetaSchedule logs to standard output: with --json, standard output is the JSON alone
+    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    with err.status(f"compiling {model.name} for {target_kind or spec.name} ..."), quiet:
         r = compile_model(model, target, pipeline or (None if tuning else spec.pipeline), output,
                           tuning_db=tuning_db, tune_trials=tune_trials)
-    out.print(f"wrote {r.output} ({r.artifact}) and {r.sidecar.name}: {r.target}, pipeline {r.pipeline}, "
-              f"{r.compile_s:.1f} s", highlight=False)
-    out.print(f"TVM vs onnxruntime: max abs difference {r.max_abs_diff:.3g}" if r.max_abs_diff is not None
-              else r.note)
+    doc = {"output": str(r.output), "sidecar": str(r.sidecar), "artifact": r.artifact,
+           "target": r.target, "pipeline": r.pipeline, "compile_s": r.compile_s,
+           "max_abs_diff": r.max_abs_diff, "note": r.note,
+           "tuning": None if r.tuning is None else r.tuning.to_json(), "table": None}
+    if not as_json:
+        out.print(f"wrote {r.output} ({r.artifact}) and {r.sidecar.name}: {r.target}, pipeline "
+                  f"{r.pipeline}, {r.compile_s:.1f} s", highlight=False)
+        out.print(f"TVM vs onnxruntime: max abs difference {r.max_abs_diff:.3g}"
+                  if r.max_abs_diff is not None else r.note)
+        if r.tuning is not None:
+            out.print(r.tuning.describe(), highlight=False, markup=False)
     if r.tuning_db is not None and feeds_table(spec, r.tuning_db):
         with err.status("reading the tuning records into the table ..."), \
                 open_table(table, readonly=False) as store:
             fed = feed_table(model, spec, target, r.tuning_db, store)
-        out.print(f"table {store.path}, device {spec.name}: {fed.written} kernels' latencies from "
-                  f"the tuning records; {fed.unrecorded} without records (`hwlat profile` times "
-                  f"them); {fed.already} already there")
+        doc["table"] = {"path": str(store.path), "device": spec.name, "written": fed.written,
+                        "unrecorded": fed.unrecorded, "already": fed.already}
+        if not as_json:
+            out.print(f"table {store.path}, device {spec.name}: {fed.written} kernels' latencies "
+                      f"from the tuning records; {fed.unrecorded} without records (`hwlat profile "
+                      f"{model} --device {spec.name}` times them); {fed.already} already there",
+                      highlight=False, markup=False)
+    if as_json:
+        print(json.dumps(doc, indent=1))
 
 
 InputOpt = Annotated[Path | None, typer.Option("--input", "-i", help=".npy (one-input model) or .npz (by input name); default: seeded random")]
@@ -58,6 +84,7 @@ def run(
     library: Annotated[Path, typer.Argument(help="library from `hwlat compile` (its .json beside it)")],
     input_path: InputOpt = None,
     save: Annotated[Path | None, typer.Option(help="write the outputs, by name, to this .npz")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Run a compiled library once and summarize its outputs."""
     import numpy as np
@@ -65,14 +92,22 @@ def run(
     from hwlat.lowering import run_library
 
     outputs = run_library(library, input_path)
+    if save is not None:
+        tmp = save.with_name(f".{save.name}.tmp.npz")
+        np.savez(tmp, **outputs)
+        os.replace(tmp, save)
+    if as_json:
+        print(json.dumps({"library": str(library), "saved": None if save is None else str(save),
+                          "outputs": [{"name": n, "shape": list(a.shape), "dtype": str(a.dtype),
+                                       "min": float(a.min()), "max": float(a.max()),
+                                       "mean": float(a.mean())} for n, a in outputs.items()]},
+                         indent=1))
+        return
     table = Table("output", "shape", "dtype", "min", "max", "mean", title=library.name)
     for name, a in outputs.items():
         table.add_row(name, str(list(a.shape)), str(a.dtype), f"{a.min():.4g}", f"{a.max():.4g}", f"{a.mean():.4g}")
     out.print(table)
     if save is not None:
-        tmp = save.with_name(f".{save.name}.tmp.npz")
-        np.savez(tmp, **outputs)
-        os.replace(tmp, save)
         out.print(f"wrote {save}")
 
 
@@ -82,12 +117,18 @@ def bench(
     warmup: Annotated[int, typer.Option(min=0, help="untimed runs first")] = 5,
     repeats: Annotated[int, typer.Option(min=3, help="timed runs per round")] = 25,
     threads: Annotated[int | None, typer.Option(min=1, help="default: the threads it was compiled for")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Time a compiled library: median and interquartile range of whole-model runs."""
     from hwlat.devices.spec import MeasureSpec
     from hwlat.lowering import bench_library
 
     b = bench_library(library, input_path, MeasureSpec(warmup=warmup, repeats=repeats), threads)
+    if as_json:
+        print(json.dumps({"library": str(library), "device": b.device, "threads": b.threads,
+                          "median_ms": b.median_ms, "iqr_ms": b.iqr_ms,
+                          "runs": len(b.timing.samples_ms), "rounds": b.timing.rounds}, indent=1))
+        return
     out.print(f"{library.name} on {b.device}, {b.threads} thread(s): median {b.median_ms:.4f} ms, "
               f"IQR {b.iqr_ms:.4f} ms ({len(b.timing.samples_ms)} runs, {b.timing.rounds} round(s))",
               highlight=False)

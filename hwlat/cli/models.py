@@ -18,12 +18,16 @@ from hwlat.errors import InvalidInputError
 
 def zoo(
     corpus: Annotated[bool, typer.Option("--corpus", help="list the curated timm/torchvision corpus with families")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="print JSON")] = False,
 ) -> None:
     """List the built-in models (no downloads: weights are random, seeded); --corpus: the curated
     timm/torchvision models `hwlat export timm:NAME` / `torchvision:NAME` also takes."""
     if corpus:
         from hwlat.zoo.corpus import CORPUS
 
+        if as_json:
+            print(json.dumps([{"name": m.spec, "family": m.family} for m in CORPUS], indent=1))
+            return
         table = Table("name", "family", title=f"hwlat corpus ({len(CORPUS)} models)")
         for m in CORPUS:
             table.add_row(m.spec, m.family)
@@ -31,6 +35,9 @@ def zoo(
         return
     from hwlat.zoo import list_models
 
+    if as_json:
+        print(json.dumps([{"name": n, "description": d} for n, d in list_models()], indent=1))
+        return
     table = Table("name", "description", title="hwlat zoo")
     for name, desc in list_models():
         table.add_row(name, desc)
@@ -111,7 +118,7 @@ def _from_module(spec: str):
 
 def inspect(
     model: Annotated[Path, typer.Argument(help="ONNX model")],
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="print JSON instead of a table")] = False,
 ) -> None:
     """Show the kernels a model is cut into, with MACs, parameters and bytes moved."""
     from hwlat.graph import fuse, load

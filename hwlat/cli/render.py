@@ -57,6 +57,9 @@ def scatter(rows, path: Path, device: str) -> None:
     ax.fill_between([0, hi], [0, hi * 0.9], [0, hi * 1.1], color="tab:green", alpha=0.15, label="±10 %")
     ax.plot([0, hi], [0, hi], color="gray", lw=1)
     ax.scatter(m, p, s=18)
+    for r in rows:  # each point named by its model
+        ax.annotate(Path(r["model"]).stem, (r["measured_ms"], r["predicted_ms"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
     ax.set(xlabel="measured (ms)", ylabel="predicted (ms)", title=f"hwlat predict vs measured, {device}",
            xlim=(0, hi), ylim=(0, hi))
     ax.legend(loc="upper left")

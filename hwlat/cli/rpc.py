@@ -59,7 +59,7 @@ def _start_rpc(host: str, role: str, start):
 @rpc_app.command("status")
 def rpc_status(
     tracker: Annotated[str, typer.Option("--tracker", help="tracker, HOST:PORT")] = "127.0.0.1:9190",
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="print JSON")] = False,
 ) -> None:
     """Show the servers registered with a tracker and its queue, per key."""
     from hwlat.runners import rpc

@@ -4,44 +4,76 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from hwlat.cli.options import DeviceOpt, KeyOpt, RpcOpt, TableOpt, open_table
+from hwlat.cli.options import (
+    DeviceFileOpt,
+    DeviceOpt,
+    JsonOpt,
+    KeyOpt,
+    RpcAliasOpt,
+    TableOpt,
+    TrackerOpt,
+    measured_device,
+    open_table,
+    query_device,
+    table_devices,
+)
 from hwlat.cli.render import energy, err, num, out, scatter, sigs
 from hwlat.errors import InvalidInputError
 from hwlat.runners import get_runner
 
 
-def devices() -> None:
-    """List the devices hwlat can profile and predict for."""
+def devices(table: TableOpt = None, as_json: JsonOpt = False,
+            device_file: DeviceFileOpt = None) -> None:
+    """List the devices hwlat can profile and predict for: the shipped device files, the user's
+    ($HWLAT_HOME/devices/*.toml, --device-file), and devices that live only in the table."""
     from importlib import metadata
 
-    from hwlat.devices import list_devices
+    from hwlat.devices import list_devices, table_only_device
 
-    dists = {"onnxruntime": "onnxruntime", "tvm": "apache-tvm", "roofline": "hwlat", "neuromorphic": "hwlat"}
-    table = Table("name", "runtime", "version", "threads", "description", title="hwlat devices")
-    for d in list_devices():
+    dists = {"onnxruntime": "onnxruntime", "tvm": "apache-tvm", "roofline": "hwlat",
+             "neuromorphic": "hwlat", "table": "hwlat"}
+    specs = list_devices()
+    entries = dict(table_devices(table))
+    specs += [table_only_device(name) for name in entries if name not in {s.name for s in specs}]
+    rows = []
+    for d in specs:
         try:
             version = metadata.version(dists.get(d.runtime, d.runtime))
         except metadata.PackageNotFoundError:
             version = "not installed"
-        table.add_row(d.name, d.runtime, version, str(d.threads), d.description)
-    out.print(table)
+        rows.append({"name": d.name, "runtime": d.runtime, "version": version, "threads": d.threads,
+                     "table_entries": entries.get(d.name, 0), "table_only": d.runtime == "table",
+                     "source": d.source, "description": d.description})
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    t = Table("name", "runtime", "version", "threads", "entries", "description", title="hwlat devices")
+    for r in rows:
+        t.add_row(r["name"], r["runtime"], r["version"], str(r["threads"]),
+                  str(r["table_entries"]), r["description"])
+    out.print(t)
 
 
 def profile(
     models: Annotated[list[Path] | None, typer.Argument(help="ONNX models")] = None,
     device: DeviceOpt = "cpu-ort",
     table: TableOpt = None,
-    zoo_models: Annotated[bool, typer.Option("--zoo", help="also profile every built-in model the device runs")] = False,
-    rpc: RpcOpt = None,
+    zoo_models: Annotated[bool, typer.Option("--zoo", metavar="", help="also profile every built-in model the device runs")] = False,
+    force: Annotated[bool, typer.Option("--force", metavar="", help="time again the kernels already in the table (e.g. noisy entries), replacing them")] = False,
+    tracker: TrackerOpt = None,
     key: KeyOpt = None,
+    rpc: RpcAliasOpt = None,
+    device_file: DeviceFileOpt = None,
 ) -> None:
     """Measure every kernel of the models that the table lacks for the device (resumable)."""
     from rich.progress import (
@@ -53,19 +85,18 @@ def profile(
         TimeRemainingColumn,
     )
 
-    from hwlat.devices import load_device
     from hwlat.runners.profile import plan
     from hwlat.runners.profile import profile as run_profile
 
-    spec = load_device(device)
+    spec = measured_device(device, table)
     paths = list(models or [])
     if zoo_models:
         paths += _export_zoo(spec)
     if not paths:
         raise InvalidInputError("give ONNX models to profile, or --zoo")
-    runner = get_runner(spec, rpc, key)
+    runner = get_runner(spec, tracker or rpc, key)
     with open_table(table, readonly=False) as store:
-        todo = plan(paths, spec, runner, store)
+        todo = plan(paths, spec, runner, store, force=force)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
         with Progress(*columns, console=err) as bar:
@@ -79,7 +110,8 @@ def profile(
             report = run_profile(todo, spec, runner, store, on_kernel=on_kernel)
     for line in getattr(runner, "lost", ()):  # RPC servers that died mid-kernel; the kernel was retried
         err.print(f"warning: {line}", highlight=False, markup=False)
-    out.print(f"{report.measured} kernels measured, {report.skipped} already in {store.path} "
+    again = " (timed again: --force)" if force else ""
+    out.print(f"{report.measured} kernels measured{again}, {report.skipped} already in {store.path} "
               f"({report.seconds:.1f} s)")
 
 
@@ -125,29 +157,47 @@ def predict(
     model: Annotated[Path, typer.Argument(help="ONNX model")],
     device: DeviceOpt = "cpu-ort",
     table: TableOpt = None,
-    breakdown: Annotated[bool, typer.Option(help="show every kernel's share")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    breakdown: Annotated[bool, typer.Option("--breakdown", metavar="", help="show every kernel's share")] = False,
+    as_json: JsonOpt = False,
     sample: Annotated[Path | None, typer.Option("--input", "-i", help="sample input, .npy (one-input model) or .npz (by input name): on neuromorphic devices the spikes it fires are measured; a sparse model's coordinates set its kernel maps")] = None,
     precision: Annotated[str | None, typer.Option(help="neuromorphic devices: energy preset, fp32, fp16 or int8 (default: the device file's)")] = None,
     fallback: Annotated[str | None, typer.Option(
         help="roofline device that estimates kernels missing from the table (default: the device "
              "file's `fallback`, else fits on the device's measured kernels)")] = None,
+    estimate: Annotated[bool, typer.Option(
+        "--estimate", metavar="", help=f"print a prediction mostly (> 50 %) extrapolated from fewer than "
+                           f"{MIN_ENTRIES} table entries, flagged, instead of refusing it")] = False,
+    device_file: DeviceFileOpt = None,
 ) -> None:
     """Predict a model's latency on a device from the table, without running it; on a neuromorphic
     device, its energy and latency from the spikes it fires on a sample input."""
-    from hwlat.devices import load_device
-
-    spec = load_device(device)
+    spec = query_device(device, table)
     _PREDICTORS[spec.prediction_route](model, spec, sample, precision, fallback, table, breakdown,
-                                       as_json)
+                                       as_json, estimate)
+
+
+MIN_ENTRIES = 5  # fewer table entries than this cannot carry a prediction that is mostly estimate
+
+
+def _profile_hint(spec) -> str:
+    """The command that fills the device's table, where one can."""
+    if spec.runtime == "table":
+        return ("the device lives only in the table; refit it (`hwlat lut fit`) or import more "
+                "entries (`hwlat lut import`)")
+    return f"profile the model first (`hwlat profile MODEL.onnx --device {spec.name}`)"
 
 
 def _predict_from_table(model: Path, spec, sample: Path | None, precision: str | None,
                         fallback: str | None, table: Path | None, breakdown: bool,
-                        as_json: bool) -> None:
-    """The sum of the table's entries for the model's kernels; misses estimated and labelled."""
+                        as_json: bool, estimate: bool = False) -> None:
+    """The sum of the table's entries for the model's kernels; misses estimated and labelled.
+    An analytic (roofline) device estimates every kernel the table lacks itself, so it needs no
+    table at all."""
+    import tempfile
+
     from hwlat.analytic.roofline import fallback_estimator
     from hwlat.graph import fuse, load
+    from hwlat.lut import default_table_path
     from hwlat.lut.predict import predict as do_predict
 
     if precision is not None:
@@ -164,30 +214,70 @@ def _predict_from_table(model: Path, spec, sample: Path | None, precision: str |
                                     f"sparse convs (their coordinates); '{spec.name}' predicts "
                                     f"{model.name} from its table alone")
         kernels = fuse(g, samples=load_sample(sample, g))
-    with open_table(table, readonly=True) as store:
-        pred = do_predict(g, kernels, store, spec.name,
-                          fallback=fallback_estimator(spec, store, fallback))
+    custom = {op for k in kernels for op in k.key.ops if "." in op}  # hwlat's own ops
+    if custom and spec.runner and spec.prediction_route == "table":
+        bad = get_runner(spec).unsupported(custom)
+        if bad:
+            raise InvalidInputError(f"{model.name}: device '{spec.name}' cannot run "
+                                    f"{', '.join(sorted(bad))}, so it has no latency there")
+    if fallback is None and spec.fallback is None and spec.prediction_route == "analytic":
+        fallback = spec.name  # a roofline device estimates what its table lacks itself
+    path = table or default_table_path()
+    with tempfile.TemporaryDirectory(prefix="hwlat-") as tmp:
+        blank = not Path(path).exists()
+        if blank and not (fallback or spec.fallback):
+            raise InvalidInputError(f"no table at {path}; {_profile_hint(spec)}")
+        if blank:  # nothing profiled yet: the roofline device estimates every kernel
+            path = Path(tmp) / "empty.sqlite"
+        with open_table(path, readonly=not blank) as store:
+            estimator = fallback_estimator(spec, store, fallback)
+            n_entries = len(store.keys(spec.name))
+            if estimator is None and n_entries == 0:
+                raise InvalidInputError(f"the table has no entries for device '{spec.name}'; "
+                                        f"{_profile_hint(spec)}")
+            pred = do_predict(g, kernels, store, spec.name, fallback=estimator)
+            noisy = noisy_entries(store, spec.name)
+    thin = estimator is None and pred.estimated_share > 0.5 and n_entries < MIN_ENTRIES
+    if thin:
+        why = (f"{pred.estimated_share:.0%} of the prediction for {model.name} on {spec.name} is "
+               f"extrapolated from only {n_entries} table entr{'y' if n_entries == 1 else 'ies'}")
+        if not estimate:
+            raise InvalidInputError(f"{why}: not a prediction; {_profile_hint(spec)}, or pass "
+                                    "--estimate to see it flagged")
+        err.print(f"warning: {why}: a rough guess (--estimate)", highlight=False, markup=False)
     if as_json:
-        print(json.dumps(pred.to_json(), indent=1))
+        doc = pred.to_json()
+        doc["thin_estimate"] = thin
+        for k in doc["kernels"]:
+            k["noisy"] = k["key"] in noisy
+        print(json.dumps(doc, indent=1))
         return
     if breakdown:
         t = Table("kind", "ops", "output", "count", "ms each", "ms total", "share", "source",
                   title=f"{model.name} on {spec.name}")
         for r in sorted(pred.rows, key=lambda r: -r.total_ms):
+            source = r.source + (" (noisy)" if r.kernel.key.text() in noisy else "")
             t.add_row(r.kernel.kind.value, "+".join(r.kernel.key.ops), sigs(r.kernel.key.outputs),
                       str(r.count), f"{r.ms:.4f}", f"{r.total_ms:.4f}",
-                      f"{r.total_ms / pred.latency_ms:.1%}" if pred.latency_ms else "-", r.source)
+                      f"{r.total_ms / pred.latency_ms:.1%}" if pred.latency_ms else "-", source)
         out.print(t)
-    out.print(f"{model.name} on {spec.name}: {pred.latency_ms:.3f} ms predicted "
+        used = sum(1 for r in pred.rows if r.kernel.key.text() in noisy)
+        if used:
+            out.print(f"{used} of the entries used are noisy (CV above the device's max_cv); "
+                      f"`hwlat profile {model.name} --device {spec.name} --force` times them "
+                      "again", highlight=False, markup=False)
+    flag = "ROUGH GUESS (--estimate): " if thin else ""
+    out.print(f"{flag}{model.name} on {spec.name}: {pred.latency_ms:.3f} ms predicted "
               f"(kernel sum {pred.kernel_sum_ms:.3f} ms, {pred.estimated_share:.1%} of it estimated"
-              + (f", ±{pred.uncertainty_ms:.3f} ms" if pred.uncertainty_ms else "") + ")")
+              + (f", ±{pred.uncertainty_ms:.3f} ms" if pred.uncertainty_ms else "") + ")",
+              highlight=False, markup=False)
     if pred.correction is not None:
         out.print(f"correction: {pred.correction.describe()}")
 
 
 def _predict_from_spikes(model: Path, spec, sample: Path | None, precision: str | None,
                          fallback: str | None, table: Path | None, breakdown: bool,
-                         as_json: bool) -> None:
+                         as_json: bool, estimate: bool = False) -> None:
     """Energy and latency, layer by layer, from the spikes a sample input fires."""
     from hwlat.analytic.neuromorphic import predict_file
 
@@ -237,25 +327,36 @@ def calibrate(
     models: Annotated[list[Path], typer.Argument(help="ONNX models to measure end to end")],
     device: DeviceOpt = "cpu-ort",
     table: TableOpt = None,
-    rpc: RpcOpt = None,
+    tracker: TrackerOpt = None,
     key: KeyOpt = None,
+    as_json: JsonOpt = False,
+    rpc: RpcAliasOpt = None,
+    device_file: DeviceFileOpt = None,
 ) -> None:
     """Measure whole models and fit the correction from kernel sums to end-to-end latency."""
-    from hwlat.devices import load_device
     from hwlat.graph import load
     from hwlat.lut.correct import fit_correction
 
-    spec = load_device(device)
-    runner = get_runner(spec, rpc, key)
+    spec = measured_device(device, table)
+    runner = get_runner(spec, tracker or rpc, key)
     graphs = [(p, load(p)) for p in models]
+    rows = []
     with open_table(table, readonly=False) as store:
         for path, pred, measured in _predicted_and_measured(graphs, spec, runner, store, correct=False):
             store.put_calibration(spec.name, str(path.resolve()), pred.features, measured.median_ms)
-            out.print(f"{path.name}: kernel sum {pred.kernel_sum_ms:.3f} ms, measured {measured.median_ms:.3f} ms "
-                      f"({pred.kernel_sum_ms / measured.median_ms - 1:+.1%})")
+            rows.append({"model": str(path), "kernel_sum_ms": pred.kernel_sum_ms,
+                         "measured_ms": measured.median_ms,
+                         "error": pred.kernel_sum_ms / measured.median_ms - 1})
+            if not as_json:
+                out.print(f"{path.name}: kernel sum {pred.kernel_sum_ms:.3f} ms, measured "
+                          f"{measured.median_ms:.3f} ms ({rows[-1]['error']:+.1%})")
         samples = store.calibration(spec.name)
     correction = fit_correction([(f, m) for _, f, m in samples])
-    if correction is None:
+    if as_json:
+        print(json.dumps({"device": spec.name, "models": rows, "calibrated_models": len(samples),
+                          "correction": None if correction is None else correction.describe()},
+                         indent=1))
+    elif correction is None:
         out.print(f"{len(samples)} models calibrated on {spec.name}; the correction needs at least 3")
     else:
         out.print(f"correction for {spec.name}: {correction.describe()}")
@@ -265,10 +366,12 @@ def validate(
     models: Annotated[list[Path], typer.Argument(help="ONNX models")],
     device: DeviceOpt = "cpu-ort",
     table: TableOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="print JSON")] = False,
     plot: Annotated[Path | None, typer.Option(help="write a predicted-vs-measured scatter (PNG)")] = None,
-    rpc: RpcOpt = None,
+    tracker: TrackerOpt = None,
     key: KeyOpt = None,
+    rpc: RpcAliasOpt = None,
+    device_file: DeviceFileOpt = None,
 ) -> None:
     """Measure models end to end and compare with the table's prediction."""
     from hwlat.devices import load_device
@@ -276,7 +379,7 @@ def validate(
     from hwlat.lut.metrics import accuracy_metrics
 
     spec = load_device(device)
-    runner = get_runner(spec, rpc, key)
+    runner = get_runner(spec, tracker or rpc, key)
     graphs = [(p, load(p)) for p in models]
     rows = []
     with open_table(table, readonly=True) as store:
@@ -309,18 +412,69 @@ lut_app = typer.Typer(help="Show, export, import, sample and train on latency ta
 
 @lut_app.command("show")
 def lut_show(table: TableOpt = None,
-             device: Annotated[str | None, typer.Option(help="list this device's entries")] = None) -> None:
-    """Devices in the table and their entry counts, or one device's entries."""
+             device: Annotated[str | None, typer.Option("--device", "-d", help="list this device's entries")] = None,
+             as_json: JsonOpt = False) -> None:
+    """Devices in the table and their entry counts, or one device's entries; entries whose
+    timings varied more than the device's max_cv are flagged noisy."""
     with open_table(table, readonly=True) as store:
         if device is None:
-            t = Table("device", "entries", title=str(store.path))
-            for name, n in store.devices():
-                t.add_row(name, str(n))
+            rows = [{"device": name, "entries": n, "noisy": len(noisy_entries(store, name))}
+                    for name, n in store.devices()]
+            if as_json:
+                print(json.dumps({"table": str(store.path), "devices": rows}, indent=1))
+                return
+            t = Table("device", "entries", "noisy", title=str(store.path))
+            for r in rows:
+                t.add_row(r["device"], str(r["entries"]), str(r["noisy"]) if r["noisy"] else "")
         else:
+            limit = max_cv_of(device)
+            entries = store.entries(device)
+            if as_json:
+                print(json.dumps({"table": str(store.path), "device": device, "max_cv": limit,
+                                  "entries": [{**asdict(e), "noisy": e.cv > limit} for e in entries]},
+                                 indent=1))
+                return
             t = Table("kind", "median ms", "cv", "repeats", "pipeline", "key", title=f"{device} in {store.path}")
-            for e in store.entries(device):
-                t.add_row(e.kind, f"{e.median_ms:.4f}", f"{e.cv:.1%}", str(e.repeats), e.pipeline, e.key)
+            for e in entries:
+                cv = f"{e.cv:.1%}" + (" noisy" if e.cv > limit else "")
+                t.add_row(e.kind, f"{e.median_ms:.4f}", cv, str(e.repeats), e.pipeline, e.key)
+            n_noisy = sum(e.cv > limit for e in entries)
     out.print(t)
+    if device is not None and n_noisy:
+        out.print(f"{n_noisy} of {len(entries)} entries are noisy (CV above the device's max_cv "
+                  f"{limit:.0%}); re-time them with `hwlat profile MODEL.onnx --device {device} "
+                  "--force`, or drop one with `hwlat lut delete --device "
+                  f"{device} --key KEY`", highlight=False, markup=False)
+
+
+def max_cv_of(device: str) -> float:
+    """The CV above which a device's entry is noisy: its file's max_cv (the default for a
+    table-only device)."""
+    from hwlat.devices import MeasureSpec
+    from hwlat.devices.spec import find_device
+
+    spec = find_device(device)
+    return (spec.measure if spec is not None else MeasureSpec()).max_cv
+
+
+def noisy_entries(store, device: str) -> set[str]:
+    limit = max_cv_of(device)
+    return {e.key for e in store.entries(device) if e.cv > limit}
+
+
+@lut_app.command("delete")
+def lut_delete(device: DeviceOpt,
+               key: Annotated[str | None, typer.Option(help="only this kernel key's entry (default: every entry of the device, and its calibration)")] = None,
+               table: TableOpt = None) -> None:
+    """Delete a device's entries (or one of them) from the table."""
+    with open_table(table, readonly=False) as store:
+        if key is not None and store.get(device, key) is None:
+            raise InvalidInputError(f"the table has no entry for device '{device}' and that key; "
+                                    f"`hwlat lut show --device {device}` lists them")
+        if key is None and not store.keys(device):
+            raise InvalidInputError(f"the table has no entries for device '{device}'")
+        n = store.delete_entries(device, key)
+    out.print(f"deleted {n} entries of '{device}' from {store.path}", highlight=False, markup=False)
 
 
 @lut_app.command("sample")
@@ -397,6 +551,8 @@ def lut_train(device: DeviceOpt = "cpu-ort", table: TableOpt = None) -> None:
 
 
 def _format_of(path: Path, fmt: str | None) -> str:
+    if str(path) == "-" and fmt is None:
+        return "json"  # standard output/input: JSON unless --format says otherwise
     fmt = fmt or path.suffix.lstrip(".").lower()
     if fmt not in ("json", "csv", "ofa"):
         raise InvalidInputError(f"format '{fmt}': use --format json, csv or ofa")
@@ -410,27 +566,47 @@ def _ofa_device(device: str | None) -> str:
 
 
 @lut_app.command("export")
-def lut_export(path: Annotated[Path, typer.Argument(help="file to write")],
-               fmt: Annotated[str | None, typer.Option("--format", help="json or csv (default: from suffix)")] = None,
-               device: Annotated[str | None, typer.Option(help="only this device")] = None,
+def lut_export(path: Annotated[Path, typer.Argument(help="file to write; - for standard output")],
+               fmt: Annotated[str | None, typer.Option("--format", help="json, csv or ofa (default: from suffix; json for -)")] = None,
+               device: Annotated[str | None, typer.Option("--device", "-d", help="only this device")] = None,
                table: TableOpt = None) -> None:
-    """Write table entries to JSON, CSV, or OFA's yaml tables (a folder, one file per resolution)."""
+    """Write the table (entries, kernels' work, calibration) to JSON, CSV, or OFA's yaml tables
+    (a folder, one file per resolution). A symlink is written through; a device or FIFO is
+    written into, never replaced."""
     from hwlat.lut import export_csv, export_json
+    from hwlat.lut.io import STDOUT
     from hwlat.lut.ofa import export_ofa_dir
 
     fmt = _format_of(path, fmt)
+    to_stdout = str(path) == STDOUT or _is_stdout(path)
+    if to_stdout and fmt == "ofa":
+        raise InvalidInputError("--format ofa writes a folder of yaml files; give a folder, not -")
+    where = "standard output" if str(path) == STDOUT else str(path)
+    if not to_stdout and path.is_symlink():
+        where = f"{path} (a symlink: written through to {path.resolve()})"
     with open_table(table, readonly=True) as store:
         if fmt == "ofa":
             n = export_ofa_dir(store, path, _ofa_device(device))
         else:
             n = (export_json if fmt == "json" else export_csv)(store, path, device)
-    out.print(f"wrote {n} entries to {path}")
+    # the data may be on stdout: what was done goes to stderr then
+    (err if to_stdout else out).print(f"wrote {n} entries to {where}", highlight=False, markup=False)
+
+
+def _is_stdout(path: Path) -> bool:
+    """`path` is where standard output goes (/dev/stdout, /proc/self/fd/1, the tty it is)."""
+    import os
+
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(1))
+    except (OSError, ValueError):
+        return False
 
 
 @lut_app.command("import")
-def lut_import(path: Annotated[Path, typer.Argument(help="file to read")],
-               fmt: Annotated[str | None, typer.Option("--format", help="json, csv or ofa (default: from suffix)")] = None,
-               device: Annotated[str | None, typer.Option(help="with --format ofa: the device to file them under")] = None,
+def lut_import(path: Annotated[Path, typer.Argument(help="file to read; - for standard input")],
+               fmt: Annotated[str | None, typer.Option("--format", help="json, csv or ofa (default: from suffix; json for -)")] = None,
+               device: Annotated[str | None, typer.Option("--device", "-d", help="with --format ofa: the device to file them under")] = None,
                table: TableOpt = None) -> None:
     """Read entries from JSON, CSV or a folder of OFA yaml tables into the table (all or nothing)."""
     from hwlat.lut import import_csv, import_json
@@ -444,7 +620,7 @@ def lut_import(path: Annotated[Path, typer.Argument(help="file to read")],
             n = import_ofa_dir(store, path, _ofa_device(device))
         out.print(f"imported {n} entries into {store.path}")
         return
-    if not path.is_file():
+    if str(path) != "-" and not path.exists():
         raise InvalidInputError(f"{path}: no such file")
     with open_table(table, readonly=False) as store:
         n = (import_json if fmt == "json" else import_csv)(store, path)
@@ -460,6 +636,7 @@ def lut_fit(
     reference_device: Annotated[str, typer.Option(
         help="the prior: a device with a profiled table, or a roofline device")] = "cpu-ort",
     zero_work: Annotated[bool, typer.Option(
+        metavar="",
         help="nb201: the device ran exports that keep `none` edges' zeros (e.g. HW-NAS-Bench's): "
              "also count ops on zero inputs, which hwlat's export folds away")] = False,
     prior_devices: Annotated[Path | None, typer.Option(
@@ -474,6 +651,7 @@ def lut_fit(
         help="print N architectures to measure on the new device (needs a multi-device prior) "
              "and fit nothing")] = None,
     table: TableOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Fit a table for a new device from whole-model measurements (few-shot), or --propose which
     models to measure."""
@@ -536,6 +714,17 @@ def lut_fit(
         fit = fit_device_table(store, device, reference_device, measured, arch_kernels, reference,
                                groups)
         path = store.path
+    if as_json:
+        print(json.dumps({
+            "device": device, "reference_device": reference_device, "table": str(path),
+            "entries": len(fit.table), "models": fit.n_models, "group_scale": fit.group_scale,
+            "per_kernel_ms": fit.per_kernel_ms, "per_gmac_ms": fit.per_gmac_ms,
+            "per_mb_ms": fit.per_mb_ms,
+            # a dropped term (an infinite penalty) is null: JSON has no infinity
+            "penalties": dict(zip(("group_scales", "work_terms", "per_key"),
+                                  (None if math.isinf(p) else p for p in fit.penalties), strict=True)),
+            "cv_error": fit.cv_error, "clipped": fit.clipped}, indent=1))
+        return
     out.print(f"fitted {len(fit.table)} entries for '{device}' into {path} from {fit.n_models} "
               f"models (reference '{reference_device}')")
     out.print(fit.describe(), markup=False)

@@ -96,15 +96,62 @@ def parse_device(path: Path) -> DeviceSpec:
 
 
 LINT_CONFIG = "ruff.toml"  # the package's import rules, beside the device files: not a device
+TABLE_ONLY = "table"  # the runtime of a device known only from the table's entries
+_extra_files: list[Path] = []  # --device-file PATHs given to this command
 
 
-def list_devices(directory: Path = DEVICE_DIR) -> list[DeviceSpec]:
-    return [parse_device(p) for p in sorted(directory.glob("*.toml")) if p.name != LINT_CONFIG]
+def user_device_dir() -> Path:
+    """$HWLAT_HOME/devices: the user's own device files, read beside the shipped ones."""
+    return home() / "devices"
 
 
-def load_device(name: str, directory: Path = DEVICE_DIR) -> DeviceSpec:
-    for spec in list_devices(directory):
-        if spec.name == name:
-            return spec
+def add_device_file(path: Path) -> DeviceSpec:
+    """Read `path` as a device file (validated as the shipped ones) for the rest of this command."""
+    spec = parse_device(Path(path))
+    _extra_files.append(Path(path))
+    return spec
+
+
+def clear_device_files() -> None:
+    _extra_files.clear()
+
+
+def list_devices(directory: Path | None = None) -> list[DeviceSpec]:
+    """The device files of `directory`; by default the shipped ones, then $HWLAT_HOME/devices,
+    then those given with --device-file. A name defined twice is refused, naming both files."""
+    if directory is not None:
+        return [parse_device(p) for p in sorted(directory.glob("*.toml")) if p.name != LINT_CONFIG]
+    paths = [p for p in sorted(DEVICE_DIR.glob("*.toml")) if p.name != LINT_CONFIG]
+    user = user_device_dir()
+    if user.is_dir():
+        paths += sorted(user.glob("*.toml"))
+    paths += [p for p in _extra_files if p.resolve() not in {q.resolve() for q in paths}]
+    specs: dict[str, DeviceSpec] = {}
+    for p in paths:
+        spec = parse_device(p)
+        if spec.name in specs:
+            raise InvalidInputError(f"device '{spec.name}' is defined twice: {specs[spec.name].source} "
+                                    f"and {p}; rename one")
+        specs[spec.name] = spec
+    return list(specs.values())
+
+
+def find_device(name: str, directory: Path | None = None) -> DeviceSpec | None:
+    """The device file named `name`, or None."""
+    return next((s for s in list_devices(directory) if s.name == name), None)
+
+
+def table_only_device(name: str) -> DeviceSpec:
+    """A device with no file, known from its table entries (`hwlat lut fit`, `lut import`): it
+    answers queries (predict, search, nas predict) and cannot be profiled."""
+    return DeviceSpec(name=name, runtime=TABLE_ONLY, runner="", source="table",
+                      description="table-only: entries from `hwlat lut fit` or `lut import`")
+
+
+def load_device(name: str, directory: Path | None = None) -> DeviceSpec:
+    spec = find_device(name, directory)
+    if spec is not None:
+        return spec
     known = ", ".join(s.name for s in list_devices(directory))
-    raise InvalidInputError(f"unknown device '{name}'; known: {known}")
+    raise InvalidInputError(f"unknown device '{name}'; known: {known} (`hwlat devices`; add one "
+                            f"with --device-file PATH or {user_device_dir()}/NAME.toml)")

@@ -62,6 +62,7 @@ class CompileReport:
     note: str  # why there is no comparison, when there is none
     tuning_db: Path | None = None
     trials: int = 0
+    tuning: Any = None  # tuning.TuningSummary when it tuned
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Lowered:
     outputs: tuple[TensorSpec, ...]
     tuning_db: Path | None
     seconds: float
+    tuning: Any = None  # tuning.TuningSummary when it tuned
 
 
 def lower(path: str | os.PathLike, target: str | dict[str, Any] | tvm.target.Target = "host",
@@ -87,11 +89,14 @@ def lower(path: str | os.PathLike, target: str | dict[str, Any] | tvm.target.Tar
     check_support(model, target)
     inputs, outputs = _signature(model)
     db = open_tuning_db(tuning_db, target) if tuning_db is not None else None
-    passes = make_pipeline(pipeline, PipelineOptions(target, db, tune_trials,
+    from hwlat.lowering.tuning import TuningSummary
+
+    summary = TuningSummary() if tune_trials > 0 else None
+    passes = make_pipeline(pipeline, PipelineOptions(target, db, tune_trials, summary,
                                                      dense_kernels=dense_kernels))
     t0 = time.perf_counter()
     ex = _build(model, inputs, target, passes, pipeline)
-    return Lowered(ex, inputs, outputs, db, time.perf_counter() - t0)
+    return Lowered(ex, inputs, outputs, db, time.perf_counter() - t0, summary)
 
 
 def device_source(executable, kind: str = "cuda") -> str:
@@ -154,7 +159,7 @@ def compile_model(path: str | os.PathLike, target: str | dict[str, Any] | tvm.ta
     write_json_atomic(sidecar_path(out), meta.to_json())
     return CompileReport(out, sidecar_path(out), artifact, describe_target(target_dict(target)),
                          kind_of(target), name, inputs, built.seconds, time.perf_counter() - t1,
-                         diff, note, db, tune_trials)
+                         diff, note, db, tune_trials, built.tuning)
 
 
 def _signature(model: onnx.ModelProto) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:

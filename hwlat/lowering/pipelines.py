@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import tvm
 from tvm import relax
@@ -23,6 +24,7 @@ class PipelineOptions:
     target: tvm.target.Target
     tuning_db: Path | None = None  # an opened database (tuning.open_tuning_db)
     trials: int = 0
+    tuning_summary: Any = None  # a tuning.TuningSummary that tuning fills, or None
     # rewrite attention into hwlat's fused kernel (hwlat/kernels/attention) on CPU targets;
     # False leaves it to TVM's own legalization
     fused_attention: bool = True
@@ -98,7 +100,7 @@ def _static_shape_tuning(o: PipelineOptions) -> tvm.transform.Pass:
         raise InvalidInputError("pipeline 'static_shape_tuning' needs a tuning database (--tuning-db DIR)")
     return tvm.transform.Sequential([
         tuning_prefix(o),
-        tune_pass(o.target, o.tuning_db, o.trials),
+        tune_pass(o.target, o.tuning_db, o.trials, o.tuning_summary),
         relax.transform.MetaScheduleApplyDatabase(str(o.tuning_db)),
         _lower(o),
     ], name="hwlat.static_shape_tuning")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -94,16 +95,61 @@ def tunable_tasks(tasks: list) -> list:
     return [t for t in tasks if not hand_scheduled(t)]
 
 
-def tune_pass(target: tvm.target.Target, db: Path, trials: int) -> tvm.transform.Pass:
-    """Tune every task of the module for up to `trials` candidates in all, recording into `db`;
-    the module itself is returned unchanged (MetaScheduleApplyDatabase applies the records)."""
+@dataclass
+class TuningSummary:
+    """What a tuning run did: the tasks MetaSchedule found, those left to it (hwlat's
+    hand-scheduled kernels are not tuned), and the trials it really ran."""
+
+    trials_asked: int = 0
+    tasks: int = 0  # extracted from the module
+    hand_scheduled: int = 0  # of them, hwlat's own kernels: never tuned
+    tuned: list[str] = field(default_factory=list)  # the tasks tuned, by name
+    trials_run: int = 0  # candidates measured (new records in the database)
+
+    def describe(self) -> str:
+        tuned = ", ".join(self.tuned[:6]) + (f" and {len(self.tuned) - 6} more" if len(self.tuned) > 6 else "")
+        line = (f"tuning: {self.trials_run} of {self.trials_asked} trials ran, on "
+                f"{len(self.tuned)} task(s){': ' + tuned if tuned else ''}; "
+                f"{self.hand_scheduled} of {self.tasks} tasks are hwlat's hand-scheduled kernels "
+                "(convs, matmuls, norms, pooling, attention), which are not tuned")
+        if self.trials_run < self.trials_asked:
+            line += ("; MetaSchedule stops a task once its few candidates are measured, so the "
+                     "remaining small ops used fewer trials than asked")
+        return line
+
+    def to_json(self) -> dict:
+        return {"trials_asked": self.trials_asked, "trials_run": self.trials_run,
+                "tasks": self.tasks, "hand_scheduled": self.hand_scheduled, "tuned": self.tuned}
+
+
+def _records(db: Path) -> int:
+    """Tuning records in the database directory (one a line)."""
+    f = db / "database_tuning_record.json"
+    try:
+        with open(f, "rb") as fh:
+            return sum(1 for line in fh if line.strip())
+    except OSError:
+        return 0
+
+
+def tune_pass(target: tvm.target.Target, db: Path, trials: int,
+              summary: TuningSummary | None = None) -> tvm.transform.Pass:
+    """Tune every task of the module for up to `trials` candidates in all, recording into `db`
+    (and what was done into `summary`); the module itself is returned unchanged
+    (MetaScheduleApplyDatabase applies the records)."""
 
     @tvm.transform.module_pass(opt_level=0, name="hwlat.MetaScheduleTune")
     def _tune(mod, _ctx):
         from tvm.s_tir import meta_schedule as ms
 
         if trials > 0:
-            tasks = tunable_tasks(ms.relax_integration.extract_tasks(mod, target))
+            extracted = ms.relax_integration.extract_tasks(mod, target)
+            tasks = tunable_tasks(extracted)
+            before = _records(db)
+            if summary is not None:
+                summary.trials_asked, summary.tasks = trials, len(extracted)
+                summary.hand_scheduled = len(extracted) - len(tasks)
+                summary.tuned = [str(t.task_name) for t in tasks]
             if tasks:
                 contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                     tasks, str(db))
@@ -113,6 +159,8 @@ def tune_pass(target: tvm.target.Target, db: Path, trials: int) -> tvm.transform
                     builder=ms.builder.LocalBuilder(timeout_sec=BUILDER_TIMEOUT_S,
                                                     f_build=build_candidate),
                 )
+            if summary is not None:
+                summary.trials_run = _records(db) - before
         return mod
 
     return _tune

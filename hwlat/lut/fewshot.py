@@ -62,7 +62,7 @@ OVERHEAD_KIND = "overhead"
 MIN_MODELS = 2  # the scale and the overhead are always fitted
 # penalty strengths tried for each of: group scales, work terms, per-key departures; inf drops them
 _GRID = (1e-9, 1e-4, 1e-2, 1.0, 1e2, math.inf)
-_SHOWN = 3  # offending keys quoted per error
+_SHOWN = 1  # offending keys quoted per error (the rest counted)
 
 
 @dataclass(frozen=True)
@@ -79,11 +79,16 @@ class FewShotFit:
     clipped: int  # keys whose fitted latency came out negative and was set to 0
     median_ratio: float  # the last step's factor: measured / predicted, median over the models
 
+    def penalty_words(self) -> str:
+        """The chosen penalties in words: a dropped term (an infinite penalty) says "off"."""
+        return ", ".join(f"{name} {'off' if math.isinf(p) else f'{p:g}'}" for name, p in
+                         zip(("group scales", "work terms", "per key"), self.penalties, strict=True))
+
     def describe(self) -> str:
         groups = ", ".join(f"{g} x{v:.3g}" for g, v in sorted(self.group_scale.items()))
         return (f"{groups}; {self.per_kernel_ms * 1e3:+.2f} us/kernel, "
                 f"{self.per_gmac_ms:+.3g} ms/GMAC, {self.per_mb_ms:+.3g} ms/MB, overhead "
-                f"{self.table[OVERHEAD_KEY]:.4f} ms; penalties {self.penalties}; cross-validated "
+                f"{self.table[OVERHEAD_KEY]:.4f} ms; penalties {self.penalty_words()}; cross-validated "
                 f"error {self.cv_error:.1%} (median, leave-one-out) on {self.n_models} models")
 
 

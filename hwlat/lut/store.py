@@ -168,9 +168,11 @@ class TableStore:
     # --- writing
 
     def put_many(self, entries: Iterable[Entry],
-                 features: Iterable[tuple[str, str, int | None, int | None]] = ()) -> int:
-        """Insert or replace entries, and (key, kind, macs, bytes) features of their kernels, in
-        one transaction; returns how many entries were written."""
+                 features: Iterable[tuple[str, str, int | None, int | None]] = (),
+                 calibration: Iterable[tuple[str, str, str, float, str]] = ()) -> int:
+        """Insert or replace entries, (key, kind, macs, bytes) features of their kernels and
+        (device, model, features JSON, measured_ms, measured_at) calibration samples, in one
+        transaction; returns how many entries were written."""
         rows = []
         for e in entries:
             if not isinstance(e, Entry):
@@ -182,6 +184,8 @@ class TableStore:
                 f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES ({placeholders})", rows
             )
             self._db.executemany("INSERT OR REPLACE INTO kernels VALUES (?, ?, ?, ?)", list(features))
+            self._db.executemany("INSERT OR REPLACE INTO calibration VALUES (?, ?, ?, ?, ?)",
+                                 list(calibration))
         return len(rows)
 
     def replace_device(self, device: str, entries: Iterable[Entry]) -> int:
@@ -309,6 +313,23 @@ class TableStore:
         """A text value of the table's meta store, or None."""
         row = self._db.execute("SELECT v FROM meta WHERE k = ?", (key,)).fetchone()
         return None if row is None else row[0]
+
+    def calibration_rows(self, device: str | None = None) -> list[tuple[str, str, str, float, str]]:
+        """(device, model, features JSON, measured_ms, measured_at) of the calibration samples
+        (of one device, if given), as stored: what an export carries."""
+        where, args = ("WHERE device = ?", (device,)) if device is not None else ("", ())
+        return self._db.execute(f"SELECT device, model, features, measured_ms, measured_at FROM "
+                                f"calibration {where} ORDER BY device, model", args).fetchall()
+
+    def delete_entries(self, device: str, key: str | None = None) -> int:
+        """Delete one device's entries (only `key`'s, if given) and, when all go, its calibration
+        samples; returns how many entries were deleted."""
+        with self._write():
+            if key is not None:
+                return self._db.execute("DELETE FROM entries WHERE device = ? AND key = ?",
+                                        (device, key)).rowcount
+            self._db.execute("DELETE FROM calibration WHERE device = ?", (device,))
+            return self._db.execute("DELETE FROM entries WHERE device = ?", (device,)).rowcount
 
     def features(self) -> dict[str, tuple[str, int | None, int | None]]:
         """key -> (kind, MACs, bytes moved) for every kernel whose work is known."""

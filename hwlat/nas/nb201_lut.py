@@ -56,7 +56,7 @@ STEM_CHANNELS = 16
 CELLS_PER_STAGE = 5
 NB201_STAGES = ((16, 32), (32, 16), (64, 8))  # (channels, feature-map size) of the 3 stages
 NUM_CLASSES = 10
-_SHOWN = 3
+_SHOWN = 1
 
 
 @cache
@@ -181,7 +181,8 @@ class Nb201TableIncomplete(HwlatError, LookupError):
         more = f" and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else ""
         super().__init__(
             f"the table lacks {len(missing)} kernel keys these NB201 cells run: {shown}{more}; "
-            "profile cells that contain them, or fit the device's table with `hwlat lut fit`"
+            "profile cells that contain them, fit the device's table with `hwlat lut fit`, or "
+            "estimate them from the measured kernels (--estimate; estimate=True in Python)"
         )
 
 

@@ -40,7 +40,7 @@ __all__ = [
     "ofa_mbv3_kernels",
 ]
 
-_SHOWN = 3  # missing keys quoted per error
+_SHOWN = 1  # missing keys quoted per error (the rest counted)
 _CHUNK = 4096  # archs per gather in `latency`: its temporaries stay in the core's L2 cache
 
 
@@ -144,7 +144,7 @@ class OfaTableIncomplete(HwlatError, LookupError):
             f"device '{device}' lacks {len(missing)} of the {total} kernel keys {space_name} "
             f"produces at resolutions {_ranges(resolutions)}: {shown}{more}; profile subnets that "
             f"cover them (`hwlat profile MODEL.onnx --device {device}`), pass fewer resolutions, "
-            "or pass estimate=True to estimate them from the measured kernels"
+            "or estimate them from the measured kernels (--estimate; estimate=True in Python)"
         )
 
 
@@ -195,6 +195,7 @@ class OfaLatencyTable:
             for k in missing:
                 ms[texts[k]] = estimator.estimate(k.kind.value, key_cost(k))[0]
         self.estimated = len(missing)
+        self.keys_total = len(texts)  # distinct kernel keys the space produces
 
         n_choices = len(ks) * len(es)
         # one spare choice column of zeros: where an inactive block's gather lands

@@ -282,6 +282,7 @@ class ProxylessLatencyTable:
             for k in missing:
                 ms[texts[k]] = estimator.estimate(k.kind.value, key_cost(k))[0]
         self.estimated = len(missing)
+        self.keys_total = len(texts)  # distinct kernel keys the space produces
         dense = np.zeros((space.n_blocks, len(choices)))
         for (j, c), keys in blocks.items():
             dense[j, c] = sum(ms[texts[k]] for k in keys)

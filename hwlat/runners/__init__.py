@@ -32,7 +32,7 @@ def get_runner(spec: DeviceSpec, tracker: str | None = None, key: str | None = N
         return load_runner(spec)
     if not spec.timed_over_rpc:
         remote = ", ".join(d.name for d in list_devices() if d.timed_over_rpc)
-        raise InvalidInputError(f"device '{spec.name}' is not timed over RPC; --rpc and --key apply to {remote}")
+        raise InvalidInputError(f"device '{spec.name}' is not timed over RPC; --tracker and --key apply to {remote}")
     return load_runner(spec, tracker=tracker, key=key)
 
 

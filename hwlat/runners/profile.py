@@ -56,8 +56,10 @@ class ProfileReport:
     seconds: float
 
 
-def plan(models: list[Path], device: DeviceSpec, runner: Runner, store: TableStore) -> ProfilePlan:
-    """Load every model and check the device can run it before anything is measured."""
+def plan(models: list[Path], device: DeviceSpec, runner: Runner, store: TableStore, *,
+         force: bool = False) -> ProfilePlan:
+    """Load every model and check the device can run it before anything is measured; with
+    `force`, kernels already in the table are timed again (their entries replaced)."""
     todo: dict[str, tuple[Graph, Kernel]] = {}
     loaded = []
     for path in models:
@@ -71,7 +73,7 @@ def plan(models: list[Path], device: DeviceSpec, runner: Runner, store: TableSto
             )
         for k in kernels:
             todo.setdefault(k.key.text(), (g, k))
-    have = store.keys(device.name)
+    have = set() if force else store.keys(device.name)
     return ProfilePlan(
         {key: gk for key, gk in todo.items() if key not in have}, already=len(set(todo) & have),
         models=tuple(loaded),

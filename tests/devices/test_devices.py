@@ -17,7 +17,7 @@ from hwlat.errors import InvalidInputError
 
 def test_shipped_devices_parse():
     names = [d.name for d in list_devices()]
-    assert names == ["arm64-mobile", "cpu-ort", "cpu-tvm-tuned", "cpu-tvm", "cuda-gpu",
+    assert names == ["arm64-mobile", "cpu-ort", "cpu-tvm-rpc", "cpu-tvm-tuned", "cpu-tvm", "cuda-gpu",
                      "neuromorphic-45nm", "roofline-h100", "roofline-sd855"]
     tvm = load_device("cpu-tvm")
     assert tvm.runtime == "tvm" and tvm.target == {"kind": "llvm", "mcpu": "host"} and tvm.threads == 1

@@ -35,6 +35,13 @@ def test_compile_run_bench(tmp_path):
     r = hwlat_cli("bench", lib, "--repeats", "5", "--warmup", "1", home=tmp_path)
     assert r.returncode == 0, r.stderr
     assert float(r.stdout.split("median")[1].split()[0]) > 0
+    r = hwlat_cli("run", lib, "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["outputs"][0]["shape"] == [4, 8]
+    r = hwlat_cli("bench", lib, "--repeats", "5", "--warmup", "1", "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["median_ms"] > 0 and doc["runs"] >= 5
 
 
 def test_errors_are_one_line(tmp_path):

@@ -102,7 +102,7 @@ def one_error_line(r):
 def test_unknown_device_names_the_known_ones_and_creates_no_table(tmp_path):
     path = save(conv_chain(1), tmp_path / "m.onnx")
     r = cli("profile", path, "--device", "cpu-ortt", env_home=tmp_path / "home")
-    assert "unknown device 'cpu-ortt'; known: arm64-mobile, cpu-ort, cpu-tvm-tuned, cpu-tvm, cuda-gpu, neuromorphic-45nm, roofline-h100, roofline-sd855" in one_error_line(r)
+    assert "unknown device 'cpu-ortt'; known: arm64-mobile, cpu-ort, cpu-tvm-rpc, cpu-tvm-tuned, cpu-tvm, cuda-gpu, neuromorphic-45nm, roofline-h100, roofline-sd855" in one_error_line(r)
     assert not (tmp_path / "home").exists()
 
 

@@ -34,9 +34,9 @@ def test_each_runner_states_its_capabilities():
 
 def test_rpc_options_apply_only_to_rpc_devices():
     remote = sorted(d.name for d in list_devices() if d.runner == RPC_RUNNER)
-    assert remote == ["arm64-mobile", "cuda-gpu"]
-    with pytest.raises(InvalidInputError, match="not timed over RPC; --rpc and --key apply to "
-                                                "arm64-mobile, cuda-gpu"):
+    assert remote == ["arm64-mobile", "cpu-tvm-rpc", "cuda-gpu"]
+    with pytest.raises(InvalidInputError, match="not timed over RPC; --tracker and --key apply to "
+                                                "arm64-mobile, cpu-tvm-rpc, cuda-gpu"):
         get_runner(load_device("cpu-ort"), tracker="127.0.0.1:9190")
 
 
