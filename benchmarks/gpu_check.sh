@@ -80,7 +80,8 @@ if [ $# -eq 0 ]; then
 else  # the named zoo models, exported where --zoo puts them
     mapfile -t NAMED < <("$PYTHON" - "$@" <<'EOF'
 import sys
-from hwlat import home, zoo
+from hwlat import zoo
+from hwlat.paths import home
 from hwlat.onnx_export import export
 
 unknown = [n for n in sys.argv[1:] if n not in zoo.MODELS]

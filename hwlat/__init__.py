@@ -4,28 +4,9 @@ Heavy dependencies (torch, tvm) are imported only by the functions that need the
 `import hwlat` and table queries start fast.
 """
 
-__version__ = "0.1.0"
-
-import os  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from hwlat.errors import HwlatError, InvalidInputError, InvalidModelError  # noqa: E402
-
-
-def home() -> Path:
-    """Where hwlat keeps its tables and tuning databases: $HWLAT_HOME, else ~/.cache/hwlat."""
-    return Path(os.environ.get("HWLAT_HOME") or "~/.cache/hwlat").expanduser()
-
-
-def home_folder(name: str) -> Path:
-    """home() / name, created if missing; a folder that cannot be created is one InvalidInputError."""
-    folder = home() / name
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InvalidInputError(f"cannot create {folder} (set HWLAT_HOME to a writable folder): "
-                                f"{e.strerror or e}") from e
-    return folder
+from hwlat.errors import HwlatError, InvalidInputError, InvalidModelError
+from hwlat.paths import home, home_folder
+from hwlat.version import __version__  # noqa: F401  (hwlat.__version__)
 
 
 def load(path):

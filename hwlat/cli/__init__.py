@@ -31,7 +31,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from hwlat import __version__
+        from hwlat.version import __version__
 
         print(f"hwlat {__version__}")
         raise typer.Exit()

@@ -136,8 +136,9 @@ def _progress_lines(device: str, total: int, every_s: float = 30.0):
 
 def _export_zoo(spec) -> list[Path]:
     """Built-in models exported once into $HWLAT_HOME/zoo; those the device cannot run are left out."""
-    from hwlat import home_folder, zoo
+    from hwlat import zoo
     from hwlat.onnx_export import export as do_export
+    from hwlat.paths import home_folder
 
     folder = home_folder("zoo")
     paths = []

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from hwlat import home
 from hwlat.errors import InvalidInputError
+from hwlat.paths import home
 
 DEVICE_DIR = Path(__file__).parent
 RPC_RUNNER = "hwlat.runners.tvm_rpc:TvmRpcRunner"

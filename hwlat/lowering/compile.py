@@ -17,7 +17,6 @@ import onnx
 import tvm
 from tvm import relax
 
-from hwlat import __version__
 from hwlat.errors import BackendError, HwlatError, InvalidInputError, InvalidModelError, one_line
 from hwlat.graph.load import load
 from hwlat.lowering.artifact import (
@@ -43,6 +42,7 @@ from hwlat.lowering.targets import (
     target_dict,
 )
 from hwlat.lowering.tuning import open_tuning_db
+from hwlat.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import tvm
 
-from hwlat import __version__
 from hwlat.errors import InvalidInputError
 from hwlat.lowering.artifact import write_json_atomic
 from hwlat.lowering.targets import describe_target, target_dict
+from hwlat.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -40,9 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hwlat import __version__
 from hwlat.errors import InvalidInputError
 from hwlat.lut.store import Entry, TableStore
+from hwlat.version import __version__
 
 __all__ = [
     "MIN_MODELS",

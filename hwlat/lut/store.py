@@ -15,8 +15,9 @@ from dataclasses import astuple, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hwlat import __version__, home
 from hwlat.errors import HwlatError, InvalidInputError
+from hwlat.paths import home
+from hwlat.version import __version__
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x68776C74  # b"hwlt": marks an SQLite file as an hwlat table
