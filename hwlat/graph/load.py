@@ -125,10 +125,12 @@ def check_structure(model: onnx.ModelProto) -> None:
     raise InvalidModelError(f"the graph has a cycle: {names}")
 
 
-def check_and_infer(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
+def check_and_infer(model: onnx.ModelProto, path: Path, *, fold: bool = True) -> onnx.ModelProto:
     """onnx's checker and shape inference on the graph without its weights (both serialize the
     whole model; weights are checked here instead, tensor by tensor), then the inferred shapes
-    are put back into the full model."""
+    are put back into the full model. With `fold`, traced shape arithmetic is folded into
+    constants (the nodes change); without, the model keeps its nodes one for one (a rewrite that
+    edits the original model by the graph's nodes needs that)."""
     import onnx
     from onnx import numpy_helper
 
@@ -152,7 +154,7 @@ def check_and_infer(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     # constant once the inputs' shapes are: fold it and infer again, until nothing more folds
     # (folded also where inference alone resolved the shapes: a runtime folds them the same way,
     # so they are no kernels)
-    for _ in range(_FOLD_ROUNDS):
+    for _ in range(_FOLD_ROUNDS if fold else 0):
         folded = fold_shape_computations(model, static_shapes(inferred))
         if folded is None:
             break

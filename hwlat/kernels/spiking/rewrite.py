@@ -342,7 +342,8 @@ def _graph_of(model: onnx.ModelProto) -> Graph | None:
     try:
         check_vocabulary(m)
         check_structure(m)
-        return to_ir(check_and_infer(m, Path(name)), name=name)
+        # unfolded: the neurons found in the graph are edited in `model` node for node
+        return to_ir(check_and_infer(m, Path(name), fold=False), name=name)
     except HwlatError:  # the import itself reports what is wrong with the model, if anything
         log.debug("neuron rewrite skipped", exc_info=True)
         return None
