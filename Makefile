@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO    := build/demo
 
-.PHONY: demo test test-fast lint clean
+.PHONY: demo test test-all test-fast lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,6 +36,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check hwlat tests benchmarks
 
 test: lint
+	$(BIN)/python -m pytest -q -m "not heavy"
+
+# everything, the heavy tier too (every NAS block choice exported, more timm models, a real
+# 13-device fit)
+test-all: lint
 	$(BIN)/python -m pytest -q
 
 test-fast: lint

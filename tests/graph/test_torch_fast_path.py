@@ -96,7 +96,8 @@ def test_vit_goes_the_export_route_and_says_which_submodule():
     assert "route='export'" in str(e.value) and "submodule '" in str(e.value)
 
 
-TIMM = ["resnet18", "mobilenetv3_small_050", "efficientnet_b0"]
+TIMM = ["resnet18", pytest.param("mobilenetv3_small_050", marks=pytest.mark.heavy),
+        pytest.param("efficientnet_b0", marks=pytest.mark.heavy)]
 
 
 @pytest.mark.slow
@@ -110,7 +111,8 @@ def test_timm_models_take_the_fast_path_with_the_export_routes_keys(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "convnext_atto"])
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224",
+                                  pytest.param("convnext_atto", marks=pytest.mark.heavy)])
 def test_timm_models_the_fast_path_cannot_map_are_exported_whole(name):
     timm = pytest.importorskip("timm")
     model = timm.create_model(name, pretrained=False).eval()

@@ -23,7 +23,7 @@ from hwlat.nas.ofa_lut import block_kernels, ofa_mbv3_kernels
 from hwlat.nas.proxyless import proxyless_kernels
 from hwlat.nas.spaces import NB201_OPS, nb201_arch, parse_nb201
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 _OFA_CHOICES = [(k, e) for k in OFA_MBV3.kernel_sizes for e in OFA_MBV3.expand_ratios]
 OFA_ARCHS = [{"ks": [_OFA_CHOICES[(j + n) % 9][0] for j in range(OFA_MBV3.n_blocks)],

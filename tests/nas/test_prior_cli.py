@@ -154,6 +154,7 @@ def test_flag_combinations_are_refused(prior_csv, tmp_path):
         assert r.exit_code == 2 and message in r.output, (args, r.output)
 
 
+@pytest.mark.heavy
 @pytest.mark.skipif(not THIRTEEN.exists(), reason="needs ../shared/data/nb201/hw_nas_bench_13_devices.csv")
 def test_held_out_phone_from_ten_proposed_cells(tmp_path):
     """HW-NAS-Bench: the Samsung A50 left out of the prior, ten proposed cells measured on it:

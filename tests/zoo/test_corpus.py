@@ -163,8 +163,10 @@ def _inspect_totals(path, tmp_path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", ["timm:resnet18", "timm:mobilenetv3_small_100",
-                                  "timm:deit_tiny_patch16_224", "torchvision:shufflenet_v2_x0_5"])
+@pytest.mark.parametrize("spec", [
+    pytest.param("timm:resnet18", marks=pytest.mark.heavy), "timm:mobilenetv3_small_100",
+    pytest.param("timm:deit_tiny_patch16_224", marks=pytest.mark.heavy),
+    pytest.param("torchvision:shufflenet_v2_x0_5", marks=pytest.mark.heavy)])
 def test_export_by_name_then_inspect_complete(spec, tmp_path):
     out = tmp_path / "m.onnx"
     r = hwlat("export", spec, "-o", str(out), tmp=tmp_path)
