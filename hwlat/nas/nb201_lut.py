@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from bisect import bisect_right
 from functools import cache
 from pathlib import Path
 
@@ -25,8 +26,10 @@ import numpy as np
 from hwlat.errors import HwlatError, InvalidInputError
 from hwlat.graph.builder import GraphBuilder
 from hwlat.graph.cost import key_cost
+from hwlat.graph.fuse import fuse
 from hwlat.graph.ir import TensorSig
 from hwlat.graph.kernel import KernelKey, KernelKind
+from hwlat.graph.simplify import simplify
 from hwlat.lut.fewshot import OVERHEAD_KEY
 from hwlat.lut.predict import MissEstimator
 from hwlat.lut.store import TableStore
@@ -110,9 +113,78 @@ def _network(b: GraphBuilder, ops: tuple[str, ...]) -> str:
     return b.linear(b.flatten(x), NUM_CLASSES)
 
 
-@cache
-def _kernels(ops: tuple[str, ...]) -> tuple[KernelKey, ...]:
+def network_kernels(ops: tuple[str, ...]) -> tuple[KernelKey, ...]:
+    """The keys of the whole network built and cut at once (15 cells): what the fast path
+    (`_kernels`) must equal; tests and benchmarks/nb201_keys.py compare the two."""
     return graph_keys(lambda b: _network(b, ops))
+
+
+# --- the fast path: each cell's keys from a network with 3 cells per stage -------------------
+#
+# The 5 cells of a stage are the same cell, so the whole network's kernels are: the stem's, and
+# per stage the first cell's (its left neighbour the stem or a reduction), the kernels of a cell
+# between two cells three times, the last cell's (its right neighbour a reduction or the head),
+# then the reduction's or the head's. A network with 3 cells per stage has every one of these
+# neighbourhoods once: its middle cell stands for cells 2-4. A kernel belongs to the part its
+# first node was built in; a fusion that crosses a cell's boundary (a conv taking the next
+# cell's ReLU) is cut by the real `fuse` in the small network exactly as in the whole one.
+# Edges into a node that reaches no cell output are removed by the export (`_live`), so cells
+# that differ only there share one derivation; only whether such an edge applies a ReLU (a conv)
+# or a pool to its source stays, as that op, merged with a live one on the same source, sets
+# where the live one stands in the kernel order.
+
+_FAST_CELLS = 3
+
+
+_DEAD = {"none": "none", "skip_connect": "none", "nor_conv_1x1": "nor_conv_3x3",
+         "nor_conv_3x3": "nor_conv_3x3", "avg_pool_3x3": "avg_pool_3x3"}
+
+
+def _live(ops: tuple[str, ...]) -> tuple[str, ...]:
+    """The cell with every edge into a node that reaches no cell output made one of the three
+    dead edges that leave different graphs: none, a 3x3 conv, a pool."""
+    edge = dict(zip(NB201_EDGES, ops, strict=True))
+    reach = {NB201_NODES - 1: True}
+    for i in range(NB201_NODES - 2, -1, -1):
+        reach[i] = any(edge[(j, i)] != "none" and reach[j] for j in range(i + 1, NB201_NODES))
+    return tuple(op if reach[j] else _DEAD[op] for (j, _), op in zip(NB201_EDGES, ops, strict=True))
+
+
+@cache
+def _live_kernels(ops: tuple[str, ...]) -> tuple[KernelKey, ...]:
+    b = GraphBuilder()
+    bounds: list[int] = []  # node count where each part starts
+
+    def mark() -> None:
+        bounds.append(b.node_count)
+
+    mark()
+    x = b.batch_norm(b.conv2d(b.input(1, 3, 32, 32), STEM_CHANNELS, 3))
+    for s, (c, size) in enumerate(NB201_STAGES):
+        if s:
+            mark()
+            x = _reduction(b, x, c)
+        for _ in range(_FAST_CELLS):
+            mark()
+            x = _cell(b, x, ops, c, size)
+    mark()
+    x = b.mean_hw(b.relu(b.batch_norm(x)))
+    out = b.linear(b.flatten(x), NUM_CLASSES)
+    g = b.build(out)
+    built = {n.name: n.index for n in g.nodes}  # simplify keeps the names of the nodes it keeps
+    parts: list[list[KernelKey]] = [[] for _ in bounds]
+    for k in fuse(simplify(g)):
+        parts[bisect_right(bounds, built[k.nodes[0]]) - 1].append(k.key)
+    keys: list[KernelKey] = []
+    per_stage = 1 + _FAST_CELLS  # the stem or a reduction, then the cells
+    for s in range(len(NB201_STAGES)):
+        first, middle, last = parts[s * per_stage + 1: (s + 1) * per_stage]
+        keys += parts[s * per_stage] + first + middle * (CELLS_PER_STAGE - 2) + last
+    return tuple(keys + parts[-1])
+
+
+def _kernels(ops: tuple[str, ...]) -> tuple[KernelKey, ...]:
+    return _live_kernels(_live(ops))
 
 
 def nb201_kernels(arch: str) -> list[KernelKey]:
