@@ -119,22 +119,22 @@ def network_kernels(ops: tuple[str, ...]) -> tuple[KernelKey, ...]:
     return graph_keys(lambda b: _network(b, ops))
 
 
-# --- the fast path: each cell's keys from a network with 3 cells per stage -------------------
+# --- the fast path: each cell's keys from a network with 2 cells per stage -------------------
 #
 # The 5 cells of a stage are the same cell, so the whole network's kernels are: the stem's, and
-# per stage the first cell's (its left neighbour the stem or a reduction), the kernels of a cell
-# between two cells three times, the last cell's (its right neighbour a reduction or the head),
-# then the reduction's or the head's. A network with 3 cells per stage has every one of these
-# neighbourhoods once: its middle cell stands for cells 2-4. A kernel belongs to the part its
-# first node was built in; a fusion that crosses a cell's boundary (a conv taking the next
-# cell's ReLU) is cut by the real `fuse` in the small network exactly as in the whole one.
+# per stage the first cell's (its left neighbour the stem or a reduction), three times the
+# kernels of a cell between two cells, the last cell's (its right neighbour a reduction or the
+# head), then the reduction's or the head's. A kernel belongs to the part its first node was
+# built in. A network with 2 cells per stage, A then B, is cut by the real `fuse`: A has the
+# stem's or the reduction's left and a cell's right, B a cell's left. A cell between two cells
+# starts a kernel at each node B starts one at (what a cell's end takes from B's start, A's end
+# takes from B's: nothing starts there in either), and the kernel it starts there is A's (whose
+# right is a cell); where A starts none, the stem or the reduction took that node, which only
+# the producer of the cell's input can take (its first ReLU or Add), so B's lone-node kernel.
 # Edges into a node that reaches no cell output are removed by the export (`_live`), so cells
 # that differ only there share one derivation; only whether such an edge applies a ReLU (a conv)
 # or a pool to its source stays, as that op, merged with a live one on the same source, sets
 # where the live one stands in the kernel order.
-
-_FAST_CELLS = 3
-
 
 _DEAD = {"none": "none", "skip_connect": "none", "nor_conv_1x1": "nor_conv_3x3",
          "nor_conv_3x3": "nor_conv_3x3", "avg_pool_3x3": "avg_pool_3x3"}
@@ -153,7 +153,7 @@ def _live(ops: tuple[str, ...]) -> tuple[str, ...]:
 @cache
 def _live_kernels(ops: tuple[str, ...]) -> tuple[KernelKey, ...]:
     b = GraphBuilder()
-    bounds: list[int] = []  # node count where each part starts
+    bounds: list[int] = []  # the node count where each part starts
 
     def mark() -> None:
         bounds.append(b.node_count)
@@ -164,7 +164,7 @@ def _live_kernels(ops: tuple[str, ...]) -> tuple[KernelKey, ...]:
         if s:
             mark()
             x = _reduction(b, x, c)
-        for _ in range(_FAST_CELLS):
+        for _ in range(2):
             mark()
             x = _cell(b, x, ops, c, size)
     mark()
@@ -172,15 +172,18 @@ def _live_kernels(ops: tuple[str, ...]) -> tuple[KernelKey, ...]:
     out = b.linear(b.flatten(x), NUM_CLASSES)
     g = b.build(out)
     built = {n.name: n.index for n in g.nodes}  # simplify keeps the names of the nodes it keeps
-    parts: list[list[KernelKey]] = [[] for _ in bounds]
+    parts: list[dict[int, KernelKey]] = [{} for _ in bounds]  # by the first node's local index
     for k in fuse(simplify(g)):
-        parts[bisect_right(bounds, built[k.nodes[0]]) - 1].append(k.key)
+        i = built[k.nodes[0]]
+        p = bisect_right(bounds, i) - 1
+        parts[p][i - bounds[p]] = k.key
     keys: list[KernelKey] = []
-    per_stage = 1 + _FAST_CELLS  # the stem or a reduction, then the cells
     for s in range(len(NB201_STAGES)):
-        first, middle, last = parts[s * per_stage + 1: (s + 1) * per_stage]
-        keys += parts[s * per_stage] + first + middle * (CELLS_PER_STAGE - 2) + last
-    return tuple(keys + parts[-1])
+        context, first, last = (list(parts[3 * s + j].values()) for j in range(3))
+        a, b_ = parts[3 * s + 1], parts[3 * s + 2]
+        between = [a.get(n, key) for n, key in b_.items()]
+        keys += context + first + between * (CELLS_PER_STAGE - 2) + last
+    return tuple(keys + list(parts[-1].values()))
 
 
 def _kernels(ops: tuple[str, ...]) -> tuple[KernelKey, ...]:
