@@ -15,9 +15,9 @@ exports on every op of every edge.
 from __future__ import annotations
 
 import csv
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from bisect import bisect_right
 from functools import cache
 from pathlib import Path
 
@@ -131,23 +131,18 @@ def network_kernels(ops: tuple[str, ...]) -> tuple[KernelKey, ...]:
 # takes from B's: nothing starts there in either), and the kernel it starts there is A's (whose
 # right is a cell); where A starts none, the stem or the reduction took that node, which only
 # the producer of the cell's input can take (its first ReLU or Add), so B's lone-node kernel.
-# Edges into a node that reaches no cell output are removed by the export (`_live`), so cells
-# that differ only there share one derivation; only whether such an edge applies a ReLU (a conv)
-# or a pool to its source stays, as that op, merged with a live one on the same source, sets
-# where the live one stands in the kernel order.
-
-_DEAD = {"none": "none", "skip_connect": "none", "nor_conv_1x1": "nor_conv_3x3",
-         "nor_conv_3x3": "nor_conv_3x3", "avg_pool_3x3": "avg_pool_3x3"}
-
+# Edges into a node that reaches no cell output are dropped by the export (`_live`): cells that
+# differ only there share one derivation. They are made `none` before the derivation, as a
+# dead node can stand for the next cell's op (a pool of the same value, merged into it as a
+# common subexpression), which would move a kernel from one cell to the one before it.
 
 def _live(ops: tuple[str, ...]) -> tuple[str, ...]:
-    """The cell with every edge into a node that reaches no cell output made one of the three
-    dead edges that leave different graphs: none, a 3x3 conv, a pool."""
+    """The cell with every edge into a node that reaches no cell output set to `none`."""
     edge = dict(zip(NB201_EDGES, ops, strict=True))
     reach = {NB201_NODES - 1: True}
     for i in range(NB201_NODES - 2, -1, -1):
         reach[i] = any(edge[(j, i)] != "none" and reach[j] for j in range(i + 1, NB201_NODES))
-    return tuple(op if reach[j] else _DEAD[op] for (j, _), op in zip(NB201_EDGES, ops, strict=True))
+    return tuple(op if reach[j] else "none" for (j, _), op in zip(NB201_EDGES, ops, strict=True))
 
 
 @cache
@@ -192,7 +187,9 @@ def _kernels(ops: tuple[str, ...]) -> tuple[KernelKey, ...]:
 
 def nb201_kernels(arch: str) -> list[KernelKey]:
     """The kernel keys `fuse(load(...))` cuts from the exported cell's network; empty for a cell
-    with no path from its input to its output (the export folds the network into a constant)."""
+    with no path from its input to its output (the export folds the network into a constant).
+    In graph order of the network whose dead edges (into nodes that reach no output) are
+    `none`: a dead conv's ReLU or a dead pool, merged with a live one, would only move it."""
     return list(_kernels(parse_nb201(arch)))
 
 
