@@ -9,7 +9,9 @@ cell's output is a conv output nothing else reads; one op per identical op on th
 what depends on constants alone folded, so a node with only `none` inputs is zeros and a cell
 with no path from its input to its output makes the whole network a constant, no kernel at all;
 what nothing reads dropped) and cut by the real `hwlat.graph.fuse`. A test holds it to real
-exports on every op of every edge.
+exports on every op of every edge. The network is built with 2 cells per stage, not 5, and once
+per cell with its dead edges dropped (`_live_kernels`): a cell between two cells repeats; tests
+hold this to the whole network built at once (`network_kernels`).
 """
 
 from __future__ import annotations
