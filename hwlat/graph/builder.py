@@ -63,6 +63,11 @@ class GraphBuilder:
         self._sigs[name] = sig
         return name
 
+    @property
+    def node_count(self) -> int:
+        """How many nodes have been added so far (the index the next one gets)."""
+        return len(self._nodes)
+
     def sig(self, value: str) -> TensorSig:
         return self._sigs[value]
 

@@ -9,12 +9,15 @@ cell's output is a conv output nothing else reads; one op per identical op on th
 what depends on constants alone folded, so a node with only `none` inputs is zeros and a cell
 with no path from its input to its output makes the whole network a constant, no kernel at all;
 what nothing reads dropped) and cut by the real `hwlat.graph.fuse`. A test holds it to real
-exports on every op of every edge.
+exports on every op of every edge. The network is built with 2 cells per stage, not 5, and once
+per cell with its dead edges dropped (`_live_kernels`): a cell between two cells repeats; tests
+hold this to the whole network built at once (`network_kernels`).
 """
 
 from __future__ import annotations
 
 import csv
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
@@ -25,8 +28,10 @@ import numpy as np
 from hwlat.errors import HwlatError, InvalidInputError
 from hwlat.graph.builder import GraphBuilder
 from hwlat.graph.cost import key_cost
+from hwlat.graph.fuse import fuse
 from hwlat.graph.ir import TensorSig
 from hwlat.graph.kernel import KernelKey, KernelKind
+from hwlat.graph.simplify import simplify
 from hwlat.lut.fewshot import OVERHEAD_KEY
 from hwlat.lut.predict import MissEstimator
 from hwlat.lut.store import TableStore
@@ -110,14 +115,83 @@ def _network(b: GraphBuilder, ops: tuple[str, ...]) -> str:
     return b.linear(b.flatten(x), NUM_CLASSES)
 
 
-@cache
-def _kernels(ops: tuple[str, ...]) -> tuple[KernelKey, ...]:
+def network_kernels(ops: tuple[str, ...]) -> tuple[KernelKey, ...]:
+    """The keys of the whole network built and cut at once (15 cells): what the fast path
+    (`_kernels`) must equal; tests and benchmarks/nb201_keys.py compare the two."""
     return graph_keys(lambda b: _network(b, ops))
+
+
+# --- the fast path: each cell's keys from a network with 2 cells per stage -------------------
+#
+# The 5 cells of a stage are the same cell, so the whole network's kernels are: the stem's, and
+# per stage the first cell's (its left neighbour the stem or a reduction), three times the
+# kernels of a cell between two cells, the last cell's (its right neighbour a reduction or the
+# head), then the reduction's or the head's. A kernel belongs to the part its first node was
+# built in. A network with 2 cells per stage, A then B, is cut by the real `fuse`: A has the
+# stem's or the reduction's left and a cell's right, B a cell's left. A cell between two cells
+# starts a kernel at each node B starts one at (what a cell's end takes from B's start, A's end
+# takes from B's: nothing starts there in either), and the kernel it starts there is A's (whose
+# right is a cell); where A starts none, the stem or the reduction took that node, which only
+# the producer of the cell's input can take (its first ReLU or Add), so B's lone-node kernel.
+# Edges into a node that reaches no cell output are dropped by the export (`_live`): cells that
+# differ only there share one derivation. They are made `none` before the derivation, as a
+# dead node can stand for the next cell's op (a pool of the same value, merged into it as a
+# common subexpression), which would move a kernel from one cell to the one before it.
+
+def _live(ops: tuple[str, ...]) -> tuple[str, ...]:
+    """The cell with every edge into a node that reaches no cell output set to `none`."""
+    edge = dict(zip(NB201_EDGES, ops, strict=True))
+    reach = {NB201_NODES - 1: True}
+    for i in range(NB201_NODES - 2, -1, -1):
+        reach[i] = any(edge[(j, i)] != "none" and reach[j] for j in range(i + 1, NB201_NODES))
+    return tuple(op if reach[j] else "none" for (j, _), op in zip(NB201_EDGES, ops, strict=True))
+
+
+@cache
+def _live_kernels(ops: tuple[str, ...]) -> tuple[KernelKey, ...]:
+    b = GraphBuilder()
+    bounds: list[int] = []  # the node count where each part starts
+
+    def mark() -> None:
+        bounds.append(b.node_count)
+
+    mark()
+    x = b.batch_norm(b.conv2d(b.input(1, 3, 32, 32), STEM_CHANNELS, 3))
+    for s, (c, size) in enumerate(NB201_STAGES):
+        if s:
+            mark()
+            x = _reduction(b, x, c)
+        for _ in range(2):
+            mark()
+            x = _cell(b, x, ops, c, size)
+    mark()
+    x = b.mean_hw(b.relu(b.batch_norm(x)))
+    out = b.linear(b.flatten(x), NUM_CLASSES)
+    g = b.build(out)
+    built = {n.name: n.index for n in g.nodes}  # simplify keeps the names of the nodes it keeps
+    parts: list[dict[int, KernelKey]] = [{} for _ in bounds]  # by the first node's local index
+    for k in fuse(simplify(g)):
+        i = built[k.nodes[0]]
+        p = bisect_right(bounds, i) - 1
+        parts[p][i - bounds[p]] = k.key
+    keys: list[KernelKey] = []
+    for s in range(len(NB201_STAGES)):
+        context, first, last = (list(parts[3 * s + j].values()) for j in range(3))
+        a, b_ = parts[3 * s + 1], parts[3 * s + 2]
+        between = [a.get(n, key) for n, key in b_.items()]
+        keys += context + first + between * (CELLS_PER_STAGE - 2) + last
+    return tuple(keys + list(parts[-1].values()))
+
+
+def _kernels(ops: tuple[str, ...]) -> tuple[KernelKey, ...]:
+    return _live_kernels(_live(ops))
 
 
 def nb201_kernels(arch: str) -> list[KernelKey]:
     """The kernel keys `fuse(load(...))` cuts from the exported cell's network; empty for a cell
-    with no path from its input to its output (the export folds the network into a constant)."""
+    with no path from its input to its output (the export folds the network into a constant).
+    In graph order of the network whose dead edges (into nodes that reach no output) are
+    `none`: a dead conv's ReLU or a dead pool, merged with a live one, would only move it."""
     return list(_kernels(parse_nb201(arch)))
 
 
