@@ -67,7 +67,11 @@ def debug_enabled() -> bool:
     return os.environ.get("HWLAT_DEBUG", "") not in ("", "0")
 
 
-def main() -> None:
+def main(*, hard_exit: bool = False) -> None:
+    """Run the CLI on sys.argv. A HwlatError is one `error:` line on stderr and exit code 2
+    (SystemExit). With `hard_exit` (the `hwlat` command itself) the process ends right after that
+    line, so no library's finalizer writes after it (TVM warns as its objects are destroyed);
+    callers in a process of their own (tests, embedding programs) get SystemExit instead."""
     if debug_enabled():  # hwlat's own loggers (not the backends') on stderr
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
@@ -78,35 +82,42 @@ def main() -> None:
     except HwlatError as e:
         if debug_enabled():
             traceback.print_exception(e, file=sys.stderr)
-        _exit_now(2, f"error: {escape_line(e.line())}")
+        _exit_now(2, f"error: {escape_line(e.line())}", hard_exit)
     except KeyboardInterrupt:
-        _exit_now(130, "interrupted")
+        _exit_now(130, "interrupted", hard_exit)
     except OSError as e:  # a full disk or a closed pipe under stdout; any other is a bug
         if e.errno not in _OUTPUT_ERRNOS:
             raise
-        _exit_now(2, f"error: cannot write the output: {escape_line(e.strerror or str(e))}")
+        _exit_now(2, f"error: cannot write the output: {escape_line(e.strerror or str(e))}", hard_exit)
     except SystemExit as e:
         if e.code not in (None, 0):
             raise
     try:
         sys.stdout.flush()
     except OSError as e:
-        _exit_now(2, f"error: cannot write the output: {escape_line(e.strerror or str(e))}")
+        _exit_now(2, f"error: cannot write the output: {escape_line(e.strerror or str(e))}", hard_exit)
+
+
+def entry() -> None:
+    """The `hwlat` command (and `python -m hwlat.cli`)."""
+    main(hard_exit=True)
 
 
 _OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EPIPE, errno.EIO}
 
 
-def _exit_now(code: int, line: str) -> None:
-    """One line on stderr and the exit code, and nothing after it: no unflushed output, and no
-    library's finalizer (TVM warns as its objects are destroyed) writes at interpreter exit."""
+def _exit_now(code: int, line: str, hard: bool) -> None:
+    """One line on stderr and the exit code; `hard`: and nothing after it, no unflushed output,
+    and no library's finalizer (TVM warns as its objects are destroyed) writing at exit."""
     with contextlib.suppress(OSError, ValueError):
         sys.stdout.flush()
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
-    os._exit(code)
+    if hard:
+        os._exit(code)
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":
-    main()
+    entry()

@@ -1,5 +1,5 @@
 """`python -m hwlat.cli`: the `hwlat` command."""
 
-from hwlat.cli import main
+from hwlat.cli import entry
 
-main()
+entry()
