@@ -225,3 +225,29 @@ def silu_se_block(c: int = 8, expand: int = 4, hw: int = 10) -> onnx.ModelProto:
              _w("wx", e, r, 1, 1, seed=7), _w("bx", e, seed=8), _w("wp", c, e, 1, 1, seed=9),
              _w("bp", c, seed=10)]
     return model(nodes, [tensor("x", [1, c, hw, hw])], [tensor("y", [1, c, hw, hw])], inits, opset=17)
+
+
+def mobilevit_attention_block(tokens: int = 16, heads: int = 4, head_dim: int = 20) -> onnx.ModelProto:
+    """MobileViT's transformer attention as torch's exporter writes it: Q, K, V projections,
+    heads split by Reshape and Transpose (K to K^T directly), scaled scores, Softmax, P V, heads
+    merged, output projection. Head dim 20: not a multiple of the kernel's 16-column tiles."""
+    e = heads * head_dim
+    split = _i64("split", [1, tokens, heads, head_dim])
+    merge = _i64("merge", [1, tokens, e])
+    nodes = [node("MatMul", ["x", f"w{p}"], [f"{p}0"]) for p in "qkv"]
+    nodes += [node("Reshape", [f"{p}0", "split"], [f"{p}1"]) for p in "qkv"]
+    nodes += [
+        node("Transpose", ["q1"], ["q"], perm=[0, 2, 1, 3]),
+        node("Transpose", ["k1"], ["kt"], perm=[0, 2, 3, 1]),
+        node("Transpose", ["v1"], ["v"], perm=[0, 2, 1, 3]),
+        node("MatMul", ["q", "kt"], ["s"]),
+        node("Mul", ["s", "scale"], ["ss"]),
+        node("Softmax", ["ss"], ["p"], axis=-1),
+        node("MatMul", ["p", "v"], ["o"]),
+        node("Transpose", ["o"], ["ot"], perm=[0, 2, 1, 3]),
+        node("Reshape", ["ot", "merge"], ["om"]),
+        node("MatMul", ["om", "wo"], ["y"]),
+    ]
+    inits = [_w("wq", e, e, seed=1), _w("wk", e, e, seed=2), _w("wv", e, e, seed=3),
+             _w("wo", e, e, seed=4), const("scale", head_dim ** -0.5), split, merge]
+    return model(nodes, [tensor("x", [1, tokens, e])], [tensor("y", [1, tokens, e])], inits, opset=17)

@@ -1,7 +1,8 @@
 """Corpus smoke test: the block patterns of the corpus families (`hwlat zoo --corpus`) compile for
 the host CPU and agree with onnxruntime: grouped convs (RegNet, ResNeXt), a channel shuffle with
 traced shape arithmetic (ShuffleNet), dense concatenation (DenseNet), channels-last LayerNorm with
-erf GELU (ConvNeXt) and SiLU with squeeze-excite (EfficientNet)."""
+erf GELU (ConvNeXt), SiLU with squeeze-excite (EfficientNet) and attention with a head dim of
+20 (MobileViT-XXS, which the fused attention kernel's tiles once refused)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ BLOCKS = {
     "dense_concat": b.dense_concat_block,
     "convnext_ln_gelu": b.convnext_block,
     "silu_squeeze_excite": b.silu_se_block,
+    "mobilevit_attention_d20": b.mobilevit_attention_block,
 }
 
 
