@@ -27,7 +27,8 @@ the timm name, `tv-NAME` for torchvision. Per model and route:
 Every result is one line appended to the JSONL file (resumable: a model already recorded for the
 route and thread count is skipped unless --retry-failed and it failed). At the end the table of
 every selected model recorded, the geometric mean of hwlat / onnxruntime, the worst model, the
-count at or below 1.0x, and OpenVINO's geometric mean (by thread CPU time, and by wall time).
+count at or below 1.0x, and OpenVINO's geometric mean (by thread CPU time, and by wall time; with
+`--threads 2` or more by the process's CPU time, as the runtimes then compute on other threads too).
 """
 
 from __future__ import annotations
@@ -266,12 +267,15 @@ def geomean(xs: list[float]) -> float:
 def summarize(rows: list[dict], threads: int) -> None:
     timed = [r for r in rows if r.get("ok")]
     failed = [r for r in rows if not r.get("ok")]
+    # at 1 thread every runtime computes on the calling thread; with more, on others too: then
+    # the process's CPU time (all threads) is the measure
+    cpu, cpu_label = ("cpu", "thread CPU") if threads == 1 else ("proc", "process CPU")
     print(f"\n{threads} thread(s); per model: build s, relative error vs onnxruntime, hwlat / "
           "onnxruntime and openvino / onnxruntime as the median (min..max) of the per-round "
-          "ratios by the calling thread's CPU time, then by wall time; ms: onnxruntime's median "
-          "call (thread CPU)\n")
-    print("| model | family | route | build s | rel err | ort ms | hwlat/ort (CPU) | "
-          "openvino/ort (CPU) | hwlat/ort (wall) | openvino/ort (wall) |")
+          f"ratios by {cpu_label} time, then by wall time; ms: onnxruntime's median call "
+          f"({cpu_label})\n")
+    print(f"| model | family | route | build s | rel err | ort ms | hwlat/ort ({cpu_label}) | "
+          f"openvino/ort ({cpu_label}) | hwlat/ort (wall) | openvino/ort (wall) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
 
     def fmt(v):
@@ -279,16 +283,16 @@ def summarize(rows: list[dict], threads: int) -> None:
 
     for r in timed:
         print(f"| {r['stem']} | {r['family']} | {r['route']} | {r['build_s']:.0f} | "
-              f"{r['rel_err']:.1e} | {r['onnxruntime_cpu_ms'][0]:.2f} | "
-              f"{fmt(r['hwlat_vs_ort_cpu'])} | {fmt(r['openvino_vs_ort_cpu'])} | "
+              f"{r['rel_err']:.1e} | {r[f'onnxruntime_{cpu}_ms'][0]:.2f} | "
+              f"{fmt(r[f'hwlat_vs_ort_{cpu}'])} | {fmt(r[f'openvino_vs_ort_{cpu}'])} | "
               f"{fmt(r['hwlat_vs_ort_wall'])} | {fmt(r['openvino_vs_ort_wall'])} |")
     for route in sorted({r["route"] for r in timed}):
         sel = [r for r in timed if r["route"] == route]
-        for what in ("cpu", "wall"):
+        for what in (cpu, "wall"):
             h = [r[f"hwlat_vs_ort_{what}"][0] for r in sel]
             o = [r[f"openvino_vs_ort_{what}"][0] for r in sel]
             worst = max(sel, key=lambda r, w=what: r[f"hwlat_vs_ort_{w}"][0])
-            label = "thread CPU" if what == "cpu" else "wall"
+            label = cpu_label if what == cpu else "wall"
             print(f"\nroute {route}, {len(sel)} models, by {label}: hwlat / onnxruntime geometric "
                   f"mean {geomean(h):.2f}x, worst {worst['stem']} "
                   f"{worst[f'hwlat_vs_ort_{what}'][0]:.2f}x, {sum(x <= 1.0 for x in h)} at or "
@@ -351,9 +355,10 @@ def main() -> None:
                            rounds=args.rounds, min_time=args.min_time)
                 append(args.results, row)
                 if row["ok"]:
+                    c = "cpu" if args.threads == 1 else "proc"
                     print(f"  built in {row['build_s']:.0f} s, rel err {row['rel_err']:.1e}; "
-                          f"hwlat/ort {row['hwlat_vs_ort_cpu'][0]:.2f}x, openvino/ort "
-                          f"{row['openvino_vs_ort_cpu'][0]:.2f}x (thread CPU)", flush=True)
+                          f"hwlat/ort {row[f'hwlat_vs_ort_{c}'][0]:.2f}x, openvino/ort "
+                          f"{row[f'openvino_vs_ort_{c}'][0]:.2f}x ({c} CPU time)", flush=True)
                 else:
                     print(f"  FAILED at {row['stage']}: {row['error']}", flush=True)
     latest: dict[tuple[str, str], dict] = {}
