@@ -358,7 +358,8 @@ def main() -> None:
                     c = "cpu" if args.threads == 1 else "proc"
                     print(f"  built in {row['build_s']:.0f} s, rel err {row['rel_err']:.1e}; "
                           f"hwlat/ort {row[f'hwlat_vs_ort_{c}'][0]:.2f}x, openvino/ort "
-                          f"{row[f'openvino_vs_ort_{c}'][0]:.2f}x ({c} CPU time)", flush=True)
+                          f"{row[f'openvino_vs_ort_{c}'][0]:.2f}x "
+                          f"({'thread' if c == 'cpu' else 'process'} CPU time)", flush=True)
                 else:
                     print(f"  FAILED at {row['stage']}: {row['error']}", flush=True)
     latest: dict[tuple[str, str], dict] = {}
