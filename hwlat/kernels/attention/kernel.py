@@ -290,6 +290,18 @@ def attention_primfunc(spec: AttentionSpec, tiles: Tiles | None = None) -> tirx.
 def default_tiles(spec: AttentionSpec) -> Tiles:
     """Tiles for a spec: the 6 x 16 micro-kernels (12 of the 16 AVX2 vector registers hold
     accumulators); tq 48 x tk 64 keeps a tile's Q, scores and accumulator near L1. Measured best
-    of those tried on this project's AMD EPYC (znver3) at head dims 32-128."""
-    return Tiles()
+    of those tried on this project's AMD EPYC (znver3) at head dims 32-128. The P V micro-kernel's
+    columns must divide the value head dim: one that 16 does not divide (MobileViT's 20, 36, ...)
+    takes 8 columns where 8 divides it, the whole head dim up to 24, else its largest divisor
+    below 16."""
+    dv = int(spec.head_dim_v)
+    if dv % 16 == 0:
+        return Tiles()
+    if dv % 8 == 0:
+        nv = 8
+    elif dv <= 24:
+        nv = dv
+    else:
+        nv = max(n for n in range(1, 16) if dv % n == 0)
+    return Tiles(nv=nv)
 

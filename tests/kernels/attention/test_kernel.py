@@ -1,6 +1,6 @@
 """hwlat's fused attention kernel against the numpy reference (float64 softmax): non-causal and
 causal, self and cross attention, lengths that are not multiples of the tiles, head dims 32, 64
-and 128, both layouts."""
+and 128 and value head dims 16 does not divide (20, 36, 40), both layouts."""
 
 from __future__ import annotations
 
@@ -52,6 +52,10 @@ CASES = {
     "cross-causal-33x100-bsnh": AttentionSpec(1, 2, 33, 100, 32, 32, 0.2, 67, "BSNH"),
     "self-1x1": AttentionSpec(1, 1, 1, 1, 32, 32, 1.0),
     "cross-dv64-d32-bsnh": AttentionSpec(1, 2, 40, 70, 32, 64, 0.3, None, "BSNH"),
+    # value head dims 16 does not divide (MobileViT-XXS: 20): narrower P V tiles, same kernel
+    "self-d20-bsnh": AttentionSpec(1, 4, 64, 64, 20, 20, 20 ** -0.5, None, "BSNH"),
+    "self-d36": AttentionSpec(1, 2, 50, 50, 36, 36, 36 ** -0.5),
+    "self-d24-dv40": AttentionSpec(1, 2, 30, 30, 24, 40, 0.2),
 }
 
 
