@@ -80,9 +80,10 @@ def main(*, hard_exit: bool = False) -> None:
     try:
         app()
     except HwlatError as e:
-        if debug_enabled():
-            traceback.print_exception(e, file=sys.stderr)
-        _exit_now(2, f"error: {escape_line(e.line())}", hard_exit)
+        line = f"error: {escape_line(e.line())}"
+        if debug_enabled():  # the chained traceback after the line
+            line += "\n" + "".join(traceback.format_exception(e)).rstrip()
+        _exit_now(2, line, hard_exit)
     except KeyboardInterrupt:
         _exit_now(130, "interrupted", hard_exit)
     except OSError as e:  # a full disk or a closed pipe under stdout; any other is a bug
