@@ -549,31 +549,10 @@ def validate(models: ModelLike | Iterable[ModelLike], device: str = "cpu-ort", *
                              "error": pred.latency_ms / measured.median_ms - 1})
     metrics = accuracy_metrics([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
     if plot is not None:
-        _scatter(rows, Path(plot), spec.name)
+        from hwlat.plot import scatter
+
+        scatter(rows, Path(plot), spec.name)
     return {"device": spec.name, "models": rows, "metrics": metrics}
-
-
-def _scatter(rows, path: Path, device: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    m = [r["measured_ms"] for r in rows]
-    p = [r["predicted_ms"] for r in rows]
-    hi = max(m + p) * 1.1
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.fill_between([0, hi], [0, hi * 0.9], [0, hi * 1.1], color="tab:green", alpha=0.15, label="±10 %")
-    ax.plot([0, hi], [0, hi], color="gray", lw=1)
-    ax.scatter(m, p, s=18)
-    ax.set(xlabel="measured (ms)", ylabel="predicted (ms)", title=f"hwlat predict vs measured, {device}",
-           xlim=(0, hi), ylim=(0, hi))
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
 
 
 # --- compile ----------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from hwlat.cli.options import (
     query_device,
     table_devices,
 )
-from hwlat.cli.render import energy, err, num, out, scatter, sigs
+from hwlat.cli.render import energy, err, num, out, sigs
 from hwlat.errors import InvalidInputError
 from hwlat.runners import get_runner
 
@@ -393,6 +393,8 @@ def validate(
                          "error": pred.latency_ms / measured.median_ms - 1})
     metrics = accuracy_metrics([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
     if plot is not None:
+        from hwlat.plot import scatter
+
         scatter(rows, plot, spec.name)
     if as_json:
         print(json.dumps({"device": spec.name, "models": rows, "metrics": metrics}, indent=1))

@@ -114,10 +114,10 @@ def test_every_device_option_takes_d(command):
 
 
 def test_validate_plot_names_its_points(m, tmp_path, monkeypatch):
-    from hwlat.cli import render
+    from hwlat import plot
 
     seen = []
-    real = render.scatter
+    real = plot.scatter
 
     def spy(rows, path, device):
         import matplotlib.axes
@@ -127,7 +127,7 @@ def test_validate_plot_names_its_points(m, tmp_path, monkeypatch):
                             lambda self, text, *a, **k: (seen.append(text), orig(self, text, *a, **k))[1])
         return real(rows, path, device)
 
-    monkeypatch.setattr("hwlat.cli.table.scatter", spy)
+    monkeypatch.setattr("hwlat.plot.scatter", spy)
     table = tmp_path / "t.sqlite"
     profiled_table(table, m, leave_out=0, calibrate=False)
     r = invoke_hwlat("validate", m, "--table", table, "--plot", tmp_path / "v.png")
