@@ -36,6 +36,7 @@ def test_the_summary_says_what_ran_and_why():
     assert s.to_json()["trials_run"] == 1
 
 
+@pytest.mark.heavy  # MetaSchedule's tuning run takes minutes even for 2 trials
 def test_compile_reports_the_tuning_it_did(tmp_path, hwlat_invoke):
     model = _conv_pool(tmp_path / "m.onnx")
     r = hwlat_invoke("compile", model, "-d", "cpu-tvm-tuned", "--tune-trials", "2",
