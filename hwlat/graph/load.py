@@ -83,12 +83,18 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
 
 def check_vocabulary(model: onnx.ModelProto) -> None:
     unknown = Counter(
-        n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
+        _text(n.op_type) if _text(n.domain) in ("", "ai.onnx") else f"{_text(n.domain)}.{_text(n.op_type)}"
         for n in model.graph.node
         if Op.lookup(n.domain, n.op_type) is None
     )
     if unknown:
         raise UnsupportedOpError(dict(unknown))
+
+
+def _text(s: str | bytes) -> str:
+    """A protobuf string field as text: protobuf hands back bytes where the file's string is not
+    valid UTF-8 (a damaged file), shown with its bad bytes escaped."""
+    return s if isinstance(s, str) else s.decode("utf-8", "backslashreplace")
 
 
 def check_structure(model: onnx.ModelProto) -> None:
