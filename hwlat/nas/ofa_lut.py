@@ -205,7 +205,7 @@ class OfaLatencyTable:
         dense.flags.writeable = False  # block_ms and fixed_ms are views the queries rely on
         self._flat = dense.reshape(-1)
         self._inactive = n_choices
-        self._base = (np.arange(len(res) * nb, dtype=np.int32) * (n_choices + 1)).reshape(len(res), nb)
+        self._base = (np.arange(len(res) * nb, dtype=np.intp) * (n_choices + 1)).reshape(len(res), nb)
         self.block_ms = dense[:, :, :n_choices].reshape(len(res), nb, len(ks), len(es))
         self.fixed_ms = np.array([sum(ms[texts[k]] for k in fixed[ri]) for ri in range(len(res))])
         self.fixed_ms.flags.writeable = False
