@@ -1,7 +1,7 @@
 """Compile the corpus (`hwlat zoo --corpus`) with `hwlat.lowering.compile_model` and time each model
 against onnxruntime and OpenVINO, one process, pinned, `--threads` threads (default 1).
 
-    .venv/bin/python benchmarks/corpus_compile.py --onnx-dir /work/corpus-onnx
+    .venv/bin/python benchmarks/corpus_compile.py --onnx-dir build/corpus-onnx
         [--models resnet18 regnetx_002 ...] [--families regnet densenet ...] [--route hwlat torch]
         [--threads 1] [--rounds 5] [--min-time 0.4] [--results build/corpus_compile/results.jsonl]
         [--summary-only] [--retry-failed]
@@ -209,8 +209,12 @@ def measure_model(m, route: str, path: Path, args, lib_dir: Path) -> dict:
         return row
 
     core = ov.Core()
+    # f32: on a CPU with bf16 units (AVX512_BF16, AMX) OpenVINO computes in bf16 unless told,
+    # ~3x faster and ~1e-2 off; onnxruntime and hwlat compute in f32, so the race is at f32
     compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": args.threads,
-                                                     "PERFORMANCE_HINT": "LATENCY"})
+                                                     "PERFORMANCE_HINT": "LATENCY",
+                                                     "INFERENCE_PRECISION_HINT": args.openvino_precision})
+    row["openvino_precision"] = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
     request = compiled.create_infer_request()
     ov_inputs = {compiled.inputs[i]: feeds[s.name] for i, s in enumerate(loaded.meta.inputs)}
     res = request.infer(ov_inputs)
@@ -310,7 +314,7 @@ def summarize(rows: list[dict], threads: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--onnx-dir", type=Path, default=Path("/work/corpus-onnx"))
+    ap.add_argument("--onnx-dir", type=Path, default=ROOT / "build" / "corpus-onnx")
     ap.add_argument("--models", nargs="+", help="corpus names (timm name, tv-NAME or source:NAME)")
     ap.add_argument("--families", nargs="+")
     ap.add_argument("--route", nargs="+", choices=("hwlat", "torch"), default=["torch"])
@@ -323,6 +327,8 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=ROOT / "build" / "corpus_compile" / "results.jsonl")
     ap.add_argument("--lib-dir", type=Path, default=ROOT / "build" / "corpus_compile" / "lib")
     ap.add_argument("--retry-failed", action="store_true")
+    ap.add_argument("--openvino-precision", choices=("f32", "bf16"), default="f32",
+                    help="OpenVINO's INFERENCE_PRECISION_HINT (f32: the precision of the others)")
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args()
     if str(args.threads) != THREADS:

@@ -4,6 +4,7 @@ keys, model by model; what it cannot map exactly goes the export route, and says
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +16,9 @@ from hwlat.api import to_graph
 from hwlat.errors import InvalidInputError
 from hwlat.graph import fuse
 
-OFA_DATA = "/work/shared/data/ofa/net_configs/note10_lat-8ms_top1-71.4_finetune-25.json"
+# the shared data folder beside the checkout; the test skips without it
+OFA_DATA = (Path(__file__).resolve().parents[3] / "shared" / "data" / "ofa" / "net_configs"
+            / "note10_lat-8ms_top1-71.4_finetune-25.json")
 
 
 def keys(g) -> Counter:
@@ -81,7 +84,7 @@ def test_zoo_convnets_take_the_fast_path_with_the_export_routes_keys(name):
     assert sum(fast.values()) > 20
 
 
-@pytest.mark.skipif(not __import__("os").path.exists(OFA_DATA), reason="OFA net configs are absent")
+@pytest.mark.skipif(not OFA_DATA.exists(), reason="OFA net configs are absent")
 def test_an_ofa_net_takes_the_fast_path_with_the_export_routes_keys():
     model, inputs = zoo.from_ofa_config(OFA_DATA)
     fast, exported = both_routes(model, inputs)
