@@ -7,6 +7,7 @@ pipeline here is complete for the target it is given.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from tvm import relax
 
 from hwlat.errors import InvalidInputError
 from hwlat.lowering.tuning import tune_pass
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,49 @@ def _kernel_rewrites(o: PipelineOptions) -> list[tvm.transform.Pass]:
 
 def _lower(o: PipelineOptions) -> tvm.transform.Pass:
     """Legalize and lower to the VM; GPU targets also get DLight's default schedules."""
+    if o.target.kind.name == "cuda":
+        return _cuda_lower(o.target)
     return relax.get_default_pipeline(o.target) if _is_gpu(o.target) else relax.get_pipeline("default")
+
+
+class _Guarded:
+    """A DLight schedule rule that declines (returns None, so the next rule is tried) where the
+    rule it wraps raises: DLight's GPU Matmul rule asserts on some fused epilogues (e.g.
+    EfficientNetV2's, "consumers of the cache-write stage that are not properly inlined"),
+    which would fail the whole build although a later rule schedules the function."""
+
+    def __init__(self, rule):
+        self.rule = rule
+
+    def apply(self, func, target, tunable):
+        try:
+            return self.rule.apply(func, target, tunable)
+        except Exception:  # noqa: BLE001 - any failure of one rule hands the function on
+            log.debug("DLight rule %s declined a function", type(self.rule).__name__, exc_info=True)
+            return None
+
+
+def _cuda_lower(target: tvm.target.Target) -> tvm.transform.Pass:
+    """TVM's CUDA default pipeline, with each DLight rule guarded (see _Guarded)."""
+    from tvm.relax.backend.cuda import pipeline as cuda
+    from tvm.s_tir import dlight as dl
+
+    rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction()]
+
+    @tvm.transform.module_pass(opt_level=0, name="hwlat.cuda_lower")
+    def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        with target:
+            # cuda.legalize_passes(target) but its last pass, DLight's unguarded schedules
+            legalize = [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+                        relax.transform.FoldConstant(), relax.transform.FuseOps(),
+                        relax.transform.FuseTIR()]
+            seq = tvm.transform.Sequential(
+                cuda.library_dispatch_passes(target) + legalize
+                + [dl.ApplyDefaultSchedule(*[_Guarded(r) for r in rules], dl.gpu.Fallback())]
+                + cuda.dataflow_lower_passes(target) + cuda.finalize_passes(target))
+            return seq(mod)
+
+    return _pipeline
 
 
 def _build(o: PipelineOptions) -> tvm.transform.Pass:

@@ -59,6 +59,23 @@ def test_aarch64_shared_library_is_cross_linked(tmp_path):
         run_library(report.output)
 
 
+def test_a_dlight_rule_that_raises_hands_the_function_to_the_next_rule():
+    """DLight's GPU Matmul rule asserts on some fused epilogues (EfficientNetV2's); hwlat's CUDA
+    pipeline guards each rule so the next one (at last Fallback) schedules the function."""
+    from hwlat.lowering.pipelines import _Guarded
+
+    class Asserts:
+        def apply(self, func, target, tunable):
+            raise AssertionError("consumers of the cache-write stage are not inlined")
+
+    class Schedules:
+        def apply(self, func, target, tunable):
+            return "scheduled"
+
+    assert _Guarded(Asserts()).apply(None, None, False) is None
+    assert _Guarded(Schedules()).apply(None, None, False) == "scheduled"
+
+
 def test_cuda_source_has_kernels(tmp_path):
     built = lower(models.conv_relu(tmp_path), "cuda")
     assert "__global__" in device_source(built.executable, "cuda")
