@@ -101,7 +101,7 @@ def supports(spec: Conv2dSpec) -> str | None:
 
 
 def default_plan(spec: Conv2dSpec, cpu: CpuInfo | None = None) -> Plan:
-    """Two pixel vectors; groups of >= 4 channels: the rows in 4..6 (AVX2) or 4..12 (AVX-512)
+    """Two pixel vectors; groups of >= 4 channels: the rows in 4..6 (AVX2) or 4..8 (AVX-512)
     with the fewest padded channels (a fewer-row tile counted 5 % slower a row); narrower
     groups: as many whole groups a tile as the accumulators allow (at most the group count)."""
     lanes = 2 * LANES if (cpu or AVX2).avx512 else LANES
@@ -111,7 +111,7 @@ def default_plan(spec: Conv2dSpec, cpu: CpuInfo | None = None) -> Plan:
     if cog < NARROW:
         gt = max(1, min(most // cog, spec.groups))
         return Plan(cog, nv, gt, lanes=lanes)
-    top = min(most, 12)
+    top = min(most, 8)  # AVX-512: 12 x 2 and 16 x 1 tiles measured slower than 8 x 2
     mr = min(range(NARROW, top + 1),
              key=lambda m: (_ceil(cog, m) * m * (1 + 0.05 * (top - m)), -m))
     return Plan(mr, nv, 1, lanes=lanes)
