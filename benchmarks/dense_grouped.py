@@ -1,5 +1,5 @@
 """hwlat's grouped conv2d kernel vs onnxruntime (one Conv node with a bias, then a Relu), one
-thread, in one process, on the grouped convs of ResNeXt-26ts and RegNet-X/Y (torch exports,
+thread, in one process, on the grouped convs of ResNeXt-26ts/50 and RegNet-X/Y (torch exports,
 batch 1), the epilogue bias + relu fused in hwlat.
 
     .venv/bin/python benchmarks/dense_grouped.py [--rounds 5] [--min-time 0.2]
@@ -49,6 +49,9 @@ SHAPES = {
     "regnetx_008": [(64, 112, 4, 2, 1), (128, 56, 8, 2, 1), (128, 28, 8, 1, 2),
                     (288, 28, 18, 2, 1), (288, 14, 18, 1, 6), (672, 14, 42, 2, 1),
                     (672, 7, 42, 1, 4)],
+    "resnext50_32x4d": [(128, 56, 32, 1, 3), (256, 56, 32, 2, 1), (256, 28, 32, 1, 3),
+                        (512, 28, 32, 2, 1), (512, 14, 32, 1, 5), (1024, 14, 32, 2, 1),
+                        (1024, 7, 32, 1, 2)],
 }
 
 
