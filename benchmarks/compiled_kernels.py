@@ -13,7 +13,7 @@ intra-op thread, all optimizations, its profiler on) run --runs times in turns, 
 hwlat's kernels timed in the model through the Relax VM's instrument hook (~5 us of Python
 each): the in-model column, what the model really spends, the input as the previous kernel left
 it and the weights as the other runtime's call left the cache. onnxruntime's conv, matmul and
-gemm nodes pair in execution order with hwlat's conv, depthwise, matmul and fused MobileNet-block
+gemm nodes pair in execution order with hwlat's conv, depthwise, grouped, matmul and fused MobileNet-block
 kernels (two or three convs each; both follow the graph's order) when the counts agree. Prints
 the calls sorted by (in-model hwlat - onnxruntime), and the totals. Medians over repeats and
 runs; a shared machine, so compare against a quiet run before reading small differences.
@@ -45,7 +45,7 @@ from hwlat.lowering.targets import make_target  # noqa: E402
 from hwlat.onnx_export import export  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PAIRED_HWLAT = ("hwlat_conv2d", "hwlat_depthwise", "hwlat_matmul", "hwlat_mbconv")
+PAIRED_HWLAT = ("hwlat_conv2d", "hwlat_depthwise", "hwlat_grouped", "hwlat_matmul", "hwlat_mbconv")
 FUSED = "hwlat_mbconv"  # one hwlat kernel for two or three onnxruntime convs
 PAIRED_ORT = ("Conv", "FusedConv", "Gemm", "MatMul", "FusedMatMul")
 

@@ -4,7 +4,9 @@ weights, with the ops after them fused into the kernel's store.
 Rewritten, before legalization, into one `call_tir` of a kernel of this package:
 
     [act](conv2d(x, W) + b [+ r])      conv.py (groups 1; winograd.py for the 3x3 stride-1
-                                       convs where it is faster) or depthwise.py (groups = channels)
+                                       convs where it is faster), depthwise.py (groups = channels)
+                                       or grouped.py (other groups, and the depthwise convs
+                                       depthwise.py does not take: dilated ones)
     [act](matmul(x, W) + b [+ r])      matmul.py (leading axes of x flattened into rows)
 
 Then, among those kernel calls, a MobileNet block's convs become one call of mbconv.py:
@@ -21,7 +23,7 @@ HardSwish imports (`v * (clip(v + 3, 0, 6) / 6)`); the bias, the residual and th
 each optional, in that order. Every value inside a chain must be used by the chain only (a
 value used elsewhere too ends the chain before it). W is packed into the kernel's layout here, once,
 at compile time. A conv or matmul the kernels do not take (`supports` says why: other layouts,
-dtypes, symbolic shapes, grouped convs that are not depthwise) is left to TVM's lowering.
+dtypes, symbolic shapes, channels not a multiple of the groups) is left to TVM's lowering.
 
 ONNX `Clip` with constant bounds is imported as `relax.clip` (TVM's converter emits two opaque
 `call_tir`s, which nothing can fuse); the pass runs after constant folding, so that ONNX's
@@ -67,6 +69,7 @@ _Constant = tvm.ir.expr.Constant  # relax.const(...)
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 _MULTIPLY = tvm.ir.Op.get("relax.multiply")
 KERNEL_NAMES = {"conv": "hwlat_conv2d", "depthwise": "hwlat_depthwise_conv2d",
+                "grouped": "hwlat_grouped_conv2d",
                 "winograd": "hwlat_conv2d_winograd", "mbconv": "hwlat_mbconv",
                 "matmul": "hwlat_matmul", "layer_norm": "hwlat_layer_norm",
                 "mean_pool": "hwlat_mean_pool", "channel_scale": "hwlat_channel_scale"}
@@ -88,10 +91,12 @@ def kernel_module(spec, cpu: CpuInfo | None = None) -> tuple[str, ModuleType]:
         from hwlat.kernels.dense import matmul
 
         return "matmul", matmul
-    if spec.depthwise:
-        from hwlat.kernels.dense import depthwise
+    if spec.groups > 1:
+        from hwlat.kernels.dense import depthwise, grouped
 
-        return "depthwise", depthwise
+        if spec.depthwise and depthwise.supports(spec) is None:
+            return "depthwise", depthwise
+        return "grouped", grouped
     from hwlat.kernels.dense import conv, winograd
 
     if winograd.preferred(spec, cpu):  # 3x3 stride-1 convs where F(2x2, 3x3) measured faster
@@ -102,8 +107,6 @@ def kernel_module(spec, cpu: CpuInfo | None = None) -> tuple[str, ModuleType]:
 
 def why_not(spec) -> str | None:
     """None when a dense kernel takes the spec, else the reason."""
-    if isinstance(spec, Conv2dSpec) and spec.groups != 1 and not spec.depthwise:
-        return f"grouped conv (groups {spec.groups}) that is not depthwise"
     return kernel_module(spec)[1].supports(spec)
 
 
@@ -474,7 +477,8 @@ class _Rewriter(KernelRewriter):
         new_value, dead = {}, set()
         for b in block.bindings:
             dspec = self._spec_of(b.value)
-            if not (isinstance(dspec, Conv2dSpec) and dspec.depthwise) or b.var in dead:
+            if not (isinstance(dspec, Conv2dSpec) and dspec.depthwise) or b.var in dead \
+                    or kernel_module(dspec, self.cpu)[0] != "depthwise":
                 continue
             dcall, m = b.value, b.value.args[1].fields[0]
             # (a 1x1 conv an earlier chain took as its project conv is not this one's expand)

@@ -8,7 +8,8 @@ along the last axis); residual has the output's shape; activation is "none", "re
 (min(max(v, clip_min), clip_max)), "hardswish" (v * clip(v + 3, 0, 6) / 6) or "gelu"
 (v/2 (1 + erf(v / sqrt 2))); activation.py builds them. Every tensor is float32 with a static shape.
 
-Each kernel module (conv.py: groups == 1, depthwise.py: groups == cin == cout, matmul.py) has
+Each kernel module (conv.py: groups == 1, depthwise.py: groups == cin == cout, grouped.py: the
+other groups > 1, matmul.py) has
 
 - ``supports(spec) -> str | None``: None when it takes the spec, else the reason;
 - ``packed_weight_shape(spec)`` and ``pack_weight(spec, w) -> np.ndarray``: the weight in the

@@ -181,18 +181,36 @@ def test_depthwise_and_matmul_kernels_are_chosen():
     np.testing.assert_allclose(_build_run(mod, x, r), want, rtol=1e-4, atol=1e-4)
 
 
-def test_what_the_kernels_do_not_take_is_left_to_tvm():
+def test_grouped_kernel_takes_grouped_and_dilated_depthwise_convs():
     wg = _f32(16, 4, 3, 3)  # groups 2: neither dense nor depthwise
+    wd = _f32(16, 1, 3, 3)  # depthwise, dilation 2 (the depthwise kernel takes dilation 1 only)
 
     def body(bb, x, r):
-        grouped = _conv(bb, x, wg, groups=2)
+        g = bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(_bias(bb, _conv(bb, x, wg, groups=2)), r))))
+        d = bb.emit(relax.op.nn.conv2d(g, relax.const(wd), padding=(2, 2, 2, 2), dilation=(2, 2),
+                                       groups=16))
+        return _hardswish(bb, _bias(bb, d))
+
+    mod = _module(body)
+    assert _calls(fuse_dense(mod)) == {"tir:hwlat_grouped_conv2d": 2}
+    x, r = _f32(1, 8, 10, 9), _f32(1, 16, 10, 9)
+    gspec = Conv2dSpec(1, 8, 10, 9, 16, (3, 3), padding=(1, 1, 1, 1), groups=2,
+                       epilogue=Epilogue(True, True, "relu"))
+    dspec = Conv2dSpec(1, 16, 10, 9, 16, (3, 3), padding=(2, 2, 2, 2), dilation=(2, 2), groups=16,
+                       epilogue=Epilogue(True, False, "hardswish"))
+    want = conv2d_reference(dspec, conv2d_reference(gspec, x, wg, B, r), wd, B)
+    np.testing.assert_allclose(_build_run(mod, x, r), want, rtol=1e-4, atol=1e-4)
+
+
+def test_what_the_kernels_do_not_take_is_left_to_tvm():
+    def body(bb, x, r):
         nhwc = bb.emit(relax.op.nn.conv2d(bb.emit(relax.op.permute_dims(x, [0, 2, 3, 1])),
                                           relax.const(W.transpose(2, 3, 1, 0).copy()),
                                           padding=(1, 1, 1, 1), data_layout="NHWC",
                                           kernel_layout="HWIO", out_layout="NCHW"))
         weight_input = bb.emit(relax.op.nn.conv2d(x, bb.emit(relax.op.multiply(relax.const(W), relax.const(W))),
                                                   padding=(1, 1, 1, 1)))
-        return bb.emit(relax.op.add(bb.emit(relax.op.add(grouped, nhwc)), weight_input))
+        return bb.emit(relax.op.add(nhwc, weight_input))
 
     mod = _module(body)
     assert fuse_dense(mod).same_as(mod)  # nothing rewritten: the same module back
