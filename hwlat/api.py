@@ -403,6 +403,19 @@ def _query(spec: DeviceSpec, table, fallback: str | None) -> _Query:
     return q
 
 
+_TEXTS: dict = {}  # KernelKey -> its text: a search meets the same kernels again and again
+_TEXTS_LIMIT = 1 << 16
+
+
+def _text(key) -> str:
+    text = _TEXTS.get(key)
+    if text is None:
+        if len(_TEXTS) >= _TEXTS_LIMIT:
+            _TEXTS.clear()
+        text = _TEXTS[key] = key.text()
+    return text
+
+
 def _same(a: DeviceSpec, b: DeviceSpec) -> bool:
     return a is b or a == b
 
@@ -421,7 +434,7 @@ def _lookup(g: Graph, kernels: list[Kernel], q: _Query, correct: bool = True) ->
     for k in kernels:
         first.setdefault(k.key, k)
         counts[k.key] = counts.get(k.key, 0) + 1
-    texts = {key: key.text() for key in first}
+    texts = {key: _text(key) for key in first}
     found = q.store.get_many(q.spec.name, texts.values())
     rows = []
     for key, k in first.items():

@@ -73,6 +73,34 @@ def test_many_ops_give_the_export_routes_keys():
     assert "conv|Conv+Sigmoid+Mul|in:float32[1x3x16x16]|out:float32[1x16x8x8]|w:float32[16x3x3x3]|" in texts
 
 
+def test_conv1d_gives_the_export_routes_keys():
+    torch.manual_seed(0)
+    zero_bias = nn.Conv1d(8, 6, 1)
+    nn.init.zeros_(zero_bias.bias)
+    model = nn.Sequential(nn.Conv1d(4, 8, 3, 2, 1), nn.ReLU(),
+                          nn.Conv1d(8, 8, 5, 1, 4, dilation=2, groups=8, bias=False),
+                          zero_bias, nn.Conv1d(6, 6, 3)).eval()
+    fast, exported = both_routes(model, (torch.randn(2, 4, 32),))
+    assert fast == exported
+    assert any("kernel_shape=5," in k and "dilations=2," in k and "group=8," in k for k in fast)
+
+
+def test_group_norm_gives_the_export_routes_keys():
+    torch.manual_seed(0)
+    trained = nn.GroupNorm(4, 8)
+    with torch.no_grad():
+        trained.weight.uniform_()
+        trained.bias.uniform_()
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1), trained, nn.ReLU(),
+                          nn.GroupNorm(8, 8, affine=False), nn.Conv2d(8, 8, 1),
+                          nn.GroupNorm(2, 8)).eval()
+    fast, exported = both_routes(model, (torch.randn(2, 3, 16, 16),))
+    assert fast == exported
+    assert sum(n for k, n in fast.items() if "InstanceNormalization" in k) == 3
+    with pytest.raises(InvalidInputError, match="refuses the input"):
+        to_graph(nn.GroupNorm(4, 8).eval(), input_shape=(1, 6, 4, 4), route="fast")
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18", "resnet50"])
 def test_zoo_convnets_take_the_fast_path_with_the_export_routes_keys(name):
     model, inputs = zoo.build(name)
