@@ -26,6 +26,8 @@ and mapped once.
 
 from __future__ import annotations
 
+import itertools
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -254,10 +256,22 @@ def _structure(m: nn.Module, memo: dict | None = None) -> tuple:
         params = tuple((n, p.shape, p.dtype) for n, p in m._parameters.items() if p is not None)
         buffers = tuple((n, t.shape, t.dtype) for n, t in m._buffers.items() if t is not None)
     kids = tuple((n, _structure(c, memo)) for n, c in m._modules.items() if c is not None)
-    key = (type(m), m.training, _hyper(m), params, buffers, _leaf_facts(m), kids)
+    flat = (type(m), m.training, _hyper(m), params, buffers, _leaf_facts(m), kids)
+    # interned: a module's key holds its children's ids, so hashing and comparing a stage's or
+    # a model's key does not walk its whole tree (TypeError where something is unhashable)
+    key = _STRUCTS.get(flat)
+    if key is None:
+        if len(_STRUCTS) >= _STRUCTS_LIMIT:
+            _STRUCTS.clear()  # ids are never reused: a key made before stays distinct
+        key = _STRUCTS[flat] = (next(_STRUCT_IDS),)
     if memo is not None:
         memo[id(m)] = key
     return key
+
+
+_STRUCTS: dict[tuple, tuple[int]] = {}  # a module's structure -> its id
+_STRUCT_IDS = itertools.count()
+_STRUCTS_LIMIT = 1 << 16
 
 
 # the attributes that decide a common leaf's export (the rest of its __dict__ is bookkeeping)
@@ -640,6 +654,48 @@ def _matmul(b: Builder, where: str, a: TV, c: TV) -> TV:
     return b.emit(Op.MatMul, [a, c], torch.matmul(a.meta, c.meta))
 
 
+def _unbind(b: Builder, where: str, x: TV, dim: int = 0) -> tuple[TV, ...]:
+    """As the exporter writes it: a Slice of one index and a Squeeze of that axis per part."""
+    if dim != 0:
+        raise Unmappable(where, f"unbind over dim={dim} (mapped: dim 0)")
+    n = int(x.meta.shape[0])
+    axes = b.literal(np.array([0], np.int64))
+    parts = []
+    for i in range(n):
+        start = b.literal(np.array([i], np.int64))
+        end = b.literal(np.array([i + 1], np.int64))
+        one = b.emit(Op.Slice, [x, start, end, axes], x.meta[i:i + 1])
+        parts.append(b.emit(Op.Squeeze, [one, axes], x.meta[i]))
+    return tuple(parts)
+
+
+def _sdpa(b: Builder, where: str, q: TV, k: TV, v: TV, attn_mask=None, dropout_p: float = 0.0,
+          is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> TV:
+    """scaled_dot_product_attention as the exporter writes it: K's last two dims transposed
+    (Reshape to 3-D, Transpose, Reshape back), Q and K^T each scaled by sqrt(scale), MatMul,
+    Softmax, MatMul by V."""
+    if attn_mask is not None or dropout_p or is_causal or enable_gqa:
+        raise Unmappable(where, "scaled_dot_product_attention with a mask, dropout, is_causal "
+                                "or enable_gqa (mapped: none of them)")
+    if not all(isinstance(t, TV) and t.const is None and t.meta.dim() == 4 for t in (q, k, v)):
+        raise Unmappable(where, "scaled_dot_product_attention on other than three 4-D tensors")
+    lk, e = int(k.meta.shape[-2]), int(k.meta.shape[-1])
+    flat = torch.empty((int(np.prod(k.meta.shape[:-2])), lk, e), dtype=k.meta.dtype, device="meta")
+    kt = b.emit(Op.Reshape, [k, b.literal(np.array([-1, lk, e], np.int64))], flat, {"allowzero": 0})
+    kt = b.emit(Op.Transpose, [kt], flat.transpose(1, 2), {"perm": (0, 2, 1)})
+    kt_meta = k.meta.transpose(-2, -1)
+    kt = b.emit(Op.Reshape, [kt, b.literal(np.array(tuple(kt_meta.shape), np.int64))], kt_meta,
+                {"allowzero": 0})
+    root = b.literal(np.array([math.sqrt(scale if scale is not None else 1 / math.sqrt(int(q.meta.shape[-1])))],
+                              np.float32))
+    qs = b.emit(Op.Mul, [q, root], q.meta)
+    kts = b.emit(Op.Mul, [kt, root], kt_meta)
+    scores = torch.matmul(q.meta, kt_meta)
+    s = b.emit(Op.MatMul, [qs, kts], scores)
+    p = b.emit(Op.Softmax, [s], scores, {"axis": -1})
+    return b.emit(Op.MatMul, [p, v], torch.matmul(scores, v.meta))
+
+
 _ADD = _binary(Op.Add, operator.add)
 _MUL = _binary(Op.Mul, operator.mul)
 _SUB = _binary(Op.Sub, operator.sub)
@@ -675,6 +731,8 @@ FUNCTIONS: dict[Any, Callable] = {
     F.dropout: _passthrough,
     F.batch_norm: _f_batch_norm,
     F.linear: _f_linear,
+    torch.unbind: _unbind,
+    F.scaled_dot_product_attention: _sdpa,
 }
 
 METHODS: dict[str, Callable] = {
@@ -687,6 +745,7 @@ METHODS: dict[str, Callable] = {
     "mean": _mean,
     "transpose": _transpose, "permute": _permute,
     "contiguous": _passthrough,
+    "unbind": _unbind,
 }
 # evaluated on meta tensors / Python values: they make no node
 _SHAPE_METHODS = frozenset({"size", "dim"})

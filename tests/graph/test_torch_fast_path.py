@@ -101,6 +101,36 @@ def test_group_norm_gives_the_export_routes_keys():
         to_graph(nn.GroupNorm(4, 8).eval(), input_shape=(1, 6, 4, 4), route="fast")
 
 
+class Attention(nn.Module):
+    """timm's Attention block: qkv Linear, reshape, permute, unbind; fused
+    (F.scaled_dot_product_attention) or written out (scale, matmul, softmax, matmul)."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, fused: bool = True):
+        super().__init__()
+        self.heads, self.fused, self.scale = heads, fused, (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.fused:
+            x = F.scaled_dot_product_attention(q, k, v)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            x = attn.softmax(dim=-1) @ v
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_attention_gives_the_export_routes_keys(fused):
+    torch.manual_seed(0)
+    model = nn.Sequential(Attention(fused=fused), nn.LayerNorm(32), Attention(fused=fused)).eval()
+    fast, exported = both_routes(model, (torch.randn(2, 10, 32),))
+    assert fast == exported
+    assert sum(n for k, n in fast.items() if "Softmax" in k) == 2
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18", "resnet50"])
 def test_zoo_convnets_take_the_fast_path_with_the_export_routes_keys(name):
     model, inputs = zoo.build(name)
