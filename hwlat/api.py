@@ -17,11 +17,13 @@ validate / compile`) and raise the same typed `HwlatError`s that the CLI prints 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -161,6 +163,9 @@ class Result:
     route: str  # "fast" | "export" | "onnx"
     stages: dict[str, float] = field(default_factory=dict)  # seconds: trace, fuse, query
     fallback: str = ""  # why a module was exported instead of taking the fast path
+    model: str = ""  # the model's name in messages: a file's name, a module's class
+    thin: str = ""  # why it is a rough guess, where mostly extrapolated from a nearly empty table
+    noisy: frozenset[str] = frozenset()  # key texts of the rows whose table entries are noisy
 
     @property
     def device(self) -> str:
@@ -193,9 +198,30 @@ class Result:
         return [(r, r.total_ms / total if total else 0.0)
                 for r in sorted(self.rows, key=lambda r: -r.total_ms)]
 
-    def to_json(self) -> dict:
-        """`hwlat predict --json`'s object, with the route added."""
-        return {**self.prediction.to_json(), "route": self.route}
+    @property
+    def thin_estimate(self) -> bool:
+        """Mostly (> 50 %) extrapolated from fewer than MIN_ENTRIES table entries (estimate=True)."""
+        return bool(self.thin)
+
+    @property
+    def uncertainty_ms(self) -> float:
+        return self.prediction.uncertainty_ms
+
+    def is_noisy(self, row: KernelLatency) -> bool:
+        """The row's table entry varied more than the device's max_cv (`hwlat profile --force`
+        times it again)."""
+        return row.kernel.key.text() in self.noisy
+
+    def to_json(self, *, route: bool = True) -> dict:
+        """`hwlat predict --json`'s object (`thin_estimate`, each kernel's `noisy` flag), with
+        the route added unless `route=False` (the CLI's object: its model is always a file)."""
+        doc = self.prediction.to_json()
+        doc["thin_estimate"] = self.thin_estimate
+        for k in doc["kernels"]:
+            k["noisy"] = k["key"] in self.noisy
+        if route:
+            doc["route"] = self.route
+        return doc
 
 
 @dataclass(frozen=True)
@@ -240,6 +266,9 @@ class _EmptyTable:
     def entries(self, device=None):
         return []
 
+    def keys(self, device):
+        return []
+
     def features(self):
         return {}
 
@@ -247,31 +276,78 @@ class _EmptyTable:
         return []
 
 
+MIN_ENTRIES = 5  # fewer table entries than this cannot carry a prediction that is mostly estimate
+
+
+def profile_hint(spec: DeviceSpec) -> str:
+    """The command that fills the device's table, where one can."""
+    if spec.runtime == "table":
+        return ("the device lives only in the table; refit it (`hwlat lut fit`) or import more "
+                "entries (`hwlat lut import`)")
+    return f"profile the model first (`hwlat profile MODEL.onnx --device {spec.name}`)"
+
+
+def noisy_keys(store, spec: DeviceSpec) -> frozenset[str]:
+    """Key texts of the device's entries whose timings varied more than its max_cv."""
+    limit = spec.measure.max_cv
+    return frozenset(e.key for e in store.entries(spec.name) if e.cv > limit)
+
+
 @dataclass
 class _Query:
-    """A device's view of a table, kept between calls of a search loop: the miss estimator and
-    the correction are built once per table state."""
+    """A device's view of a table, kept between calls of a search loop: the miss estimator, the
+    correction, the entry count and the noisy entries are read once per table state."""
 
     store: Any
     spec: DeviceSpec
     fallback: str | None
+    roofline: Any = None  # the device's roofline estimator of misses, if it has one
+    n_entries: int = 0
+    noisy: frozenset[str] = frozenset()
     estimator: Any = None
     correction: Any = None
     corrected: bool = False
-    estimates: dict[str, tuple[float, str]] = field(default_factory=dict)  # key text -> (ms, how)
+    estimates: dict[str, tuple[float, str, float | None]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from hwlat.analytic.roofline import fallback_estimator
+
+        self.roofline = fallback_estimator(self.spec, self.store, self.fallback or self._own_roofline())
+        self.n_entries = len(self.store.keys(self.spec.name))
+        if self.roofline is None and self.n_entries == 0:
+            raise InvalidInputError(f"the table has no entries for device '{self.spec.name}'; "
+                                    f"{profile_hint(self.spec)}")
+        self.noisy = noisy_keys(self.store, self.spec)
 
     def miss_estimator(self):
+        """As `hwlat.lut.predict.predict` picks it: the roofline, else the device's trained
+        predictors, else fits on its measured entries."""
         if self.estimator is None:
-            from hwlat.analytic.roofline import fallback_estimator
+            from hwlat.lut.learned import LearnedEstimator
             from hwlat.lut.predict import MissEstimator
 
-            est = fallback_estimator(self.spec, self.store, self.fallback or self._own_roofline())
-            self.estimator = est if est is not None else MissEstimator(self.store, self.spec.name)
+            store, name = self.store, self.spec.name
+            self.estimator = (self.roofline
+                              or LearnedEstimator.for_device(store, name, lambda: MissEstimator(store, name))
+                              or MissEstimator(store, name))
         return self.estimator
+
+    def estimate(self, text: str, kind: str, cost) -> tuple[float, str, float | None]:
+        est = self.estimates.get(text)
+        if est is None:
+            e = self.miss_estimator()
+            if hasattr(e, "estimate_key"):
+                est = e.estimate_key(text, kind, cost)
+            else:
+                est = (*e.estimate(kind, cost), None)
+            self.estimates[text] = est
+        return est
 
     def _own_roofline(self) -> str | None:
         # a roofline device needs no profiling: its own roofline estimates what is not measured
-        return self.spec.name if self.spec.runtime == "roofline" else None
+        if self.spec.fallback is None and self.spec.prediction_route == "analytic":
+            return self.spec.name
+        return None
 
     def get_correction(self):
         if not self.corrected:
@@ -283,7 +359,7 @@ class _Query:
 
 
 _QUERIES: dict[tuple, _Query] = {}
-_OPEN: dict[Path, TableStore] = {}
+_OPEN: dict[Path, tuple[tuple, TableStore]] = {}  # path -> (file state, the store read then)
 
 
 def _table_state(path: Path) -> tuple:
@@ -300,31 +376,55 @@ def _query(spec: DeviceSpec, table, fallback: str | None) -> _Query:
     if isinstance(table, TableStore):  # the caller's open table: its state is theirs to keep
         key = ("store", id(table), spec.name, fallback)
         q = _QUERIES.get(key)
-        if q is None or q.store is not table:
+        if q is None or q.store is not table or not _same(q.spec, spec):
             q = _QUERIES[key] = _Query(table, spec, fallback)
         return q
     path = Path(table).expanduser() if table is not None else default_table_path()
     state = _table_state(path.resolve() if path.exists() else path)
     key = ("path", str(path), state, spec.name, fallback)
     q = _QUERIES.get(key)
-    if q is None:
-        for k in [k for k in _QUERIES if k[0] == "path" and k[1] == str(path)]:
+    if q is None or not _same(q.spec, spec):
+        for k in [k for k in _QUERIES if k[0] == "path" and k[1] == str(path) and k[2] != state]:
             del _QUERIES[k]
-        old = _OPEN.pop(path, None)
-        if old is not None:
-            old.close()
-        if not path.exists() and spec.runtime == "roofline":
-            store: Any = _EmptyTable()
+        if not path.exists():
+            if not (fallback or spec.fallback or spec.prediction_route == "analytic"):
+                raise InvalidInputError(f"no table at {path}; {profile_hint(spec)}")
+            store: Any = _EmptyTable()  # nothing profiled yet: the roofline estimates every kernel
         else:
-            store = _OPEN[path] = TableStore(path, readonly=True)
+            was = _OPEN.get(path)
+            if was is not None and was[0] == state:
+                store = was[1]
+            else:
+                if was is not None:
+                    was[1].close()
+                store = TableStore(path, readonly=True)
+                _OPEN[path] = (state, store)
         q = _QUERIES[key] = _Query(store, spec, fallback)
     return q
 
 
+_TEXTS: dict = {}  # KernelKey -> its text: a search meets the same kernels again and again
+_TEXTS_LIMIT = 1 << 16
+
+
+def _text(key) -> str:
+    text = _TEXTS.get(key)
+    if text is None:
+        if len(_TEXTS) >= _TEXTS_LIMIT:
+            _TEXTS.clear()
+        text = _TEXTS[key] = key.text()
+    return text
+
+
+def _same(a: DeviceSpec, b: DeviceSpec) -> bool:
+    return a is b or a == b
+
+
 def _lookup(g: Graph, kernels: list[Kernel], q: _Query, correct: bool = True) -> Prediction:
-    """`hwlat.lut.predict.predict` (the same rows, in the same order), with the miss estimator,
-    the correction and the estimates of keys met before kept in `q`: a kernel's cost is worked
-    out only for a key that neither the table nor an earlier call answered."""
+    """`hwlat.lut.predict.predict` (the same rows, in the same order, the same estimators), with
+    the miss estimator, the correction and the estimates of keys met before kept in `q`: a
+    kernel's cost is worked out only for a key that neither the table nor an earlier call
+    answered."""
     from hwlat.graph.cost import kernel_cost
     from hwlat.lut.correct import boundary_bytes
     from hwlat.lut.predict import KernelLatency, Prediction
@@ -334,7 +434,7 @@ def _lookup(g: Graph, kernels: list[Kernel], q: _Query, correct: bool = True) ->
     for k in kernels:
         first.setdefault(k.key, k)
         counts[k.key] = counts.get(k.key, 0) + 1
-    texts = {key: key.text() for key in first}
+    texts = {key: _text(key) for key in first}
     found = q.store.get_many(q.spec.name, texts.values())
     rows = []
     for key, k in first.items():
@@ -343,10 +443,8 @@ def _lookup(g: Graph, kernels: list[Kernel], q: _Query, correct: bool = True) ->
         if e is not None:
             rows.append(KernelLatency(k, counts[key], e.median_ms, False, "table"))
             continue
-        est = q.estimates.get(text)
-        if est is None:
-            est = q.estimates[text] = q.miss_estimator().estimate(k.kind.value, kernel_cost(g, k))
-        rows.append(KernelLatency(k, counts[key], est[0], True, est[1]))
+        ms, how, unc = q.estimate(text, k.kind.value, kernel_cost(g, k) if text not in q.estimates else None)
+        rows.append(KernelLatency(k, counts[key], ms, True, how, unc))
     correction = q.get_correction() if correct else None
     return Prediction(q.spec.name, tuple(rows), boundary_bytes(g, kernels), correction)
 
@@ -370,75 +468,149 @@ def _device(name: str) -> DeviceSpec:
     return load_device(name)
 
 
-def predict(model: ModelLike, device: str = "cpu-ort", *, inputs=None, input_shape=None,
-            table: str | os.PathLike | TableStore | None = None, breakdown: bool = False,
-            fallback: str | None = None, sample=None, precision: str | None = None,
+def _resolve(device: str | DeviceSpec, table) -> DeviceSpec:
+    """A device by name: its file, else a device the table holds entries of (made by `hwlat lut
+    fit` or `lut import`)."""
+    if not isinstance(device, str):
+        return device
+    try:
+        return _device(device)
+    except InvalidInputError:
+        store = table if isinstance(table, TableStore) else None
+        path = None if store is not None else Path(table or default_table_path()).expanduser()
+        if store is None and path.exists():
+            with TableStore(path, readonly=True) as s:
+                known = {d for d, _ in s.devices()}
+        else:
+            known = {d for d, _ in store.devices()} if store is not None else set()
+        if device in known:
+            from hwlat.devices import table_only_device
+
+            return table_only_device(device)
+        raise
+
+
+# How a caller spells the options that messages name: the API's keywords; the CLI passes its flags.
+API_NAMES = {"precision": "precision=", "sample": "sample=", "estimate": "estimate=True",
+             "sample_hint": "sample= (.npy/.npz path or dict; {shapes})"}
+
+
+def predict(model: ModelLike, device: str | DeviceSpec = "cpu-ort", *, inputs=None,
+            input_shape=None, table: str | os.PathLike | TableStore | None = None,
+            breakdown: bool = False, fallback: str | None = None, sample=None,
+            precision: str | None = None, estimate: bool = False,
             route: str = "auto") -> Result | SpikingResult:
     """A model's latency on a device, from the latency table, without running the model.
 
     model: a torch module (with `inputs=` example tensors or `input_shape=`, e.g.
     (1, 3, 224, 224)), an ONNX path or an onnx.ModelProto.
+    device: a name (see `hwlat devices`; a device that lives only in the table too) or a
+    `DeviceSpec`.
     table: a path, an open `hwlat.Table`, or None for $HWLAT_HOME/tables.sqlite. A path is
     read again when the file changes; an open Table's entries are read at each call, but its
-    miss estimates and correction are those of the first call with it.
+    miss estimates, correction, entry count and noisy entries are those of the first call.
     Kernels the table lacks are estimated and labelled (`estimated_share`, each row's
     `source`): by the device file's `fallback` roofline or `fallback=`, a roofline device by its
-    own roofline (no profiling needed), else by fits on the device's measured kernels.
+    own roofline (no profiling needed), else by the device's trained predictors or fits on its
+    measured kernels. A prediction mostly (> 50 %) extrapolated from fewer than MIN_ENTRIES
+    entries is refused, unless `estimate=True` (then `thin_estimate` flags it). Rows whose
+    entries are noisy are named in `noisy`.
     sample: a neuromorphic device's input (.npy/.npz path or {input name: array}), or a sparse
     model's coordinates. precision: a neuromorphic device's energy preset.
     breakdown: `rows` sorted by their share, largest first (see `Result.breakdown()`).
     route: "auto", "fast" or "export" (see `hwlat.api.to_graph`)."""
-    spec = _device(device)
-    if spec.runtime == "neuromorphic" and route == "auto":
-        route = "export"  # the estimate runs the model on the sample: it needs the ONNX form
-    return _predict(model, spec, inputs, input_shape, table, breakdown, fallback, sample,
-                    precision, route)
+    return _predict(model, _resolve(device, table), inputs=inputs, input_shape=input_shape,
+                    table=table, breakdown=breakdown, fallback=fallback, sample=sample,
+                    precision=precision, estimate=estimate, route=route)
 
 
-def _predict(model, spec, inputs, input_shape, table, breakdown, fallback, sample, precision,
-             route):
+def _name_of(model) -> str:
+    if _is_module(model):
+        return type(model).__name__
+    if _is_proto(model):
+        return model.graph.name or "model"
+    if isinstance(model, str | os.PathLike):
+        return Path(model).name
+    return type(model).__name__
+
+
+def _predict(model, spec: DeviceSpec, *, inputs=None, input_shape=None, table=None,
+             breakdown=False, fallback=None, sample=None, precision=None, estimate=False,
+             route="auto", names: Mapping[str, str] = API_NAMES) -> Result | SpikingResult:
+    """`predict` for a resolved device; `names` spells the options in messages (the CLI's
+    flags for the CLI)."""
     t0 = time.perf_counter()
-    loaded = to_graph(model, inputs=inputs, input_shape=input_shape, route=route)
-    if spec.runtime == "neuromorphic":
-        return _predict_neuromorphic(loaded, spec, sample, precision)
+    name = _name_of(model)
+    if spec.prediction_route == "spikes":
+        from hwlat.analytic.neuromorphic import Neuromorphic
+
+        chip = Neuromorphic.from_spec(spec, precision)
+        if route == "auto":
+            route = "export"  # the estimate runs the model on the sample: it needs the ONNX form
+        loaded = to_graph(model, inputs=inputs, input_shape=input_shape, route=route)
+        return _predict_neuromorphic(loaded, spec, chip, sample, name, names)
     if precision is not None:
-        raise InvalidInputError(f"precision= applies to neuromorphic devices; '{spec.name}' "
-                                "predicts from its table")
+        raise InvalidInputError(f"{names['precision']} applies to neuromorphic devices; "
+                                f"'{spec.name}' predicts from its table")
+    loaded = to_graph(model, inputs=inputs, input_shape=input_shape, route=route)
     from hwlat.graph import KernelKind, fuse
 
     t1 = time.perf_counter()
     kernels = fuse(loaded.graph)
     if sample is not None:  # a sparse model's coordinates decide its kernel maps
         if not any(k.kind is KernelKind.SPARSE_CONV for k in kernels):
-            raise InvalidInputError(f"sample= applies to neuromorphic devices and to models with "
-                                    f"sparse convs (their coordinates); '{spec.name}' predicts "
-                                    "this model from its table alone")
+            raise InvalidInputError(f"{names['sample']} applies to neuromorphic devices and to "
+                                    f"models with sparse convs (their coordinates); '{spec.name}' "
+                                    f"predicts {name} from its table alone")
         kernels = fuse(loaded.graph, samples=_samples(sample, loaded.graph))
+    _check_runs(kernels, spec, name)
     t2 = time.perf_counter()
-    pred = _lookup(loaded.graph, kernels, _query(spec, table, fallback))
+    q = _query(spec, table, fallback)
+    pred = _lookup(loaded.graph, kernels, q)
+    thin = ""
+    if q.roofline is None and pred.estimated_share > 0.5 and q.n_entries < MIN_ENTRIES:
+        thin = (f"{pred.estimated_share:.0%} of the prediction for {name} on {spec.name} is "
+                f"extrapolated from only {q.n_entries} table "
+                f"entr{'y' if q.n_entries == 1 else 'ies'}")
+    if thin and not estimate:
+        raise InvalidInputError(f"{thin}: not a prediction; "
+                                f"{profile_hint(spec)}, or pass {names['estimate']} to see it "
+                                "flagged")
     if breakdown:
         pred = replace(pred, rows=tuple(sorted(pred.rows, key=lambda r: -r.total_ms)))
     t3 = time.perf_counter()
     stages = {"trace": t1 - t0, "fuse": t2 - t1, "query": t3 - t2}
-    return Result(pred, loaded.route, stages, loaded.fallback)
+    return Result(pred, loaded.route, stages, loaded.fallback, name, thin, q.noisy)
 
 
-def _predict_neuromorphic(loaded: Loaded, spec: DeviceSpec, sample, precision) -> SpikingResult:
-    from hwlat.analytic.neuromorphic import Neuromorphic, estimate
+def _check_runs(kernels: list[Kernel], spec: DeviceSpec, name: str) -> None:
+    """hwlat's own ops (a sparse conv...) that the device's runner cannot run: no latency there."""
+    custom = {op for k in kernels for op in k.key.ops if "." in op}
+    if custom and spec.runner and spec.prediction_route == "table":
+        from hwlat.runners import get_runner
 
-    chip = Neuromorphic.from_spec(spec, precision)
+        bad = get_runner(spec).unsupported(custom)
+        if bad:
+            raise InvalidInputError(f"{name}: device '{spec.name}' cannot run "
+                                    f"{', '.join(sorted(bad))}, so it has no latency there")
+
+
+def _predict_neuromorphic(loaded: Loaded, spec: DeviceSpec, chip, sample, name: str,
+                          names: Mapping[str, str]) -> SpikingResult:
+    from hwlat.analytic.neuromorphic import estimate
+
     g = loaded.graph
     if sample is None:
         shapes = ", ".join(
             f"{i} {'x'.join(map(str, g.values[i].shape or ('?',)))} {g.values[i].sig.dtype}"
             for i in g.inputs)
         raise InvalidInputError(f"device '{spec.name}' estimates from measured spikes: give a "
-                                f"sample input with sample= (.npy/.npz path or dict; {shapes})")
+                                f"sample input with {names['sample_hint'].format(shapes=shapes)}")
     if "onnx" not in g.meta:  # the estimate runs the model: it needs the ONNX form
         raise InvalidInputError(f"device '{spec.name}' runs the model on the sample: pass the "
                                 "ONNX file, or route='export'")
     est = estimate(g, _samples(sample, g), chip, device=spec.name, threads=spec.threads)
-    return SpikingResult(est, loaded.route)
+    return SpikingResult(replace(est, model=name), loaded.route)
 
 
 # --- inspect ----------------------------------------------------------------------------------
@@ -464,88 +636,130 @@ def _as_list(models) -> list:
     return out
 
 
-def profile(models: ModelLike | Iterable[ModelLike], device: str = "cpu-ort", *,
+def profile(models: ModelLike | Iterable[ModelLike], device: str | DeviceSpec = "cpu-ort", *,
             inputs=None, input_shape=None, table: str | os.PathLike | None = None,
-            rpc: str | None = None, key: str | None = None,
-            on_kernel: Callable[[Kernel], None] | None = None) -> ProfileReport:
+            rpc: str | None = None, key: str | None = None, force: bool = False,
+            on_total: Callable[[int], None] | None = None,
+            on_kernel: Callable[[Kernel], None] | None = None,
+            on_warning: Callable[[str], None] | None = None) -> ProfileReport:
     """Measure every kernel of the models that the table lacks for the device (resumable):
-    `hwlat profile`. Modules are exported to ONNX first (the device runs ONNX)."""
-    from hwlat.devices import load_device
+    `hwlat profile`. Modules are exported to ONNX first (the device runs ONNX). force: time
+    again the kernels already in the table, replacing them. on_total(n): the number of kernels
+    to time, before the first; on_kernel(kernel): after each; on_warning(line): an RPC server
+    that died mid-kernel (the kernel was retried)."""
     from hwlat.runners import get_runner
     from hwlat.runners.profile import plan
     from hwlat.runners.profile import profile as run_profile
 
-    spec = load_device(device)
+    spec = _spec(device)
     items = _as_list(models)
     runner = get_runner(spec, rpc, key)
     with tempfile.TemporaryDirectory(prefix="hwlat-api-") as d:
         paths = [_onnx_file(m, Path(d), i, inputs=inputs, input_shape=input_shape)
                  for i, m in enumerate(items)]
         with Table(table) as store:
-            todo = plan(paths, spec, runner, store)
-            return run_profile(todo, spec, runner, store, on_kernel=on_kernel or (lambda k: None))
+            todo = plan(paths, spec, runner, store, force=force)
+            if on_total is not None:
+                on_total(len(todo.kernels))
+            report = run_profile(todo, spec, runner, store, on_kernel=on_kernel or (lambda k: None))
+    for line in getattr(runner, "lost", ()):
+        if on_warning is not None:
+            on_warning(line)
+    return report
 
 
-def _measured(paths, spec, runner, store, *, correct: bool):
-    from hwlat.graph import fuse, load
+def _spec(device: str | DeviceSpec) -> DeviceSpec:
+    if not isinstance(device, str):
+        return device
+    from hwlat.devices import load_device
+
+    return load_device(device)
+
+
+def _graphs(paths) -> list:
+    """Every model read before the table is opened or anything measured: a bad file stops the
+    job first."""
+    from hwlat.graph import load
+
+    return [(Path(p), load(p)) for p in paths]
+
+
+def _measured(graphs, spec, runner, store, *, correct: bool, on_measure):
+    """(path, prediction, end-to-end timing) of each model."""
+    from hwlat.graph import fuse
     from hwlat.lut.predict import predict as do_predict
 
-    for path in paths:
-        g = load(path)
+    for path, g in graphs:
         pred = do_predict(g, fuse(g), store, spec.name, correct=correct)
-        yield path, pred, runner.time_model(str(path))
+        with on_measure(path) if on_measure is not None else contextlib.nullcontext():
+            measured = runner.time_model(str(path))
+        yield path, pred, measured
 
 
-def calibrate(models: ModelLike | Iterable[ModelLike], device: str = "cpu-ort", *,
+MeasureHook = Callable[[Path], AbstractContextManager] | None
+
+
+def calibrate(models: ModelLike | Iterable[ModelLike], device: str | DeviceSpec = "cpu-ort", *,
               inputs=None, input_shape=None, table: str | os.PathLike | None = None,
-              rpc: str | None = None, key: str | None = None) -> dict:
+              rpc: str | None = None, key: str | None = None, on_measure: MeasureHook = None,
+              on_model: Callable[[dict], None] | None = None) -> dict:
     """Measure whole models and fit the correction from kernel sums to end-to-end latency:
-    `hwlat calibrate`. Returns {"models": [...], "correction": text or None, "samples": n}."""
-    from hwlat.devices import load_device
+    `hwlat calibrate --json`'s object ({"device", "models": [{"model", "kernel_sum_ms",
+    "measured_ms", "error"}], "calibrated_models": n, "correction": text or None}).
+    on_measure(path): a context around each model's timing (a spinner); on_model(row): each
+    model's row as it is measured."""
     from hwlat.lut.correct import fit_correction
     from hwlat.runners import get_runner
 
-    spec = load_device(device)
+    spec = _spec(device)
     runner = get_runner(spec, rpc, key)
     rows = []
     with tempfile.TemporaryDirectory(prefix="hwlat-api-") as d:
         paths = [_onnx_file(m, Path(d), i, inputs=inputs, input_shape=input_shape)
                  for i, m in enumerate(_as_list(models))]
+        graphs = _graphs(paths)
         with Table(table) as store:
-            for path, pred, measured in _measured(paths, spec, runner, store, correct=False):
-                store.put_calibration(spec.name, str(Path(path).resolve()), pred.features,
+            for path, pred, measured in _measured(graphs, spec, runner, store, correct=False,
+                                                  on_measure=on_measure):
+                store.put_calibration(spec.name, str(path.resolve()), pred.features,
                                       measured.median_ms)
                 rows.append({"model": str(path), "kernel_sum_ms": pred.kernel_sum_ms,
-                             "measured_ms": measured.median_ms})
+                             "measured_ms": measured.median_ms,
+                             "error": pred.kernel_sum_ms / measured.median_ms - 1})
+                if on_model is not None:
+                    on_model(rows[-1])
             samples = store.calibration(spec.name)
     correction = fit_correction([(f, m) for _, f, m in samples])
-    return {"device": spec.name, "models": rows, "samples": len(samples),
+    return {"device": spec.name, "models": rows, "calibrated_models": len(samples),
             "correction": None if correction is None else correction.describe()}
 
 
-def validate(models: ModelLike | Iterable[ModelLike], device: str = "cpu-ort", *,
+def validate(models: ModelLike | Iterable[ModelLike], device: str | DeviceSpec = "cpu-ort", *,
              inputs=None, input_shape=None, table: str | os.PathLike | None = None,
              rpc: str | None = None, key: str | None = None,
-             plot: str | os.PathLike | None = None) -> dict:
+             plot: str | os.PathLike | None = None, on_measure: MeasureHook = None) -> dict:
     """Measure models end to end on the device and compare with the table's prediction:
-    `hwlat validate --json`'s object ({"device", "models": [...], "metrics": {...}})."""
-    from hwlat.devices import load_device
+    `hwlat validate --json`'s object ({"device", "models": [...], "metrics": {...}}); `plot`:
+    a predicted-vs-measured scatter (PNG) there too."""
     from hwlat.lut.metrics import accuracy_metrics
     from hwlat.runners import get_runner
 
-    spec = load_device(device)
+    spec = _spec(device)
     runner = get_runner(spec, rpc, key)
     rows = []
     with tempfile.TemporaryDirectory(prefix="hwlat-api-") as d:
         paths = [_onnx_file(m, Path(d), i, inputs=inputs, input_shape=input_shape)
                  for i, m in enumerate(_as_list(models))]
+        graphs = _graphs(paths)
         with Table(table, readonly=True) as store:
-            for path, pred, measured in _measured(paths, spec, runner, store, correct=True):
+            for path, pred, measured in _measured(graphs, spec, runner, store, correct=True,
+                                                  on_measure=on_measure):
                 rows.append({"model": str(path), "predicted_ms": pred.latency_ms,
                              "kernel_sum_ms": pred.kernel_sum_ms,
                              "corrected": pred.correction is not None,
                              "measured_ms": measured.median_ms, "measured_cv": measured.cv,
                              "estimated_share": pred.estimated_share,
+                             "estimate_uncertainty_ms": pred.uncertainty_ms,
                              "error": pred.latency_ms / measured.median_ms - 1})
     metrics = accuracy_metrics([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
     if plot is not None:
@@ -591,6 +805,13 @@ class Compiled:
                                     f"got {len(arrays)}")
         return m.run(list(arrays))
 
+    def run(self, inputs: str | os.PathLike | None = None) -> dict:
+        """The outputs by name of one run on `inputs` (a .npy/.npz file) or seeded random
+        input: `hwlat run`."""
+        from hwlat.lowering import run_library
+
+        return run_library(self.path, inputs)
+
     def bench(self, *, warmup: int = 5, repeats: int = 25, threads: int | None = None,
               inputs: str | os.PathLike | None = None) -> BenchReport:
         """Median and interquartile range of whole-model runs: `hwlat bench`."""
@@ -601,34 +822,39 @@ class Compiled:
                              threads or self.threads)
 
 
-def compile(model: ModelLike, device: str = "cpu-tvm", *, output: str | os.PathLike | None = None,
-            inputs=None, input_shape=None, target_kind: str | None = None,
-            pipeline: str | None = None, tune_trials: int = 0,
-            tuning_db: str | os.PathLike | None = None,
-            table: str | os.PathLike | None = None) -> Compiled:
+def compile(model: ModelLike, device: str | DeviceSpec = "cpu-tvm", *,
+            output: str | os.PathLike | None = None, inputs=None, input_shape=None,
+            target_kind: str | None = None, pipeline: str | None = None, tune_trials: int = 0,
+            tuning_db: str | os.PathLike | None = None, table: str | os.PathLike | None = None,
+            status: Callable[[str], AbstractContextManager] | None = None) -> Compiled:
     """Compile a model with TVM into a library and its .json sidecar, checked against
     onnxruntime where it runs: `hwlat compile`. With the device's own tuning database, its
-    records also fill the device's table. `output` defaults to MODEL.so beside an ONNX file,
-    else a file in a new temporary folder."""
-    from hwlat.devices import load_device
+    records also fill the device's table (`.fed`). `output` defaults to MODEL.so beside an ONNX
+    file, else a file in a new temporary folder. status(text): a context around each long step
+    (a spinner)."""
     from hwlat.lowering import compile_model, resolve_target
     from hwlat.lowering.targets import kind_of
     from hwlat.runners.profile import feed_table, feeds_table
 
-    spec = load_device(device)
+    spec = _spec(device)
+    step = status or (lambda text: contextlib.nullcontext())
     target = resolve_target(device=spec, kind=target_kind)
     if tuning_db is None and target_kind in (None, kind_of(spec.target or {"kind": "llvm"})):
-        tuning_db = spec.tuning_db_path()
+        tuning_db = spec.tuning_db_path()  # the device's own database, if its file names one
     tuning = tuning_db is not None or tune_trials > 0
-    folder = Path(tempfile.mkdtemp(prefix="hwlat-compile-"))
-    src = _onnx_file(model, folder, 0, inputs=inputs, input_shape=input_shape)
-    if output is None and src.parent == folder:
-        output = folder / src.with_suffix(".so").name
-    r = compile_model(src, target, pipeline or (None if tuning else spec.pipeline), output,
-                      tuning_db=tuning_db, tune_trials=tune_trials)
+    if isinstance(model, str | os.PathLike) and not _is_module(model):
+        src = Path(model)
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="hwlat-compile-"))
+        src = _onnx_file(model, folder, 0, inputs=inputs, input_shape=input_shape)
+        if output is None:
+            output = folder / src.with_suffix(".so").name
+    with step(f"compiling {src.name} for {target_kind or spec.name} ..."):
+        r = compile_model(src, target, pipeline or (None if tuning else spec.pipeline), output,
+                          tuning_db=tuning_db, tune_trials=tune_trials)
     fed = None
     if r.tuning_db is not None and feeds_table(spec, r.tuning_db):
-        with Table(table) as store:
+        with step("reading the tuning records into the table ..."), Table(table) as store:
             fed = feed_table(src, spec, target, r.tuning_db, store)
     return Compiled(r.output, r, fed)
 

@@ -26,6 +26,8 @@ and mapped once.
 
 from __future__ import annotations
 
+import itertools
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -121,6 +123,13 @@ class Builder:
         """A small constant of the kind the exporter writes once and shares (axes, shapes,
         clip bounds, scales): interned by value."""
         arr = np.array(arr, copy=True, order="C")
+        arr.flags.writeable = False  # kept by the graph and by cached fragments
+        name = self.literal_name(arr)
+        t = torch.from_numpy(arr.copy())
+        return TV(name, t.to("meta"), t)
+
+    def literal_name(self, arr: np.ndarray) -> str:
+        """The interned name of a literal (a C-ordered array this builder may keep)."""
         key = (str(arr.dtype), arr.shape, arr.tobytes())
         name = self.interned.get(key)
         if name is None:
@@ -130,8 +139,7 @@ class Builder:
             self.literals[name] = arr
             if arr.size <= SMALL_CONSTANT_ELEMENTS:
                 self.data[name] = arr
-        t = torch.from_numpy(arr.copy())
-        return TV(name, t.to("meta"), t)
+        return name
 
     def emit(self, op: Op, inputs: list[TV], meta: torch.Tensor, attrs: dict | None = None,
              stem: str | None = None) -> TV:
@@ -184,20 +192,22 @@ def _leaf_facts(m: nn.Module) -> tuple:
     return ()
 
 
-_WITH_BIAS = (nn.Conv2d, nn.Linear)
+_WITH_BIAS = (nn.Conv2d, nn.Conv1d, nn.Linear)
 
 
 def _bn_facts(stats) -> tuple:
     """(running mean all zeros, bias state, equal groups) of a BatchNorm's (weight, bias, mean,
     var)."""
-    arrs = [t.detach().cpu().numpy() for t in stats]
-    return (not arrs[2].any(), "set" if arrs[1].any() else "zero", _equal_groups(stats))
+    arrs = [t.detach().cpu().numpy() for t in stats]  # each tensor converted once
+    return (not arrs[2].any(), "set" if arrs[1].any() else "zero", _equal_groups(stats, arrs))
 
 
-def _equal_groups(ts) -> tuple[int, ...]:
+def _equal_groups(ts, arrs=None) -> tuple[int, ...]:
     """For each tensor, the index of the first one equal to it (same dtype, shape and bytes):
     the exporter stores equal weights once, so a kernel reading two of them lists one."""
-    raw = [(t.dtype, tuple(t.shape), t.detach().cpu().numpy().tobytes()) for t in ts]
+    if arrs is None:
+        arrs = [t.detach().cpu().numpy() for t in ts]
+    raw = [(t.dtype, tuple(t.shape), a.tobytes()) for t, a in zip(ts, arrs, strict=True)]
     return tuple(raw.index(r) for r in raw)
 
 
@@ -246,10 +256,22 @@ def _structure(m: nn.Module, memo: dict | None = None) -> tuple:
         params = tuple((n, p.shape, p.dtype) for n, p in m._parameters.items() if p is not None)
         buffers = tuple((n, t.shape, t.dtype) for n, t in m._buffers.items() if t is not None)
     kids = tuple((n, _structure(c, memo)) for n, c in m._modules.items() if c is not None)
-    key = (type(m), m.training, _hyper(m), params, buffers, _leaf_facts(m), kids)
+    flat = (type(m), m.training, _hyper(m), params, buffers, _leaf_facts(m), kids)
+    # interned: a module's key holds its children's ids, so hashing and comparing a stage's or
+    # a model's key does not walk its whole tree (TypeError where something is unhashable)
+    key = _STRUCTS.get(flat)
+    if key is None:
+        if len(_STRUCTS) >= _STRUCTS_LIMIT:
+            _STRUCTS.clear()  # ids are never reused: a key made before stays distinct
+        key = _STRUCTS[flat] = (next(_STRUCT_IDS),)
     if memo is not None:
         memo[id(m)] = key
     return key
+
+
+_STRUCTS: dict[tuple, tuple[int]] = {}  # a module's structure -> its id
+_STRUCT_IDS = itertools.count()
+_STRUCTS_LIMIT = 1 << 16
 
 
 # the attributes that decide a common leaf's export (the rest of its __dict__ is bookkeeping)
@@ -278,19 +300,68 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def _conv2d(b: Builder, m: nn.Conv2d, x: TV, where: str) -> TV:
+def _conv2d(b: Builder, m: nn.Conv2d | nn.Conv1d, x: TV, where: str) -> TV:
+    """Conv2d and Conv1d: one Conv node (1-D attributes for a Conv1d)."""
     if isinstance(m.padding, str) or m.padding_mode != "zeros":
-        raise Unmappable(where, f"Conv2d with padding={m.padding!r}, padding_mode={m.padding_mode!r}")
-    meta = F.conv2d(x.meta, m.weight.to("meta"), None, m.stride, m.padding, m.dilation, m.groups)
-    ph, pw = _pair(m.padding)
+        raise Unmappable(where, f"{type(m).__name__} with padding={m.padding!r}, "
+                                f"padding_mode={m.padding_mode!r}")
+    meta = _conv_meta(m, x.meta)
+    dims = len(m.kernel_size)
+    pads = tuple(int(p) for p in _ntuple(m.padding, dims))
     inputs = [x, b.param(m.weight)]
     if _bias_state(m.bias) == "set":
         inputs.append(b.param(m.bias))
-    kh, kw = m.kernel_size
     return b.emit(Op.Conv, inputs, meta, {
-        "auto_pad": "NOTSET", "dilations": tuple(_pair(m.dilation)), "group": int(m.groups),
-        "kernel_shape": (int(kh), int(kw)), "pads": (ph, pw, ph, pw), "strides": tuple(_pair(m.stride)),
-        "_bias": _bias_state(m.bias)})
+        "auto_pad": "NOTSET", "dilations": _ntuple(m.dilation, dims), "group": int(m.groups),
+        "kernel_shape": tuple(int(k) for k in m.kernel_size), "pads": pads + pads,
+        "strides": _ntuple(m.stride, dims), "_bias": _bias_state(m.bias)})
+
+
+def _ntuple(v, n: int) -> tuple[int, ...]:
+    return tuple(int(x) for x in ((v,) * n if isinstance(v, int) else v))
+
+
+def _group_norm(b: Builder, m: nn.GroupNorm, x: TV, where: str) -> TV:
+    """GroupNorm as the exporter writes it: Reshape to (N, groups, -1), InstanceNormalization
+    with unit scale and zero bias, Reshape back, Mul by the weight and Add the bias as (C, 1, 1)
+    constants (ones and zeros when it is not affine)."""
+    shape = tuple(x.meta.shape)
+    if len(shape) < 2 or shape[1] != m.num_channels:
+        F.group_norm(x.meta, m.num_groups, None, None, m.eps)  # the module's own error
+        raise Unmappable(where, f"GroupNorm on a {len(shape)}-d input")
+    meta = F.group_norm(x.meta, m.num_groups, None, None, m.eps)
+    grouped = torch.empty((shape[0], m.num_groups, int(np.prod(shape[2:], dtype=np.int64)) * (
+        m.num_channels // m.num_groups)), dtype=x.meta.dtype, device="meta")
+    y = b.emit(Op.Reshape, [x, b.literal(np.array([0, m.num_groups, -1], np.int64))], grouped,
+               {"allowzero": 0})
+    y = b.emit(Op.InstanceNormalization, [y, b.literal(np.ones(m.num_groups, np.float32)),
+                                          b.literal(np.zeros(m.num_groups, np.float32))],
+               grouped, {"epsilon": float(np.float32(m.eps))})
+    y = b.emit(Op.Reshape, [y, b.literal(np.array(shape, np.int64))], meta, {"allowzero": 0})
+    c = (m.num_channels,) + (1,) * (len(shape) - 2)
+    if m.affine:
+        scale = b.param(m.weight.detach().reshape(c))
+        shift = b.param(m.bias.detach().reshape(c))
+    else:
+        scale = b.literal(np.ones(c, np.float32))
+        shift = b.literal(np.zeros(c, np.float32))
+    y = b.emit(Op.Mul, [y, scale], meta)
+    return b.emit(Op.Add, [y, shift], meta)
+
+
+def _conv_meta(m: nn.Conv2d | nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """The output of a zero-padded Conv2d or Conv1d on meta tensor `x`, by the output-size formula where
+    the input fits (running the conv on meta tensors costs milliseconds); else F.conv2d, which
+    raises the module's own error."""
+    w, dims = m.weight, len(m.kernel_size)
+    if x.dim() == dims + 2 and x.shape[1] == m.in_channels and x.dtype == w.dtype:
+        size = [(n + 2 * p - d * (k - 1) - 1) // s + 1 for n, p, d, k, s in zip(
+            x.shape[2:], _ntuple(m.padding, dims), _ntuple(m.dilation, dims), m.kernel_size,
+            _ntuple(m.stride, dims), strict=True)]
+        if all(n > 0 for n in size):
+            return torch.empty((x.shape[0], m.out_channels, *size), dtype=x.dtype, device="meta")
+    conv = F.conv2d if dims == 2 else F.conv1d
+    return conv(x, w.to("meta"), None, m.stride, m.padding, m.dilation, m.groups)
 
 
 def _batchnorm2d(b: Builder, m: nn.BatchNorm2d, x: TV, where: str) -> TV:
@@ -413,6 +484,8 @@ def _act(op: Op) -> Callable:
 
 LEAVES: dict[type, Callable[[Builder, Any, TV, str], TV]] = {
     nn.Conv2d: _conv2d,
+    nn.Conv1d: _conv2d,
+    nn.GroupNorm: _group_norm,
     nn.BatchNorm2d: _batchnorm2d,
     nn.Linear: _linear,
     nn.ReLU: _act(Op.Relu),
@@ -450,9 +523,18 @@ def _binary(op: Op, torch_fn):
             # seen written as Mul(x, scalar) only; other ops with a Python number: not guessed
             raise Unmappable(where, f"{op.op_type} with a Python number")
         ta, tc = (x if isinstance(x, TV) else _scalar(b, x, where) for x in (a, c))
-        meta = torch_fn(ta.meta, tc.meta)
-        return b.emit(op, [ta, tc], meta)
+        return b.emit(op, [ta, tc], _broadcast_meta(torch_fn, ta.meta, tc.meta))
     return run
+
+
+def _broadcast_meta(torch_fn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The result of an elementwise float op (Add, Sub, Mul, Div) on two meta tensors, from
+    the broadcast shape and the promoted dtype: running the op on meta tensors goes through
+    torch's Python reference kernels (milliseconds a call)."""
+    dtype = torch.result_type(x, y)
+    if not dtype.is_floating_point:  # integer division and the like: torch decides
+        return torch_fn(x, y)
+    return torch.empty(torch.broadcast_shapes(x.shape, y.shape), dtype=dtype, device="meta")
 
 
 def _scalar(b: Builder, v, where: str) -> TV:
@@ -572,6 +654,48 @@ def _matmul(b: Builder, where: str, a: TV, c: TV) -> TV:
     return b.emit(Op.MatMul, [a, c], torch.matmul(a.meta, c.meta))
 
 
+def _unbind(b: Builder, where: str, x: TV, dim: int = 0) -> tuple[TV, ...]:
+    """As the exporter writes it: a Slice of one index and a Squeeze of that axis per part."""
+    if dim != 0:
+        raise Unmappable(where, f"unbind over dim={dim} (mapped: dim 0)")
+    n = int(x.meta.shape[0])
+    axes = b.literal(np.array([0], np.int64))
+    parts = []
+    for i in range(n):
+        start = b.literal(np.array([i], np.int64))
+        end = b.literal(np.array([i + 1], np.int64))
+        one = b.emit(Op.Slice, [x, start, end, axes], x.meta[i:i + 1])
+        parts.append(b.emit(Op.Squeeze, [one, axes], x.meta[i]))
+    return tuple(parts)
+
+
+def _sdpa(b: Builder, where: str, q: TV, k: TV, v: TV, attn_mask=None, dropout_p: float = 0.0,
+          is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> TV:
+    """scaled_dot_product_attention as the exporter writes it: K's last two dims transposed
+    (Reshape to 3-D, Transpose, Reshape back), Q and K^T each scaled by sqrt(scale), MatMul,
+    Softmax, MatMul by V."""
+    if attn_mask is not None or dropout_p or is_causal or enable_gqa:
+        raise Unmappable(where, "scaled_dot_product_attention with a mask, dropout, is_causal "
+                                "or enable_gqa (mapped: none of them)")
+    if not all(isinstance(t, TV) and t.const is None and t.meta.dim() == 4 for t in (q, k, v)):
+        raise Unmappable(where, "scaled_dot_product_attention on other than three 4-D tensors")
+    lk, e = int(k.meta.shape[-2]), int(k.meta.shape[-1])
+    flat = torch.empty((int(np.prod(k.meta.shape[:-2])), lk, e), dtype=k.meta.dtype, device="meta")
+    kt = b.emit(Op.Reshape, [k, b.literal(np.array([-1, lk, e], np.int64))], flat, {"allowzero": 0})
+    kt = b.emit(Op.Transpose, [kt], flat.transpose(1, 2), {"perm": (0, 2, 1)})
+    kt_meta = k.meta.transpose(-2, -1)
+    kt = b.emit(Op.Reshape, [kt, b.literal(np.array(tuple(kt_meta.shape), np.int64))], kt_meta,
+                {"allowzero": 0})
+    root = b.literal(np.array([math.sqrt(scale if scale is not None else 1 / math.sqrt(int(q.meta.shape[-1])))],
+                              np.float32))
+    qs = b.emit(Op.Mul, [q, root], q.meta)
+    kts = b.emit(Op.Mul, [kt, root], kt_meta)
+    scores = torch.matmul(q.meta, kt_meta)
+    s = b.emit(Op.MatMul, [qs, kts], scores)
+    p = b.emit(Op.Softmax, [s], scores, {"axis": -1})
+    return b.emit(Op.MatMul, [p, v], torch.matmul(scores, v.meta))
+
+
 _ADD = _binary(Op.Add, operator.add)
 _MUL = _binary(Op.Mul, operator.mul)
 _SUB = _binary(Op.Sub, operator.sub)
@@ -607,6 +731,8 @@ FUNCTIONS: dict[Any, Callable] = {
     F.dropout: _passthrough,
     F.batch_norm: _f_batch_norm,
     F.linear: _f_linear,
+    torch.unbind: _unbind,
+    F.scaled_dot_product_attention: _sdpa,
 }
 
 METHODS: dict[str, Callable] = {
@@ -619,6 +745,7 @@ METHODS: dict[str, Callable] = {
     "mean": _mean,
     "transpose": _transpose, "permute": _permute,
     "contiguous": _passthrough,
+    "unbind": _unbind,
 }
 # evaluated on meta tensors / Python values: they make no node
 _SHAPE_METHODS = frozenset({"size", "dim"})
@@ -810,8 +937,8 @@ class Converter:
     def _replay(self, f: _Fragment, inputs: list[TV]):
         b = self.b
         names: dict[str, str] = {f"${i}": t.name for i, t in enumerate(inputs)}
-        for local, arr in f.literals.items():
-            names[local] = b.literal(arr).name
+        for local, arr in f.literals.items():  # a fragment's literals are its own copies
+            names[local] = b.literal_name(arr)
         for local, sig in f.sigs.items():
             if local not in names:
                 names[local] = b.fresh(local[1:].rsplit("_", 1)[0])

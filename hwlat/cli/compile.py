@@ -18,7 +18,6 @@ from hwlat.cli.options import (
     JsonOpt,
     TableOpt,
     measured_device,
-    open_table,
 )
 from hwlat.cli.render import err, out
 
@@ -37,20 +36,17 @@ def compile_(
 ) -> None:
     """Compile a model with TVM into a library + .json sidecar, checked against onnxruntime where it
     runs; with the device's own tuning database, its records also fill the device's table."""
-    from hwlat.lowering import compile_model, resolve_target
-    from hwlat.lowering.targets import kind_of
-    from hwlat.runners.profile import feed_table, feeds_table
+    from hwlat import api
+    from hwlat.lut import default_table_path
 
     spec = measured_device(device, table)
-    target = resolve_target(device=spec, kind=target_kind)
-    if tuning_db is None and target_kind in (None, kind_of(spec.target or {"kind": "llvm"})):
-        tuning_db = spec.tuning_db_path()  # the device's own database, if its file names one
-    tuning = tuning_db is not None or tune_trials > 0
     # MetaSchedule logs to standard output: with --json, standard output is the JSON alone
     quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
-    with err.status(f"compiling {model.name} for {target_kind or spec.name} ..."), quiet:
-        r = compile_model(model, target, pipeline or (None if tuning else spec.pipeline), output,
-                          tuning_db=tuning_db, tune_trials=tune_trials)
+    with quiet:
+        lib = api.compile(model, spec, output=output, target_kind=target_kind, pipeline=pipeline,
+                          tune_trials=tune_trials, tuning_db=tuning_db, table=table,
+                          status=err.status)
+    r, fed = lib.report, lib.fed
     doc = {"output": str(r.output), "sidecar": str(r.sidecar), "artifact": r.artifact,
            "target": r.target, "pipeline": r.pipeline, "compile_s": r.compile_s,
            "max_abs_diff": r.max_abs_diff, "note": r.note,
@@ -62,14 +58,12 @@ def compile_(
                   if r.max_abs_diff is not None else r.note)
         if r.tuning is not None:
             out.print(r.tuning.describe(), highlight=False, markup=False)
-    if r.tuning_db is not None and feeds_table(spec, r.tuning_db):
-        with err.status("reading the tuning records into the table ..."), \
-                open_table(table, readonly=False) as store:
-            fed = feed_table(model, spec, target, r.tuning_db, store)
-        doc["table"] = {"path": str(store.path), "device": spec.name, "written": fed.written,
+    if fed is not None:
+        where = Path(table or default_table_path()).expanduser()
+        doc["table"] = {"path": str(where), "device": spec.name, "written": fed.written,
                         "unrecorded": fed.unrecorded, "already": fed.already}
         if not as_json:
-            out.print(f"table {store.path}, device {spec.name}: {fed.written} kernels' latencies "
+            out.print(f"table {where}, device {spec.name}: {fed.written} kernels' latencies "
                       f"from the tuning records; {fed.unrecorded} without records (`hwlat profile "
                       f"{model} --device {spec.name}` times them); {fed.already} already there",
                       highlight=False, markup=False)
@@ -89,9 +83,9 @@ def run(
     """Run a compiled library once and summarize its outputs."""
     import numpy as np
 
-    from hwlat.lowering import run_library
+    from hwlat import api
 
-    outputs = run_library(library, input_path)
+    outputs = api.Compiled(library).run(input_path)
     if save is not None:
         tmp = save.with_name(f".{save.name}.tmp.npz")
         np.savez(tmp, **outputs)
@@ -120,10 +114,9 @@ def bench(
     as_json: JsonOpt = False,
 ) -> None:
     """Time a compiled library: median and interquartile range of whole-model runs."""
-    from hwlat.devices.spec import MeasureSpec
-    from hwlat.lowering import bench_library
+    from hwlat import api
 
-    b = bench_library(library, input_path, MeasureSpec(warmup=warmup, repeats=repeats), threads)
+    b = api.Compiled(library).bench(warmup=warmup, repeats=repeats, threads=threads, inputs=input_path)
     if as_json:
         print(json.dumps({"library": str(library), "device": b.device, "threads": b.threads,
                           "median_ms": b.median_ms, "iqr_ms": b.iqr_ms,

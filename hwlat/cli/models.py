@@ -121,11 +121,9 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", metavar="", help="print JSON instead of a table")] = False,
 ) -> None:
     """Show the kernels a model is cut into, with MACs, parameters and bytes moved."""
-    from hwlat.graph import fuse, load
-    from hwlat.graph.summary import summarize
+    from hwlat import api
 
-    g = load(model)
-    summary = summarize(g, fuse(g))
+    summary = api.inspect(model)
     if as_json:
         print(json.dumps(summary.to_json(), indent=1))
         return

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from hwlat.api import MIN_ENTRIES
 from hwlat.cli.options import (
     DeviceFileOpt,
     DeviceOpt,
@@ -85,8 +86,8 @@ def profile(
         TimeRemainingColumn,
     )
 
-    from hwlat.runners.profile import plan
-    from hwlat.runners.profile import profile as run_profile
+    from hwlat import api
+    from hwlat.lut import default_table_path
 
     spec = measured_device(device, table)
     paths = list(models or [])
@@ -94,25 +95,31 @@ def profile(
         paths += _export_zoo(spec)
     if not paths:
         raise InvalidInputError("give ONNX models to profile, or --zoo")
-    runner = get_runner(spec, tracker or rpc, key)
-    with open_table(table, readonly=False) as store:
-        todo = plan(paths, spec, runner, store, force=force)
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-        with Progress(*columns, console=err) as bar:
-            task = bar.add_task(f"profiling on {spec.name}", total=len(todo.kernels))
-            logged = _progress_lines(spec.name, len(todo.kernels))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    bar = Progress(*columns, console=err)
+    state: dict = {}
+    warnings: list[str] = []
 
-            def on_kernel(k) -> None:
-                bar.advance(task)
-                logged(k)
+    def on_total(n: int) -> None:  # the bar shows once the kernels to time are known
+        bar.start()
+        state["task"] = bar.add_task(f"profiling on {spec.name}", total=n)
+        state["logged"] = _progress_lines(spec.name, n)
 
-            report = run_profile(todo, spec, runner, store, on_kernel=on_kernel)
-    for line in getattr(runner, "lost", ()):  # RPC servers that died mid-kernel; the kernel was retried
+    def on_kernel(k) -> None:
+        bar.advance(state["task"])
+        state["logged"](k)
+
+    try:
+        report = api.profile(paths, spec, table=table, rpc=tracker or rpc, key=key, force=force,
+                             on_total=on_total, on_kernel=on_kernel, on_warning=warnings.append)
+    finally:
+        bar.stop()
+    for line in warnings:  # RPC servers that died mid-kernel; the kernel was retried
         err.print(f"warning: {line}", highlight=False, markup=False)
     again = " (timed again: --force)" if force else ""
-    out.print(f"{report.measured} kernels measured{again}, {report.skipped} already in {store.path} "
-              f"({report.seconds:.1f} s)")
+    out.print(f"{report.measured} kernels measured{again}, {report.skipped} already in "
+              f"{Path(table or default_table_path()).expanduser()} ({report.seconds:.1f} s)")
 
 
 def _progress_lines(device: str, total: int, every_s: float = 30.0):
@@ -172,86 +179,30 @@ def predict(
 ) -> None:
     """Predict a model's latency on a device from the table, without running it; on a neuromorphic
     device, its energy and latency from the spikes it fires on a sample input."""
+    from hwlat import api
+
     spec = query_device(device, table)
-    _PREDICTORS[spec.prediction_route](model, spec, sample, precision, fallback, table, breakdown,
-                                       as_json, estimate)
+    r = api._predict(model, spec, table=table, fallback=fallback, sample=sample,
+                     precision=precision, estimate=estimate, names=CLI_NAMES)
+    if isinstance(r, api.SpikingResult):
+        _print_spikes(model, spec, r.estimate, as_json)
+    else:
+        _print_prediction(model, spec, r, breakdown, as_json)
 
 
-MIN_ENTRIES = 5  # fewer table entries than this cannot carry a prediction that is mostly estimate
+# the options that `hwlat.predict`'s messages name, as the command spells them
+CLI_NAMES = {"precision": "--precision", "sample": "--input", "estimate": "--estimate",
+             "sample_hint": "--input sample.npy ({shapes})"}
 
 
-def _profile_hint(spec) -> str:
-    """The command that fills the device's table, where one can."""
-    if spec.runtime == "table":
-        return ("the device lives only in the table; refit it (`hwlat lut fit`) or import more "
-                "entries (`hwlat lut import`)")
-    return f"profile the model first (`hwlat profile MODEL.onnx --device {spec.name}`)"
-
-
-def _predict_from_table(model: Path, spec, sample: Path | None, precision: str | None,
-                        fallback: str | None, table: Path | None, breakdown: bool,
-                        as_json: bool, estimate: bool = False) -> None:
-    """The sum of the table's entries for the model's kernels; misses estimated and labelled.
-    An analytic (roofline) device estimates every kernel the table lacks itself, so it needs no
-    table at all."""
-    import tempfile
-
-    from hwlat.analytic.roofline import fallback_estimator
-    from hwlat.graph import fuse, load
-    from hwlat.lut import default_table_path
-    from hwlat.lut.predict import predict as do_predict
-
-    if precision is not None:
-        raise InvalidInputError(f"--precision applies to neuromorphic devices; '{spec.name}' "
-                                "predicts from its table")
-    g = load(model)
-    kernels = fuse(g)
-    if sample is not None:  # a sparse model's coordinates decide its kernel maps
-        from hwlat.analytic.neuromorphic import load_sample
-        from hwlat.graph import KernelKind
-
-        if not any(k.kind is KernelKind.SPARSE_CONV for k in kernels):
-            raise InvalidInputError(f"--input applies to neuromorphic devices and to models with "
-                                    f"sparse convs (their coordinates); '{spec.name}' predicts "
-                                    f"{model.name} from its table alone")
-        kernels = fuse(g, samples=load_sample(sample, g))
-    custom = {op for k in kernels for op in k.key.ops if "." in op}  # hwlat's own ops
-    if custom and spec.runner and spec.prediction_route == "table":
-        bad = get_runner(spec).unsupported(custom)
-        if bad:
-            raise InvalidInputError(f"{model.name}: device '{spec.name}' cannot run "
-                                    f"{', '.join(sorted(bad))}, so it has no latency there")
-    if fallback is None and spec.fallback is None and spec.prediction_route == "analytic":
-        fallback = spec.name  # a roofline device estimates what its table lacks itself
-    path = table or default_table_path()
-    with tempfile.TemporaryDirectory(prefix="hwlat-") as tmp:
-        blank = not Path(path).exists()
-        if blank and not (fallback or spec.fallback):
-            raise InvalidInputError(f"no table at {path}; {_profile_hint(spec)}")
-        if blank:  # nothing profiled yet: the roofline device estimates every kernel
-            path = Path(tmp) / "empty.sqlite"
-        with open_table(path, readonly=not blank) as store:
-            estimator = fallback_estimator(spec, store, fallback)
-            n_entries = len(store.keys(spec.name))
-            if estimator is None and n_entries == 0:
-                raise InvalidInputError(f"the table has no entries for device '{spec.name}'; "
-                                        f"{_profile_hint(spec)}")
-            pred = do_predict(g, kernels, store, spec.name, fallback=estimator)
-            noisy = noisy_entries(store, spec.name)
-    thin = estimator is None and pred.estimated_share > 0.5 and n_entries < MIN_ENTRIES
+def _print_prediction(model: Path, spec, res, breakdown: bool, as_json: bool) -> None:
+    """The sum of the table's entries for the model's kernels; misses estimated and labelled."""
+    pred, noisy = res.prediction, res.noisy
+    thin = res.thin_estimate
     if thin:
-        why = (f"{pred.estimated_share:.0%} of the prediction for {model.name} on {spec.name} is "
-               f"extrapolated from only {n_entries} table entr{'y' if n_entries == 1 else 'ies'}")
-        if not estimate:
-            raise InvalidInputError(f"{why}: not a prediction; {_profile_hint(spec)}, or pass "
-                                    "--estimate to see it flagged")
-        err.print(f"warning: {why}: a rough guess (--estimate)", highlight=False, markup=False)
+        err.print(f"warning: {res.thin}: a rough guess (--estimate)", highlight=False, markup=False)
     if as_json:
-        doc = pred.to_json()
-        doc["thin_estimate"] = thin
-        for k in doc["kernels"]:
-            k["noisy"] = k["key"] in noisy
-        print(json.dumps(doc, indent=1))
+        print(json.dumps(res.to_json(route=False), indent=1))
         return
     if breakdown:
         t = Table("kind", "ops", "output", "count", "ms each", "ms total", "share", "source",
@@ -276,13 +227,8 @@ def _predict_from_table(model: Path, spec, sample: Path | None, precision: str |
         out.print(f"correction: {pred.correction.describe()}")
 
 
-def _predict_from_spikes(model: Path, spec, sample: Path | None, precision: str | None,
-                         fallback: str | None, table: Path | None, breakdown: bool,
-                         as_json: bool, estimate: bool = False) -> None:
+def _print_spikes(model: Path, spec, est, as_json: bool) -> None:
     """Energy and latency, layer by layer, from the spikes a sample input fires."""
-    from hwlat.analytic.neuromorphic import predict_file
-
-    est = predict_file(model, spec, sample, precision)
     if as_json:
         print(json.dumps(est.to_json(), indent=1))
         return
@@ -305,25 +251,6 @@ def _predict_from_spikes(model: Path, spec, sample: Path | None, precision: str 
               f"{est.firing_rate:.2%} (estimates)", highlight=False)
 
 
-
-# DeviceSpec.prediction_route -> how `hwlat predict` estimates: an analytic (roofline) device goes
-# through the table too, its fallback estimating every kernel the table lacks
-_PREDICTORS = {"table": _predict_from_table, "analytic": _predict_from_table,
-               "spikes": _predict_from_spikes}
-
-
-def _predicted_and_measured(graphs, spec, runner, store, *, correct: bool):
-    """(path, prediction, end-to-end timing) of each model, measured on the device."""
-    from hwlat.graph import fuse
-    from hwlat.lut.predict import predict as do_predict
-
-    for path, g in graphs:
-        pred = do_predict(g, fuse(g), store, spec.name, correct=correct)
-        with err.status(f"measuring {path.name} on {spec.name} ..."):
-            measured = runner.time_model(str(path))
-        yield path, pred, measured
-
-
 def calibrate(
     models: Annotated[list[Path], typer.Argument(help="ONNX models to measure end to end")],
     device: DeviceOpt = "cpu-ort",
@@ -335,32 +262,29 @@ def calibrate(
     device_file: DeviceFileOpt = None,
 ) -> None:
     """Measure whole models and fit the correction from kernel sums to end-to-end latency."""
-    from hwlat.graph import load
-    from hwlat.lut.correct import fit_correction
+    from hwlat import api
 
     spec = measured_device(device, table)
-    runner = get_runner(spec, tracker or rpc, key)
-    graphs = [(p, load(p)) for p in models]
-    rows = []
-    with open_table(table, readonly=False) as store:
-        for path, pred, measured in _predicted_and_measured(graphs, spec, runner, store, correct=False):
-            store.put_calibration(spec.name, str(path.resolve()), pred.features, measured.median_ms)
-            rows.append({"model": str(path), "kernel_sum_ms": pred.kernel_sum_ms,
-                         "measured_ms": measured.median_ms,
-                         "error": pred.kernel_sum_ms / measured.median_ms - 1})
-            if not as_json:
-                out.print(f"{path.name}: kernel sum {pred.kernel_sum_ms:.3f} ms, measured "
-                          f"{measured.median_ms:.3f} ms ({rows[-1]['error']:+.1%})")
-        samples = store.calibration(spec.name)
-    correction = fit_correction([(f, m) for _, f, m in samples])
+
+    def on_model(row: dict) -> None:
+        if not as_json:
+            out.print(f"{Path(row['model']).name}: kernel sum {row['kernel_sum_ms']:.3f} ms, "
+                      f"measured {row['measured_ms']:.3f} ms ({row['error']:+.1%})")
+
+    doc = api.calibrate(models, spec, table=table, rpc=tracker or rpc, key=key,
+                        on_measure=_measuring(spec), on_model=on_model)
     if as_json:
-        print(json.dumps({"device": spec.name, "models": rows, "calibrated_models": len(samples),
-                          "correction": None if correction is None else correction.describe()},
-                         indent=1))
-    elif correction is None:
-        out.print(f"{len(samples)} models calibrated on {spec.name}; the correction needs at least 3")
+        print(json.dumps(doc, indent=1))
+    elif doc["correction"] is None:
+        out.print(f"{doc['calibrated_models']} models calibrated on {spec.name}; the correction "
+                  "needs at least 3")
     else:
-        out.print(f"correction for {spec.name}: {correction.describe()}")
+        out.print(f"correction for {spec.name}: {doc['correction']}")
+
+
+def _measuring(spec):
+    """The spinner while a model is timed on the device."""
+    return lambda path: err.status(f"measuring {path.name} on {spec.name} ...")
 
 
 def validate(
@@ -375,29 +299,15 @@ def validate(
     device_file: DeviceFileOpt = None,
 ) -> None:
     """Measure models end to end and compare with the table's prediction."""
+    from hwlat import api
     from hwlat.devices import load_device
-    from hwlat.graph import load
-    from hwlat.lut.metrics import accuracy_metrics
 
     spec = load_device(device)
-    runner = get_runner(spec, tracker or rpc, key)
-    graphs = [(p, load(p)) for p in models]
-    rows = []
-    with open_table(table, readonly=True) as store:
-        for path, pred, measured in _predicted_and_measured(graphs, spec, runner, store, correct=True):
-            rows.append({"model": str(path), "predicted_ms": pred.latency_ms,
-                         "kernel_sum_ms": pred.kernel_sum_ms, "corrected": pred.correction is not None,
-                         "measured_ms": measured.median_ms, "measured_cv": measured.cv,
-                         "estimated_share": pred.estimated_share,
-                         "estimate_uncertainty_ms": pred.uncertainty_ms,
-                         "error": pred.latency_ms / measured.median_ms - 1})
-    metrics = accuracy_metrics([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
-    if plot is not None:
-        from hwlat.plot import scatter
-
-        scatter(rows, plot, spec.name)
+    doc = api.validate(models, spec, table=table, rpc=tracker or rpc, key=key, plot=plot,
+                       on_measure=_measuring(spec))
+    rows, metrics = doc["models"], doc["metrics"]
     if as_json:
-        print(json.dumps({"device": spec.name, "models": rows, "metrics": metrics}, indent=1))
+        print(json.dumps(doc, indent=1))
         return
     t = Table("model", "predicted ms", "kernel sum ms", "measured ms", "error", "estimated",
               title=f"validate on {spec.name}")

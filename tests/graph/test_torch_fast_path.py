@@ -76,6 +76,64 @@ def test_many_ops_give_the_export_routes_keys():
     assert "conv|Conv+Sigmoid+Mul|in:float32[1x3x16x16]|out:float32[1x16x8x8]|w:float32[16x3x3x3]|" in texts
 
 
+def test_conv1d_gives_the_export_routes_keys():
+    torch.manual_seed(0)
+    zero_bias = nn.Conv1d(8, 6, 1)
+    nn.init.zeros_(zero_bias.bias)
+    model = nn.Sequential(nn.Conv1d(4, 8, 3, 2, 1), nn.ReLU(),
+                          nn.Conv1d(8, 8, 5, 1, 4, dilation=2, groups=8, bias=False),
+                          zero_bias, nn.Conv1d(6, 6, 3)).eval()
+    fast, exported = both_routes(model, (torch.randn(2, 4, 32),))
+    assert fast == exported
+    assert any("kernel_shape=5," in k and "dilations=2," in k and "group=8," in k for k in fast)
+
+
+def test_group_norm_gives_the_export_routes_keys():
+    torch.manual_seed(0)
+    trained = nn.GroupNorm(4, 8)
+    with torch.no_grad():
+        trained.weight.uniform_()
+        trained.bias.uniform_()
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1), trained, nn.ReLU(),
+                          nn.GroupNorm(8, 8, affine=False), nn.Conv2d(8, 8, 1),
+                          nn.GroupNorm(2, 8)).eval()
+    fast, exported = both_routes(model, (torch.randn(2, 3, 16, 16),))
+    assert fast == exported
+    assert sum(n for k, n in fast.items() if "InstanceNormalization" in k) == 3
+    with pytest.raises(InvalidInputError, match="refuses the input"):
+        to_graph(nn.GroupNorm(4, 8).eval(), input_shape=(1, 6, 4, 4), route="fast")
+
+
+class Attention(nn.Module):
+    """timm's Attention block: qkv Linear, reshape, permute, unbind; fused
+    (F.scaled_dot_product_attention) or written out (scale, matmul, softmax, matmul)."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, fused: bool = True):
+        super().__init__()
+        self.heads, self.fused, self.scale = heads, fused, (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.fused:
+            x = F.scaled_dot_product_attention(q, k, v)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            x = attn.softmax(dim=-1) @ v
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_attention_gives_the_export_routes_keys(fused):
+    torch.manual_seed(0)
+    model = nn.Sequential(Attention(fused=fused), nn.LayerNorm(32), Attention(fused=fused)).eval()
+    fast, exported = both_routes(model, (torch.randn(2, 10, 32),))
+    assert fast == exported
+    assert sum(n for k, n in fast.items() if "Softmax" in k) == 2
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18", "resnet50"])
 def test_zoo_convnets_take_the_fast_path_with_the_export_routes_keys(name):
     model, inputs = zoo.build(name)
