@@ -16,9 +16,11 @@ project with a residual) where each tensor between them is read by the next conv
 `mbconv.preferred` says the fusion pays for the shape; the longest such chain is taken.
 
 where W and b are constants, r has the output's shape (a residual; either operand order of
-either add), and act is `relax.nn.relu`, `relax.clip`, `relax.nn.gelu`, or hardswish as ONNX's
-HardSwish imports (`v * (clip(v + 3, 0, 6) / 6)`); the bias, the residual and the activation are
-each optional, in that order. Every value inside a chain must be used by the chain only (a
+either add), and act is `relax.nn.relu`, `relax.clip`, `relax.nn.gelu`, `relax.sigmoid`, SiLU
+as exporters write it (`v * sigmoid(v)`, either order), or hardswish as ONNX's HardSwish imports
+(`v * (clip(v + 3, 0, 6) / 6)`); the bias, the residual and the activation are each optional, in
+that order. GELU written out as torch's exporter writes it (x / sqrt 2 -> Erf -> + 1 -> * x ->
+* 0.5, any operand order; `_ErfGelu`) is first made one `relax.nn.gelu`, so that it fuses too. Every value inside a chain must be used by the chain only (a
 value used elsewhere too ends the chain before it). W is packed into the kernel's layout here, once,
 at compile time. A conv or matmul the kernels do not take (`supports` says why: other layouts,
 dtypes, symbolic shapes, grouped convs that are not depthwise) is left to TVM's lowering.
@@ -187,7 +189,7 @@ class _Chain:
     """The pattern `[act]((op + b) [+ r])`, its parts optional, matched at the chain's end;
     `residual` is "left" (r + x), "right" (x + r) or None; act one of ACTS."""
 
-    ACTS = ("relu", "clip", "hardswish", "gelu", None)
+    ACTS = ("relu", "clip", "hardswish", "gelu", "sigmoid", "silu", None)
 
     def __init__(self, op_pattern, bias: bool, residual: str | None, act: str | None):
         self.core = op_pattern
@@ -208,6 +210,12 @@ class _Chain:
             p = is_op("relax.clip")(p, wildcard(), wildcard())
         elif act == "gelu":
             p = is_op("relax.nn.gelu")(p)
+        elif act == "sigmoid":
+            p = is_op("relax.sigmoid")(p)
+        elif act == "silu":  # SiLU / swish as exporters write it: p * sigmoid(p), either order
+            gate = is_op("relax.sigmoid")(p)
+            self.inner.append(gate)
+            p = is_op("relax.multiply")(p, gate) | is_op("relax.multiply")(gate, p)
         elif act == "hardswish":  # ONNX HardSwish as TVM imports it: p * (clip(p + 3, 0, 6) / 6)
             three, six = is_const(), is_const()
             self.lo, self.hi = wildcard(), wildcard()
@@ -252,6 +260,53 @@ class _Chain:
             if not used_by or not used_by <= chain:
                 return False
         return True
+
+
+def _either(op: str, a, b):
+    """`op(a, b)` in either operand order."""
+    return is_op(op)(a, b) | is_op(op)(b, a)
+
+
+class _ErfGelu:
+    """GELU written out, as torch's exporter writes `nn.GELU()` (Div, Erf, Add, Mul, Mul):
+
+        (x * (erf(x / sqrt 2) + 1)) * 0.5     or     (x * 0.5) * (erf(x / sqrt 2) + 1)
+
+    every multiply and add in either operand order, and x / sqrt 2 also as x * (1 / sqrt 2);
+    matched, it is `relax.nn.gelu(x)` (which the chains then fuse into a kernel's store)."""
+
+    def __init__(self):
+        self.x = wildcard()
+        self.scale, self.one, self.half = is_const(), is_const(), is_const()
+        self.div = is_op("relax.divide")(self.x, self.scale)
+        arg = self.div | _either("relax.multiply", self.x, self.scale)
+        one_plus = _either("relax.add", is_op("relax.erf")(arg), self.one)
+        self.pattern = (_either("relax.multiply", _either("relax.multiply", self.x, one_plus), self.half)
+                        | _either("relax.multiply", _either("relax.multiply", self.x, self.half), one_plus))
+
+    def rewrite(self, call: relax.Call, m: dict) -> relax.Expr:
+        values = [_scalar(m[c]) for c in (self.scale, self.one, self.half)]
+        if any(v is None for v in values):
+            return call
+        scale, one, half = values
+        want = math.sqrt(2.0) if self.div in m else 1.0 / math.sqrt(2.0)
+        if not (math.isclose(scale, want, rel_tol=1e-6) and one == 1.0 and half == 0.5):
+            return call
+        if static_f32_shape(m[self.x]) is None:
+            return call
+        return relax.op.nn.gelu(m[self.x])
+
+
+def _scalar(c) -> float | None:
+    """The value of a one-element float32 constant, else None."""
+    value = _const_array(c)
+    return None if value is None or value.size != 1 else float(value.reshape(()))
+
+
+def canonical_gelu(func: relax.Function) -> relax.Function:
+    """func with every erf GELU written out (`_ErfGelu`) as one `relax.nn.gelu`."""
+    gelu = _ErfGelu()
+    return rewrite_call(gelu.pattern, gelu.rewrite, func)
 
 
 def _chains(op_pattern) -> list[_Chain]:
@@ -313,6 +368,7 @@ class _Rewriter(KernelRewriter):
         x, w = wildcard(), is_const()
         conv = is_op("relax.nn.conv2d")(x, w)
         mm = is_op("relax.matmul")(x, w)
+        func = canonical_gelu(func)
         rules = [(c, functools.partial(self._conv_rewrite, c, x, w)) for c in _chains(conv)]
         rules += [(c, functools.partial(self._matmul_rewrite, c, x, w)) for c in _chains(mm)]
         for chain, make in rules:
