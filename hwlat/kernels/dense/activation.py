@@ -1,6 +1,7 @@
 """What the dense kernels share in TIR: the parameter list of their epilogue (`epilogue_params`)
 and the activations they fuse into their store, as TIR expressions that LLVM vectorises
-(no calls into libm): relu, clip, hardswish, gelu (erf form), sigmoid and silu (v * sigmoid(v)).
+(no calls into libm): relu, clip, hardswish, gelu (erf form), gelu_tanh (tanh form), sigmoid
+and silu (v * sigmoid(v)).
 
 gelu(v) = v/2 (1 + erf(v / sqrt 2)), with erf from Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7;
 measured <= 4.6e-7 on gelu in float32 over [-10, 10]) and the exponential from the attention
@@ -9,6 +10,8 @@ kernel's vectorisable exp2 polynomial.
 sigmoid(v) = 1 / (1 + 2^(-v log2 e)), the exponent clamped to [-126, 126] (2^126 ~ 8.5e37: the
 result is then 0 or 1 to float32 precision, and the polynomial's bit tricks stay in range);
 within 5e-7 of sigmoid, and of silu / max(1, |v|), over [-100, 100] (the dense kernels' tests).
+gelu_tanh(v) = v * sigmoid(2 sqrt(2/pi) (v + 0.044715 v^3)) (= v/2 (1 + tanh(u)), since
+(1 + tanh(u)) / 2 = sigmoid(2u)).
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ def activate(v, ep: Epilogue):
         return v * tirx.min(tirx.max(v * _c(1.0 / 6.0) + _c(0.5), _c(0.0)), _c(1.0))
     if ep.activation == "gelu":
         return _gelu(v)
+    if ep.activation == "gelu_tanh":
+        u = v + _c(0.044715) * v * v * v
+        return v * _sigmoid(u * _c(2.0 * math.sqrt(2.0 / math.pi)))
     if ep.activation == "sigmoid":
         return _sigmoid(v)
     if ep.activation == "silu":

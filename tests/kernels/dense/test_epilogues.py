@@ -218,3 +218,53 @@ def test_torch_erf_gelu_in_either_form_fuses_and_matches_onnxruntime():
 def test_erf_expression_with_other_constants_is_not_taken_for_gelu():
     calls = _calls(fuse_dense(_imported(_gelu_model(half=0.25))))
     assert calls["relax.erf"] == 2 and "relax.nn.gelu" not in calls, calls
+
+
+def _tanh_gelu(x: str, tag: str, *, pow_form: bool) -> tuple[list, list, str]:
+    """GELU's tanh approximation written out on x: torch's order, 0.5 * (x * (1 + tanh(beta *
+    (x + kappa * (x * (x * x)))))), or with the cube as Pow(x, 3) and the other operand orders."""
+    n = lambda name: f"{tag}_{name}"  # noqa: E731
+    inits = [numpy_helper.from_array(np.array(v, np.float32), n(k))
+             for k, v in (("three", 3.0), ("kappa", 0.044715), ("beta", math.sqrt(2 / math.pi)),
+                          ("one", 1.0), ("half", 0.5))]
+    if pow_form:
+        cube = [helper.make_node("Pow", [x, n("three")], [n("cube")])]
+    else:
+        cube = [helper.make_node("Mul", [x, x], [n("sq")]),
+                helper.make_node("Mul", [x, n("sq")], [n("cube")])]
+    nodes = [*cube,
+             helper.make_node("Mul", [n("kappa"), n("cube")] if not pow_form else [n("cube"), n("kappa")], [n("k")]),
+             helper.make_node("Add", [x, n("k")] if not pow_form else [n("k"), x], [n("i")]),
+             helper.make_node("Mul", [n("beta"), n("i")] if not pow_form else [n("i"), n("beta")], [n("u")]),
+             helper.make_node("Tanh", [n("u")], [n("t")]),
+             helper.make_node("Add", [n("one"), n("t")], [n("a")]),
+             helper.make_node("Mul", [x, n("a")], [n("m")]),
+             helper.make_node("Mul", [n("half"), n("m")], [n("y")])]
+    return nodes, inits, n("y")
+
+
+def test_torch_tanh_gelu_in_either_form_fuses_and_matches_onnxruntime():
+    """Conv(bias) -> tanh GELU (Pow form) -> Reshape -> MatMul -> Add -> tanh GELU (torch's
+    x * (x * x) form): two kernel calls with the gelu_tanh epilogue, onnxruntime's output."""
+    w, b, wm, bm = _f32(6, 3, 3, 3), _f32(6), _f32(54, 7), _f32(7)
+    g1, i1, y1 = _tanh_gelu("c", "g1", pow_form=True)
+    g2, i2, y2 = _tanh_gelu("a", "g2", pow_form=False)
+    inits = [numpy_helper.from_array(a, k) for a, k in ((w, "w"), (b, "b"), (wm, "wm"), (bm, "bm"),
+                                                         (np.array([1, 54], np.int64), "shape"))]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), *g1,
+             helper.make_node("Reshape", [y1, "shape"], ["f"]),
+             helper.make_node("MatMul", ["f", "wm"], ["m"]),
+             helper.make_node("Add", ["m", "bm"], ["a"]), *g2,
+             helper.make_node("Identity", [y2], ["y"])]
+    graph = helper.make_graph(nodes, "gelu_tanh", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 7])],
+                              [*inits, *i1, *i2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    calls = _calls(fuse_dense(_imported(model)))
+    assert calls["tir:hwlat_conv2d"] == 1 and calls["tir:hwlat_matmul"] == 1, calls
+    assert not {"relax.tanh", "relax.multiply", "relax.power", "relax.nn.gelu_tanh"} & set(calls), calls
+    x = _f32(1, 3, 3, 3) * 3
+    want = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    with TARGET:
+        got = _run(import_onnx(model), x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
