@@ -1,10 +1,17 @@
 """What the dense kernels share in TIR: the parameter list of their epilogue (`epilogue_params`)
 and the activations they fuse into their store, as TIR expressions that LLVM vectorises
-(no calls into libm): relu, clip, hardswish and gelu (erf form).
+(no calls into libm): relu, clip, hardswish, gelu (erf form), gelu_tanh (tanh form), sigmoid
+and silu (v * sigmoid(v)).
 
 gelu(v) = v/2 (1 + erf(v / sqrt 2)), with erf from Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7;
 measured <= 4.6e-7 on gelu in float32 over [-10, 10]) and the exponential from the attention
 kernel's vectorisable exp2 polynomial.
+
+sigmoid(v) = 1 / (1 + 2^(-v log2 e)), the exponent clamped to [-126, 126] (2^126 ~ 8.5e37: the
+result is then 0 or 1 to float32 precision, and the polynomial's bit tricks stay in range);
+within 5e-7 of sigmoid, and of silu / max(1, |v|), over [-100, 100] (the dense kernels' tests).
+gelu_tanh(v) = v * sigmoid(2 sqrt(2/pi) (v + 0.044715 v^3)) (= v/2 (1 + tanh(u)), since
+(1 + tanh(u)) / 2 = sigmoid(2u)).
 """
 
 from __future__ import annotations
@@ -38,6 +45,13 @@ def _gelu(v):
     return _c(0.5) * v * (_c(1.0) + tirx.Select(v < _c(0.0), -erf_a, erf_a))
 
 
+def _sigmoid(v):
+    from hwlat.kernels.attention.kernel import fast_exp2
+
+    e = tirx.min(v * _c(-1.0 / math.log(2.0)), _c(126.0))  # fast_exp2 clamps below -126
+    return _c(1.0) / (_c(1.0) + fast_exp2(e))
+
+
 def activate(v, ep: Epilogue):
     """The epilogue's activation applied to the float32 expression v."""
     if ep.activation == "relu":
@@ -51,6 +65,13 @@ def activate(v, ep: Epilogue):
         return v * tirx.min(tirx.max(v * _c(1.0 / 6.0) + _c(0.5), _c(0.0)), _c(1.0))
     if ep.activation == "gelu":
         return _gelu(v)
+    if ep.activation == "gelu_tanh":
+        u = v + _c(0.044715) * v * v * v
+        return v * _sigmoid(u * _c(2.0 * math.sqrt(2.0 / math.pi)))
+    if ep.activation == "sigmoid":
+        return _sigmoid(v)
+    if ep.activation == "silu":
+        return v * _sigmoid(v)
     return v
 
 

@@ -18,9 +18,13 @@ project with a residual) where each tensor between them is read by the next conv
 `mbconv.preferred` says the fusion pays for the shape; the longest such chain is taken.
 
 where W and b are constants, r has the output's shape (a residual; either operand order of
-either add), and act is `relax.nn.relu`, `relax.clip`, `relax.nn.gelu`, or hardswish as ONNX's
-HardSwish imports (`v * (clip(v + 3, 0, 6) / 6)`); the bias, the residual and the activation are
-each optional, in that order. Every value inside a chain must be used by the chain only (a
+either add), and act is `relax.nn.relu`, `relax.clip`, `relax.nn.gelu`, `relax.nn.gelu_tanh`,
+`relax.sigmoid`, SiLU as exporters write it (`v * sigmoid(v)`, either order), or hardswish as
+ONNX's HardSwish imports (`v * (clip(v + 3, 0, 6) / 6)`); the bias, the residual and the
+activation are each optional, in that order. GELU written out as torch's exporter writes it (x / sqrt 2 -> Erf -> + 1 -> * x ->
+* 0.5, any operand order; `_ErfGelu`) is first made one `relax.nn.gelu`, and its tanh
+approximation written out (`_TanhGelu`) one `relax.nn.gelu_tanh` (also an act), so that they
+fuse too. Every value inside a chain must be used by the chain only (a
 value used elsewhere too ends the chain before it). W is packed into the kernel's layout here, once,
 at compile time. A conv or matmul the kernels do not take (`supports` says why: other layouts,
 dtypes, symbolic shapes, channels not a multiple of the groups) is left to TVM's lowering.
@@ -190,7 +194,7 @@ class _Chain:
     """The pattern `[act]((op + b) [+ r])`, its parts optional, matched at the chain's end;
     `residual` is "left" (r + x), "right" (x + r) or None; act one of ACTS."""
 
-    ACTS = ("relu", "clip", "hardswish", "gelu", None)
+    ACTS = ("relu", "clip", "hardswish", "gelu", "gelu_tanh", "sigmoid", "silu", None)
 
     def __init__(self, op_pattern, bias: bool, residual: str | None, act: str | None):
         self.core = op_pattern
@@ -211,6 +215,14 @@ class _Chain:
             p = is_op("relax.clip")(p, wildcard(), wildcard())
         elif act == "gelu":
             p = is_op("relax.nn.gelu")(p)
+        elif act == "gelu_tanh":
+            p = is_op("relax.nn.gelu_tanh")(p)
+        elif act == "sigmoid":
+            p = is_op("relax.sigmoid")(p)
+        elif act == "silu":  # SiLU / swish as exporters write it: p * sigmoid(p), either order
+            gate = is_op("relax.sigmoid")(p)
+            self.inner.append(gate)
+            p = is_op("relax.multiply")(p, gate) | is_op("relax.multiply")(gate, p)
         elif act == "hardswish":  # ONNX HardSwish as TVM imports it: p * (clip(p + 3, 0, 6) / 6)
             three, six = is_const(), is_const()
             self.lo, self.hi = wildcard(), wildcard()
@@ -255,6 +267,89 @@ class _Chain:
             if not used_by or not used_by <= chain:
                 return False
         return True
+
+
+def _either(op: str, a, b):
+    """`op(a, b)` in either operand order."""
+    return is_op(op)(a, b) | is_op(op)(b, a)
+
+
+class _ErfGelu:
+    """GELU written out, as torch's exporter writes `nn.GELU()` (Div, Erf, Add, Mul, Mul):
+
+        (x * (erf(x / sqrt 2) + 1)) * 0.5     or     (x * 0.5) * (erf(x / sqrt 2) + 1)
+
+    every multiply and add in either operand order, and x / sqrt 2 also as x * (1 / sqrt 2);
+    matched, it is `relax.nn.gelu(x)` (which the chains then fuse into a kernel's store)."""
+
+    def __init__(self):
+        self.x = wildcard()
+        self.scale, self.one, self.half = is_const(), is_const(), is_const()
+        self.div = is_op("relax.divide")(self.x, self.scale)
+        arg = self.div | _either("relax.multiply", self.x, self.scale)
+        one_plus = _either("relax.add", is_op("relax.erf")(arg), self.one)
+        self.pattern = (_either("relax.multiply", _either("relax.multiply", self.x, one_plus), self.half)
+                        | _either("relax.multiply", _either("relax.multiply", self.x, self.half), one_plus))
+
+    def rewrite(self, call: relax.Call, m: dict) -> relax.Expr:
+        values = [_scalar(m[c]) for c in (self.scale, self.one, self.half)]
+        if any(v is None for v in values):
+            return call
+        scale, one, half = values
+        want = math.sqrt(2.0) if self.div in m else 1.0 / math.sqrt(2.0)
+        if not (math.isclose(scale, want, rel_tol=1e-6) and one == 1.0 and half == 0.5):
+            return call
+        if static_f32_shape(m[self.x]) is None:
+            return call
+        return relax.op.nn.gelu(m[self.x])
+
+
+class _TanhGelu:
+    """GELU's tanh approximation written out, as torch's exporter writes
+    `nn.GELU(approximate="tanh")`:
+
+        0.5 * (x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))))
+
+    x^3 as x * (x * x) (either order) or x ** 3, and the rest as `_ErfGelu` takes it (any operand
+    order, 0.5 applied first or last); matched, it is `relax.nn.gelu_tanh(x)`."""
+
+    def __init__(self):
+        self.x = wildcard()
+        self.three, self.kappa, self.beta, self.one, self.half = (is_const() for _ in range(5))
+        square = is_op("relax.multiply")(self.x, self.x)
+        self.power = is_op("relax.power")(self.x, self.three)
+        cube = _either("relax.multiply", self.x, square) | self.power
+        inner = _either("relax.add", self.x, _either("relax.multiply", cube, self.kappa))
+        t = is_op("relax.tanh")(_either("relax.multiply", inner, self.beta))
+        one_plus = _either("relax.add", t, self.one)
+        self.pattern = (_either("relax.multiply", _either("relax.multiply", self.x, one_plus), self.half)
+                        | _either("relax.multiply", _either("relax.multiply", self.x, self.half), one_plus))
+
+    def rewrite(self, call: relax.Call, m: dict) -> relax.Expr:
+        consts = [self.kappa, self.beta, self.one, self.half] + ([self.three] if self.power in m else [])
+        values = [_scalar(m[c]) for c in consts]
+        if any(v is None for v in values) or static_f32_shape(m[self.x]) is None:
+            return call
+        kappa, beta, one, half = values[:4]
+        if not (math.isclose(kappa, 0.044715, rel_tol=1e-6)
+                and math.isclose(beta, math.sqrt(2.0 / math.pi), rel_tol=1e-6)
+                and one == 1.0 and half == 0.5 and values[4:] in ([], [3.0])):
+            return call
+        return relax.op.nn.gelu_tanh(m[self.x])
+
+
+def _scalar(c) -> float | None:
+    """The value of a one-element float32 constant, else None."""
+    value = _const_array(c)
+    return None if value is None or value.size != 1 else float(value.reshape(()))
+
+
+def canonical_gelu(func: relax.Function) -> relax.Function:
+    """func with every GELU written out as one op: the erf form (`_ErfGelu`) as
+    `relax.nn.gelu`, the tanh form (`_TanhGelu`) as `relax.nn.gelu_tanh`."""
+    for gelu in (_ErfGelu(), _TanhGelu()):
+        func = rewrite_call(gelu.pattern, gelu.rewrite, func)
+    return func
 
 
 def _chains(op_pattern) -> list[_Chain]:
@@ -316,6 +411,7 @@ class _Rewriter(KernelRewriter):
         x, w = wildcard(), is_const()
         conv = is_op("relax.nn.conv2d")(x, w)
         mm = is_op("relax.matmul")(x, w)
+        func = canonical_gelu(func)
         rules = [(c, functools.partial(self._conv_rewrite, c, x, w)) for c in _chains(conv)]
         rules += [(c, functools.partial(self._matmul_rewrite, c, x, w)) for c in _chains(mm)]
         for chain, make in rules:

@@ -24,6 +24,12 @@ def _epilogue(acc: np.ndarray, ep: Epilogue, bias, residual, channel_axis: int) 
         acc = acc * np.clip(acc + 3.0, 0.0, 6.0) / 6.0
     elif ep.activation == "gelu":
         acc = 0.5 * acc * (1.0 + np.vectorize(math.erf, otypes=[np.float64])(acc / math.sqrt(2.0)))
+    elif ep.activation == "gelu_tanh":
+        acc = 0.5 * acc * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (acc + 0.044715 * acc ** 3)))
+    elif ep.activation == "sigmoid":
+        acc = 0.5 * (1.0 + np.tanh(0.5 * acc))  # 1 / (1 + exp(-v)) without overflow
+    elif ep.activation == "silu":
+        acc = acc * 0.5 * (1.0 + np.tanh(0.5 * acc))
     return acc.astype(np.float32)
 
 

@@ -5,8 +5,10 @@ weight, and the epilogue fused into it.
 
 bias is per output channel (conv: shape (cout,), added at [:, c, :, :]; matmul: shape (n,), added
 along the last axis); residual has the output's shape; activation is "none", "relu", "clip"
-(min(max(v, clip_min), clip_max)), "hardswish" (v * clip(v + 3, 0, 6) / 6) or "gelu"
-(v/2 (1 + erf(v / sqrt 2))); activation.py builds them. Every tensor is float32 with a static shape.
+(min(max(v, clip_min), clip_max)), "hardswish" (v * clip(v + 3, 0, 6) / 6), "gelu"
+(v/2 (1 + erf(v / sqrt 2))), "gelu_tanh" (v/2 (1 + tanh(sqrt(2/pi) (v + 0.044715 v^3)))),
+"sigmoid" (1 / (1 + exp(-v))) or "silu" (v * sigmoid(v), also called swish); activation.py
+builds them. Every tensor is float32 with a static shape.
 
 Each kernel module (conv.py: groups == 1, depthwise.py: groups == cin == cout, grouped.py: the
 other groups > 1, matmul.py) has
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ACTIVATIONS = ("none", "relu", "clip", "hardswish", "gelu")
+ACTIVATIONS = ("none", "relu", "clip", "hardswish", "gelu", "gelu_tanh", "sigmoid", "silu")
 
 
 @dataclass(frozen=True)
