@@ -69,6 +69,7 @@ def _sigmoid(bb, v):
 
 W, B = _f32(16, 8, 3, 3), _f32(16)
 DW, DB = _f32(8, 1, 3, 3), _f32(8)
+GW, GB = _f32(12, 2, 3, 3), _f32(12)  # 4 groups of 2 input, 3 output channels
 WM, BM = _f32(9, 12), _f32(12)
 
 
@@ -93,6 +94,10 @@ CASES = {
                        "tir:hwlat_depthwise_conv2d",
                        Conv2dSpec(1, 8, 10, 9, 8, (3, 3), padding=(1, 1, 1, 1), groups=8,
                                   epilogue=Epilogue(True, False, "silu")), DW, DB),
+    "grouped+silu": (lambda bb, x: _silu(bb, _conv(bb, x, GW, GB, groups=4)),
+                     "tir:hwlat_grouped_conv2d",
+                     Conv2dSpec(1, 8, 10, 9, 12, (3, 3), padding=(1, 1, 1, 1), groups=4,
+                                epilogue=Epilogue(True, False, "silu")), GW, GB),
 }
 
 
