@@ -98,3 +98,21 @@ def test_a_damaged_table_through_every_cli_command_that_opens_one(tmp_path):
     assert all("damaged" in line for _, line in c.examples["refused"]), c.examples["refused"]
     assert c.counts["subprocesses"] == 3
     assert c.peak_rss < RSS_GOAL
+
+
+def test_a_huge_declared_input_is_weighed_before_it_is_made(tmp_path):
+    """Found by the CLI campaign: an input declared [1, 2^31, 8, 16] whose product no shape
+    inference resolves; the one onnxruntime run that measures shapes must refuse it by its
+    declared size, not allocate 2 TiB first (a MemoryError)."""
+    import onnx
+
+    from hwlat.graph import load
+
+    m = onnx.ModelProto()
+    m.ParseFromString(builtin_seeds()["attention"])
+    kt = next(i for i in m.graph.input if i.name == "kt")
+    kt.type.tensor_type.shape.dim[1].dim_value = 2**31
+    path = tmp_path / "m.onnx"
+    path.write_bytes(m.SerializeToString())
+    r = run_limited(lambda: load(path), timeout_s=60)
+    assert r.outcome == "refused" and "over the 1024 MiB" in r.detail, r

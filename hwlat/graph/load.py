@@ -12,6 +12,7 @@ the kernel keys, a NAS loop that queries a table) does not load it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import Counter
 from pathlib import Path
@@ -216,21 +217,23 @@ def _measured_shapes(model: onnx.ModelProto, inferred: onnx.ModelProto,
     first, node, idx = missing[0]
     where = f"value '{first}' (output of {_label(node, idx)})"
     inits = {t.name for t in g.initializer}
-    feeds = {}
-    rng = np.random.default_rng(0)
-    for i in g.input:  # as the profilers feed them: floats standard normal, the rest zeros
-        if i.name in inits:
-            continue
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
-        shape = static_shape(i.type)
-        feeds[i.name] = (rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating)
-                         else np.zeros(shape, dtype))
-    size = model.ByteSize() + sum(a.nbytes for a in feeds.values())
+    declared = []
+    for i in g.input:
+        if i.name not in inits:
+            declared.append((i.name, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(
+                i.type.tensor_type.elem_type)), static_shape(i.type)))
+    # weighed as declared, before any input is made
+    size = model.ByteSize() + sum(math.prod(shape or ()) * dtype.itemsize for _, dtype, shape in declared)
     if size > MEASURE_LIMIT_BYTES:
         raise InvalidModelError(
             f"{path}: the shape of {where} is unknown after shape inference and folding, and "
             f"the model ({size / 2**20:.0f} MiB) is over the {MEASURE_LIMIT_BYTES >> 20} MiB "
             "hwlat runs once to measure shapes")
+    feeds = {}
+    rng = np.random.default_rng(0)
+    for name, dtype, shape in declared:  # as the profilers feed them: floats standard normal, the rest zeros
+        feeds[name] = (rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating)
+                       else np.zeros(shape, dtype))
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     graph_outputs = {o.name for o in g.output}
