@@ -23,7 +23,8 @@ import networkx as nx
 import numpy as np
 
 from hwlat.errors import InvalidModelError, UnsupportedOpError, one_line
-from hwlat.graph.ir import SMALL_CONSTANT_ELEMENTS, AttrValue, Graph, Node, TensorSig, Value
+from hwlat.graph.builder import assemble
+from hwlat.graph.ir import SMALL_CONSTANT_ELEMENTS, AttrValue, Graph, Node, TensorSig
 from hwlat.graph.ops import NON_DETERMINISTIC, Op
 from hwlat.graph.shapes import infer_custom_shapes
 from hwlat.graph.sparse import check_sparse_convs
@@ -361,34 +362,11 @@ def to_ir(model: onnx.ModelProto, name: str = "model") -> Graph:
             const.update(o for o in n.outputs if o)
     infer_custom_shapes(nodes, sigs)
 
-    uses: dict[str, list[str]] = {}
-    for n in nodes:
-        for i in n.inputs:
-            if i:
-                uses.setdefault(i, []).append(n.name)
-    producers = {o: n.name for n in nodes for o in n.outputs if o}
-    names = set(sigs) | set(producers) | set(uses)
-    values = {
-        v: Value(
-            name=v,
-            sig=sigs.get(v, TensorSig(None, "undefined")),
-            producer=producers.get(v),
-            uses=tuple(uses.get(v, ())),
-            is_const=v in const,
-            data=data.get(v),
-        )
-        for v in names
-    }
     initializers = {t.name for t in g.initializer}
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    return Graph(
-        name=g.name or name,
-        nodes=tuple(nodes),
-        values=values,
-        inputs=tuple(i.name for i in g.input if i.name not in initializers),
-        outputs=tuple(o.name for o in g.output),
-        opset=int(opset),
-    )
+    return assemble(g.name or name, nodes, sigs, const, data,
+                    [i.name for i in g.input if i.name not in initializers],
+                    [o.name for o in g.output], int(opset), keep_unused=True)
 
 
 def _convert_node(n, idx: int, data: dict, sigs: dict) -> Node:
