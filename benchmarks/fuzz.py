@@ -687,6 +687,7 @@ def _fork_cli(args: list[str], home: Path, memory: int, out, err) -> int:
         sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
         sys.stdin = open(os.devnull)  # noqa: SIM115
+        os.environ.pop("HWLAT_DEBUG", None)
         os.environ.update(cli_env(home))
         os.chdir(home)
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
