@@ -2,7 +2,8 @@
 every command that opens a table.
 
     PYTHONPATH=. .venv/bin/python benchmarks/fuzz.py [--mutants 10000] [--seed 0] \
-        [--zoo mobilenet_v2,resnet18,sparse_convnet,nb201] [--seeds-dir build/fuzz-seeds] [--no-tables]
+        [--zoo mobilenet_v2,resnet18,sparse_convnet,nb201] [--seeds-dir build/fuzz-seeds] [--no-tables] \
+        [--cli-mutants 300] [--no-cli-tables] [--cli-subprocess-every 10] [--cli-timeout 60]
 
 Each case runs in a forked worker with an address-space limit (resource.setrlimit) and a wall
 clock timeout, and is classified:
@@ -27,7 +28,18 @@ fresh copy. A refusal must leave the file's bytes unchanged ("changed" counts th
 not); a command that does not refuse must leave a file that passes `PRAGMA integrity_check`
 ("silent" counts the ones that did not).
 
-Goal: 0 traceback, 0 abort, 0 hang, 0 memory, peak RSS under 2 GiB, 0 changed, 0 silent.
+Through the `hwlat` command (what a user runs): --cli-mutants mutants of the built-in seeds, one
+of `inspect`, `predict --device roofline-sd855` and `profile --device cpu-ort` each in turn, and
+every damaged page (both variants) through each of 21 CLI commands that open a table (devices,
+lut show/delete/export/import/sample/train/fit/prior import, predict, profile, calibrate,
+validate, nas predict, search), after a control run of each on the intact table. The check is the
+README's promise: exit code 2 with exactly one stderr line starting `error:` ("lines" counts the
+ones that were not), no traceback, no signal, within the timeout and the memory limit, the table's
+bytes unchanged. Every --cli-subprocess-every-th case is a real `hwlat` subprocess (its address
+space limited in preexec_fn); the others run the same entry point (`hwlat.cli.entry`) in a forked
+worker, which saves the interpreter's start-up (1-2 s a case).
+
+Goal: 0 traceback, 0 abort, 0 hang, 0 memory, 0 lines, peak RSS under 2 GiB, 0 changed, 0 silent.
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ import select
 import shutil
 import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -590,10 +603,293 @@ def _intact(path: Path) -> bool:
         return False
 
 
+# --- through the real `hwlat` command ------------------------------------------------------------
+#
+# The README's promise, checked on the process a user runs: exit code 2, exactly one stderr line
+# starting with `error:`, no traceback, no signal, within the time and memory limits; a refused
+# table keeps its bytes. A case runs as a real `hwlat` subprocess (`python -m hwlat.cli`, its
+# address space limited in preexec_fn), or, for bulk in the tests, as the same entry point in a
+# forked worker (no interpreter start-up; the same exit path).
+
+CLI_OUTCOMES = ("ok", "refused", "traceback", "memory", "abort", "hang", "lines")
+CLI_BAD = ("traceback", "memory", "abort", "hang", "lines")  # lines: exit 2 without one error line
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _limit_memory(memory: int) -> Callable[[], None]:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    return limit
+
+
+def cli_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("HWLAT_DEBUG", "PYTHONPATH")}
+    env.update(HWLAT_HOME=str(home), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", NO_COLOR="1",
+               COLUMNS="200")
+    return env
+
+
+def run_cli(args: list[str], home: Path, timeout_s: float, memory: int = MEMORY_LIMIT,
+            fork: bool = False) -> Result:
+    """`hwlat ARGS` with HWLAT_HOME=home under a timeout and an address-space limit, classified."""
+    args = [str(a) for a in args]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        if fork:
+            pid = _fork_cli(args, home, memory, out, err)
+        else:
+            proc = subprocess.Popen([sys.executable, "-m", "hwlat.cli", *args], stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err, env=cli_env(home), cwd=home,
+                                    preexec_fn=_limit_memory(memory))
+            pid = proc.pid
+        deadline = t0 + timeout_s
+        while True:
+            done, status, rusage = os.wait4(pid, os.WNOHANG)
+            if done:
+                break
+            if time.perf_counter() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                _, status, rusage = os.wait4(pid, 0)
+                break
+            time.sleep(0.01)
+        if not fork:
+            proc.returncode = -1  # reaped here: Popen must not wait for it again
+        seconds = time.perf_counter() - t0
+        rss = rusage.ru_maxrss * 1024
+        err.seek(0)
+        stderr = err.read(1 << 20).decode("utf-8", "replace")
+    if seconds > timeout_s:
+        return Result("hang", f"over {timeout_s} s", seconds, rss)
+    if os.WIFSIGNALED(status):
+        return Result("abort", f"signal {signal.Signals(os.WTERMSIG(status)).name}: {stderr[-2000:]}",
+                      seconds, rss)
+    code = os.WEXITSTATUS(status)
+    lines = stderr.splitlines()
+    if "MemoryError" in stderr:
+        return Result("memory", stderr[-3000:], seconds, rss)
+    if "Traceback (most recent call last)" in stderr:
+        return Result("traceback", stderr[-3000:], seconds, rss)
+    if code == 0:
+        return Result("ok", "", seconds, rss)
+    if code == 2 and len(lines) == 1 and lines[0].startswith("error: "):
+        return Result("refused", lines[0], seconds, rss)
+    return Result("lines", f"exit {code}, {len(lines)} stderr lines: {stderr[-2000:]}", seconds, rss)
+
+
+def _fork_cli(args: list[str], home: Path, memory: int, out, err) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    try:  # the worker: what `python -m hwlat.cli ARGS` runs, in this already started interpreter
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        # the process's own streams on those descriptors (a test runner may have replaced them)
+        sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+        sys.stdin = open(os.devnull)  # noqa: SIM115
+        os.environ.pop("HWLAT_DEBUG", None)
+        os.environ.update(cli_env(home))
+        os.chdir(home)
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        sys.argv = ["hwlat", *args]
+        import hwlat.cli
+
+        if _CLICK:  # the click command typer builds on every call (a second on a busy machine)
+            hwlat.cli.app = _CLICK[0]
+        hwlat.cli.entry()
+        sys.stdout.flush()
+        os._exit(0)
+    except SystemExit as e:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+        os._exit(e.code if isinstance(e.code, int) else (0 if e.code is None else 1))
+    except BaseException:  # noqa: BLE001 - what the interpreter would print
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+            sys.stderr.flush()
+        os._exit(1)
+
+
+MODEL_COMMANDS: dict[str, Callable[[Path, Path], list]] = {
+    "inspect": lambda m, d: ["inspect", m],
+    "predict": lambda m, d: ["predict", m, "--device", "roofline-sd855"],
+    "profile": lambda m, d: ["profile", m, "--device", "cpu-ort", "--table", d / "t.sqlite"],
+    "compile": lambda m, d: ["compile", m, "--device", "cpu-tvm", "-o", d / "m.so"],
+}
+
+
+def _real(i: int, every: int) -> bool:
+    return every > 0 and i % every == 0
+
+
+def cli_model_campaign(seeds: dict[str, bytes], mutants: int, seed: int = 0, timeout_s: float = 60.0,
+                       commands: tuple[str, ...] = ("inspect", "predict", "profile"),
+                       folder: Path | None = None, subprocess_every: int = 1,
+                       progress: Callable[[int, Counter], None] | None = None) -> Campaign:
+    """Mutants through the CLI commands that take a model, one command a mutant, in turn; every
+    `subprocess_every`-th case a real `hwlat` subprocess, the others forked workers (0: none)."""
+    rng = random.Random(seed)
+    mut = Mutator(rng)
+    names = sorted(seeds)
+    counts, examples, peak, slowest = Counter(), {}, 0, 0.0
+    if subprocess_every != 1:
+        _preimport()
+    with tempfile.TemporaryDirectory(prefix="hwlat-fuzz-cli-", dir=folder) as tmp:
+        for i in range(mutants):
+            name, command = names[i % len(names)], commands[i % len(commands)]
+            how, data = mut.mutate(seeds[name])
+            case = Path(tmp) / f"case{i}"
+            case.mkdir()
+            model = case / "mutant.onnx"
+            model.write_bytes(data)
+            real = _real(i, subprocess_every)
+            res = run_cli(MODEL_COMMANDS[command](model, case), case, timeout_s, fork=not real)
+            counts[res.outcome] += 1
+            counts["subprocesses"] += real
+            peak, slowest = max(peak, res.rss_bytes), max(slowest, res.seconds)
+            if res.outcome in CLI_BAD:
+                examples.setdefault(res.outcome, []).append((f"#{i} {name} {how}: {command}", res.detail))
+                if folder is not None:
+                    shutil.copy(model, Path(folder) / f"fuzz-cli-{res.outcome}-{i}.onnx")
+            shutil.rmtree(case, ignore_errors=True)
+            if progress and (i + 1) % 50 == 0:
+                progress(i + 1, counts)
+    return Campaign(counts, examples, peak, slowest)
+
+
+def cli_table_files(folder: Path) -> tuple[Path, dict]:
+    """The small table of `build_table` and every file the table commands read."""
+    from hwlat.nas.spaces import NB201_SIZE, nb201_arch
+
+    good, files = build_table(folder)
+    seed = folder / "seed.onnx"
+    seed.write_bytes(builtin_seeds()["resnet_block"])
+    corpus = folder / "corpus"
+    corpus.mkdir()
+    shutil.copy(seed, corpus / "seed.onnx")
+    archs = [nb201_arch(i) for i in range(0, NB201_SIZE, 1500)]
+    (folder / "archs.csv").write_text("arch\n" + "\n".join(archs) + "\n")
+    (folder / "measured.csv").write_text(
+        "arch,latency_ms\n" + "\n".join(f"{a},{1 + i / 10}" for i, a in enumerate(archs)) + "\n")
+    rng = random.Random(0)
+    (folder / "prior.csv").write_text("arch,dev_a,dev_b\n" + "\n".join(
+        f"{nb201_arch(i)},{1 + rng.random():.4f},{2 + rng.random():.4f}" for i in range(NB201_SIZE)) + "\n")
+    return good, {**files, "seed": seed, "corpus": corpus, "archs": folder / "archs.csv",
+                  "measured": folder / "measured.csv", "prior": folder / "prior.csv"}
+
+
+def cli_table_commands(files: dict, table: Path) -> dict[str, list]:
+    """Every CLI command that opens a table, with arguments that reach the table (`compile` opens
+    one only after building and tuning a model, minutes, and is left out)."""
+    f, out, t = files, Path(files["out"]), ["--table", table]
+    return {
+        "devices": ["devices", *t],
+        "lut show": ["lut", "show", *t],
+        "lut show --device": ["lut", "show", "--device", "cpu-ort", "--json", *t],
+        "lut delete": ["lut", "delete", "--device", "pixel", *t],
+        "lut export json": ["lut", "export", out / "e.json", *t],
+        "lut export csv": ["lut", "export", out / "e.csv", "--device", "pixel", *t],
+        "lut export ofa": ["lut", "export", "--format", "ofa", out / "ofa-out", "--device", "note10", *t],
+        "lut import json": ["lut", "import", f["json"], *t],
+        "lut import csv": ["lut", "import", f["csv"], *t],
+        "lut import ofa": ["lut", "import", "--format", "ofa", f["ofa"], "--device", "note10", *t],
+        "lut sample": ["lut", "sample", "--device", "cpu-ort", "--kinds", "conv", "--n", "1", "--no-zoo",
+                       "--corpus", f["corpus"], "--no-adaptive", *t],
+        "lut train": ["lut", "train", "--device", "pixel", *t],
+        "lut fit": ["lut", "fit", "--space", "nb201", "--measurements", f["measured"], "--device", "ph",
+                    "--reference-device", "roofline-sd855", *t],
+        "lut fit --propose": ["lut", "fit", "--space", "nb201", "--propose", "3", "--stored-prior", *t],
+        "lut prior import": ["lut", "prior", "import", f["prior"], "--space", "nb201", *t],
+        "predict": ["predict", f["seed"], "--device", "cpu-ort", "--estimate", *t],
+        "profile": ["profile", f["seed"], "--device", "cpu-ort", *t],
+        "calibrate": ["calibrate", f["seed"], "--device", "cpu-ort", *t],
+        "validate": ["validate", f["seed"], "--device", "cpu-ort", *t],
+        "nas predict": ["nas", "predict", "--space", "nb201", "--device", "pixel", "--archs", f["archs"],
+                        "--estimate", *t],
+        "search": ["search", "--space", "nb201", "--device", "pixel", "--latency-ms", "3", "--estimate",
+                   "--generations", "1", *t],
+    }
+
+
+# on an intact table: `search` builds the NB201 latency table of all 15,625 cells (minutes on
+# a busy machine); it opens the table first, as every query does
+_SLOW_CONTROLS = ("search",)
+
+
+_CLICK: list = []
+
+
+def _preimport() -> None:
+    """What the commands import, imported once before the forked workers (fork mode), and the
+    click command typer builds from hwlat's app."""
+    import typer
+
+    import hwlat.cli
+    import hwlat.graph  # noqa: F401
+    import hwlat.lut.predict  # noqa: F401
+    import hwlat.nas  # noqa: F401
+    import hwlat.runners.profile  # noqa: F401
+
+    if not _CLICK:
+        _CLICK.append(typer.main.get_command(hwlat.cli.app))
+
+
+def cli_table_campaign(folder: Path, timeout_s: float = 60.0, variants=("btree-header", "noise"),
+                       pages: Callable[[int], bool] = lambda page: True, commands: tuple[str, ...] | None = None,
+                       subprocess_every: int = 1, control: bool = True,
+                       progress: Callable[[int, Counter], None] | None = None) -> Campaign:
+    """Every damaged page (each variant) through every table command, each on a fresh copy.
+    `control`: first run every command on the intact table once (its outcomes counted under
+    "control ..."; a control refused before the table was read would mean the command never
+    reached it). Every `subprocess_every`-th case is a real `hwlat` subprocess, the others forked
+    workers (0: none)."""
+    good, files = cli_table_files(folder)
+    case = folder / "case.sqlite"
+    home = folder / "home"
+    home.mkdir()
+    table_cmds = cli_table_commands(files, case)
+    if commands is not None:
+        table_cmds = {k: v for k, v in table_cmds.items() if k in commands}
+    counts, examples, peak, slowest = Counter(), {}, 0, 0.0
+    data_good = good.read_bytes()
+    cases = [("intact", data_good)] if control else []
+    if subprocess_every != 1:
+        _preimport()
+    cases += [(label, d) for label, d in damaged_pages(data_good, variants)
+              if pages(int(label.split()[1]))]
+    n = 0
+    for label, data in cases:
+        for name, args in table_cmds.items():
+            for side in (Path(f"{case}-wal"), Path(f"{case}-shm")):
+                side.unlink(missing_ok=True)
+            case.write_bytes(data)
+            if label == "intact" and name in _SLOW_CONTROLS:
+                continue
+            real = _real(n, subprocess_every)
+            res = run_cli(args, home, timeout_s, fork=not real)
+            counts["subprocesses"] += real
+            after = case.read_bytes()
+            outcome = res.outcome
+            if label == "intact":
+                outcome = f"control {outcome}"
+            elif outcome == "refused" and (after != data or Path(f"{case}-wal").exists()):
+                outcome = "changed"
+            elif outcome == "ok" and after != data and not _intact(case):
+                outcome = "silent"
+            counts[outcome] += 1
+            peak, slowest = max(peak, res.rss_bytes), max(slowest, res.seconds)
+            if outcome not in ("ok", "control ok"):  # refusals too: what each command said
+                examples.setdefault(outcome, []).append((f"{label}: {name}", res.detail))
+            n += 1
+            if progress and n % 100 == 0:
+                progress(n, counts)
+    return Campaign(counts, examples, peak, slowest)
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 def _report(title: str, c: Campaign, seconds: float, extra: tuple[str, ...] = ()) -> None:
-    total = sum(c.counts.values())
+    total = sum(v for k, v in c.counts.items() if k != "subprocesses")
     print(f"{title}: {total} cases in {seconds:.0f} s; " +
           ", ".join(f"{k} {c.counts.get(k, 0)}" for k in (*OUTCOMES, *extra)))
     print(f"  peak RSS of a worker {c.peak_rss / 2**20:.0f} MiB, slowest case {c.slowest:.2f} s")
@@ -614,6 +910,15 @@ def main() -> None:
     ap.add_argument("--keep-dir", type=Path, default=Path("build/fuzz-found"),
                     help="where mutants that broke a goal are kept")
     ap.add_argument("--no-tables", action="store_true")
+    ap.add_argument("--cli-mutants", type=int, default=300,
+                    help="mutants through `hwlat inspect`, `predict` and `profile` (0 for none)")
+    ap.add_argument("--no-cli-tables", action="store_true",
+                    help="skip every damaged table through every CLI command that opens a table")
+    ap.add_argument("--cli-subprocess-every", type=int, default=10,
+                    help="every Nth CLI case a real `hwlat` subprocess, the others the same entry point "
+                         "in a forked worker (1: all subprocesses)")
+    ap.add_argument("--cli-timeout", type=float, default=60.0,
+                    help="seconds a CLI case may take (a subprocess starts the interpreter and its imports)")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     seeds = builtin_seeds()
@@ -622,18 +927,44 @@ def main() -> None:
     args.keep_dir.mkdir(parents=True, exist_ok=True)
     print(f"hwlat fuzz, {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
           f"seeds: {', '.join(sorted(seeds))}", flush=True)
-    t0 = time.perf_counter()
-    c = model_campaign(seeds, args.mutants, args.seed, args.timeout, args.keep_dir,
-                       progress=lambda n, k: print(f"  {n} mutants: {dict(k)}", flush=True))
-    _report("models", c, time.perf_counter() - t0)
-    bad = sum(c.counts.get(k, 0) for k in BAD) or c.peak_rss > RSS_GOAL
+    bad = False
+    if args.mutants:
+        t0 = time.perf_counter()
+        c = model_campaign(seeds, args.mutants, args.seed, args.timeout, args.keep_dir,
+                           progress=lambda n, k: print(f"  {n} mutants: {dict(k)}", flush=True))
+        _report("models", c, time.perf_counter() - t0)
+        bad = sum(c.counts.get(k, 0) for k in BAD) or c.peak_rss > RSS_GOAL
     if not args.no_tables:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="hwlat-fuzz-tables-") as tmp:
             t = table_campaign(Path(tmp), args.timeout)
         _report("tables", t, time.perf_counter() - t0, extra=("changed", "silent"))
         bad = bad or any(t.counts.get(k, 0) for k in (*BAD, "changed", "silent"))
+    every = args.cli_subprocess_every
+    if args.cli_mutants:
+        # the built-in seeds only: `profile` times every kernel of a valid mutant, minutes for a
+        # zoo model
+        t0 = time.perf_counter()
+        c = cli_model_campaign(builtin_seeds(), args.cli_mutants, args.seed + 1, args.cli_timeout, folder=args.keep_dir,
+                               subprocess_every=every,
+                               progress=lambda n, k: print(f"  {n} CLI mutants: {dict(k)}", flush=True))
+        _report("models through the CLI (inspect, predict, profile)", c, time.perf_counter() - t0,
+                extra=("lines", "subprocesses"))
+        bad = bad or any(c.counts.get(k, 0) for k in CLI_BAD) or c.peak_rss > RSS_GOAL
+    if not args.no_cli_tables:
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="hwlat-fuzz-cli-tables-") as tmp:
+            t = cli_table_campaign(Path(tmp), args.cli_timeout, subprocess_every=every,
+                                   progress=lambda n, k: print(f"  {n} CLI table cases: {dict(k)}", flush=True))
+        _report(f"damaged tables through the CLI ({len(cli_table_commands({'out': '.'} | _NAMES, Path('t')))}"
+                " commands)", t, time.perf_counter() - t0,
+                extra=("lines", "changed", "silent", "subprocesses", "control ok", "control refused"))
+        bad = bad or any(t.counts.get(k, 0) for k in (*CLI_BAD, "changed", "silent")) or \
+            t.peak_rss > RSS_GOAL
     sys.exit(1 if bad else 0)
+
+
+_NAMES = dict.fromkeys(("json", "csv", "ofa", "corpus", "measured", "prior", "seed", "archs"), "x")
 
 
 if __name__ == "__main__":

@@ -97,7 +97,9 @@ def profile(
         raise InvalidInputError("give ONNX models to profile, or --zoo")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    bar = Progress(*columns, console=err)
+    # a bar only on a terminal: elsewhere it would print its last state, a line before any
+    # error line (_progress_lines says how far it got there)
+    bar = Progress(*columns, console=err, disable=not err.is_terminal)
     state: dict = {}
     warnings: list[str] = []
 
@@ -427,13 +429,15 @@ def lut_sample(
         paths += _export_zoo(spec)
     if not paths:
         raise InvalidInputError("no models to fit the prior to: give --corpus DIR or leave --zoo on")
-    with err.status(f"reading {len(paths)} models for the prior ..."):
-        prior = corpus_configs(model_keys(paths), wanted)
-    empty = [k for k, v in prior.items() if not v]
-    for k in empty:
-        err.print(f"warning: no {k} kernel the sampler can build in the corpus; none sampled", highlight=False)
-    runner = get_runner(spec)
+    # the table is opened (a damaged or foreign one refused) before the models are read
     with open_table(table, readonly=False) as store:
+        with err.status(f"reading {len(paths)} models for the prior ..."):
+            prior = corpus_configs(model_keys(paths), wanted)
+        empty = [k for k, v in prior.items() if not v]
+        for k in empty:
+            err.print(f"warning: no {k} kernel the sampler can build in the corpus; none sampled",
+                      highlight=False)
+        runner = get_runner(spec)
         logged = _progress_lines(spec.name, len(wanted) * n)
         def timer(todo) -> int:
             return profile_plan(ProfilePlan(todo, already=0), spec, runner, store,

@@ -28,19 +28,27 @@ __all__ = ["GraphBuilder", "assemble"]
 
 def assemble(name: str, nodes: Iterable[Node], sigs: Mapping[str, TensorSig],
              const: set[str], data: Mapping[str, np.ndarray], inputs: Sequence[str],
-             outputs: Sequence[str], opset: int) -> Graph:
+             outputs: Sequence[str], opset: int, *, keep_unused: bool = False) -> Graph:
     """A frozen Graph from nodes in topological order (re-indexed 0..n-1) and the values'
-    signatures; producers and uses are derived, as `graph.load` derives them."""
-    nodes = [Node(n.name, n.op, n.inputs, n.outputs, n.attrs, i) for i, n in enumerate(nodes)]
+    signatures; producers and uses are derived from the nodes. The one Graph constructor of
+    both paths: `GraphBuilder.build` (values nobody produces, uses or outputs dropped) and
+    `graph.load` (`keep_unused`: every value the file declares kept). A value without a
+    signature gets an unknown one (no shape, dtype "undefined")."""
+    nodes = [n if n.index == i else Node(n.name, n.op, n.inputs, n.outputs, n.attrs, i)
+             for i, n in enumerate(nodes)]
     uses: dict[str, list[str]] = {}
     for n in nodes:
         for i in n.inputs:
             if i:
                 uses.setdefault(i, []).append(n.name)
     producers = {o: n.name for n in nodes for o in n.outputs if o}
-    names = [*inputs, *(v for v in sigs if v in uses or v in producers or v in outputs)]
-    values = {v: Value(v, sigs[v], producers.get(v), tuple(uses.get(v, ())), v in const,
-                       data.get(v)) for v in dict.fromkeys(names)}
+    if keep_unused:
+        names = [*inputs, *sigs, *producers, *uses, *outputs]
+    else:
+        names = [*inputs, *(v for v in sigs if v in uses or v in producers or v in outputs)]
+    unknown = TensorSig(None, "undefined")
+    values = {v: Value(v, sigs.get(v, unknown), producers.get(v), tuple(uses.get(v, ())),
+                       v in const, data.get(v)) for v in dict.fromkeys(names)}
     return Graph(name=name, nodes=tuple(nodes), values=values, inputs=tuple(inputs),
                  outputs=tuple(outputs), opset=opset)
 

@@ -12,6 +12,7 @@ the kernel keys, a NAS loop that queries a table) does not load it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import Counter
 from pathlib import Path
@@ -22,7 +23,8 @@ import networkx as nx
 import numpy as np
 
 from hwlat.errors import InvalidModelError, UnsupportedOpError, one_line
-from hwlat.graph.ir import SMALL_CONSTANT_ELEMENTS, AttrValue, Graph, Node, TensorSig, Value
+from hwlat.graph.builder import assemble
+from hwlat.graph.ir import SMALL_CONSTANT_ELEMENTS, AttrValue, Graph, Node, TensorSig
 from hwlat.graph.ops import NON_DETERMINISTIC, Op
 from hwlat.graph.shapes import infer_custom_shapes
 from hwlat.graph.sparse import check_sparse_convs
@@ -216,21 +218,23 @@ def _measured_shapes(model: onnx.ModelProto, inferred: onnx.ModelProto,
     first, node, idx = missing[0]
     where = f"value '{first}' (output of {_label(node, idx)})"
     inits = {t.name for t in g.initializer}
-    feeds = {}
-    rng = np.random.default_rng(0)
-    for i in g.input:  # as the profilers feed them: floats standard normal, the rest zeros
-        if i.name in inits:
-            continue
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
-        shape = static_shape(i.type)
-        feeds[i.name] = (rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating)
-                         else np.zeros(shape, dtype))
-    size = model.ByteSize() + sum(a.nbytes for a in feeds.values())
+    declared = []
+    for i in g.input:
+        if i.name not in inits:
+            declared.append((i.name, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(
+                i.type.tensor_type.elem_type)), static_shape(i.type)))
+    # weighed as declared, before any input is made
+    size = model.ByteSize() + sum(math.prod(shape or ()) * dtype.itemsize for _, dtype, shape in declared)
     if size > MEASURE_LIMIT_BYTES:
         raise InvalidModelError(
             f"{path}: the shape of {where} is unknown after shape inference and folding, and "
             f"the model ({size / 2**20:.0f} MiB) is over the {MEASURE_LIMIT_BYTES >> 20} MiB "
             "hwlat runs once to measure shapes")
+    feeds = {}
+    rng = np.random.default_rng(0)
+    for name, dtype, shape in declared:  # as the profilers feed them: floats standard normal, the rest zeros
+        feeds[name] = (rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating)
+                       else np.zeros(shape, dtype))
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     graph_outputs = {o.name for o in g.output}
@@ -358,34 +362,11 @@ def to_ir(model: onnx.ModelProto, name: str = "model") -> Graph:
             const.update(o for o in n.outputs if o)
     infer_custom_shapes(nodes, sigs)
 
-    uses: dict[str, list[str]] = {}
-    for n in nodes:
-        for i in n.inputs:
-            if i:
-                uses.setdefault(i, []).append(n.name)
-    producers = {o: n.name for n in nodes for o in n.outputs if o}
-    names = set(sigs) | set(producers) | set(uses)
-    values = {
-        v: Value(
-            name=v,
-            sig=sigs.get(v, TensorSig(None, "undefined")),
-            producer=producers.get(v),
-            uses=tuple(uses.get(v, ())),
-            is_const=v in const,
-            data=data.get(v),
-        )
-        for v in names
-    }
     initializers = {t.name for t in g.initializer}
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    return Graph(
-        name=g.name or name,
-        nodes=tuple(nodes),
-        values=values,
-        inputs=tuple(i.name for i in g.input if i.name not in initializers),
-        outputs=tuple(o.name for o in g.output),
-        opset=int(opset),
-    )
+    return assemble(g.name or name, nodes, sigs, const, data,
+                    [i.name for i in g.input if i.name not in initializers],
+                    [o.name for o in g.output], int(opset), keep_unused=True)
 
 
 def _convert_node(n, idx: int, data: dict, sigs: dict) -> Node:

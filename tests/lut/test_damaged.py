@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,81 @@ def test_calibration_rows_too_far_apart_to_fit_are_one_error():
     rows = [({"conv_ms": 1e308, "one": 1.0}, 1e-300)] * 3
     with pytest.raises(InvalidInputError, match="cannot be fitted"):
         fit_correction(rows)
+
+
+def _counting_checks(monkeypatch) -> list:
+    """TableStore's integrity checks, counted."""
+    from hwlat.lut import store as store_mod
+
+    calls = []
+    real = store_mod.TableStore._check_integrity
+
+    def counted(self, db):
+        calls.append(self.path)
+        return real(self, db)
+
+    monkeypatch.setattr(store_mod.TableStore, "_check_integrity", counted)
+    return calls
+
+
+def _settled(monkeypatch, path: Path) -> None:
+    """The table's timestamps older than the (shortened) settling time a clean check needs."""
+    from hwlat.lut import store as store_mod
+
+    monkeypatch.setattr(store_mod, "_SETTLED_NS", 50_000_000)
+    while time.time_ns() - min(path.stat().st_mtime_ns, path.stat().st_ctime_ns) < 60_000_000:
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("how", ["in place", "replaced"])
+def test_a_table_damaged_after_a_clean_check_is_refused(tmp_path, hwlat_home, monkeypatch, how):
+    table = small_table(tmp_path / "t.sqlite")
+    _settled(monkeypatch, table)
+    calls = _counting_checks(monkeypatch)
+    for _ in range(3):
+        with TableStore(table, readonly=True) as store:
+            assert len(store.entries("cpu-ort")) == 150
+    assert len(calls) == 1  # checked once: the file did not change
+    assert list((hwlat_home / "table-checks").iterdir())
+    # the same size; in place: the same inode too
+    damaged = damage_page(table, tmp_path / "d.sqlite", pages(table)).read_bytes()
+    if how == "in place":
+        with open(table, "r+b") as f:
+            f.write(damaged)
+    else:
+        (tmp_path / "new.sqlite").write_bytes(damaged)
+        os.replace(tmp_path / "new.sqlite", table)
+    before = digest(table)
+    with pytest.raises(TableError, match="damaged"):
+        TableStore(table, readonly=True)
+    assert len(calls) == 2 and digest(table) == before
+
+
+def test_a_write_or_a_fresh_file_is_checked_again(tmp_path, hwlat_home, monkeypatch):
+    table = small_table(tmp_path / "t.sqlite")
+    calls = _counting_checks(monkeypatch)
+    TableStore(table, readonly=True).close()
+    TableStore(table, readonly=True).close()
+    assert len(calls) == 2  # modified within the last seconds: not recorded as clean
+    _settled(monkeypatch, table)
+    TableStore(table, readonly=True).close()
+    TableStore(table, readonly=True).close()
+    assert len(calls) == 3
+    with TableStore(table) as store:  # a write open always checks
+        store.put_many([entry("new")])
+    assert len(calls) == 4
+    TableStore(table, readonly=True).close()
+    assert len(calls) == 5  # the write changed the file
+
+
+def test_a_home_that_cannot_be_written_only_means_checking_every_time(tmp_path, monkeypatch):
+    table = small_table(tmp_path / "t.sqlite")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("HWLAT_HOME", str(blocker / "home"))  # under a regular file
+    _settled(monkeypatch, table)
+    calls = _counting_checks(monkeypatch)
+    for _ in range(2):
+        with TableStore(table, readonly=True) as store:
+            assert store.devices() == [("cpu-ort", 150)]
+    assert len(calls) == 2
