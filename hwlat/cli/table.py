@@ -151,7 +151,8 @@ def _export_zoo(spec) -> list[Path]:
     runner = get_runner(spec)
     from hwlat.graph import fuse, load
 
-    return [p for p in paths if not runner.unsupported({op for k in fuse(load(p)) for op in k.key.ops})]
+    return [p for p in paths
+            if not runner.unsupported({op for k in fuse(load(p), spec.fusion) for op in k.key.ops})]
 
 
 def predict(
@@ -205,7 +206,7 @@ def _predict_from_table(model: Path, spec, sample: Path | None, precision: str |
         raise InvalidInputError(f"--precision applies to neuromorphic devices; '{spec.name}' "
                                 "predicts from its table")
     g = load(model)
-    kernels = fuse(g)
+    kernels = fuse(g, spec.fusion)  # the device's kernel boundaries
     if sample is not None:  # a sparse model's coordinates decide its kernel maps
         from hwlat.analytic.neuromorphic import load_sample
         from hwlat.graph import KernelKind
@@ -214,7 +215,7 @@ def _predict_from_table(model: Path, spec, sample: Path | None, precision: str |
             raise InvalidInputError(f"--input applies to neuromorphic devices and to models with "
                                     f"sparse convs (their coordinates); '{spec.name}' predicts "
                                     f"{model.name} from its table alone")
-        kernels = fuse(g, samples=load_sample(sample, g))
+        kernels = fuse(g, spec.fusion, samples=load_sample(sample, g))
     custom = {op for k in kernels for op in k.key.ops if "." in op}  # hwlat's own ops
     if custom and spec.runner and spec.prediction_route == "table":
         bad = get_runner(spec).unsupported(custom)
@@ -318,7 +319,7 @@ def _predicted_and_measured(graphs, spec, runner, store, *, correct: bool):
     from hwlat.lut.predict import predict as do_predict
 
     for path, g in graphs:
-        pred = do_predict(g, fuse(g), store, spec.name, correct=correct)
+        pred = do_predict(g, fuse(g, spec.fusion), store, spec.name, correct=correct)
         with err.status(f"measuring {path.name} on {spec.name} ..."):
             measured = runner.time_model(str(path))
         yield path, pred, measured
