@@ -157,6 +157,13 @@ def table_only_device(name: str) -> DeviceSpec:
                       description="table-only: entries from `hwlat lut fit` or `lut import`")
 
 
+def fusion_of(name: str) -> str:
+    """The fusion rule set of the device named `name`; "default" for a device known only from
+    its table (no file says where its kernels' boundaries lie)."""
+    spec = find_device(name)
+    return spec.fusion if spec is not None else "default"
+
+
 def load_device(name: str, directory: Path | None = None) -> DeviceSpec:
     spec = find_device(name, directory)
     if spec is not None:

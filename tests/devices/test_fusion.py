@@ -35,6 +35,13 @@ def test_tvm_cpu_devices_cut_mobilenet_blocks_whole_and_the_others_do_not():
     assert set(fusion.values()) <= set(FUSION_RULE_SETS)
 
 
+def test_a_device_without_a_file_cuts_by_the_default_rules():
+    from hwlat.devices.spec import fusion_of
+
+    assert fusion_of("cpu-tvm") == "tvm-cpu" and fusion_of("cpu-ort") == "default"
+    assert fusion_of("made-by-lut-fit") == "default"
+
+
 @pytest.mark.parametrize("value", ['"fast"', "3", '""'])
 def test_an_unknown_rule_set_is_refused_naming_the_known_ones(tmp_path, value):
     p = tmp_path / "bad.toml"
