@@ -491,6 +491,9 @@ def _make_kernel(g: Graph, rule: str, kind: KernelKind, m: Match) -> Kernel:
     ext = list(dict.fromkeys(i for n in m.nodes for i in n.inputs if i and i not in inside))
     acts = [g.values[i].sig for i in ext if not g.is_const(i)]
     params = [g.values[i].sig for i in ext if g.is_const(i)]
+    if rule == "mbconv":  # each conv's constants, even where an exporter shares them (clip bounds)
+        params = [g.values[i].sig for n in m.nodes for i in n.inputs
+                  if i and i not in inside and g.is_const(i)]
     outs = [g.values[o].sig for o in exits(g, m.nodes)]
     anchor = m.nodes[0] if kind in (KernelKind.SPIKING_NEURON, KernelKind.LAYER_NORM) else \
         next((n for n in m.nodes if _is_anchor(n, kind)), m.nodes[0])

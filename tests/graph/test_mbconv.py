@@ -70,8 +70,10 @@ def test_the_fused_kernels_key_round_trips_through_its_text(tmp_path):
     assert [s.shape for s in p.params] == [s.shape for s in block.key.params]
     assert [s.shape for s in p.outputs] == [(1, 8, 28, 28)]
     assert p.attrs["strides"] == "2x2" and p.attrs["group"] == "24"
-    # cut again: the same key (the table's column)
+    # cut again: the same key (the table's column); and where each clip has bounds of its own
     assert [k.key.text() for k in _convs(fuse(g, "tvm-cpu"))] == [text]
+    own = _block(tmp_path, stride=2, hw=56, residual=False, shared_bounds=False, name="own")
+    assert [k.key.text() for k in _convs(fuse(own, "tvm-cpu"))] == [text]
 
 
 def test_blocks_the_lowering_leaves_apart_stay_apart(tmp_path):

@@ -7,10 +7,11 @@ from tests.helpers.onnx_builders import const, model, node, rand, save, tensor
 
 def mobilenet_block(directory, *, cin=8, hw=28, mid=24, cout=8, stride=1, act="Clip",
                     expand=True, project=True, residual=True, mid_output=False,
-                    name="block") -> str:
+                    shared_bounds=True, name="block") -> str:
     """DIRECTORY/NAME.onnx: x -> [1x1 expand + act] -> 3x3 depthwise + act -> [1x1 project
     (+ x)], biased convs as a folded batch norm leaves them; `mid_output`: the expanded tensor is
-    a graph output too."""
+    a graph output too; `shared_bounds`: the clips read one pair of bound constants (as hwlat's
+    exporter writes them), else each its own (as torch's does)."""
     nodes, inits, x, c = [], [], "x", cin
 
     def conv(src, cout_, k, groups, s, out, seed):
@@ -21,7 +22,10 @@ def mobilenet_block(directory, *, cin=8, hw=28, mid=24, cout=8, stride=1, act="C
 
     def activation(src, out):
         if act == "Clip":
-            nodes.append(node("Clip", [src, "lo", "hi"], [out]))
+            lo, hi = ("lo", "hi") if shared_bounds else (f"lo_{out}", f"hi_{out}")
+            if not shared_bounds:
+                inits.extend([const(lo, 0.0), const(hi, 6.0)])
+            nodes.append(node("Clip", [src, lo, hi], [out]))
         else:
             nodes.append(node(act, [src], [out]))
 
