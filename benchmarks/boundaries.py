@@ -1,14 +1,16 @@
 #!/usr/bin/env python
 """Kernel boundaries on cpu-tvm: a model's kernel sum under cpu-tvm's own cut (a MobileNet block's
 convs as one kernel, fusion "tvm-cpu") and under the default cut (each conv a kernel of its own),
-against the compiled model's thread CPU time per call. With one thread the Relax VM runs the
-model in the calling thread, so the figure is the model's own work even on a loaded machine
-(wall-clock times of a whole model there are mostly waiting).
+against the compiled model, all timed in this one process, interleaved in rounds.
 
-    benchmarks/boundaries.py M.onnx ... [--table T.sqlite] [--whole cpu-tvm] [--split cpu-tvm-split]
+    benchmarks/boundaries.py M.onnx ... [--rounds 5] [--calls 10]
 
-Both devices' entries must be in the table (`hwlat profile M.onnx --device D`); the split device
-is a copy of cpu-tvm's device file under another name with `fusion = "default"`.
+Every distinct kernel of both cuts is cut out and built as `hwlat profile --device cpu-tvm`
+builds it (TvmRunner), and so is the whole model; each round times every one of them (median
+thread CPU ms of --calls calls: with one thread the Relax VM runs in the calling thread, so the
+figure is the work's own even on a loaded machine) and sums each cut's kernels as `hwlat
+predict` sums table entries. Printed: medians over the rounds of the model's time, each cut's
+sum and its error; and per MobileNet block, its one kernel against its convs summed.
 """
 
 from __future__ import annotations
@@ -21,51 +23,68 @@ import onnx
 
 from hwlat.devices import load_device
 from hwlat.graph import fuse, load
-from hwlat.lut import TableStore, default_table_path
-from hwlat.lut.predict import predict
+from hwlat.graph.extract import extract_kernel
 from hwlat.runners import get_runner
 
 
-def cpu_ms(vm, calls: int) -> tuple[float, float]:
-    """(median thread CPU ms, median wall ms) per call of the model's main."""
-    for _ in range(3):
-        vm.invoke_stateful("main")
-    cpu, wall = [], []
+def cpu_ms(vm, calls: int) -> float:
+    """Median thread CPU ms of a call of the module's main."""
+    vm.invoke_stateful("main")
+    out = []
     for _ in range(calls):
-        t, w = time.thread_time(), time.perf_counter()
+        t = time.thread_time()
         vm.invoke_stateful("main")
-        cpu.append((time.thread_time() - t) * 1e3)
-        wall.append((time.perf_counter() - w) * 1e3)
-    return statistics.median(cpu), statistics.median(wall)
+        out.append((time.thread_time() - t) * 1e3)
+    return statistics.median(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+")
-    ap.add_argument("--table", default=None)
-    ap.add_argument("--whole", default="cpu-tvm", help="the device that cuts blocks whole")
-    ap.add_argument("--split", default="cpu-tvm-split", help="the same device, default cut")
-    ap.add_argument("--calls", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--calls", type=int, default=10)
     args = ap.parse_args()
-    whole, split = load_device(args.whole), load_device(args.split)
-    runner = get_runner(whole)
-    print("| model | thread CPU ms (wall) | kernels, default cut | sum ms | error "
-          "| kernels, device's cut | sum ms | error |")
-    print("|---|---|---|---|---|---|---|---|")
-    with TableStore(args.table or default_table_path(), readonly=True) as store:
-        for path in args.models:
-            g = load(path)
-            cut = {d.name: fuse(g, d.fusion) for d in (split, whole)}
-            pred = {d.name: predict(g, cut[d.name], store, d.name, correct=False)
-                    for d in (split, whole)}
-            cpu, wall = cpu_ms(runner._build(onnx.load(path)), args.calls)
-            row = [f"{path.rsplit('/', 1)[-1].removesuffix('.onnx')}", f"{cpu:.2f} ({wall:.2f})"]
-            for d in (split, whole):
-                p = pred[d.name]
-                note = f" ({p.estimated_share:.0%} estimated)" if p.estimated_share else ""
-                row += [str(len(cut[d.name])), f"{p.kernel_sum_ms:.2f}{note}",
-                        f"{p.kernel_sum_ms / cpu - 1:+.1%}"]
-            print("| " + " | ".join(row) + " |", flush=True)
+    runner = get_runner(load_device("cpu-tvm"))
+    print("| model | compiled model ms | default cut: kernels, sum ms, error "
+          "| tvm-cpu cut: kernels, sum ms, error |")
+    print("|---|---|---|---|")
+    block_rows = []
+    for path in args.models:
+        name = path.rsplit("/", 1)[-1].removesuffix(".onnx")
+        g = load(path)
+        cuts = {f: fuse(g, f) for f in ("default", "tvm-cpu")}
+        vms, where = {}, {}
+        for ks in cuts.values():
+            for k in ks:
+                if k.key.text() not in vms:
+                    vms[k.key.text()] = runner._build(extract_kernel(g, k))
+                    where[k.key.text()] = k
+        model = runner._build(onnx.load(path))
+        rounds = []
+        for _ in range(args.rounds):
+            ms = {key: cpu_ms(vm, args.calls) for key, vm in vms.items()}
+            whole = cpu_ms(model, args.calls)
+            rounds.append((whole, ms))
+        med = statistics.median
+        whole = med(r[0] for r in rounds)
+        row = [name, f"{whole:.2f}"]
+        for ks in cuts.values():
+            s = med(sum(r[1][k.key.text()] for k in ks) for r in rounds)
+            row.append(f"{len(ks)}, {s:.2f}, {s / whole - 1:+.1%}")
+        print("| " + " | ".join(row) + " |", flush=True)
+        parts = cuts["default"]
+        for b in cuts["tvm-cpu"]:
+            if b.rule != "mbconv":
+                continue
+            ps = [p for p in parts if set(p.nodes) <= set(b.nodes)]
+            one = med(r[1][b.key.text()] for r in rounds)
+            three = med(sum(r[1][p.key.text()] for p in ps) for r in rounds)
+            block_rows.append((name, b.key.inputs[0].text(), b.key.outputs[0].text(), len(ps),
+                               one, three))
+    print("\n| model | block in -> out | convs | one kernel ms | the convs summed ms | ratio |")
+    print("|---|---|---|---|---|---|")
+    for name, x, y, n, one, three in block_rows:
+        print(f"| {name} | {x} -> {y} | {n} | {one:.3f} | {three:.3f} | {one / three:.2f} |")
 
 
 if __name__ == "__main__":
