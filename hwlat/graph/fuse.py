@@ -356,7 +356,6 @@ DEFAULT_RULES: list[Rule] = [
 ]
 
 
-
 def _with_mbconv(rules: list[Rule]) -> list[Rule]:
     # before the conv rule: a block's convs are claimed whole before each is cut alone
     at = next(i for i, r in enumerate(rules) if r.name == "conv")
