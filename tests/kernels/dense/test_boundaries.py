@@ -13,6 +13,8 @@ from tvm import relax
 
 from hwlat import zoo
 from hwlat.devices import load_device
+from hwlat.graph import load
+from hwlat.graph.extract import extract_kernel
 from hwlat.lowering.custom import import_onnx
 from hwlat.lowering.pipelines import PipelineOptions, _kernel_rewrites
 from hwlat.lowering.targets import resolve_target
@@ -58,6 +60,11 @@ def test_cpu_tvm_profiles_mobilenet_v2_in_the_kernels_its_compiled_model_calls(t
     assert len(blocks) >= 5  # the blocks from 112x112 down to 28x28
     assert calls["hwlat_mbconv"] == len(blocks)
     assert sum(calls[n] for n in CONV_KERNELS) == len(convs)
+    # the profiler times a block as it runs: cut out, it is one mbconv call too
+    g = load(path)
+    cut = tmp_path / "block.onnx"
+    onnx.save(extract_kernel(g, blocks[1]), str(cut))
+    assert _kernel_calls(_rewritten(cut, spec)) == {"hwlat_mbconv": 1}
     # under the default rules (onnxruntime, TVM's own lowering) each conv is a kernel of its own
     with TableStore(tmp_path / "t.sqlite") as store:
         (_, _, split), = plan([path], load_device("cpu-ort"), get_runner(load_device("cpu-ort")),
