@@ -199,7 +199,7 @@ def corpus_main(args) -> None:
     graphs = {}
     for p in paths:
         g = load(p)
-        graphs[str(p)] = (g, fuse(g))
+        graphs[str(p)] = (g, fuse(g, spec.fusion))
     models = [{"path": str(p), "family": fam[str(p)], "name": p.name.removesuffix(".onnx")} for p in paths]
     with TableStore(out / "table.sqlite") as master:
         t0 = time.perf_counter()
@@ -338,7 +338,7 @@ def main() -> None:
     graphs = {}
     for m in models:
         g = load(m["path"])
-        graphs[m["path"]] = (g, fuse(g))
+        graphs[m["path"]] = (g, fuse(g, spec.fusion))
     with TableStore(data / "table.sqlite") as master:
         t0 = time.perf_counter()
         todo = plan([Path(m["path"]) for m in models], spec, runner, master)

@@ -556,13 +556,13 @@ def _predict(model, spec: DeviceSpec, *, inputs=None, input_shape=None, table=No
     from hwlat.graph import KernelKind, fuse
 
     t1 = time.perf_counter()
-    kernels = fuse(loaded.graph)
+    kernels = fuse(loaded.graph, spec.fusion)  # the device's kernel boundaries
     if sample is not None:  # a sparse model's coordinates decide its kernel maps
         if not any(k.kind is KernelKind.SPARSE_CONV for k in kernels):
             raise InvalidInputError(f"{names['sample']} applies to neuromorphic devices and to "
                                     f"models with sparse convs (their coordinates); '{spec.name}' "
                                     f"predicts {name} from its table alone")
-        kernels = fuse(loaded.graph, samples=_samples(sample, loaded.graph))
+        kernels = fuse(loaded.graph, spec.fusion, samples=_samples(sample, loaded.graph))
     _check_runs(kernels, spec, name)
     t2 = time.perf_counter()
     q = _query(spec, table, fallback)
@@ -615,14 +615,17 @@ def _predict_neuromorphic(loaded: Loaded, spec: DeviceSpec, chip, sample, name: 
 
 # --- inspect ----------------------------------------------------------------------------------
 
-def inspect(model: ModelLike, *, inputs=None, input_shape=None, route: str = "auto") -> Summary:
+def inspect(model: ModelLike, *, inputs=None, input_shape=None, route: str = "auto",
+            device: str | None = None) -> Summary:
     """The kernels a model is cut into, with MACs, parameters and bytes moved: `hwlat inspect`'s
-    rows (`.rows`, `.totals()`, `.to_json()` as `hwlat inspect --json` prints)."""
+    rows (`.rows`, `.totals()`, `.to_json()` as `hwlat inspect --json` prints). With `device`,
+    cut where that device's runtime draws kernel boundaries (its file's `fusion`)."""
     from hwlat.graph import fuse
     from hwlat.graph.summary import summarize
 
+    fusion = _device(device).fusion if device is not None else "default"
     g = to_graph(model, inputs=inputs, input_shape=input_shape, route=route).graph
-    return summarize(g, fuse(g))
+    return summarize(g, fuse(g, fusion))
 
 
 # --- profile, calibrate, validate: these run models on the device --------------------------------
@@ -690,7 +693,7 @@ def _measured(graphs, spec, runner, store, *, correct: bool, on_measure):
     from hwlat.lut.predict import predict as do_predict
 
     for path, g in graphs:
-        pred = do_predict(g, fuse(g), store, spec.name, correct=correct)
+        pred = do_predict(g, fuse(g, spec.fusion), store, spec.name, correct=correct)
         with on_measure(path) if on_measure is not None else contextlib.nullcontext():
             measured = runner.time_model(str(path))
         yield path, pred, measured

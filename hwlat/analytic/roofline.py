@@ -125,7 +125,7 @@ class RooflineRunner(Runner):
 
     def time_model(self, path: str) -> Timing:
         g = load(path)
-        return Timing((sum(self.roof.kernel_ms(g, k) for k in fuse(g)),))
+        return Timing((sum(self.roof.kernel_ms(g, k) for k in fuse(g, self.spec.fusion)),))
 
 
 def roofline_of(name: str) -> Roofline:

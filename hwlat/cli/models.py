@@ -119,11 +119,14 @@ def _from_module(spec: str):
 def inspect(
     model: Annotated[Path, typer.Argument(help="ONNX model")],
     as_json: Annotated[bool, typer.Option("--json", metavar="", help="print JSON instead of a table")] = False,
+    device: Annotated[str | None, typer.Option(
+        "--device", "-d", help="cut where this device's runtime draws kernel boundaries (its "
+        "file's `fusion`; default: onnxruntime's and TVM's own)")] = None,
 ) -> None:
     """Show the kernels a model is cut into, with MACs, parameters and bytes moved."""
     from hwlat import api
 
-    summary = api.inspect(model)
+    summary = api.inspect(model, device=device)
     if as_json:
         print(json.dumps(summary.to_json(), indent=1))
         return

@@ -160,7 +160,8 @@ def _export_zoo(spec) -> list[Path]:
     runner = get_runner(spec)
     from hwlat.graph import fuse, load
 
-    return [p for p in paths if not runner.unsupported({op for k in fuse(load(p)) for op in k.key.ops})]
+    return [p for p in paths
+            if not runner.unsupported({op for k in fuse(load(p), spec.fusion) for op in k.key.ops})]
 
 
 def predict(

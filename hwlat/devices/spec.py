@@ -21,6 +21,11 @@ RPC_RUNNER = "hwlat.runners.tvm_rpc:TvmRpcRunner"
 # sample input fires; an analytic (roofline) device from its formulas; every other device from
 # its latency table
 PREDICTION_ROUTES = {"neuromorphic": "spikes", "roofline": "analytic"}
+# where a device's kernel boundaries lie: the fusion rule sets a device file's `fusion` names
+# (hwlat.graph.fuse.RULE_SETS holds their rules): "default", what onnxruntime and TVM's own
+# lowering run as one kernel; "tvm-cpu", also a MobileNet block's convs as one kernel, as
+# hwlat's x86-64 TVM lowering runs them
+FUSION_RULE_SETS = ("default", "tvm-cpu")
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class DeviceSpec:
     fallback: str | None = None  # an analytic (roofline) device that estimates table misses
     # a TVM device's MetaSchedule database: absolute, or relative to $HWLAT_HOME
     tuning_db: str | None = None
+    fusion: str = "default"  # the kernel boundaries of the device's runtime: FUSION_RULE_SETS
     source: str = ""  # the file it came from
 
     def __hash__(self) -> int:
@@ -86,6 +92,9 @@ def parse_device(path: Path) -> DeviceSpec:
         raise InvalidInputError(f"{path}: 'tuning_db' must be a directory path, got {raw['tuning_db']!r}")
     if "fallback" in raw and (not isinstance(raw["fallback"], str) or not raw["fallback"]):
         raise InvalidInputError(f"{path}: 'fallback' must name a device, got {raw['fallback']!r}")
+    if raw.get("fusion", "default") not in FUSION_RULE_SETS:
+        raise InvalidInputError(f"{path}: 'fusion' must name a rule set ({', '.join(FUSION_RULE_SETS)}), "
+                                f"got {raw['fusion']!r}")
     if not isinstance(raw.get("threads", 1), int) or raw.get("threads", 1) < 1:
         raise InvalidInputError(f"{path}: 'threads' must be a positive integer, got {raw.get('threads')!r}")
     measure = raw.pop("measure", {})
@@ -146,6 +155,13 @@ def table_only_device(name: str) -> DeviceSpec:
     answers queries (predict, search, nas predict) and cannot be profiled."""
     return DeviceSpec(name=name, runtime=TABLE_ONLY, runner="", source="table",
                       description="table-only: entries from `hwlat lut fit` or `lut import`")
+
+
+def fusion_of(name: str) -> str:
+    """The fusion rule set of the device named `name`; "default" for a device known only from
+    its table (no file says where its kernels' boundaries lie)."""
+    spec = find_device(name)
+    return spec.fusion if spec is not None else "default"
 
 
 def load_device(name: str, directory: Path | None = None) -> DeviceSpec:

@@ -49,6 +49,24 @@ def matmul_macs(out: Shape, a: Shape, trans_a) -> int | None:
     return prod(out) * k
 
 
+def block_macs(x: Shape, out: Shape, weights: list[Shape], group: int) -> int | None:
+    """MACs of a MobileNet block's convs run as one kernel (hwlat.graph.mbconv): [1x1 expand ->]
+    depthwise [-> 1x1 project], from the block's input and output shapes, its conv weights in
+    order and the depthwise conv's group. The convs before the depthwise one keep the input's
+    map, the depthwise conv and those after it make the output's."""
+    if x is None or out is None or len(x) != 4 or len(out) != 4 or not 2 <= len(weights) <= 3 \
+            or any(w is None or len(w) != 4 for w in weights) \
+            or not all(isinstance(d, int) for s in (x, out, *weights) for d in s):  # type: ignore[union-attr]
+        return None
+    # with two convs, the depthwise one is first where the second reads its channels
+    dw = 1 if len(weights) == 3 or weights[1][1] != group else 0  # type: ignore[index]
+    total = 0
+    for i, w in enumerate(weights):
+        n, h, wd = (x[0], x[2], x[3]) if i < dw else (out[0], out[2], out[3])
+        total += n * w[0] * h * wd * prod(w[1:])  # type: ignore[index]
+    return total
+
+
 def _conv_macs(g: Graph, n: Node) -> int | None:
     return conv_macs(_shape(g, n.outputs[0]), _shape(g, n.inputs[1]))
 
@@ -99,7 +117,8 @@ def key_cost(key: KernelKey) -> Cost:
     """What `kernel_cost` gives a kernel, from its key alone. The key holds the shapes of the
     kernel's inputs, outputs and constants, not of the values inside it, so the MACs are those of
     a conv (weight: the first constant) or matmul kernel led by its one multiplying op (Conv,
-    ConvTranspose, Gemm, MatMul; the output shaped as the op's), and none (0) for kinds without
+    ConvTranspose, Gemm, MatMul; the output shaped as the op's; a MobileNet block's convs run as one kernel:
+    `block_macs`), and none (0) for kinds without
     a MAC formula; for other kernels that multiply (attention, a sparse conv without its pair
     count) they are unknown (None). Parameters and bytes are `kernel_cost`'s."""
     op = key.ops[0] if key.ops else ""
@@ -112,6 +131,12 @@ def key_cost(key: KernelKey) -> Cost:
 
     if key.kind is KernelKind.VIEW:
         macs: int | None = 0
+    elif key.kind is KernelKind.CONV and key.ops.count("Conv") > 1:  # a MobileNet block
+        group = dict(key.attrs).get("group", 1)
+        weights = [shape(key.params, i) for i, s in enumerate(key.params)
+                   if s.shape is not None and len(s.shape) == 4]
+        macs = block_macs(shape(key.inputs, 0), shape(key.outputs, 0), weights,
+                          group if isinstance(group, int) else 1)
     elif key.kind is KernelKind.CONV and op == "Conv":
         macs = conv_macs(shape(key.outputs, 0), shape(key.params, 0))
     elif key.kind is KernelKind.CONV and op == "ConvTranspose":

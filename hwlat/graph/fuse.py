@@ -5,6 +5,11 @@ kernel and its extra attributes, or None when it does not apply; `taken` names n
 kernels own, which an optional part of a pattern (an epilogue) must leave alone. Rules run in list order over the
 graph in topological order; a node belongs to at most one kernel; what no rule claims becomes
 a one-node kernel. Rule lists compose with `+`.
+
+Kernel boundaries belong to the device: a device file's `fusion` names one of RULE_SETS
+("default": what onnxruntime and TVM's own lowering run as one kernel; "tvm-cpu": the default
+plus a MobileNet block's convs as one kernel, as hwlat's x86-64 TVM lowering runs them,
+`hwlat.graph.mbconv`), and everything that cuts a model for a device passes it to `fuse`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwlat.errors import InvalidInputError, InvalidModelError
+from hwlat.graph import mbconv
 from hwlat.graph.ir import AttrValue, Graph, Node, TensorSig
 from hwlat.graph.kernel import Kernel, KernelKey, KernelKind
 from hwlat.graph.ops import (
@@ -272,6 +278,65 @@ def spiking_neuron_rule(g: Graph, fire: Node, taken: Set[str]) -> Match | None:
     return Match(nodes, (("threshold", float(threshold or 0.0)), ("timesteps", len(fires))))
 
 
+def _block_conv(g: Graph, conv: Node, taken: Set[str], *, residual: bool) -> list[Node] | None:
+    """A conv of a MobileNet block as the conv rule cuts it, where the dense kernels take that
+    epilogue whole ([residual Add] [one activation]); None where the conv rule takes anything
+    else (a batch norm, a second bias, a composite activation) or a node is taken."""
+    nodes = list(conv_rule(g, conv, taken).nodes)
+    if nodes[0] is not conv or any(n.name in taken for n in nodes):
+        return None
+    rest = nodes[1:]
+    if rest and rest[0].op is Op.Add:
+        other = [i for i in rest[0].inputs if i != conv.outputs[0]]
+        if not residual or len(other) != 1 or g.is_const(other[0]):
+            return None
+        rest = rest[1:]
+    if len(rest) > 1 or (rest and not mbconv.fusable_activation(g, rest[0])):
+        return None
+    return nodes
+
+
+def _block_expand(g: Graph, dw: Node, taken: Set[str]) -> list[Node] | None:
+    """The 1x1 conv kernel whose output the depthwise conv alone reads."""
+    x = dw.inputs[0]
+    if g.sole_user(x) is not dw:
+        return None
+    p = g.producer(x)
+    if p is not None and p.op is not Op.Conv:  # back over the activation to its conv
+        p = g.producer(p.inputs[0]) if p.inputs and p.inputs[0] else None
+    if p is None or not mbconv.pointwise(g, p):
+        return None
+    nodes = _block_conv(g, p, taken, residual=False)
+    return nodes if nodes is not None and nodes[-1].outputs[0] == x else None
+
+
+def _block_project(g: Graph, dw_nodes: list[Node], taken: Set[str]) -> list[Node] | None:
+    """The 1x1 conv kernel (with its residual) that alone reads the depthwise kernel's output."""
+    y = dw_nodes[-1].outputs[0]
+    q = g.sole_user(y)
+    if q is None or not mbconv.pointwise(g, q) or q.inputs[0] != y:
+        return None
+    return _block_conv(g, q, taken, residual=True)
+
+
+def mbconv_rule(g: Graph, dw: Node, taken: Set[str]) -> Match | None:
+    """[1x1 expand ->] depthwise [-> 1x1 project (+ r)] as one conv kernel, as hwlat's x86-64
+    TVM lowering runs it (hwlat.graph.mbconv): where each tensor between the convs is read by
+    the next conv alone and `mbconv.preferred` says the fusion pays, the longest chain first."""
+    if not mbconv.depthwise(g, dw):
+        return None
+    dw_nodes = _block_conv(g, dw, taken, residual=False)
+    if dw_nodes is None:
+        return None
+    e, p = _block_expand(g, dw, taken), _block_project(g, dw_nodes, taken)
+    dw_x, dw_y = mbconv.shape4(g, dw.inputs[0]), mbconv.shape4(g, dw.outputs[0])
+    assert dw_x is not None and dw_y is not None  # mbconv.depthwise checked them
+    for ee, pp in ((e, p), (e, None), (None, p)):
+        if (ee or pp) and mbconv.preferred(dw_x, dw_y, expand=ee is not None, project=pp is not None):
+            return Match(_ordered(g, [*(ee or []), *dw_nodes, *(pp or [])]))
+    return None
+
+
 DEFAULT_RULES: list[Rule] = [
     # hwlat.SparseConv3d with its BatchNorm and activation: one gather-GEMM-scatter pass
     Rule("sparse_conv", KernelKind.SPARSE_CONV, frozenset({Op.SparseConv3d}), sparse_conv_rule),
@@ -289,6 +354,30 @@ DEFAULT_RULES: list[Rule] = [
     # MatMul/Gemm (+bias) (+activation)
     Rule("matmul", KernelKind.MATMUL, MATMUL, matmul_rule),
 ]
+
+
+def _with_mbconv(rules: list[Rule]) -> list[Rule]:
+    # before the conv rule: a block's convs are claimed whole before each is cut alone
+    at = next(i for i, r in enumerate(rules) if r.name == "conv")
+    # MobileNet block: [1x1 expand ->] depthwise [-> 1x1 project (+r)], anchored at the depthwise
+    return [*rules[:at], Rule("mbconv", KernelKind.CONV, frozenset({Op.Conv}), mbconv_rule),
+            *rules[at:]]
+
+
+# the rule sets a device file's `fusion` names (hwlat.devices.spec.FUSION_RULE_SETS lists them)
+RULE_SETS: dict[str, Callable[[], list[Rule]]] = {
+    "default": lambda: DEFAULT_RULES,
+    "tvm-cpu": lambda: _with_mbconv(DEFAULT_RULES),
+}
+
+
+def rule_set(name: str) -> list[Rule]:
+    """The rules of a named rule set (RULE_SETS)."""
+    make = RULE_SETS.get(name)
+    if make is None:
+        raise InvalidInputError(f"unknown fusion rule set '{name}'; known: {', '.join(RULE_SETS)}")
+    return make()
+
 
 _SINGLE_KIND = (
     (CONV, KernelKind.CONV),
@@ -312,11 +401,14 @@ def single_kind(op: Op) -> KernelKind:
     return KernelKind.DATA_MOVEMENT
 
 
-def fuse(g: Graph, rules: list[Rule] = DEFAULT_RULES, *,
+def fuse(g: Graph, rules: list[Rule] | str = DEFAULT_RULES, *,
          samples: Mapping[str, np.ndarray] | None = None) -> list[Kernel]:
-    """Kernels of `g`, in graph order. `samples` (graph input name -> array) gives the sparse
+    """Kernels of `g`, in graph order, cut by `rules` (a list, or a RULE_SETS name: a device
+    file's `fusion`). `samples` (graph input name -> array) gives the sparse
     coordinates a sparse conv's key is measured on; by default the graph's coordinate inputs
     are `hwlat.graph.sparse.default_coords(N)`, what the TVM runners feed them."""
+    if isinstance(rules, str):
+        rules = rule_set(rules)
     claimed: set[str] = set()
     found: list[tuple[str, KernelKind, Match]] = []
     for rule in rules:
@@ -398,9 +490,14 @@ def _make_kernel(g: Graph, rule: str, kind: KernelKind, m: Match) -> Kernel:
     ext = list(dict.fromkeys(i for n in m.nodes for i in n.inputs if i and i not in inside))
     acts = [g.values[i].sig for i in ext if not g.is_const(i)]
     params = [g.values[i].sig for i in ext if g.is_const(i)]
+    if rule == "mbconv":  # each conv's constants, even where an exporter shares them (clip bounds)
+        params = [g.values[i].sig for n in m.nodes for i in n.inputs
+                  if i and i not in inside and g.is_const(i)]
     outs = [g.values[o].sig for o in exits(g, m.nodes)]
     anchor = m.nodes[0] if kind in (KernelKind.SPIKING_NEURON, KernelKind.LAYER_NORM) else \
         next((n for n in m.nodes if _is_anchor(n, kind)), m.nodes[0])
+    if rule == "mbconv":  # a block is told apart by its depthwise conv: kernel, stride, padding
+        anchor = next(n for n in m.nodes if n.op in CONV and (n.attr("group", 1) or 1) > 1)
     key = KernelKey(
         kind=kind,
         ops=tuple(n.op.qualname for n in m.nodes),

@@ -109,6 +109,13 @@ def _log(x: float | None) -> float:
 def _conv_macs(p: ParsedKey) -> int | None:
     if not p.outputs or not p.params:
         return None
+    if p.ops.count("Conv") > 1:  # a MobileNet block's convs as one kernel
+        from hwlat.graph.cost import block_macs
+
+        weights = [s.shape for s in p.params if s.shape is not None and len(s.shape) == 4]
+        group = p.attrs.get("group", "1")
+        return block_macs(p.inputs[0].shape if p.inputs else None, p.outputs[0].shape, weights,
+                          int(group) if group.isdigit() else 1)
     out, w = p.outputs[0].numel(), p.params[0].numel()
     if out is None or w is None or not p.params[0].shape:
         return None

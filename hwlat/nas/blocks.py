@@ -5,7 +5,8 @@ graph's output), simplified as torch's exporter simplifies the whole model
 (`hwlat.graph.simplify`) and cut by `hwlat.graph.fuse`: no key is written down by hand, so a
 change to the fusion rules, an attribute or the exporter's conventions reaches the NAS tables.
 A block alone gives the kernels it gives inside the network: no fusion rule crosses a block's
-boundary (a block ends in a conv without activation, or the Add of its shortcut).
+boundary (a block ends in a conv without activation, or the Add of its shortcut; the "tvm-cpu"
+rules' MobileNet block is an inverted residual's own convs).
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ def out_size(size: int, k: int, stride: int) -> int:
     return (size + 2 * (k // 2) - k) // stride + 1
 
 
-def graph_keys(make: Callable[[GraphBuilder], str]) -> tuple[KernelKey, ...]:
-    """Kernel keys, in graph order, of the graph `make(builder)` writes (it returns the output)."""
+def graph_keys(make: Callable[[GraphBuilder], str],
+               fusion: str = "default") -> tuple[KernelKey, ...]:
+    """Kernel keys, in graph order, of the graph `make(builder)` writes (it returns the output),
+    cut by the rule set `fusion` (a device file's: hwlat.graph.fuse.RULE_SETS)."""
     b = GraphBuilder()
     out = make(b)
-    return tuple(k.key for k in fuse(simplify(b.build(out))))
+    return tuple(k.key for k in fuse(simplify(b.build(out)), fusion))
 
 
 def conv_bn(b: GraphBuilder, x: str, cout: int, k: int = 1, stride: int = 1, groups: int = 1,

@@ -61,11 +61,11 @@ def _se(space: OFAMobileNetV3Space, s: int, mid: int) -> int | None:
 
 
 @cache
-def block_kernels(r: int, pos: int, k: int, e: int,
-                  space: OFAMobileNetV3Space = OFA_MBV3) -> tuple[KernelKey, ...]:
+def block_kernels(r: int, pos: int, k: int, e: int, space: OFAMobileNetV3Space = OFA_MBV3,
+                  fusion: str = "default") -> tuple[KernelKey, ...]:
     """Kernels of block `pos` (= 4 * stage + index in stage) with kernel size k and expand ratio e
     at input resolution r, whatever the rest of the arch: the zoo's InvertedResidual built as a
-    Graph and cut by `fuse`."""
+    Graph and cut by `fuse` with the rule set `fusion` (the device file's)."""
     s, i = divmod(pos, space.max_depth)
     w = space.widths
     cin = space.stage_widths[s] if i else (space.stage_widths[s - 1] if s else w[1])
@@ -75,26 +75,26 @@ def block_kernels(r: int, pos: int, k: int, e: int,
     if i:
         size = out_size(size, 3, space.strides[s])
     mid = make_divisible(round(cin * e), 8)
-    return _block_keys(cin, cout, size, k, stride, mid, space.acts[s], _se(space, s, mid))
+    return _block_keys(cin, cout, size, k, stride, mid, space.acts[s], _se(space, s, mid), fusion)
 
 
 @cache
 def _block_keys(cin: int, cout: int, size: int, k: int, stride: int, mid: int, act: str,
-                se: int | None) -> tuple[KernelKey, ...]:
+                se: int | None, fusion: str = "default") -> tuple[KernelKey, ...]:
     """One InvertedResidual's keys; blocks of the same shape (the later blocks of a stage, deep
     stages at neighbouring resolutions) are built once."""
     return graph_keys(lambda b: inverted_residual(b, b.input(1, cin, size, size), cout, k, stride,
-                                                  mid, act, se=se))
+                                                  mid, act, se=se), fusion)
 
 
-def _front(r: int, space: OFAMobileNetV3Space) -> tuple[KernelKey, ...]:
+def _front(r: int, space: OFAMobileNetV3Space, fusion: str = "default") -> tuple[KernelKey, ...]:
     """Stem and the fixed first block (expand 1, k3, identity shortcut)."""
     w = space.widths
 
     def make(b):
         x = conv_bn(b, b.input(1, 3, r, r), w[0], 3, 2, act="h_swish")
         return inverted_residual(b, x, w[1], 3, 1, w[0], space.acts[0], expand=False)
-    return graph_keys(make)
+    return graph_keys(make, fusion)
 
 
 def _head(r: int, space: OFAMobileNetV3Space) -> tuple[KernelKey, ...]:
@@ -111,22 +111,26 @@ def _head(r: int, space: OFAMobileNetV3Space) -> tuple[KernelKey, ...]:
 
 
 @cache
-def fixed_kernels(r: int, space: OFAMobileNetV3Space = OFA_MBV3) -> tuple[KernelKey, ...]:
-    """Kernels every arch at resolution r has: stem, the fixed first block and the head."""
-    return (*_front(r, space), *_head(r, space))
+def fixed_kernels(r: int, space: OFAMobileNetV3Space = OFA_MBV3,
+                  fusion: str = "default") -> tuple[KernelKey, ...]:
+    """Kernels every arch at resolution r has: stem, the fixed first block and the head (the
+    head has no depthwise conv: every rule set cuts it alike)."""
+    return (*_front(r, space, fusion), *_head(r, space))
 
 
-def ofa_mbv3_kernels(arch: Any, space: OFAMobileNetV3Space = OFA_MBV3) -> list[KernelKey]:
-    """The kernel keys `fuse(load(...))` cuts from the exported arch, in the model's order."""
+def ofa_mbv3_kernels(arch: Any, space: OFAMobileNetV3Space = OFA_MBV3,
+                     fusion: str = "default") -> list[KernelKey]:
+    """The kernel keys `fuse(load(...), fusion)` cuts from the exported arch, in the model's
+    order."""
     arch = space.validate(arch)
     r = arch["r"]
-    fixed = fixed_kernels(r, space)
-    n_front = len(_front(r, space))
+    fixed = fixed_kernels(r, space, fusion)
+    n_front = len(_front(r, space, fusion))
     keys = list(fixed[:n_front])
     for s, depth in enumerate(arch["d"]):
         for i in range(depth):
             j = s * space.max_depth + i
-            keys += block_kernels(r, j, arch["ks"][j], arch["e"][j], space)
+            keys += block_kernels(r, j, arch["ks"][j], arch["e"][j], space, fusion)
     return keys + list(fixed[n_front:])
 
 
@@ -164,14 +168,19 @@ class OfaLatencyTable:
     Built once: every distinct kernel key the space produces at `resolutions` (all of the
     space's by default) is looked up, and misses either raise OfaTableIncomplete or, with
     `estimate=True`, are estimated as `hwlat.lut.predict` estimates them (`self.estimated` counts
-    them). The result equals `predict(g, fuse(g), store, device, correct=False).kernel_sum_ms`.
+    them). The keys are cut where the device's runtime draws kernel boundaries (its file's
+    `fusion`, or `fusion=`). The result equals `predict(g, fuse(g, fusion), store, device,
+    correct=False).kernel_sum_ms`.
 
     `block_ms[r_idx, j, k_idx, e_idx]`: block j's kernels summed; `fixed_ms[r_idx]`: stem, first
     block and head.
     """
 
     def __init__(self, store: TableStore, device: str, space: OFAMobileNetV3Space = OFA_MBV3, *,
-                 resolutions: Sequence[int] | None = None, estimate: bool = False):
+                 resolutions: Sequence[int] | None = None, estimate: bool = False,
+                 fusion: str | None = None):
+        from hwlat.devices.spec import fusion_of
+
         res = tuple(space.resolutions if resolutions is None else resolutions)
         bad = [r for r in res if r not in space.resolutions]
         if not res or bad or len(set(res)) != len(res):
@@ -179,11 +188,12 @@ class OfaLatencyTable:
                 f"resolutions {list(res)!r}: need distinct values of {_ranges(space.resolutions)}"
             )
         self.space, self.device, self.resolutions = space, device, res
+        self.fusion = fusion_of(device) if fusion is None else fusion
         ks, es, nb = space.kernel_sizes, space.expand_ratios, space.n_blocks
-        blocks = {(ri, j, ki, ei): block_kernels(r, j, k, e, space)
+        blocks = {(ri, j, ki, ei): block_kernels(r, j, k, e, space, self.fusion)
                   for ri, r in enumerate(res) for j in range(nb)
                   for ki, k in enumerate(ks) for ei, e in enumerate(es)}
-        fixed = {ri: fixed_kernels(r, space) for ri, r in enumerate(res)}
+        fixed = {ri: fixed_kernels(r, space, self.fusion) for ri, r in enumerate(res)}
         texts = {key: key.text() for keys in (*blocks.values(), *fixed.values()) for key in keys}
         found = store.get_many(device, texts.values())
         ms = {t: e.median_ms for t, e in found.items()}

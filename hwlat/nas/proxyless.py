@@ -199,29 +199,30 @@ def _sizes(space: ProxylessSpace, r: int) -> tuple[int, ...]:
 
 
 @cache
-def block_kernels(r: int, j: int, op: str, space: ProxylessSpace = PROXYLESS_MOBILE
-                  ) -> tuple[KernelKey, ...]:
+def block_kernels(r: int, j: int, op: str, space: ProxylessSpace = PROXYLESS_MOBILE,
+                  fusion: str = "default") -> tuple[KernelKey, ...]:
     """Kernels of searchable block j with choice `op` at resolution r (none for `zero`), from
-    the block built as a Graph and cut by `fuse`."""
+    the block built as a Graph and cut by `fuse` with the rule set `fusion` (the device file's)."""
     if op == ZERO:
         return ()
     cin, cout, stride = space.blocks[j]
     k, e = _parse_choice(op)
-    return _block_keys(cin, cout, _sizes(space, r)[j], k, stride, e)
+    return _block_keys(cin, cout, _sizes(space, r)[j], k, stride, e, fusion)
 
 
 @cache
-def _block_keys(cin: int, cout: int, size: int, k: int, stride: int, e: int
-                ) -> tuple[KernelKey, ...]:
+def _block_keys(cin: int, cout: int, size: int, k: int, stride: int, e: int,
+                fusion: str = "default") -> tuple[KernelKey, ...]:
     """One MBConv's keys; blocks of the same shape are built once."""
-    return graph_keys(lambda b: _mbconv(b, b.input(1, cin, size, size), cout, k, stride, e))
+    return graph_keys(lambda b: _mbconv(b, b.input(1, cin, size, size), cout, k, stride, e),
+                      fusion)
 
 
-def _front(r: int, space: ProxylessSpace) -> tuple[KernelKey, ...]:
+def _front(r: int, space: ProxylessSpace, fusion: str = "default") -> tuple[KernelKey, ...]:
     def make(b):
         x = conv_bn(b, b.input(1, 3, r, r), space.first_conv, 3, 2, act="relu6")
         return _mbconv(b, x, space.first_block, 3, 1, 1)
-    return graph_keys(make)
+    return graph_keys(make, fusion)
 
 
 def _head(r: int, space: ProxylessSpace) -> tuple[KernelKey, ...]:
@@ -235,18 +236,22 @@ def _head(r: int, space: ProxylessSpace) -> tuple[KernelKey, ...]:
 
 
 @cache
-def fixed_kernels(r: int, space: ProxylessSpace = PROXYLESS_MOBILE) -> tuple[KernelKey, ...]:
-    """Stem, the fixed first block and the head, which every arch at resolution r runs."""
-    return (*_front(r, space), *_head(r, space))
+def fixed_kernels(r: int, space: ProxylessSpace = PROXYLESS_MOBILE,
+                  fusion: str = "default") -> tuple[KernelKey, ...]:
+    """Stem, the fixed first block and the head, which every arch at resolution r runs (the head
+    has no depthwise conv: every rule set cuts it alike)."""
+    return (*_front(r, space, fusion), *_head(r, space))
 
 
-def proxyless_kernels(arch: Any, space: ProxylessSpace = PROXYLESS_MOBILE) -> list[KernelKey]:
-    """The kernel keys `fuse(load(...))` cuts from the exported arch, in the model's order."""
+def proxyless_kernels(arch: Any, space: ProxylessSpace = PROXYLESS_MOBILE,
+                      fusion: str = "default") -> list[KernelKey]:
+    """The kernel keys `fuse(load(...), fusion)` cuts from the exported arch, in the model's
+    order."""
     arch = space.validate(arch)
     r = arch["r"]
-    keys = list(_front(r, space))
+    keys = list(_front(r, space, fusion))
     for j, op in enumerate(arch["ops"]):
-        keys += block_kernels(r, j, op, space)
+        keys += block_kernels(r, j, op, space, fusion)
     return keys + list(_head(r, space))
 
 
@@ -259,18 +264,23 @@ class ProxylessLatencyTable:
     `fixed_ms`: stem, first block and head. A batch is `encode`d to choice indices [N, 21] and
     `latency` is one gather and one sum. Misses raise OfaTableIncomplete, or with
     `estimate=True` are estimated as `hwlat.lut.predict` estimates them (counted in
-    `estimated`)."""
+    `estimated`). Keys are cut where the device's runtime cuts (its file's `fusion`, or
+    `fusion=`)."""
 
     def __init__(self, store: TableStore, device: str, resolution: int = 224,
-                 space: ProxylessSpace = PROXYLESS_MOBILE, *, estimate: bool = False):
+                 space: ProxylessSpace = PROXYLESS_MOBILE, *, estimate: bool = False,
+                 fusion: str | None = None):
+        from hwlat.devices.spec import fusion_of
+
         if resolution not in space.resolutions:
             raise InvalidInputError(f"resolution {resolution!r}: allowed {space.resolutions[0]}.."
                                     f"{space.resolutions[-1]} in steps of 4")
         self.space, self.device, self.resolution = space, device, resolution
+        self.fusion = fusion_of(device) if fusion is None else fusion
         choices = space.choices
-        blocks = {(j, c): block_kernels(resolution, j, op, space)
+        blocks = {(j, c): block_kernels(resolution, j, op, space, self.fusion)
                   for j in range(space.n_blocks) for c, op in enumerate(choices)}
-        fixed = fixed_kernels(resolution, space)
+        fixed = fixed_kernels(resolution, space, self.fusion)
         texts = {k: k.text() for keys in (*blocks.values(), fixed) for k in keys}
         ms = {t: e.median_ms for t, e in store.get_many(device, texts.values()).items()}
         missing = [k for k, t in texts.items() if t not in ms]

@@ -64,7 +64,7 @@ def plan(models: list[Path], device: DeviceSpec, runner: Runner, store: TableSto
     loaded = []
     for path in models:
         g = load(path)
-        kernels = fuse(g)
+        kernels = fuse(g, device.fusion)  # the device's kernel boundaries
         loaded.append((Path(path), g, kernels))
         bad = runner.unsupported({op for k in kernels for op in k.key.ops})
         if bad:
@@ -183,7 +183,7 @@ def feed_table(model: str | Path, spec: DeviceSpec, target, db: Path, store: Tab
 
     g = load(model)
     kernels = {}
-    for k in fuse(g):
+    for k in fuse(g, spec.fusion):
         kernels.setdefault(k.key.text(), k)
     have = store.keys(spec.name)
     versions = json.dumps({"apache-tvm": tvm.__version__, "target": str(target),

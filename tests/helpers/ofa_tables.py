@@ -20,19 +20,21 @@ def synthetic_ms(text: str) -> float:
     return (int(hashlib.blake2b(text.encode(), digest_size=3).hexdigest(), 16) + 1) * 1e-6
 
 
-def space_keys(resolutions) -> set:
-    return {k for r in resolutions for k in fixed_kernels(r)} | {
+def space_keys(resolutions, fusion: str = "default") -> set:
+    return {k for r in resolutions for k in fixed_kernels(r, OFA_MBV3, fusion)} | {
         k for r in resolutions for j in range(OFA_MBV3.n_blocks)
         for ks in OFA_MBV3.kernel_sizes for e in OFA_MBV3.expand_ratios
-        for k in block_kernels(r, j, ks, e)
+        for k in block_kernels(r, j, ks, e, OFA_MBV3, fusion)
     }
 
 
-def synthetic_store(path: Path, resolutions, drop=lambda text: False) -> TableStore:
+def synthetic_store(path: Path, resolutions, drop=lambda text: False,
+                    fusion: str = "default") -> TableStore:
     """A table holding every key the space produces at `resolutions` (less those `drop` picks),
-    with synthetic medians and the work features estimates are fitted on."""
+    cut by the rule set `fusion`, with synthetic medians and the work features estimates are
+    fitted on."""
     entries, feats = [], []
-    for key in space_keys(resolutions):
+    for key in space_keys(resolutions, fusion):
         text = key.text()
         if drop(text):
             continue

@@ -86,6 +86,22 @@ def test_derived_keys_equal_the_exported_kernels(exported, n):
     )
 
 
+@pytest.mark.parametrize("n", [0, 2])
+def test_under_tvm_cpu_rules_keys_and_table_follow_the_export(exported, tmp_path, n):
+    """cpu-tvm's kernel boundaries (a MobileNet block's convs as one kernel from 28x28 maps up)
+    reach the derived keys and the dense table."""
+    arch, _, g = exported[n]
+    derived = Counter(k.text() for k in ofa_mbv3_kernels(arch, fusion="tvm-cpu"))
+    cut = Counter(k.key.text() for k in fuse(g, "tvm-cpu"))
+    assert derived == cut
+    blocks = [t for t in derived.elements() if t.split("|")[1].count("Conv") > 1]
+    assert blocks and len(derived) < len(Counter(k.text() for k in ofa_mbv3_kernels(arch)))
+    with synthetic_store(tmp_path / "t.sqlite", (arch["r"],), fusion="tvm-cpu") as s:
+        table = OfaLatencyTable(s, DEVICE, resolutions=(arch["r"],), fusion="tvm-cpu")
+        want = predict(g, fuse(g, "tvm-cpu"), s, DEVICE, correct=False).kernel_sum_ms
+        assert table.latency_one(arch) == pytest.approx(want, rel=1e-9)
+
+
 @pytest.mark.parametrize("n", range(len(ARCHS)))
 def test_table_equals_hwlat_prediction(exported, store, table, n):
     arch, _, g = exported[n]

@@ -100,6 +100,16 @@ def test_derived_keys_equal_the_exported_kernels(exported, n):
 
 
 @pytest.mark.parametrize("n", range(len(ARCHS)))
+def test_under_tvm_cpu_rules_derived_keys_equal_the_exported_kernels(exported, n):
+    """cpu-tvm's kernel boundaries (a MobileNet block's convs as one kernel from 28x28 maps up)
+    reach the derived keys."""
+    arch, graph = exported[n]
+    derived = [k.text() for k in proxyless_kernels(arch, fusion="tvm-cpu")]
+    assert [k.key.text() for k in fuse(graph, "tvm-cpu")] == derived
+    assert any(t.split("|")[1].count("Conv") > 1 for t in derived)
+
+
+@pytest.mark.parametrize("n", range(len(ARCHS)))
 def test_table_equals_hwlat_prediction(exported, store, n):
     arch, graph = exported[n]
     table = ProxylessLatencyTable(store, DEVICE, arch["r"])

@@ -54,6 +54,7 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
+from hwlat.graph import mbconv as graph_mbconv
 from hwlat.kernels.cpu import AVX2, CpuInfo
 from hwlat.kernels.dense import depthwise
 from hwlat.kernels.dense.activation import activate
@@ -128,15 +129,14 @@ class MBConvSpec:
 # 56x56 and 28x28. In-model (benchmarks/ab_builds.py, OFA's note10 net), fusing pairs from 1 MB
 # or whole blocks from 14x14 gained nothing over these thresholds, and fusing every block and
 # pair was slower.
-MIN_PROJECT_PIXELS = 28 * 28
-MIN_PAIR_BYTES = 2 << 20
+# The thresholds and the predicate live in hwlat.graph.mbconv: the "tvm-cpu" fusion rules cut a
+# model's kernels with the same predicate, so the table's keys are the kernels this rewrite makes.
 
 
 def preferred(spec: MBConvSpec) -> bool:
     """Whether the rewrite fuses the convs (else each gets its own kernel)."""
-    if spec.project is not None:
-        return spec.dw.height * spec.dw.width >= MIN_PROJECT_PIXELS
-    return spec.saved_bytes >= MIN_PAIR_BYTES
+    return graph_mbconv.preferred(spec.dw.x_shape, spec.dw.y_shape, expand=spec.expand is not None,
+                                  project=spec.project is not None)
 
 
 def _pointwise(c: Conv2dSpec) -> bool:
