@@ -182,6 +182,12 @@ def _plan_512(spec: Conv2dSpec, cpu: CpuInfo) -> Plan:
     # reduction blocks: the rows a 32-pixel tile reads of kc channels (three cache lines per
     # distinct phase row of the taps) stay in half of L1 across the channel blocks
     kc = max(8, cpu.l1d_bytes // 2 // (192 * _segments(spec)) // 8 * 8)
+    if spec.stride == (1, 1):
+        # stride 1: blocks of up to twice that, of equal size (none up to 2 kc channels): the
+        # partial sums between blocks cost more than the L1 misses of the larger blocks
+        # (64x56x56 -> 64 3x3: no blocks 0.90-1.06x onnxruntime, 40 + 24 1.23-1.37x; 128x28x28:
+        # 64 + 64 0.74x, 40 x 3 + 8 0.95x; XEON-2c, docs/notebook/compile.md)
+        kc = _ceil(spec.cin, _ceil(spec.cin, 2 * kc))
     return Plan("cout", mr, 2, chunk=max(1, 2048 // g.wph), kc=kc if kc < spec.cin else 0,
                 lanes=2 * LANES)
 
