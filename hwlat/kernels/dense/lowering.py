@@ -39,13 +39,6 @@ tensor): scale.py multiplies the packed constant weight by s at run time, and th
 x goes (a small in-model gain on OFA's note10 net, docs/notebook/compile.md; its 7x7 blocks,
 with more output channels than pixels, keep the multiply).
 
-Then a concat along the channels of conv kernel calls (conv.py), each read by the concat
-alone (Inception's and GoogLeNet's branches, SqueezeNet's fire modules), goes: each conv
-writes its channels into its slice of the concat's output (`conv.primfunc(..., out=)`), the
-first one allocating it (call_tir), each next one taking it in place (call_tir_inplace), so
-the concat's copy goes. A concat with another input (a pool, a tensor read elsewhere too, as
-DenseNet's) is left as it is.
-
 Each distinct spec gets one PrimFunc, shared by all its calls, marked opaque (`op_pattern` 8)
 and scheduled, so FuseOps leaves it alone and MetaSchedule does not tune it. The kernels are
 scheduled, and their weights packed, for the CPU of the target being built for
@@ -57,7 +50,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 from types import ModuleType
 
@@ -74,21 +66,10 @@ from hwlat.kernels.relax_rewrite import KernelRewriter, as_kernel, module_pass, 
 _Constant = tvm.ir.expr.Constant  # relax.const(...)
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 _MULTIPLY = tvm.ir.Op.get("relax.multiply")
-_CONCAT = tvm.ir.Op.get("relax.concat")
 KERNEL_NAMES = {"conv": "hwlat_conv2d", "depthwise": "hwlat_depthwise_conv2d",
                 "winograd": "hwlat_conv2d_winograd", "mbconv": "hwlat_mbconv",
                 "matmul": "hwlat_matmul", "layer_norm": "hwlat_layer_norm",
                 "mean_pool": "hwlat_mean_pool", "channel_scale": "hwlat_channel_scale"}
-
-
-@dataclass(frozen=True)
-class ConvSlice:
-    """A conv kernel (conv.py) writing its channels offset .. offset + spec.cout of an output of
-    `channels` channels (a concat's)."""
-
-    spec: Conv2dSpec
-    channels: int
-    offset: int
 
 
 def kernel_module(spec, cpu: CpuInfo | None = None) -> tuple[str, ModuleType]:
@@ -326,11 +307,6 @@ class _Rewriter(KernelRewriter):
         self.cpu = cpu  # the CPU of the target being built for: the kernels' tiles
 
     def make_kernel(self, spec):
-        if isinstance(spec, ConvSlice):
-            from hwlat.kernels.dense import conv
-
-            func = conv.primfunc(spec.spec, cpu=self.cpu, out=(spec.channels, spec.offset))
-            return as_kernel(func), KERNEL_NAMES["conv"]
         return kernel_for(spec, self.cpu), KERNEL_NAMES[kernel_module(spec, self.cpu)[0]]
 
     def rewrite_function(self, func: relax.Function) -> relax.Function:
@@ -343,7 +319,6 @@ class _Rewriter(KernelRewriter):
             func = rewrite_call(chain.pattern, make(*_bindings(func)), func)
         func = self._fuse_blocks(func)
         func = self._fold_scales(func)
-        func = self._each_block(func, self._concat_slices)
         ln_x, gamma, beta = wildcard(), is_const(), is_const()
         func = rewrite_call(is_op("relax.nn.layer_norm")(ln_x, gamma, beta),
                             functools.partial(self._layer_norm_rewrite, ln_x, gamma, beta), func)
@@ -472,56 +447,6 @@ class _Rewriter(KernelRewriter):
                 b.value.args[0], [xin, wv, *fields[2:]], relax.TensorType(spec.y_shape, "float32"))))
             n += 1
         return (relax.DataflowBlock(out), n) if n else (block, 0)
-
-    def _concat_slices(self, block: relax.DataflowBlock) -> tuple[relax.DataflowBlock, int]:
-        """Each concat along the channels of conv kernel calls read by it alone as a chain of
-        those calls writing into its output (see the module doc)."""
-        value = {b.var: b.value for b in block.bindings}
-        users = relax.analysis.udchain(block)
-        order = {b.var: i for i, b in enumerate(block.bindings)}
-        replace: dict = {}  # producer var -> (new var, new value); the concat's var -> None
-        for b in block.bindings:
-            call = b.value
-            if not isinstance(call, relax.Call) or call.op != _CONCAT or len(call.args) != 1:
-                continue
-            fields = getattr(call.args[0], "fields", None)
-            out = static_f32_shape(call)
-            if not fields or out is None or len(out) != 4 or call.attrs.axis is None \
-                    or int(call.attrs.axis) % 4 != 1:
-                continue
-            specs = [self._spec_of(value.get(f)) for f in fields]
-            if len({*fields}) != len(fields) or not all(
-                    isinstance(sp, Conv2dSpec) and kernel_module(sp, self.cpu)[0] == "conv"
-                    and isinstance(f, relax.DataflowVar) and list(users.get(f, ())) == [b.var]
-                    and f not in replace for f, sp in zip(fields, specs, strict=True)):
-                continue
-            offsets = np.cumsum([0] + [sp.cout for sp in specs])
-            if int(offsets[-1]) != out[1]:
-                continue
-            ty = relax.TensorType(out, "float32")
-            prev = None
-            chain = sorted(range(len(fields)), key=lambda i: order[fields[i]])
-            for k, i in enumerate(chain):
-                gv = self.kernel(ConvSlice(specs[i], out[1], int(offsets[i])))
-                args = list(value[fields[i]].args[1].fields)
-                if prev is None:
-                    new = relax.call_tir(gv, args, ty)
-                else:
-                    new = relax.op.call_tir_inplace(gv, [*args, prev], len(args), ty)
-                var = b.var if k == len(chain) - 1 else relax.DataflowVar(
-                    f"{b.var.name}_part{k}", ty)
-                replace[fields[i]] = (var, new)
-                prev = var
-            replace[b.var] = None
-        if not replace:
-            return block, 0
-        out_bindings = []
-        for b in block.bindings:
-            if b.var not in replace:
-                out_bindings.append(b)
-            elif replace[b.var] is not None:
-                out_bindings.append(relax.VarBinding(*replace[b.var]))
-        return relax.DataflowBlock(out_bindings), sum(v is None for v in replace.values())
 
     def _fuse_block(self, block: relax.DataflowBlock) -> tuple[relax.DataflowBlock, int]:
         from hwlat.kernels.dense import conv, mbconv
