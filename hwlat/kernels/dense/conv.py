@@ -182,6 +182,12 @@ def _plan_512(spec: Conv2dSpec, cpu: CpuInfo) -> Plan:
     # reduction blocks: the rows a 32-pixel tile reads of kc channels (three cache lines per
     # distinct phase row of the taps) stay in half of L1 across the channel blocks
     kc = max(8, cpu.l1d_bytes // 2 // (192 * _segments(spec)) // 8 * 8)
+    if spec.stride == (1, 1):
+        # stride 1: blocks of up to twice that, of equal size (none up to 2 kc channels): the
+        # partial sums between blocks cost more than the L1 misses of the larger blocks
+        # (64x56x56 -> 64 3x3: no blocks 0.90-1.06x onnxruntime, 40 + 24 1.23-1.37x; 128x28x28:
+        # 64 + 64 0.74x, 40 x 3 + 8 0.95x; XEON-2c, docs/notebook/compile.md)
+        kc = _ceil(spec.cin, _ceil(spec.cin, 2 * kc))
     return Plan("cout", mr, 2, chunk=max(1, 2048 // g.wph), kc=kc if kc < spec.cin else 0,
                 lanes=2 * LANES)
 
@@ -303,17 +309,24 @@ def _finish(v, ep: Epilogue, bias, res, b, co, p):
 
 
 def primfunc(spec: Conv2dSpec, plan: Plan | None = None,
-             cpu: CpuInfo | None = None) -> tirx.PrimFunc:
+             cpu: CpuInfo | None = None, out: tuple[int, int] | None = None) -> tirx.PrimFunc:
+    """The kernel of the spec. With `out` = (channels, offset), its output parameter is a
+    tensor of `channels` channels (batch, height and width the conv's) of which it writes
+    channels offset .. offset + cout, and no other: so that the producers of a concat along the
+    channels can write their slices of its output, with no copy. No rewrite uses it: one that
+    did measured no faster on GoogLeNet and SqueezeNet (docs/notebook/compile.md)."""
     reason = supports(spec)
     if reason is not None:
         raise ValueError(f"conv2d kernel does not support {spec}: {reason}")
+    if out is not None and not (0 <= out[1] and out[1] + spec.cout <= out[0]):
+        raise ValueError(f"output slice {out[1]}..{out[1] + spec.cout} outside {out[0]} channels")
     plan = plan or default_plan(spec, cpu)
     g = _geom(spec, plan)
     if is_gemv(spec, plan):
         body = _body_gemv(spec)
     else:
         body = _body_cout(spec, plan, g) if plan.rows == "cout" else _body_pixels(spec, plan, g)
-    return _entry(body, spec, packed_weight_shape(spec, plan))
+    return _entry(body, spec, packed_weight_shape(spec, plan), out)
 
 
 def is_gemv(spec: Conv2dSpec, plan: Plan | None = None,
@@ -332,10 +345,10 @@ def _body_gemv(spec: Conv2dSpec):
     gemv = matmul.gemv_body(C, CO, spec.epilogue)
 
     @T.macro
-    def body(x, wp, bias, rf, y):
+    def body(x, wp, bias, rf, yf):
         xv = T.decl_buffer((1, C), "float32", data=x.data)
         wv = T.decl_buffer((NP, C, matmul.NR), "float32", data=wp.data)
-        yv = T.decl_buffer((1, CO), "float32", data=y.data)
+        yv = T.decl_buffer((1, CO), "float32", data=yf.data, elem_offset=yf.elem_offset)
         if rf is None:
             gemv(xv, wv, bias, None, yv)
         else:
@@ -464,9 +477,8 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
         NCH1 = max(NCH, 1)  # (no full tile: the loop below is empty)
 
         @T.macro
-        def body(x, wp, bias, rf, y):
+        def body(x, wp, bias, rf, yf):
             xf = T.decl_buffer((N, C, H * W), "float32", data=x.data)
-            yf = T.decl_buffer((N, CO, Q), "float32", data=y.data)
             if direct:
                 src = xf
             else:
@@ -644,8 +656,7 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
                                                             (oh0 + i) * OW + j)
 
     @T.macro
-    def body(x, wp, bias, rf, y):
-        yf = T.decl_buffer((N, CO, Q), "float32", data=y.data)
+    def body(x, wp, bias, rf, yf):
         if LOCAL:
             tasks(x, None, wp, bias, rf, yf)
         else:
@@ -698,9 +709,8 @@ def _body_pixels(spec: Conv2dSpec, plan: Plan, g: _Geom):
         return activate(v + res[b, co, p], ep) if ep.residual else v
 
     @T.macro
-    def body(x, wp, bias, rf, y):
+    def body(x, wp, bias, rf, yf):
         xf = T.decl_buffer((N, C, H * W), "float32", data=x.data)
-        yf = T.decl_buffer((N, CO, Q), "float32", data=y.data)
         if direct:
             src = xf
         else:
@@ -760,12 +770,18 @@ def _body_pixels(spec: Conv2dSpec, plan: Plan, g: _Geom):
     return body
 
 
-def _entry(body, spec: Conv2dSpec, w_shape) -> tirx.PrimFunc:
-    """The PrimFunc (x, w, [bias], [residual], y) running `body(x, w, bias, residual, y)`, the
-    residual viewed as (batch, cout, pixels), None where the epilogue has no bias or residual."""
-    x_shape, y_shape = spec.x_shape, spec.y_shape
+def _entry(body, spec: Conv2dSpec, w_shape, out: tuple[int, int] | None = None) -> tirx.PrimFunc:
+    """The PrimFunc (x, w, [bias], [residual], y) running `body(x, w, bias, residual, yf)`, yf
+    the output viewed as (batch, cout, pixels), the residual alike, None where the epilogue has
+    no bias or residual. With `out` = (channels, offset), y is a tensor of `channels` channels
+    (a concat's output) and the conv writes its channels offset .. offset + cout only."""
+    n, co, oh, ow = spec.y_shape
+    q = oh * ow
+    ct, c0 = out if out is not None else (co, 0)
+    x_shape, y_shape, r_shape = spec.x_shape, (n, ct, oh, ow), spec.y_shape
     b_shape = (spec.cout,)
-    q_shape = (spec.batch, spec.cout, spec.out_height * spec.out_width)  # y with flat pixels
+    q_shape = (n, co, q)  # y with flat pixels
+    y_strides, y_offset = (ct * q, q, 1), c0 * q
     attrs = {"tirx.noalias": True, "tirx.is_scheduled": True}
     f32 = "float32"
     # written with all five parameters (dropped below where the epilogue has no bias or
@@ -773,14 +789,16 @@ def _entry(body, spec: Conv2dSpec, w_shape) -> tirx.PrimFunc:
     if spec.epilogue.residual:
         @T.prim_func(s_tir=True, private=True)
         def conv2d(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), bias: T.Buffer(b_shape, f32),
-                   residual: T.Buffer(y_shape, f32), y: T.Buffer(y_shape, f32)):
+                   residual: T.Buffer(r_shape, f32), y: T.Buffer(y_shape, f32)):
             T.func_attr(attrs)
             rf = T.decl_buffer(q_shape, f32, data=residual.data)
-            body(x, w, bias, rf, y)
+            yf = T.decl_buffer(q_shape, f32, data=y.data, strides=y_strides, elem_offset=y_offset)
+            body(x, w, bias, rf, yf)
     else:
         @T.prim_func(s_tir=True, private=True)
         def conv2d(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), bias: T.Buffer(b_shape, f32),
-                   residual: T.Buffer(y_shape, f32), y: T.Buffer(y_shape, f32)):
+                   residual: T.Buffer(r_shape, f32), y: T.Buffer(y_shape, f32)):
             T.func_attr(attrs)
-            body(x, w, bias, None, y)
+            yf = T.decl_buffer(q_shape, f32, data=y.data, strides=y_strides, elem_offset=y_offset)
+            body(x, w, bias, None, yf)
     return epilogue_params(conv2d, spec.epilogue)

@@ -155,6 +155,7 @@ AVX512_GEOMETRIES = [
     Conv2dSpec(1, 3, 23, 21, 16, (7, 7), (2, 2), (3, 3, 3, 3), epilogue=EP),  # stem
     Conv2dSpec(2, 9, 13, 12, 20, (3, 3), (2, 2), (1, 0, 2, 1), epilogue=EP),  # asym pads
     Conv2dSpec(1, 21, 9, 19, 26, (3, 3), (1, 1), (1, 1, 1, 1), epilogue=EP),  # 3x3 s1 (not Winograd)
+    Conv2dSpec(1, 100, 9, 13, 26, (3, 3), (1, 1), (1, 1, 1, 1), epilogue=EP),  # 3 blocks of 34
     Conv2dSpec(1, 4, 13, 12, 9, (3, 2), (3, 2), (0, 2, 1, 0), (1, 3), epilogue=EP),
     Conv2dSpec(2, 150, 7, 7, 40, (1, 1), epilogue=EP),  # pixel rows: 40 = 32 + 8 channels
     Conv2dSpec(1, 40, 7, 7, 45, (3, 3), (1, 1), (1, 1, 1, 1), epilogue=EP),
@@ -171,6 +172,17 @@ def test_avx512_plans(spec):
     plan = conv.default_plan(spec, AVX512)
     assert plan.lanes == 16 or conv.is_gemv(spec, plan)
     run(spec, cpu=AVX512)
+
+
+def test_avx512_stride1_reduction_blocks_are_equal_and_at_most_twice_the_l1_size():
+    # AVX512 (32 KB L1d): 24 channels of a 3x3 stride-1 conv's rows in half of L1, blocks of up
+    # to 48 of equal size; none up to 48 channels; stride 2 keeps the L1-sized blocks
+    def kc(cin, stride=1):
+        spec = Conv2dSpec(1, cin, 28, 28, 64, (3, 3), (stride, stride), (1, 1, 1, 1))
+        return conv.default_plan(spec, AVX512).kc
+
+    assert [kc(c) for c in (40, 48, 49, 100, 128, 256)] == [0, 0, 25, 34, 43, 43]
+    assert kc(128, 2) == 8
 
 
 def test_avx512_plans_of_model_shapes():
