@@ -312,16 +312,30 @@ _PREDICTORS = {"table": _predict_from_table, "analytic": _predict_from_table,
                "spikes": _predict_from_spikes}
 
 
-def _predicted_and_measured(graphs, spec, runner, store, *, correct: bool):
-    """(path, prediction, end-to-end timing) of each model, measured on the device."""
+_ClockOpt = Annotated[str, typer.Option(
+    "--clock", help="wall: wall-clock medians, what a dedicated device shows; cpu: the thread CPU "
+                    "time of kernels and models (onnxruntime, 1 thread), which holds on a machine "
+                    "shared with other processes")]
+
+
+def _predicted_and_measured(graphs, spec, runner, store, *, correct: bool, clock: str = "wall"):
+    """(path, prediction, measured ms, its CV) of each model, measured on the device in `clock`."""
     from hwlat.graph import fuse
+    from hwlat.lut.predict import check_clock
     from hwlat.lut.predict import predict as do_predict
 
+    check_clock(clock)
     for path, g in graphs:
-        pred = do_predict(g, fuse(g), store, spec.name, correct=correct)
+        pred = do_predict(g, fuse(g), store, spec.name, correct=correct, clock=clock)
         with err.status(f"measuring {path.name} on {spec.name} ..."):
             measured = runner.time_model(str(path))
-        yield path, pred, measured
+        if clock == "cpu":
+            if measured.cpu_median_ms is None:
+                raise InvalidInputError(f"device '{spec.name}' does not measure thread CPU time "
+                                        "(onnxruntime at 1 thread does); use --clock wall")
+            yield path, pred, measured.cpu_median_ms, measured.cpu_cv
+        else:
+            yield path, pred, measured.median_ms, measured.cv
 
 
 def calibrate(
@@ -333,6 +347,7 @@ def calibrate(
     as_json: JsonOpt = False,
     rpc: RpcAliasOpt = None,
     device_file: DeviceFileOpt = None,
+    clock: _ClockOpt = "wall",
 ) -> None:
     """Measure whole models and fit the correction from kernel sums to end-to-end latency."""
     from hwlat.graph import load
@@ -343,15 +358,18 @@ def calibrate(
     graphs = [(p, load(p)) for p in models]
     rows = []
     with open_table(table, readonly=False) as store:
-        for path, pred, measured in _predicted_and_measured(graphs, spec, runner, store, correct=False):
-            store.put_calibration(spec.name, str(path.resolve()), pred.features, measured.median_ms)
-            rows.append({"model": str(path), "kernel_sum_ms": pred.kernel_sum_ms,
-                         "measured_ms": measured.median_ms,
-                         "error": pred.kernel_sum_ms / measured.median_ms - 1})
+        for path, pred, ms, _ in _predicted_and_measured(graphs, spec, runner, store, correct=False,
+                                                         clock=clock):
+            feats = {**pred.features, **({"cpu_clock": 1.0} if clock == "cpu" else {})}
+            store.put_calibration(spec.name, str(path.resolve()), feats, ms)
+            rows.append({"model": str(path), "clock": clock, "kernel_sum_ms": pred.kernel_sum_ms,
+                         "measured_ms": ms, "error": pred.kernel_sum_ms / ms - 1})
             if not as_json:
                 out.print(f"{path.name}: kernel sum {pred.kernel_sum_ms:.3f} ms, measured "
-                          f"{measured.median_ms:.3f} ms ({rows[-1]['error']:+.1%})")
-        samples = store.calibration(spec.name)
+                          f"{ms:.3f} ms ({clock}) ({rows[-1]['error']:+.1%})")
+        from hwlat.lut.predict import calibration_clock
+
+        samples = [s for s in store.calibration(spec.name) if calibration_clock(s[1]) == clock]
     correction = fit_correction([(f, m) for _, f, m in samples])
     if as_json:
         print(json.dumps({"device": spec.name, "models": rows, "calibrated_models": len(samples),
@@ -373,8 +391,9 @@ def validate(
     key: KeyOpt = None,
     rpc: RpcAliasOpt = None,
     device_file: DeviceFileOpt = None,
+    clock: _ClockOpt = "wall",
 ) -> None:
-    """Measure models end to end and compare with the table's prediction."""
+    """Measure models end to end and compare with the table's prediction (in --clock's time)."""
     from hwlat.devices import load_device
     from hwlat.graph import load
     from hwlat.lut.metrics import accuracy_metrics
@@ -384,23 +403,26 @@ def validate(
     graphs = [(p, load(p)) for p in models]
     rows = []
     with open_table(table, readonly=True) as store:
-        for path, pred, measured in _predicted_and_measured(graphs, spec, runner, store, correct=True):
-            rows.append({"model": str(path), "predicted_ms": pred.latency_ms,
+        for path, pred, ms, cv in _predicted_and_measured(graphs, spec, runner, store, correct=True,
+                                                          clock=clock):
+            rows.append({"model": str(path), "clock": clock, "predicted_ms": pred.latency_ms,
                          "kernel_sum_ms": pred.kernel_sum_ms, "corrected": pred.correction is not None,
-                         "measured_ms": measured.median_ms, "measured_cv": measured.cv,
+                         "measured_ms": ms, "measured_cv": cv,
                          "estimated_share": pred.estimated_share,
                          "estimate_uncertainty_ms": pred.uncertainty_ms,
-                         "error": pred.latency_ms / measured.median_ms - 1})
+                         "error": pred.latency_ms / ms - 1})
     metrics = accuracy_metrics([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
     if plot is not None:
         from hwlat.plot import scatter
 
         scatter(rows, plot, spec.name)
     if as_json:
-        print(json.dumps({"device": spec.name, "models": rows, "metrics": metrics}, indent=1))
+        print(json.dumps({"device": spec.name, "clock": clock, "models": rows, "metrics": metrics},
+                         indent=1))
         return
+    what = "thread CPU time" if clock == "cpu" else "wall-clock time"
     t = Table("model", "predicted ms", "kernel sum ms", "measured ms", "error", "estimated",
-              title=f"validate on {spec.name}")
+              title=f"validate on {spec.name}, against {what}")
     for r in rows:
         t.add_row(Path(r["model"]).name, f"{r['predicted_ms']:.3f}", f"{r['kernel_sum_ms']:.3f}",
                   f"{r['measured_ms']:.3f}", f"{r['error']:+.1%}", f"{r['estimated_share']:.0%}")
@@ -540,14 +562,16 @@ def lut_sample(
 
 
 @lut_app.command("train")
-def lut_train(device: DeviceOpt = "cpu-ort", table: TableOpt = None) -> None:
+def lut_train(device: DeviceOpt = "cpu-ort", table: TableOpt = None, clock: _ClockOpt = "wall") -> None:
     """Fit the device's per-kind latency predictors (xgboost) on its table entries; stored in the table."""
     import math
 
     from hwlat.lut.learned import train
+    from hwlat.lut.predict import check_clock
 
+    check_clock(clock)
     with open_table(table, readonly=False) as store, err.status(f"training predictors for {device} ..."):
-        reports = train(store, device)
+        reports = train(store, device, clock=clock)
     for r in reports:
         out.print(f"{r.kind}: {r.n_train} entries, cross-validated error ±{math.exp(r.cv_rmse) - 1:.0%} "
                   f"(RMSE of log latency {r.cv_rmse:.3f})")
