@@ -30,11 +30,15 @@ the noise floor the spread of those. Predictions are compared with thread CPU ti
 machine is shared); `hwlat validate` compares with the wall-clock median, which is what a user
 of a dedicated device sees.
 
-Per family F (leave-one-family-out): the table holds the other families' kernels (and the
-sampled kernels, less any key only F has); the correction is fitted on the other families.
-"before": misses estimated by the power-law MissEstimator, correction without the per-node term.
-"after": misses estimated by per-kind xgboost predictors trained on that table, correction
-with the per-node term.
+Kernels are added up in the clock compared with (`--figure`): thread CPU time (the table's
+`cpu_times`, kernels cut out and timed with time.thread_time) against the models' thread CPU
+time, or wall against wall.
+
+Per family F (leave-one-family-out): the table holds the other families' kernels and the
+sampled kernels, less any key only F has; per-kind xgboost predictors trained on that table (in
+the clock) estimate F's kernels; the correction is fitted on the other families. "before": the
+correction without the terms in NEW_TERMS; "after": with them. "seen": every kernel of every
+model in the table, the correction still fitted without F.
 """
 
 from __future__ import annotations
@@ -170,14 +174,32 @@ def measure_corpus(paths: list[str], threads: int, rounds: int, runs: int = 15) 
 
 def corpus_fold(path: Path, master: TableStore, sampled: TableStore | None, keys: set[str],
                 held: set[str]) -> TableStore:
-    """A table of the master's entries for `keys` and the sampled entries not in `held`."""
+    """A table of the master's entries for `keys` and the sampled entries not in `held`, with
+    their thread CPU times."""
     feats = {**master.features(), **(sampled.features() if sampled else {})}
     entries = list(master.get_many(DEVICE, keys).values())
+    cpu = list(master.cpu_times(DEVICE, keys).values())
     if sampled is not None:
-        entries += [e for e in sampled.entries(DEVICE) if e.key not in held and e.key not in keys]
+        extra = [e for e in sampled.entries(DEVICE) if e.key not in held and e.key not in keys]
+        entries += extra
+        cpu += list(sampled.cpu_times(DEVICE, [e.key for e in extra]).values())
     store = TableStore(path)
-    store.put_many(entries, [(e.key, *feats[e.key]) for e in entries if e.key in feats])
+    store.put_many(entries, [(e.key, *feats[e.key]) for e in entries if e.key in feats], cpu_times=cpu)
     return store
+
+
+# the correction as it was before the per-kernel work term: what "before" leaves out
+NEW_TERMS = ("weight_mb",)
+
+
+def _calibrated(store, graphs, train_m, measured, clock: str, learned: bool, drop=()) -> None:
+    for m in train_m:
+        g, ks = graphs[m["path"]]
+        f = predict(g, ks, store, DEVICE, correct=False, learned=learned, clock=clock).features
+        f.update(dict.fromkeys(drop, 0.0))
+        if clock == "cpu":
+            f["cpu_clock"] = 1.0
+        store.put_calibration(DEVICE, m["path"], f, measured[m["path"]])
 
 
 def corpus_main(args) -> None:
@@ -195,12 +217,17 @@ def corpus_main(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     spec = load_device(DEVICE)
+    if args.wall_rounds:  # the in-model wall-clock rounds, fewer on a loaded machine
+        from dataclasses import replace
+
+        spec = replace(spec, measure=replace(spec.measure, max_rounds=args.wall_rounds))
     runner = get_runner(spec)
     graphs = {}
     for p in paths:
         g = load(p)
         graphs[str(p)] = (g, fuse(g))
     models = [{"path": str(p), "family": fam[str(p)], "name": p.name.removesuffix(".onnx")} for p in paths]
+    clock = args.figure  # thread CPU time of kernels against that of models, or wall against wall
     with TableStore(out / "table.sqlite") as master:
         t0 = time.perf_counter()
         rep = profile(plan(paths, spec, runner, master), spec, runner, master)
@@ -210,7 +237,7 @@ def corpus_main(args) -> None:
         cache = out / f"measured-{args.rounds}.json"
         per = json.loads(cache.read_text()) if cache.exists() else {}
         if set(per) != {m["path"] for m in models}:
-            per = measure_corpus([m["path"] for m in models], spec.threads, args.rounds)
+            per = measure_corpus([m["path"] for m in models], spec.threads, args.rounds, args.runs)
             cache.write_text(json.dumps(per))
         if args.measure_only:
             return
@@ -221,94 +248,99 @@ def corpus_main(args) -> None:
         ratio = statistics.median(statistics.median(v["wall"]) / statistics.median(v["cpu"]) for v in per.values())
         print(f"measured: {fig} time; wall / thread CPU time median {ratio:.3f}; noise floor (range of "
               f"{args.rounds} round medians) median {statistics.median(noise.values()):.1%}")
-        gap_report(models, graphs, master, measured)
+        gap_report(models, graphs, master, measured, clock)
         rows = []
         for family in sorted({m["family"] for m in models}):
             train_m = [m for m in models if m["family"] != family]
             test_m = [m for m in models if m["family"] == family]
             keys = {k.key.text() for m in train_m for k in graphs[m["path"]][1]}
             held = {k.key.text() for m in test_m for k in graphs[m["path"]][1]} - keys
-            res = {}
-            for mode in ("before", "after"):
-                with tempfile.TemporaryDirectory() as tmp:
-                    store = corpus_fold(Path(tmp) / "fold.sqlite", master, sampled if mode == "after" else None,
-                                        keys, held)
-                    with store:
-                        learned = mode == "after"
-                        if learned:
-                            train(store, DEVICE)
-                        for m in train_m:
-                            g, ks = graphs[m["path"]]
-                            f = predict(g, ks, store, DEVICE, correct=False, learned=learned).features
-                            if not learned:
-                                f["nodes"] = 0.0  # the correction as it was: no per-node term
-                            store.put_calibration(DEVICE, m["path"], f, measured[m["path"]])
+            res: dict[str, dict] = {m["path"]: {} for m in test_m}
+            with tempfile.TemporaryDirectory() as tmp:
+                # leave-one-family-out: the other families' kernels, the sampled ones, learned
+                # predictors for the misses; correction before and after the new terms
+                with corpus_fold(Path(tmp) / "lofo.sqlite", master, sampled, keys, held) as store:
+                    train(store, DEVICE, clock=clock)
+                    for mode, drop in (("before", NEW_TERMS), ("after", ())):
+                        _calibrated(store, graphs, train_m, measured, clock, True, drop)
                         for m in test_m:
                             g, ks = graphs[m["path"]]
-                            p = predict(g, ks, store, DEVICE, learned=learned)
-                            lat = p.latency_ms
-                            if not learned and p.correction is not None:
-                                lat = max(p.correction.apply({**p.features, "nodes": 0.0}), 0.0)
-                            res.setdefault(m["path"], {})[mode] = (lat, p.kernel_sum_ms, p.estimated_share)
+                            p = predict(g, ks, store, DEVICE, clock=clock)
+                            lat = p.latency_ms if not drop or p.correction is None else \
+                                max(p.correction.apply({**p.features, **dict.fromkeys(drop, 0.0)}), 0.0)
+                            res[m["path"]][mode] = lat
+                            res[m["path"]]["sum"] = p.kernel_sum_ms
+                            res[m["path"]]["estimated"] = p.estimated_share
+                # seen: every kernel in the table; the correction still fitted without the family
+                every = keys | held
+                with corpus_fold(Path(tmp) / "seen.sqlite", master, None, every, set()) as store:
+                    _calibrated(store, graphs, train_m, measured, clock, False)
+                    for m in test_m:
+                        g, ks = graphs[m["path"]]
+                        p = predict(g, ks, store, DEVICE, learned=False, clock=clock)
+                        res[m["path"]]["seen"] = p.latency_ms
+                        res[m["path"]]["seen_sum"] = p.kernel_sum_ms
             for m in test_m:
-                r = res[m["path"]]
                 rows.append({"family": family, "name": m["name"], "measured": measured[m["path"]],
-                             "noise": noise[m["path"]], "before": r["before"][0], "after": r["after"][0],
-                             "sum_before": r["before"][1], "sum_after": r["after"][1],
-                             "estimated": r["after"][2]})
+                             "noise": noise[m["path"]], **res[m["path"]]})
             print(f"  {family}: done", flush=True)
         if sampled is not None:
             sampled.close()
+    (out / f"rows-{fig}.json").write_text(json.dumps(rows, indent=1))
     corpus_report(rows, fig)
 
 
-def gap_report(models, graphs, master, measured) -> None:
+def gap_report(models, graphs, master, measured, clock: str = "wall") -> None:
     """What the kernel sum leaves out, with every kernel in the table: per model the gap between
-    measured and kernel sum beside the node count, kernel count and layout-boundary MB, and a
-    least-squares split of the gap over them (per node, per kernel, per MB)."""
+    measured and kernel sum beside the node count, kernel count, layout-boundary MB and weight
+    MB, and a least-squares split of the gap over them."""
     import numpy as np
 
     from hwlat.lut.correct import boundary_bytes
 
-    print("\n### what the kernel sum misses (every kernel in the table, no correction)\n")
-    print("| family | model | measured ms | kernel sum ms | gap ms | kernels | nodes | nodes/kernel | boundary MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"\n### what the kernel sum misses (every kernel in the table, no correction; {clock} time)\n")
+    print("| family | model | measured ms | kernel sum ms | gap ms | gap % | kernels | nodes | boundary MB | weight MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     xs, ys = [], []
     for m in models:
         g, ks = graphs[m["path"]]
-        p = predict(g, ks, master, DEVICE, correct=False, learned=False)
+        p = predict(g, ks, master, DEVICE, correct=False, learned=False, clock=clock)
         gap = measured[m["path"]] - p.kernel_sum_ms
-        nodes = sum(len(k.nodes) for k in ks)
+        f = p.features
         mb = boundary_bytes(g, ks) / 1e6
-        xs.append([nodes, len(ks), mb])
+        xs.append([f["nodes"], f["kernels"], mb, f.get("weight_mb", 0.0), 1.0])
         ys.append(gap)
         print(f"| {m['family']} | {m['name']} | {measured[m['path']]:.2f} | {p.kernel_sum_ms:.2f} | {gap:+.2f} | "
-              f"{len(ks)} | {nodes} | {nodes / len(ks):.2f} | {mb:.1f} |")
+              f"{gap / p.kernel_sum_ms:+.1%} | {f['kernels']:.0f} | {f['nodes']:.0f} | {mb:.1f} | "
+              f"{f.get('weight_mb', 0.0):.1f} |")
     coef, *_ = np.linalg.lstsq(np.array(xs), np.array(ys), rcond=None)
     print(f"\nleast squares over {len(ys)} models: gap ~ {coef[0] * 1e3:+.1f} us/node "
-          f"{coef[1] * 1e3:+.1f} us/kernel {coef[2]:+.3f} ms/MB at layout boundaries")
+          f"{coef[1] * 1e3:+.1f} us/kernel {coef[2]:+.3f} ms/MB at layout boundaries "
+          f"{coef[3]:+.3f} ms/MB of weights {coef[4]:+.3f} ms")
 
 
 def corpus_report(rows, fig: str) -> None:
-    print(f"\n### leave-one-family-out on the corpus, cpu-ort, against {fig} time\n")
-    print("| family | n | noise floor | before: within 5 % / 10 % | before RMSPE | after: within 5 % / 10 % "
-          "| after RMSPE | after, kernel sum only RMSPE |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"\n### corpus, cpu-ort 1 thread, against {fig} time: seen and leave-one-family-out\n")
+    print("| family | n | noise floor | seen: within 5 % / 10 % | seen RMSPE | LOFO before: within 5 % / 10 % "
+          "| before RMSPE | LOFO after: within 5 % / 10 % | after RMSPE | LOFO kernel sum only RMSPE |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for family in sorted({r["family"] for r in rows}) + ["all"]:
         rs = [r for r in rows if family in ("all", r["family"])]
         ms = [r["measured"] for r in rs]
+        se = accuracy_metrics([r["seen"] for r in rs], ms)
         b = accuracy_metrics([r["before"] for r in rs], ms)
         a = accuracy_metrics([r["after"] for r in rs], ms)
-        s = accuracy_metrics([r["sum_after"] for r in rs], ms)
+        s = accuracy_metrics([r["sum"] for r in rs], ms)
         print(f"| {family} | {len(rs)} | {statistics.median(r['noise'] for r in rs):.1%} | "
+              f"{se['within_5']:.0%} / {se['within_10']:.0%} | {se['rmspe']:.1%} | "
               f"{b['within_5']:.0%} / {b['within_10']:.0%} | {b['rmspe']:.1%} | "
               f"{a['within_5']:.0%} / {a['within_10']:.0%} | {a['rmspe']:.1%} | {s['rmspe']:.1%} |")
-    print("\n| family | model | measured ms | before | error | after | error | kernel sum (after) | estimated |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| family | model | measured ms | noise | seen | LOFO before | error | LOFO after | error | kernel sum | estimated |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['family']} | {r['name']} | {r['measured']:.2f} | {r['before']:.2f} | "
-              f"{r['before'] / r['measured'] - 1:+.1%} | {r['after']:.2f} | {r['after'] / r['measured'] - 1:+.1%} | "
-              f"{r['sum_after']:.2f} | {r['estimated']:.0%} |")
+        print(f"| {r['family']} | {r['name']} | {r['measured']:.2f} | {r['noise']:.1%} | "
+              f"{r['seen'] / r['measured'] - 1:+.1%} | {r['before']:.2f} | {r['before'] / r['measured'] - 1:+.1%} | "
+              f"{r['after']:.2f} | {r['after'] / r['measured'] - 1:+.1%} | {r['sum']:.2f} | {r['estimated']:.0%} |")
 
 
 def main() -> None:
@@ -324,6 +356,9 @@ def main() -> None:
     ap.add_argument("--out", default="build/predict-bench", help="corpus mode: table and measurements")
     ap.add_argument("--figure", choices=("cpu", "wall"), default="cpu",
                     help="corpus mode: compare with thread CPU time (default) or wall time")
+    ap.add_argument("--wall-rounds", type=int, help="corpus mode: at most this many in-model wall-clock "
+                    "rounds per model (the device file's max_rounds otherwise)")
+    ap.add_argument("--runs", type=int, default=15, help="corpus mode: timed runs per model and round")
     ap.add_argument("--measure-only", action="store_true", help="corpus mode: profile and measure, then stop")
     args = ap.parse_args()
     if args.corpus:

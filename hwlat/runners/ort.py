@@ -41,9 +41,10 @@ from hwlat.runners.base import Environment, InModelRunner
 
 # nodes onnxruntime adds at the edge of an NCHWc region; a cut-out kernel is all edge
 _BOUNDARY_OPS = frozenset({"ReorderInput", "ReorderOutput"})
-CPU_MIN_RUNS = 20  # thread CPU samples per kernel, at least
-CPU_MIN_MS = 60.0  # CPU time spent on a kernel's samples, at least (tiny kernels get more runs)
-CPU_MAX_RUNS = 400
+CPU_MIN_RUNS = 15  # thread CPU samples per kernel, at least
+CPU_MIN_MS = 20.0  # CPU time spent on a kernel's samples, at least (tiny kernels get more runs)
+CPU_MAX_RUNS = 300
+EDGE_RUNS = 5  # profiled runs that find the boundary Reorders' share
 
 
 class OrtRunner(InModelRunner):
@@ -124,10 +125,10 @@ class OrtRunner(InModelRunner):
         with tempfile.TemporaryDirectory(prefix="hwlat-ort-") as tmp:
             sess = _session(blob, self._options(tmp))
             feeds = random_feeds(sess)
-            for _ in range(self.spec.measure.warmup + 10):
+            for _ in range(self.spec.measure.warmup + EDGE_RUNS):
                 _run(sess, feeds)
             trace = sess.end_profiling()
-            edges = kernel_times_per_run(trace, boundary=True)[-10:]
+            edges = kernel_times_per_run(trace, boundary=True)[-EDGE_RUNS:]
             os.unlink(trace)
         edge = float(np.median([max(t - n * overhead, 0.0) for t, n in edges]))
         plain = _session(blob, self._options())
