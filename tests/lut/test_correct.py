@@ -84,3 +84,24 @@ def test_boundary_bytes_count_data_crossing_between_spatial_and_other_kernels(tm
     one = 4 * 8 * 8 * 4  # a float32 [1, 4, 8, 8]
     # c -> ReduceMean, c -> Mul, y -> Conv; m (reduction -> elementwise) stays in one layout
     assert boundary_bytes(g, kernels) == 3 * one
+
+
+def test_a_per_node_gap_on_mobile_models_is_not_carried_to_long_convs_as_a_scale():
+    """Models of many short kernels that lose 30 us a graph node outside their kernels: the fit
+    puts that on the nodes, so a model of a few long convs (a ResNet) is not scaled up by it."""
+    from hwlat.lut.correct import PRIOR_SCALE_BEFORE
+
+    rng = np.random.default_rng(1)
+    mobile = []
+    for _ in range(12):
+        nodes = float(rng.integers(100, 400))
+        f = {"conv_ms": nodes * rng.uniform(0.04, 0.08), "dense_ms": 0.0, "other_ms": nodes * 0.005,
+             "kernels": nodes / 2, "nodes": nodes, "boundary_mb": 0.0, "one": 1.0}
+        mobile.append((f, f["conv_ms"] + f["other_ms"] + 0.03 * nodes))
+    resnet = {"conv_ms": 30.0, "dense_ms": 0.1, "other_ms": 0.4, "kernels": 24.0, "nodes": 49.0,
+              "boundary_mb": 0.0, "one": 1.0}
+    truth = 30.5 + 0.03 * 49
+    now = fit_correction(mobile).apply(resnet) / truth - 1
+    before = fit_correction(mobile, PRIOR_SCALE_BEFORE).apply(resnet) / truth - 1
+    assert abs(now) < 0.08
+    assert before > 0.15  # the old prior took the gap for a conv scale
