@@ -231,7 +231,7 @@ class OrtRunner(InModelRunner):
                 if ts < start or ts > end:
                     continue
                 cost = max(dur / 1e3 - overhead, 0.0)
-                idx = owner.get(_ort_origin(name))
+                idx = _ort_owner(name, owner)
                 if idx is None:
                     pending += cost
                     continue
@@ -355,10 +355,18 @@ def kernel_times_per_run(trace_path: str, boundary: bool = False) -> list[tuple[
     return totals
 
 
-def _ort_origin(name: str) -> str:
-    """The original node or value name an executed onnxruntime node was made from."""
-    base = name.split("/", 1)[0]
-    return base[: -len("_nchwc")] if base.endswith("_nchwc") else base
+def _ort_owner(name: str, owner: dict[str, int]) -> int | None:
+    """The kernel an executed onnxruntime node was made from: its name is an original node or
+    value name, with `_nchwc` after a value made NCHWc and `/<Fusion>` after a fused node. Names
+    may hold `/` themselves (torch's exporter names nodes `/layer1/conv1/Conv`), so the name
+    is tried whole, then less one trailing `/...` at a time."""
+    while True:
+        for cand in (name, name.removesuffix("_nchwc")):
+            if cand in owner:
+                return owner[cand]
+        if "/" not in name.strip("/"):
+            return None
+        name = name.rsplit("/", 1)[0]
 
 
 def _relu_chain(n: int, shape) -> onnx.ModelProto:

@@ -169,3 +169,33 @@ def test_ort_runner_times_a_kernel_in_thread_cpu_time_that_grows_with_its_work(t
     assert 0 < runner.run_overhead_cpu_ms < 1.0  # a session run's fixed cost: microseconds
     t = runner.time_model(str(tmp_path / "l.onnx"))
     assert t.cpu_samples_ms and t.cpu_median_ms > 0 and t.cpu_cv is not None
+
+
+def test_in_model_names_with_slashes_are_attributed_to_their_kernels():
+    from hwlat.runners.ort import _ort_owner
+
+    owner = {"/layer1/conv2/Conv_output_0": 3, "/layer1/act/Relu": 4, "Conv_7": 5}
+    assert _ort_owner("/layer1/conv2/Conv_output_0_nchwc", owner) == 3
+    assert _ort_owner("/layer1/act/Relu/ReluFusion", owner) == 4
+    assert _ort_owner("Conv_7/FusedConv", owner) == 5
+    assert _ort_owner("/layer1/other/Add", owner) is None and _ort_owner("ReorderInput", owner) is None
+
+
+def test_a_torch_exported_model_is_timed_inside_itself(tmp_path):
+    """Torch names nodes `/a/b/Op`: every conv of such a model is found in the profiler's trace."""
+    from hwlat.devices import load_device
+
+    nodes = [node("Conv", ["x", "w", "b"], ["/c1/Conv_output_0"], kernel_shape=[3, 3], pads=[1] * 4),
+             node("Relu", ["/c1/Conv_output_0"], ["/act/Relu_output_0"]),
+             node("Conv", ["/act/Relu_output_0", "w2", "b2"], ["y"], kernel_shape=[3, 3], pads=[1] * 4)]
+    for n, name in zip(nodes, ["/c1/Conv", "/act/Relu", "/c2/Conv"], strict=True):
+        n.name = name
+    m = model(nodes, [tensor("x", [1, 16, 12, 12])], [tensor("y", [1, 16, 12, 12])],
+              [const("w", rand(16, 16, 3, 3)), const("b", rand(16)), const("w2", rand(16, 16, 3, 3, seed=1)),
+               const("b2", rand(16))], opset=17)
+    path = save(m, tmp_path / "t.onnx")
+    g = load(path)
+    ks = fuse(g)
+    times = get_runner(load_device("cpu-ort")).time_in_model(path, g, ks)
+    convs = [i for i, k in enumerate(ks) if k.kind.value == "conv"]
+    assert len(convs) == 2 and set(convs) <= set(times)
