@@ -199,3 +199,25 @@ def test_a_torch_exported_model_is_timed_inside_itself(tmp_path):
     times = get_runner(load_device("cpu-ort")).time_in_model(path, g, ks)
     convs = [i for i, k in enumerate(ks) if k.kind.value == "conv"]
     assert len(convs) == 2 and set(convs) <= set(times)
+
+
+def test_cli_profile_calibrate_and_validate_in_thread_cpu_time(tmp_path):
+    import json
+
+    from tests.helpers.cli import run_hwlat
+
+    g_path = tmp_path / "m.onnx"
+    _conv_net(tmp_path)  # writes m.onnx
+    table = str(tmp_path / "t.sqlite")
+    r = run_hwlat("profile", str(g_path), "--device", "cpu-ort", "--table", table, home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    with TableStore(table, readonly=True) as store:
+        assert set(store.cpu_times("cpu-ort")) == store.keys("cpu-ort")
+    r = run_hwlat("validate", str(g_path), "--device", "cpu-ort", "--table", table, "--clock", "cpu",
+                  "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["clock"] == "cpu" and out["models"][0]["clock"] == "cpu" and out["models"][0]["measured_ms"] > 0
+    r = run_hwlat("validate", str(g_path), "--device", "cpu-ort", "--table", table, "--clock", "gpu", home=tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "clock" in lines[0]
