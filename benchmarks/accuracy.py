@@ -279,15 +279,15 @@ def corpus_main(args) -> None:
 
 def gap_report(models, graphs, master, measured, clock: str = "wall") -> None:
     """What the kernel sum leaves out, with every kernel in the table: per model the gap between
-    measured and kernel sum beside the node count, kernel count, layout-boundary MB and weight
-    MB, and a least-squares split of the gap over them."""
+    measured and kernel sum beside the node count, kernel count and layout-boundary MB, and a
+    least-squares split of the gap over them (and a per-run constant)."""
     import numpy as np
 
     from hwlat.lut.correct import boundary_bytes
 
     print(f"\n### what the kernel sum misses (every kernel in the table, no correction; {clock} time)\n")
-    print("| family | model | measured ms | kernel sum ms | gap ms | gap % | kernels | nodes | boundary MB | weight MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| family | model | measured ms | kernel sum ms | gap ms | gap % | kernels | nodes | boundary MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     xs, ys = [], []
     for m in models:
         g, ks = graphs[m["path"]]
@@ -295,15 +295,13 @@ def gap_report(models, graphs, master, measured, clock: str = "wall") -> None:
         gap = measured[m["path"]] - p.kernel_sum_ms
         f = p.features
         mb = boundary_bytes(g, ks) / 1e6
-        xs.append([f["nodes"], f["kernels"], mb, f.get("weight_mb", 0.0), 1.0])
+        xs.append([f["nodes"], f["kernels"], mb, 1.0])
         ys.append(gap)
         print(f"| {m['family']} | {m['name']} | {measured[m['path']]:.2f} | {p.kernel_sum_ms:.2f} | {gap:+.2f} | "
-              f"{gap / p.kernel_sum_ms:+.1%} | {f['kernels']:.0f} | {f['nodes']:.0f} | {mb:.1f} | "
-              f"{f.get('weight_mb', 0.0):.1f} |")
+              f"{gap / p.kernel_sum_ms:+.1%} | {f['kernels']:.0f} | {f['nodes']:.0f} | {mb:.1f} |")
     coef, *_ = np.linalg.lstsq(np.array(xs), np.array(ys), rcond=None)
     print(f"\nleast squares over {len(ys)} models: gap ~ {coef[0] * 1e3:+.1f} us/node "
-          f"{coef[1] * 1e3:+.1f} us/kernel {coef[2]:+.3f} ms/MB at layout boundaries "
-          f"{coef[3]:+.3f} ms/MB of weights {coef[4]:+.3f} ms")
+          f"{coef[1] * 1e3:+.1f} us/kernel {coef[2]:+.3f} ms/MB at layout boundaries {coef[3]:+.3f} ms")
 
 
 def corpus_report(rows, fig: str) -> None:
