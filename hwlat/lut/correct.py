@@ -16,11 +16,11 @@ reshapes) as several nodes that a kernel timed alone pays for only once or not a
 of other kinds: runtimes that run convolutions in a blocked layout (onnxruntime's NCHWc)
 convert it there, e.g. around every squeeze-excite block, and no kernel timed alone pays that.
 
-`long_conv_ms` is the time of convs longer than LONG_CONV_MS a call (also in conv_ms): in
-thread CPU time, a long compute-bound conv cut out and timed alone costs ~20-25 % more than it
-does inside its network (ResNets' kernel sums are 23-27 % above their models), while short convs
-cost less than their share; one conv scale cannot fit both, and fitted on families of short
-convs it overshoots ResNets.
+`long_conv_ms` is the time of convs of at least LONG_CONV_MS a call (also in conv_ms): in
+thread CPU time, a long compute-bound conv cut out and timed alone costs ~30 % more than it does
+inside its network (ResNets' kernel sums are 31-37 % above their models on cpu-ort), while
+models of short kernels cost more than their sum; one conv scale cannot fit both, and fitted on
+families of short convs it overshoots ResNets.
 
 It is fitted on relative error and pulled towards the identity (a = 1, b = c = 0), so a few
 calibration models nudge it rather than overfit.
