@@ -30,11 +30,16 @@ the noise floor the spread of those. Predictions are compared with thread CPU ti
 machine is shared); `hwlat validate` compares with the wall-clock median, which is what a user
 of a dedicated device sees.
 
-Per family F (leave-one-family-out): the table holds the other families' kernels (and the
-sampled kernels, less any key only F has); the correction is fitted on the other families.
-"before": misses estimated by the power-law MissEstimator, correction without the per-node term.
-"after": misses estimated by per-kind xgboost predictors trained on that table, correction
-with the per-node term.
+Kernels are added up in the clock compared with (`--figure`): thread CPU time (the table's
+`cpu_times`, kernels cut out and timed with time.thread_time) against the models' thread CPU
+time, or wall against wall.
+
+Per family F (leave-one-family-out): the table holds the other families' kernels and the
+sampled kernels, less any key only F has; per-kind xgboost predictors trained on that table (in
+the clock) estimate F's kernels; the correction is fitted on the other families. "before": the
+correction with the prior it had before (per-kind scales loose, per-node cost held near 0);
+"after": hwlat's (scales held near 1, the per-node cost loose). "seen": every kernel of every
+model in the table, the correction still fitted without F.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from pathlib import Path
 from hwlat.devices import load_device
 from hwlat.graph import fuse, load
 from hwlat.lut import TableStore
+from hwlat.lut.correct import PRIOR_SCALE_BEFORE, fit_correction
 from hwlat.lut.metrics import accuracy_metrics
 from hwlat.lut.predict import predict
 from hwlat.runners import get_runner
@@ -170,13 +176,17 @@ def measure_corpus(paths: list[str], threads: int, rounds: int, runs: int = 15) 
 
 def corpus_fold(path: Path, master: TableStore, sampled: TableStore | None, keys: set[str],
                 held: set[str]) -> TableStore:
-    """A table of the master's entries for `keys` and the sampled entries not in `held`."""
+    """A table of the master's entries for `keys` and the sampled entries not in `held`, with
+    their thread CPU times."""
     feats = {**master.features(), **(sampled.features() if sampled else {})}
     entries = list(master.get_many(DEVICE, keys).values())
+    cpu = list(master.cpu_times(DEVICE, keys).values())
     if sampled is not None:
-        entries += [e for e in sampled.entries(DEVICE) if e.key not in held and e.key not in keys]
+        extra = [e for e in sampled.entries(DEVICE) if e.key not in held and e.key not in keys]
+        entries += extra
+        cpu += list(sampled.cpu_times(DEVICE, [e.key for e in extra]).values())
     store = TableStore(path)
-    store.put_many(entries, [(e.key, *feats[e.key]) for e in entries if e.key in feats])
+    store.put_many(entries, [(e.key, *feats[e.key]) for e in entries if e.key in feats], cpu_times=cpu)
     return store
 
 
@@ -195,12 +205,17 @@ def corpus_main(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     spec = load_device(DEVICE)
+    if args.wall_rounds:  # the in-model wall-clock rounds, fewer on a loaded machine
+        from dataclasses import replace
+
+        spec = replace(spec, measure=replace(spec.measure, max_rounds=args.wall_rounds))
     runner = get_runner(spec)
     graphs = {}
     for p in paths:
         g = load(p)
         graphs[str(p)] = (g, fuse(g, spec.fusion))
     models = [{"path": str(p), "family": fam[str(p)], "name": p.name.removesuffix(".onnx")} for p in paths]
+    clock = args.figure  # thread CPU time of kernels against that of models, or wall against wall
     with TableStore(out / "table.sqlite") as master:
         t0 = time.perf_counter()
         rep = profile(plan(paths, spec, runner, master), spec, runner, master)
@@ -210,7 +225,7 @@ def corpus_main(args) -> None:
         cache = out / f"measured-{args.rounds}.json"
         per = json.loads(cache.read_text()) if cache.exists() else {}
         if set(per) != {m["path"] for m in models}:
-            per = measure_corpus([m["path"] for m in models], spec.threads, args.rounds)
+            per = measure_corpus([m["path"] for m in models], spec.threads, args.rounds, args.runs)
             cache.write_text(json.dumps(per))
         if args.measure_only:
             return
@@ -221,94 +236,97 @@ def corpus_main(args) -> None:
         ratio = statistics.median(statistics.median(v["wall"]) / statistics.median(v["cpu"]) for v in per.values())
         print(f"measured: {fig} time; wall / thread CPU time median {ratio:.3f}; noise floor (range of "
               f"{args.rounds} round medians) median {statistics.median(noise.values()):.1%}")
-        gap_report(models, graphs, master, measured)
+        gap_report(models, graphs, master, measured, clock)
+        if clock == "cpu":  # the same sums in wall-clock entries: what the load puts in them
+            gap_report(models, graphs, master, measured, "wall")
+        # every kernel of every model is in the master table: a model's features (kernel sums
+        # per kind, nodes, ...) are the same in any table that holds its kernels, so the
+        # correction of each fold is fitted on these, and "seen" applies it to them too
+        full = {}
+        for m in models:
+            g, ks = graphs[m["path"]]
+            full[m["path"]] = predict(g, ks, master, DEVICE, correct=False, learned=False, clock=clock)
         rows = []
         for family in sorted({m["family"] for m in models}):
             train_m = [m for m in models if m["family"] != family]
             test_m = [m for m in models if m["family"] == family]
             keys = {k.key.text() for m in train_m for k in graphs[m["path"]][1]}
             held = {k.key.text() for m in test_m for k in graphs[m["path"]][1]} - keys
-            res = {}
-            for mode in ("before", "after"):
-                with tempfile.TemporaryDirectory() as tmp:
-                    store = corpus_fold(Path(tmp) / "fold.sqlite", master, sampled if mode == "after" else None,
-                                        keys, held)
-                    with store:
-                        learned = mode == "after"
-                        if learned:
-                            train(store, DEVICE)
-                        for m in train_m:
-                            g, ks = graphs[m["path"]]
-                            f = predict(g, ks, store, DEVICE, correct=False, learned=learned).features
-                            if not learned:
-                                f["nodes"] = 0.0  # the correction as it was: no per-node term
-                            store.put_calibration(DEVICE, m["path"], f, measured[m["path"]])
-                        for m in test_m:
-                            g, ks = graphs[m["path"]]
-                            p = predict(g, ks, store, DEVICE, learned=learned)
-                            lat = p.latency_ms
-                            if not learned and p.correction is not None:
-                                lat = max(p.correction.apply({**p.features, "nodes": 0.0}), 0.0)
-                            res.setdefault(m["path"], {})[mode] = (lat, p.kernel_sum_ms, p.estimated_share)
-            for m in test_m:
-                r = res[m["path"]]
-                rows.append({"family": family, "name": m["name"], "measured": measured[m["path"]],
-                             "noise": noise[m["path"]], "before": r["before"][0], "after": r["after"][0],
-                             "sum_before": r["before"][1], "sum_after": r["after"][1],
-                             "estimated": r["after"][2]})
-            print(f"  {family}: done", flush=True)
+            samples = [(full[m["path"]].features, measured[m["path"]]) for m in train_m]
+            after, before = fit_correction(samples), fit_correction(samples, PRIOR_SCALE_BEFORE)
+            with tempfile.TemporaryDirectory() as tmp:
+                # leave-one-family-out: the other families' kernels and the sampled ones, learned
+                # predictors (in the clock) for the family's kernels
+                with corpus_fold(Path(tmp) / "lofo.sqlite", master, sampled, keys, held) as store:
+                    train(store, DEVICE, clock=clock)
+                    for m in test_m:
+                        g, ks = graphs[m["path"]]
+                        p = predict(g, ks, store, DEVICE, correct=False, clock=clock)
+                        seen = full[m["path"]].features
+                        rows.append({
+                            "family": family, "name": m["name"], "measured": measured[m["path"]],
+                            "noise": noise[m["path"]], "after": max(after.apply(p.features), 0.0),
+                            "before": max(before.apply(p.features), 0.0), "sum": p.kernel_sum_ms,
+                            "estimated": p.estimated_share, "seen": max(after.apply(seen), 0.0),
+                            "seen_before": max(before.apply(seen), 0.0),
+                            "seen_sum": full[m["path"]].kernel_sum_ms})
+            print(f"  {family}: done ({after.describe()})", flush=True)
         if sampled is not None:
             sampled.close()
+    (out / f"rows-{fig}.json").write_text(json.dumps(rows, indent=1))
     corpus_report(rows, fig)
 
 
-def gap_report(models, graphs, master, measured) -> None:
+def gap_report(models, graphs, master, measured, clock: str = "wall") -> None:
     """What the kernel sum leaves out, with every kernel in the table: per model the gap between
     measured and kernel sum beside the node count, kernel count and layout-boundary MB, and a
-    least-squares split of the gap over them (per node, per kernel, per MB)."""
+    least-squares split of the gap over them (and a per-run constant)."""
     import numpy as np
 
     from hwlat.lut.correct import boundary_bytes
 
-    print("\n### what the kernel sum misses (every kernel in the table, no correction)\n")
-    print("| family | model | measured ms | kernel sum ms | gap ms | kernels | nodes | nodes/kernel | boundary MB |")
+    print(f"\n### what the kernel sum misses (every kernel in the table, no correction; {clock} time)\n")
+    print("| family | model | measured ms | kernel sum ms | gap ms | gap % | kernels | nodes | boundary MB |")
     print("|---|---|---|---|---|---|---|---|---|")
     xs, ys = [], []
     for m in models:
         g, ks = graphs[m["path"]]
-        p = predict(g, ks, master, DEVICE, correct=False, learned=False)
+        p = predict(g, ks, master, DEVICE, correct=False, learned=False, clock=clock)
         gap = measured[m["path"]] - p.kernel_sum_ms
-        nodes = sum(len(k.nodes) for k in ks)
+        f = p.features
         mb = boundary_bytes(g, ks) / 1e6
-        xs.append([nodes, len(ks), mb])
+        xs.append([f["nodes"], f["kernels"], mb, 1.0])
         ys.append(gap)
         print(f"| {m['family']} | {m['name']} | {measured[m['path']]:.2f} | {p.kernel_sum_ms:.2f} | {gap:+.2f} | "
-              f"{len(ks)} | {nodes} | {nodes / len(ks):.2f} | {mb:.1f} |")
+              f"{gap / p.kernel_sum_ms:+.1%} | {f['kernels']:.0f} | {f['nodes']:.0f} | {mb:.1f} |")
     coef, *_ = np.linalg.lstsq(np.array(xs), np.array(ys), rcond=None)
     print(f"\nleast squares over {len(ys)} models: gap ~ {coef[0] * 1e3:+.1f} us/node "
-          f"{coef[1] * 1e3:+.1f} us/kernel {coef[2]:+.3f} ms/MB at layout boundaries")
+          f"{coef[1] * 1e3:+.1f} us/kernel {coef[2]:+.3f} ms/MB at layout boundaries {coef[3]:+.3f} ms")
 
 
 def corpus_report(rows, fig: str) -> None:
-    print(f"\n### leave-one-family-out on the corpus, cpu-ort, against {fig} time\n")
-    print("| family | n | noise floor | before: within 5 % / 10 % | before RMSPE | after: within 5 % / 10 % "
-          "| after RMSPE | after, kernel sum only RMSPE |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"\n### corpus, cpu-ort 1 thread, against {fig} time: seen and leave-one-family-out\n")
+    print("| family | n | noise floor | seen: within 5 % / 10 % | seen RMSPE (before) | LOFO before: within 5 % / 10 % "
+          "| before RMSPE | LOFO after: within 5 % / 10 % | after RMSPE | LOFO kernel sum only RMSPE |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for family in sorted({r["family"] for r in rows}) + ["all"]:
         rs = [r for r in rows if family in ("all", r["family"])]
         ms = [r["measured"] for r in rs]
+        se = accuracy_metrics([r["seen"] for r in rs], ms)
+        sb = accuracy_metrics([r["seen_before"] for r in rs], ms)
         b = accuracy_metrics([r["before"] for r in rs], ms)
         a = accuracy_metrics([r["after"] for r in rs], ms)
-        s = accuracy_metrics([r["sum_after"] for r in rs], ms)
+        s = accuracy_metrics([r["sum"] for r in rs], ms)
         print(f"| {family} | {len(rs)} | {statistics.median(r['noise'] for r in rs):.1%} | "
+              f"{se['within_5']:.0%} / {se['within_10']:.0%} | {se['rmspe']:.1%} ({sb['rmspe']:.1%}) | "
               f"{b['within_5']:.0%} / {b['within_10']:.0%} | {b['rmspe']:.1%} | "
               f"{a['within_5']:.0%} / {a['within_10']:.0%} | {a['rmspe']:.1%} | {s['rmspe']:.1%} |")
-    print("\n| family | model | measured ms | before | error | after | error | kernel sum (after) | estimated |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| family | model | measured ms | noise | seen | LOFO before | error | LOFO after | error | kernel sum | estimated |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['family']} | {r['name']} | {r['measured']:.2f} | {r['before']:.2f} | "
-              f"{r['before'] / r['measured'] - 1:+.1%} | {r['after']:.2f} | {r['after'] / r['measured'] - 1:+.1%} | "
-              f"{r['sum_after']:.2f} | {r['estimated']:.0%} |")
+        print(f"| {r['family']} | {r['name']} | {r['measured']:.2f} | {r['noise']:.1%} | "
+              f"{r['seen'] / r['measured'] - 1:+.1%} | {r['before']:.2f} | {r['before'] / r['measured'] - 1:+.1%} | "
+              f"{r['after']:.2f} | {r['after'] / r['measured'] - 1:+.1%} | {r['sum']:.2f} | {r['estimated']:.0%} |")
 
 
 def main() -> None:
@@ -324,6 +342,9 @@ def main() -> None:
     ap.add_argument("--out", default="build/predict-bench", help="corpus mode: table and measurements")
     ap.add_argument("--figure", choices=("cpu", "wall"), default="cpu",
                     help="corpus mode: compare with thread CPU time (default) or wall time")
+    ap.add_argument("--wall-rounds", type=int, help="corpus mode: at most this many in-model wall-clock "
+                    "rounds per model (the device file's max_rounds otherwise)")
+    ap.add_argument("--runs", type=int, default=15, help="corpus mode: timed runs per model and round")
     ap.add_argument("--measure-only", action="store_true", help="corpus mode: profile and measure, then stop")
     args = ap.parse_args()
     if args.corpus:

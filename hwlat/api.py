@@ -687,16 +687,25 @@ def _graphs(paths) -> list:
     return [(Path(p), load(p)) for p in paths]
 
 
-def _measured(graphs, spec, runner, store, *, correct: bool, on_measure):
-    """(path, prediction, end-to-end timing) of each model."""
+def _measured(graphs, spec, runner, store, *, correct: bool, on_measure, clock: str = "wall"):
+    """(path, prediction, measured ms, its CV) of each model, measured on the device in `clock`
+    (wall: wall-clock medians; cpu: the calling thread's CPU time, onnxruntime at 1 thread)."""
     from hwlat.graph import fuse
+    from hwlat.lut.predict import check_clock
     from hwlat.lut.predict import predict as do_predict
 
+    check_clock(clock)
     for path, g in graphs:
-        pred = do_predict(g, fuse(g, spec.fusion), store, spec.name, correct=correct)
+        pred = do_predict(g, fuse(g, spec.fusion), store, spec.name, correct=correct, clock=clock)
         with on_measure(path) if on_measure is not None else contextlib.nullcontext():
             measured = runner.time_model(str(path))
-        yield path, pred, measured
+        if clock == "cpu":
+            if measured.cpu_median_ms is None:
+                raise InvalidInputError(f"device '{spec.name}' does not measure thread CPU time "
+                                        "(onnxruntime at 1 thread does); use the wall clock")
+            yield path, pred, measured.cpu_median_ms, measured.cpu_cv
+        else:
+            yield path, pred, measured.median_ms, measured.cv
 
 
 MeasureHook = Callable[[Path], AbstractContextManager] | None
@@ -705,13 +714,15 @@ MeasureHook = Callable[[Path], AbstractContextManager] | None
 def calibrate(models: ModelLike | Iterable[ModelLike], device: str | DeviceSpec = "cpu-ort", *,
               inputs=None, input_shape=None, table: str | os.PathLike | None = None,
               rpc: str | None = None, key: str | None = None, on_measure: MeasureHook = None,
-              on_model: Callable[[dict], None] | None = None) -> dict:
+              on_model: Callable[[dict], None] | None = None, clock: str = "wall") -> dict:
     """Measure whole models and fit the correction from kernel sums to end-to-end latency:
-    `hwlat calibrate --json`'s object ({"device", "models": [{"model", "kernel_sum_ms",
+    `hwlat calibrate --json`'s object ({"device", "models": [{"model", "clock", "kernel_sum_ms",
     "measured_ms", "error"}], "calibrated_models": n, "correction": text or None}).
     on_measure(path): a context around each model's timing (a spinner); on_model(row): each
-    model's row as it is measured."""
+    model's row as it is measured. `clock`: "wall", or "cpu" (thread CPU time, which holds on a
+    shared machine); the correction is fitted on, and used in, that clock's samples only."""
     from hwlat.lut.correct import fit_correction
+    from hwlat.lut.predict import calibration_clock
     from hwlat.runners import get_runner
 
     spec = _spec(device)
@@ -722,16 +733,15 @@ def calibrate(models: ModelLike | Iterable[ModelLike], device: str | DeviceSpec 
                  for i, m in enumerate(_as_list(models))]
         graphs = _graphs(paths)
         with Table(table) as store:
-            for path, pred, measured in _measured(graphs, spec, runner, store, correct=False,
-                                                  on_measure=on_measure):
-                store.put_calibration(spec.name, str(path.resolve()), pred.features,
-                                      measured.median_ms)
-                rows.append({"model": str(path), "kernel_sum_ms": pred.kernel_sum_ms,
-                             "measured_ms": measured.median_ms,
-                             "error": pred.kernel_sum_ms / measured.median_ms - 1})
+            for path, pred, ms, _ in _measured(graphs, spec, runner, store, correct=False,
+                                               on_measure=on_measure, clock=clock):
+                feats = {**pred.features, **({"cpu_clock": 1.0} if clock == "cpu" else {})}
+                store.put_calibration(spec.name, str(path.resolve()), feats, ms)
+                rows.append({"model": str(path), "clock": clock, "kernel_sum_ms": pred.kernel_sum_ms,
+                             "measured_ms": ms, "error": pred.kernel_sum_ms / ms - 1})
                 if on_model is not None:
                     on_model(rows[-1])
-            samples = store.calibration(spec.name)
+            samples = [s for s in store.calibration(spec.name) if calibration_clock(s[1]) == clock]
     correction = fit_correction([(f, m) for _, f, m in samples])
     return {"device": spec.name, "models": rows, "calibrated_models": len(samples),
             "correction": None if correction is None else correction.describe()}
@@ -740,10 +750,13 @@ def calibrate(models: ModelLike | Iterable[ModelLike], device: str | DeviceSpec 
 def validate(models: ModelLike | Iterable[ModelLike], device: str | DeviceSpec = "cpu-ort", *,
              inputs=None, input_shape=None, table: str | os.PathLike | None = None,
              rpc: str | None = None, key: str | None = None,
-             plot: str | os.PathLike | None = None, on_measure: MeasureHook = None) -> dict:
+             plot: str | os.PathLike | None = None, on_measure: MeasureHook = None,
+             clock: str = "wall") -> dict:
     """Measure models end to end on the device and compare with the table's prediction:
-    `hwlat validate --json`'s object ({"device", "models": [...], "metrics": {...}}); `plot`:
-    a predicted-vs-measured scatter (PNG) there too."""
+    `hwlat validate --json`'s object ({"device", "clock", "models": [...], "metrics": {...}});
+    `plot`: a predicted-vs-measured scatter (PNG) there too. `clock`: "wall" (what a dedicated
+    device shows) or "cpu" (thread CPU time of kernels and models, which holds on a machine
+    shared with other processes)."""
     from hwlat.lut.metrics import accuracy_metrics
     from hwlat.runners import get_runner
 
@@ -755,21 +768,21 @@ def validate(models: ModelLike | Iterable[ModelLike], device: str | DeviceSpec =
                  for i, m in enumerate(_as_list(models))]
         graphs = _graphs(paths)
         with Table(table, readonly=True) as store:
-            for path, pred, measured in _measured(graphs, spec, runner, store, correct=True,
-                                                  on_measure=on_measure):
-                rows.append({"model": str(path), "predicted_ms": pred.latency_ms,
+            for path, pred, ms, cv in _measured(graphs, spec, runner, store, correct=True,
+                                                on_measure=on_measure, clock=clock):
+                rows.append({"model": str(path), "clock": clock, "predicted_ms": pred.latency_ms,
                              "kernel_sum_ms": pred.kernel_sum_ms,
                              "corrected": pred.correction is not None,
-                             "measured_ms": measured.median_ms, "measured_cv": measured.cv,
+                             "measured_ms": ms, "measured_cv": cv,
                              "estimated_share": pred.estimated_share,
                              "estimate_uncertainty_ms": pred.uncertainty_ms,
-                             "error": pred.latency_ms / measured.median_ms - 1})
+                             "error": pred.latency_ms / ms - 1})
     metrics = accuracy_metrics([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
     if plot is not None:
         from hwlat.plot import scatter
 
         scatter(rows, Path(plot), spec.name)
-    return {"device": spec.name, "models": rows, "metrics": metrics}
+    return {"device": spec.name, "clock": clock, "models": rows, "metrics": metrics}
 
 
 # --- compile ----------------------------------------------------------------------------------

@@ -254,6 +254,12 @@ def _print_spikes(model: Path, spec, est, as_json: bool) -> None:
               f"{est.firing_rate:.2%} (estimates)", highlight=False)
 
 
+_ClockOpt = Annotated[str, typer.Option(
+    "--clock", help="wall: wall-clock medians, what a dedicated device shows; cpu: the thread CPU "
+                    "time of kernels and models (onnxruntime, 1 thread), which holds on a machine "
+                    "shared with other processes")]
+
+
 def calibrate(
     models: Annotated[list[Path], typer.Argument(help="ONNX models to measure end to end")],
     device: DeviceOpt = "cpu-ort",
@@ -263,6 +269,7 @@ def calibrate(
     as_json: JsonOpt = False,
     rpc: RpcAliasOpt = None,
     device_file: DeviceFileOpt = None,
+    clock: _ClockOpt = "wall",
 ) -> None:
     """Measure whole models and fit the correction from kernel sums to end-to-end latency."""
     from hwlat import api
@@ -272,10 +279,10 @@ def calibrate(
     def on_model(row: dict) -> None:
         if not as_json:
             out.print(f"{Path(row['model']).name}: kernel sum {row['kernel_sum_ms']:.3f} ms, "
-                      f"measured {row['measured_ms']:.3f} ms ({row['error']:+.1%})")
+                      f"measured {row['measured_ms']:.3f} ms ({clock}) ({row['error']:+.1%})")
 
     doc = api.calibrate(models, spec, table=table, rpc=tracker or rpc, key=key,
-                        on_measure=_measuring(spec), on_model=on_model)
+                        on_measure=_measuring(spec), on_model=on_model, clock=clock)
     if as_json:
         print(json.dumps(doc, indent=1))
     elif doc["correction"] is None:
@@ -300,20 +307,22 @@ def validate(
     key: KeyOpt = None,
     rpc: RpcAliasOpt = None,
     device_file: DeviceFileOpt = None,
+    clock: _ClockOpt = "wall",
 ) -> None:
-    """Measure models end to end and compare with the table's prediction."""
+    """Measure models end to end and compare with the table's prediction (in --clock's time)."""
     from hwlat import api
     from hwlat.devices import load_device
 
     spec = load_device(device)
     doc = api.validate(models, spec, table=table, rpc=tracker or rpc, key=key, plot=plot,
-                       on_measure=_measuring(spec))
+                       on_measure=_measuring(spec), clock=clock)
     rows, metrics = doc["models"], doc["metrics"]
     if as_json:
         print(json.dumps(doc, indent=1))
         return
+    what = "thread CPU time" if clock == "cpu" else "wall-clock time"
     t = Table("model", "predicted ms", "kernel sum ms", "measured ms", "error", "estimated",
-              title=f"validate on {spec.name}")
+              title=f"validate on {spec.name}, against {what}")
     for r in rows:
         t.add_row(Path(r["model"]).name, f"{r['predicted_ms']:.3f}", f"{r['kernel_sum_ms']:.3f}",
                   f"{r['measured_ms']:.3f}", f"{r['error']:+.1%}", f"{r['estimated_share']:.0%}")
@@ -455,14 +464,16 @@ def lut_sample(
 
 
 @lut_app.command("train")
-def lut_train(device: DeviceOpt = "cpu-ort", table: TableOpt = None) -> None:
+def lut_train(device: DeviceOpt = "cpu-ort", table: TableOpt = None, clock: _ClockOpt = "wall") -> None:
     """Fit the device's per-kind latency predictors (xgboost) on its table entries; stored in the table."""
     import math
 
     from hwlat.lut.learned import train
+    from hwlat.lut.predict import check_clock
 
+    check_clock(clock)
     with open_table(table, readonly=False) as store, err.status(f"training predictors for {device} ..."):
-        reports = train(store, device)
+        reports = train(store, device, clock=clock)
     for r in reports:
         out.print(f"{r.kind}: {r.n_train} entries, cross-validated error ±{math.exp(r.cv_rmse) - 1:.0%} "
                   f"(RMSE of log latency {r.cv_rmse:.3f})")

@@ -14,8 +14,22 @@ from hwlat.devices.spec import MeasureSpec
 
 @dataclass(frozen=True)
 class Timing:
-    samples_ms: tuple[float, ...]
+    samples_ms: tuple[float, ...]  # wall clock
     rounds: int = 1
+    # the calling thread's CPU time of the same work, where the runner measures it (a one-thread
+    # runtime that runs on the calling thread): on a shared machine, free of other processes' time
+    cpu_samples_ms: tuple[float, ...] = ()
+
+    @property
+    def cpu_median_ms(self) -> float | None:
+        return float(np.median(self.cpu_samples_ms)) if self.cpu_samples_ms else None
+
+    @property
+    def cpu_cv(self) -> float | None:
+        if not self.cpu_samples_ms:
+            return None
+        q1, med, q3 = np.percentile(self.cpu_samples_ms, [25, 50, 75])
+        return 0.0 if med <= 0 else float((q3 - q1) / 1.349 / med)
 
     @cached_property
     def _quartiles(self) -> tuple[float, float, float]:

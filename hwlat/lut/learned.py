@@ -8,6 +8,11 @@ stored in the table file, in the `predictors` table, as xgboost's own JSON
 training set's size and its cross-validated error (RMSE of log latency, over 5 folds). That
 error is the estimate's uncertainty: exp(cv) - 1 is the typical relative error of the kind.
 
+Predictors are trained on one clock (`hwlat.lut.predict`): "wall" (the entries' medians) or
+"cpu" (their thread CPU times; entries without one are left out); the table's meta says which
+(`predictors_clock:DEVICE`, wall where absent), and a prediction in the other clock does not
+use them.
+
 A stored predictor that is of another version, was fitted on other features or cannot be read
 back is refused with one line (TableError), and nothing in the table is touched.
 """
@@ -39,13 +44,21 @@ _SCHEMA = ("CREATE TABLE IF NOT EXISTS predictors (device TEXT NOT NULL, kind TE
 
 
 def training_set(store: TableStore, device: str, kind: str | None = None,
-                 exclude: frozenset[str] = frozenset()) -> dict[str, tuple[list[str], np.ndarray, np.ndarray]]:
+                 exclude: frozenset[str] = frozenset(),
+                 clock: str = "wall") -> dict[str, tuple[list[str], np.ndarray, np.ndarray]]:
     """kind -> (keys, features, log latency) of the device's entries (less `exclude`)."""
     macs = {k: m for k, (_, m, _) in store.features().items()}
+    cpu = store.cpu_times(device) if clock == "cpu" else None
     by: dict[str, tuple[list, list, list]] = {}
     for e in store.entries(device):
-        if (kind is not None and e.kind != kind) or e.key in exclude or e.median_ms <= 0 \
-                or e.cv > MAX_TRAIN_CV:
+        if cpu is not None:
+            c = cpu.get(e.key)
+            if c is None:
+                continue
+            ms, cv = c.cpu_ms, c.cpu_cv
+        else:
+            ms, cv = e.median_ms, e.cv
+        if (kind is not None and e.kind != kind) or e.key in exclude or ms <= 0 or cv > MAX_TRAIN_CV:
             continue
         try:
             f = key_features(e.key, macs.get(e.key))
@@ -54,7 +67,7 @@ def training_set(store: TableStore, device: str, kind: str | None = None,
         keys, xs, ys = by.setdefault(e.kind, ([], [], []))
         keys.append(e.key)
         xs.append(f)
-        ys.append(math.log(e.median_ms))
+        ys.append(math.log(ms))
     return {k: (keys, np.array(xs), np.array(ys)) for k, (keys, xs, ys) in by.items()}
 
 
@@ -83,9 +96,9 @@ def _cv(x: np.ndarray, y: np.ndarray, keys: list[str]) -> dict[str, float]:
     return dict(zip(keys, err.tolist(), strict=True))
 
 
-def cv_errors(store: TableStore, device: str, kind: str) -> dict[str, float]:
+def cv_errors(store: TableStore, device: str, kind: str, clock: str = "wall") -> dict[str, float]:
     """Cross-validated |log error| of each of the kind's entries; empty with too few entries."""
-    data = training_set(store, device, kind).get(kind)
+    data = training_set(store, device, kind, clock=clock).get(kind)
     if data is None or len(data[0]) < MIN_TRAIN:
         return {}
     keys, x, y = data
@@ -99,12 +112,15 @@ class TrainReport:
     cv_rmse: float  # RMSE of log latency over the folds
 
 
-def train(store: TableStore, device: str, exclude: frozenset[str] = frozenset()) -> list[TrainReport]:
-    """Fit one model per kind with at least MIN_TRAIN entries and store them all, replacing the
-    device's stored predictors in one transaction."""
+def train(store: TableStore, device: str, exclude: frozenset[str] = frozenset(),
+          clock: str = "wall") -> list[TrainReport]:
+    """Fit one model per kind with at least MIN_TRAIN entries (of `clock`: "wall" or "cpu") and
+    store them all, replacing the device's stored predictors in one transaction."""
+    if clock not in ("wall", "cpu"):
+        raise TableError(f"unknown clock {clock!r}: choose wall or cpu")
     rows, reports = [], []
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    for kind, (keys, x, y) in sorted(training_set(store, device, exclude=exclude).items()):
+    for kind, (keys, x, y) in sorted(training_set(store, device, exclude=exclude, clock=clock).items()):
         if len(y) < MIN_TRAIN:
             continue
         errs = np.array(list(_cv(x, y, keys).values()))
@@ -119,7 +135,17 @@ def train(store: TableStore, device: str, exclude: frozenset[str] = frozenset())
         store._db.execute(_SCHEMA)
         store._db.execute("DELETE FROM predictors WHERE device = ?", (device,))
         store._db.executemany("INSERT INTO predictors VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        store._db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (_clock_key(device), clock))
     return reports
+
+
+def _clock_key(device: str) -> str:
+    return f"predictors_clock:{device}"
+
+
+def trained_clock(store: TableStore, device: str) -> str:
+    """The clock the device's stored predictors were trained on (wall where the table says none)."""
+    return store.meta(_clock_key(device)) or "wall"
 
 
 @dataclass(frozen=True)
@@ -176,7 +202,10 @@ class LearnedEstimator:
         self.fallback = fallback
 
     @classmethod
-    def for_device(cls, store: TableStore, device: str, fallback_factory) -> LearnedEstimator | None:
+    def for_device(cls, store: TableStore, device: str, fallback_factory,
+                   clock: str = "wall") -> LearnedEstimator | None:
+        if trained_clock(store, device) != clock:
+            return None
         models = load_models(store, device)
         if not models:
             return None

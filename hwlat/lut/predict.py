@@ -3,6 +3,13 @@
 A kernel missing from the table is estimated from measured kernels of the same kind on the same
 device (a least-squares fit of latency on MACs and bytes moved, or, with too few of them, the
 nearest measured kernel scaled by work) and is reported as an estimate, never silently.
+
+Two clocks: "wall" (the entries' wall-clock medians: what a user of a dedicated device sees, the
+default) and "cpu" (the kernels' thread CPU time, where the table has it: what a run costs the
+core, which holds on a machine shared with other processes). A prediction says which it used;
+with "cpu", an entry measured without a CPU time counts with its wall median and says so, the
+misses are estimated from CPU times, and only calibration samples measured in CPU time (and
+learned predictors trained on it) are used.
 """
 
 from __future__ import annotations
@@ -13,13 +20,14 @@ from typing import Protocol
 
 import numpy as np
 
-from hwlat.errors import HwlatError
+from hwlat.errors import HwlatError, InvalidInputError
 from hwlat.graph import Graph, Kernel
 from hwlat.graph.summary import summarize
 from hwlat.lut.correct import Correction, boundary_bytes, fit_correction, model_features
 from hwlat.lut.store import TableStore
 
 MIN_FIT = 4  # same-kind entries needed before a least-squares fit replaces nearest-neighbour
+CLOCKS = ("wall", "cpu")
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,7 @@ class Prediction:
     rows: tuple[KernelLatency, ...]
     boundary_bytes: int = 0
     correction: Correction | None = None
+    clock: str = "wall"  # which of the table's figures the kernel sum adds up (see the module)
 
     @property
     def kernel_sum_ms(self) -> float:
@@ -71,6 +80,7 @@ class Prediction:
     def to_json(self) -> dict:
         return {
             "device": self.device,
+            "clock": self.clock,
             "latency_ms": self.latency_ms,
             "kernel_sum_ms": self.kernel_sum_ms,
             "estimate_uncertainty_ms": self.uncertainty_ms,
@@ -101,14 +111,24 @@ class Estimator(Protocol):
     def estimate(self, kind: str, cost) -> tuple[float, str]: ...
 
 
+def check_clock(clock: str) -> str:
+    if clock not in CLOCKS:
+        raise InvalidInputError(f"unknown clock {clock!r}: choose {' or '.join(CLOCKS)}")
+    return clock
+
+
 def predict(g: Graph, kernels: list[Kernel], store: TableStore, device: str, *,
-            correct: bool = True, fallback: Estimator | None = None, learned: bool = True) -> Prediction:
+            correct: bool = True, fallback: Estimator | None = None, learned: bool = True,
+            clock: str = "wall") -> Prediction:
     """`fallback` estimates the table's misses (e.g. a roofline device's RooflineEstimator);
     by default the device's trained per-kind predictors (`hwlat lut train`; with `learned`) do,
-    and MissEstimator fits the kinds they lack on the device's measured entries."""
+    and MissEstimator fits the kinds they lack on the device's measured entries. `clock`:
+    "wall" or "cpu" (see the module)."""
+    check_clock(clock)
     summary = summarize(g, kernels)
     keys = [r.kernel.key.text() for r in summary.rows]
     found = store.get_many(device, keys)
+    cpu = store.cpu_times(device, keys) if clock == "cpu" else {}
     missing = [r for r in summary.rows if r.kernel.key.text() not in found]
     estimator = None
     if missing:
@@ -116,12 +136,17 @@ def predict(g: Graph, kernels: list[Kernel], store: TableStore, device: str, *,
         if estimator is None and learned:
             from hwlat.lut.learned import LearnedEstimator
 
-            estimator = LearnedEstimator.for_device(store, device, lambda: MissEstimator(store, device))
-        estimator = estimator or MissEstimator(store, device)
+            estimator = LearnedEstimator.for_device(store, device,
+                                                    lambda: MissEstimator(store, device, clock), clock)
+        estimator = estimator or MissEstimator(store, device, clock)
     rows = []
     for r in summary.rows:
         e = found.get(r.kernel.key.text())
-        if e is not None:
+        if e is not None and clock == "cpu":
+            c = cpu.get(e.key)
+            rows.append(KernelLatency(r.kernel, r.count, e.median_ms if c is None else c.cpu_ms, False,
+                                      "table (wall: no CPU time)" if c is None else "table (cpu)"))
+        elif e is not None:
             rows.append(KernelLatency(r.kernel, r.count, e.median_ms, False, "table"))
         elif hasattr(estimator, "estimate_key"):
             ms, how, unc = estimator.estimate_key(r.kernel.key.text(), r.kernel.kind.value, r.cost)
@@ -131,8 +156,15 @@ def predict(g: Graph, kernels: list[Kernel], store: TableStore, device: str, *,
             rows.append(KernelLatency(r.kernel, r.count, ms, True, how))
     correction = None
     if correct:
-        correction = fit_correction([(f, m) for _, f, m in store.calibration(device)])
-    return Prediction(device, tuple(rows), boundary_bytes(g, kernels), correction)
+        correction = fit_correction([(f, m) for _, f, m in store.calibration(device)
+                                     if calibration_clock(f) == clock])
+    return Prediction(device, tuple(rows), boundary_bytes(g, kernels), correction, clock)
+
+
+def calibration_clock(features: dict[str, float]) -> str:
+    """Which clock a calibration sample was measured in: its features say `cpu_clock` 1 where
+    it was thread CPU time (samples without the flag were measured in wall-clock time)."""
+    return "cpu" if features.get("cpu_clock", 0.0) == 1.0 else "wall"
 
 
 class MissEstimator:
@@ -142,13 +174,15 @@ class MissEstimator:
     kernels to large ones without the blow-ups a linear fit gives, and fits relative error.
     """
 
-    def __init__(self, store: TableStore, device: str):
+    def __init__(self, store: TableStore, device: str, clock: str = "wall"):
         self.points: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
         feats = store.features()
+        cpu = store.cpu_times(device) if check_clock(clock) == "cpu" else {}
         for e in store.entries(device):
             f = feats.get(e.key)
-            if f is not None and e.median_ms > 0:
-                self.points[e.kind].append((*features(f[1], f[2]), e.median_ms))
+            ms = cpu[e.key].cpu_ms if e.key in cpu else e.median_ms
+            if f is not None and ms > 0:
+                self.points[e.kind].append((*features(f[1], f[2]), ms))
         if not self.points:
             raise HwlatError(f"the table has no entries for device '{device}'; "
                              f"run `hwlat profile MODEL.onnx --device {device}` first")

@@ -2,6 +2,11 @@
 
 An existing file is validated read-only before anything writes to it, so pointing hwlat at the
 wrong file never damages that file.
+
+Beside each entry's wall-clock figures, a kernel may have its thread CPU time (`cpu_times`: what
+the kernel costs the core that runs it, free of the time other processes take on a shared
+machine). That table was added to schema version 1 later: a table made before it opens as it
+is (read-only: no CPU times), and gets the empty table the first time it is opened for writing.
 """
 
 from __future__ import annotations
@@ -108,6 +113,28 @@ _SCHEMA = (
     "CREATE TABLE calibration (device TEXT NOT NULL, model TEXT NOT NULL, features TEXT NOT NULL,"
     " measured_ms REAL NOT NULL, measured_at TEXT NOT NULL, PRIMARY KEY (device, model)) WITHOUT ROWID",
 )
+# thread CPU time of an entry's kernel (median, robust CV, runs): an addition to schema version 1
+_CPU_SCHEMA = ("CREATE TABLE IF NOT EXISTS cpu_times (device TEXT NOT NULL, key TEXT NOT NULL,"
+               " cpu_ms REAL NOT NULL, cpu_cv REAL NOT NULL, repeats INTEGER NOT NULL,"
+               " PRIMARY KEY (device, key)) WITHOUT ROWID")
+
+
+@dataclass(frozen=True)
+class CpuTime:
+    """The thread CPU time of one entry's kernel: median and robust CV over `repeats` runs."""
+
+    device: str
+    key: str
+    cpu_ms: float
+    cpu_cv: float
+    repeats: int
+
+    def __post_init__(self) -> None:
+        _check_text("device", self.device)
+        _check_text("key", self.key)
+        object.__setattr__(self, "cpu_ms", _nonneg_float("cpu_ms", self.cpu_ms))
+        object.__setattr__(self, "cpu_cv", _nonneg_float("cpu_cv", self.cpu_cv))
+        _check_count("repeats", self.repeats)
 
 
 _OWN_META = frozenset({"created_by", "schema_version"})
@@ -162,6 +189,8 @@ class TableStore:
             if blank:
                 self._create_if_blank()
                 self._validate(self._db)
+            else:
+                self._add_cpu_times()
         except BaseException:
             self._db.close()
             raise
@@ -179,20 +208,32 @@ class TableStore:
 
     def put_many(self, entries: Iterable[Entry],
                  features: Iterable[tuple[str, str, int | None, int | None]] = (),
-                 calibration: Iterable[tuple[str, str, str, float, str]] = ()) -> int:
-        """Insert or replace entries, (key, kind, macs, bytes) features of their kernels and
-        (device, model, features JSON, measured_ms, measured_at) calibration samples, in one
-        transaction; returns how many entries were written."""
+                 calibration: Iterable[tuple[str, str, str, float, str]] = (),
+                 cpu_times: Iterable[CpuTime] = ()) -> int:
+        """Insert or replace entries, (key, kind, macs, bytes) features of their kernels,
+        (device, model, features JSON, measured_ms, measured_at) calibration samples and the
+        entries' thread CPU times, in one transaction; returns how many entries were written.
+        A replaced entry's old CPU time goes with it unless `cpu_times` gives a new one."""
         rows = []
         for e in entries:
             if not isinstance(e, Entry):
                 raise InvalidInputError(f"put_many takes Entry objects, got {type(e).__name__}")
             rows.append(astuple(e))
+        cpu = []
+        for c in cpu_times:
+            if not isinstance(c, CpuTime):
+                raise InvalidInputError(f"put_many's cpu_times takes CpuTime objects, got {type(c).__name__}")
+            cpu.append(astuple(c))
+        written = {(r[0], r[1]) for r in rows}
+        if any((c[0], c[1]) not in written for c in cpu):
+            raise InvalidInputError("put_many: a CPU time needs its entry written in the same call")
         placeholders = ", ".join("?" * len(FIELDS))
         with self._write():
             self._db.executemany(
                 f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES ({placeholders})", rows
             )
+            self._db.executemany("DELETE FROM cpu_times WHERE device = ? AND key = ?", list(written))
+            self._db.executemany("INSERT INTO cpu_times VALUES (?, ?, ?, ?, ?)", cpu)
             self._db.executemany("INSERT OR REPLACE INTO kernels VALUES (?, ?, ?, ?)", list(features))
             self._db.executemany("INSERT OR REPLACE INTO calibration VALUES (?, ?, ?, ?, ?)",
                                  list(calibration))
@@ -209,6 +250,7 @@ class TableStore:
         placeholders = ", ".join("?" * len(FIELDS))
         with self._write():
             self._db.execute("DELETE FROM entries WHERE device = ?", (device,))
+            self._db.execute("DELETE FROM cpu_times WHERE device = ?", (device,))
             self._db.executemany(
                 f"INSERT INTO entries ({_COLUMNS}) VALUES ({placeholders})", rows
             )
@@ -240,6 +282,7 @@ class TableStore:
         placeholders = ", ".join("?" * len(FIELDS))
         with self._write():
             self._db.execute("DELETE FROM entries WHERE device = ?", (device,))
+            self._db.execute("DELETE FROM cpu_times WHERE device = ?", (device,))
             self._db.executemany(
                 f"INSERT INTO entries ({_COLUMNS}) VALUES ({placeholders})", rows
             )
@@ -249,6 +292,7 @@ class TableStore:
     def delete_device(self, device: str) -> int:
         """Delete every entry of one device; returns how many were deleted."""
         with self._write():
+            self._db.execute("DELETE FROM cpu_times WHERE device = ?", (device,))
             return self._db.execute("DELETE FROM entries WHERE device = ?", (device,)).rowcount
 
     # --- reading
@@ -284,6 +328,28 @@ class TableStore:
         where, args = ("WHERE device = ?", (device,)) if device is not None else ("", ())
         rows = self._rows(f"SELECT {_COLUMNS} FROM entries {where} ORDER BY device, key", args)
         return [self._entry(row) for row in rows]
+
+    def cpu_times(self, device: str, keys: Iterable[str] | None = None) -> dict[str, CpuTime]:
+        """The thread CPU times of a device's entries (of `keys`, if given), by key; entries
+        measured without one (or a table made before CPU times were recorded) are absent."""
+        if not self._has_cpu_times():
+            return {}
+        cols = "device, key, cpu_ms, cpu_cv, repeats"
+        if keys is None:
+            rows = self._rows(f"SELECT {cols} FROM cpu_times WHERE device = ?", (device,))
+        else:
+            wanted, rows = list(dict.fromkeys(keys)), []
+            for i in range(0, len(wanted), _CHUNK):
+                chunk = wanted[i : i + _CHUNK]
+                rows += self._rows(f"SELECT {cols} FROM cpu_times WHERE device = ? AND key IN "
+                                   f"({', '.join('?' * len(chunk))})", (device, *chunk))
+        out = {}
+        for row in rows:
+            try:
+                out[row[1]] = CpuTime(*row)
+            except InvalidInputError as e:
+                raise TableError(f"{self.path}: bad stored CPU time ({row[0]!r}, {row[1]!r}): {e}") from e
+        return out
 
     def put_calibration(self, device: str, model: str, features: dict[str, float],
                         measured_ms: float) -> None:
@@ -336,9 +402,11 @@ class TableStore:
         samples; returns how many entries were deleted."""
         with self._write():
             if key is not None:
+                self._db.execute("DELETE FROM cpu_times WHERE device = ? AND key = ?", (device, key))
                 return self._db.execute("DELETE FROM entries WHERE device = ? AND key = ?",
                                         (device, key)).rowcount
             self._db.execute("DELETE FROM calibration WHERE device = ?", (device,))
+            self._db.execute("DELETE FROM cpu_times WHERE device = ?", (device,))
             return self._db.execute("DELETE FROM entries WHERE device = ?", (device,)).rowcount
 
     def features(self) -> dict[str, tuple[str, int | None, int | None]]:
@@ -460,11 +528,21 @@ class TableStore:
             )
         return False
 
+    def _add_cpu_times(self) -> None:
+        """A table made before `cpu_times` existed gets it (empty), the first time it is written."""
+        if self._has_cpu_times():
+            return
+        with self._write():
+            self._db.execute(_CPU_SCHEMA)
+
+    def _has_cpu_times(self) -> bool:
+        return bool(self._rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cpu_times'"))
+
     def _create_if_blank(self) -> None:
         with self._write():
             if not _is_blank(self._db):
                 return  # another process created it meanwhile; _validate judges it
-            for statement in _SCHEMA:
+            for statement in (*_SCHEMA, _CPU_SCHEMA):
                 self._db.execute(statement)
             self._db.executemany(
                 "INSERT INTO meta (k, v) VALUES (?, ?)",

@@ -8,6 +8,16 @@ only because the kernel was cut loose (inside the network the neighbours share t
 The profiler itself adds a few microseconds to every node it reports (measured here: 2.6 us
 per node on a chain of tiny Relu nodes), which would make a network of many small kernels look
 slower than it is. Each runner measures that overhead once and takes it off every node it times.
+
+Beside the profiler's wall-clock durations, every kernel gets its thread CPU time: with one
+thread, onnxruntime runs the graph on the calling thread, so `time.thread_time` around a run is
+what the run cost the core, whatever other processes on a shared machine took meanwhile (a wall
+duration longer than a scheduler time slice carries their slices). The kernel's cut-out graph
+runs in its own session without the profiler, inputs and outputs bound once (no copies per run),
+for at least CPU_MIN_RUNS runs and CPU_MIN_MS of CPU time; each run's CPU time less what a
+session run of a one-node graph costs (measured once per runner) and less the boundary Reorders'
+share (from a short profiled run of the same graph) is one sample. With one thread the process
+is pinned to one core first.
 """
 
 from __future__ import annotations
@@ -31,6 +41,10 @@ from hwlat.runners.base import Environment, InModelRunner
 
 # nodes onnxruntime adds at the edge of an NCHWc region; a cut-out kernel is all edge
 _BOUNDARY_OPS = frozenset({"ReorderInput", "ReorderOutput"})
+CPU_MIN_RUNS = 15  # thread CPU samples per kernel, at least
+CPU_MIN_MS = 20.0  # CPU time spent on a kernel's samples, at least (tiny kernels get more runs)
+CPU_MAX_RUNS = 300
+EDGE_RUNS = 5  # profiled runs that find the boundary Reorders' share
 
 
 class OrtRunner(InModelRunner):
@@ -72,6 +86,65 @@ class OrtRunner(InModelRunner):
                 diffs.append((np.median([t for t, _ in runs]) - np.median(walls)) / chain)
         return max(float(min(diffs)), 0.0)
 
+    @cached_property
+    def run_overhead_cpu_ms(self) -> float:
+        """Thread CPU time of one bound session run of a one-node graph on a tiny tensor: what
+        every kernel's CPU samples carry beside the kernel (the smallest of 3 rounds' medians)."""
+        self.pin()
+        x = {"x0": np.zeros((1, 4), np.float32)}
+        sess = _session(_relu_chain(1, x["x0"].shape).SerializeToString(), self._options())
+        run = _bound_run(sess, x)
+        medians = []
+        for _ in range(3):
+            for _ in range(20):
+                run()
+            samples = []
+            for _ in range(200):
+                c0 = time.thread_time()
+                run()
+                samples.append((time.thread_time() - c0) * 1e3)
+            medians.append(float(np.median(samples)))
+        return min(medians)
+
+    def pin(self) -> None:
+        """With one thread, pin the calling thread (onnxruntime's only one) to one core, once."""
+        if self.spec.threads == 1 and not getattr(self, "_pinned", False) \
+                and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+            self._pinned = True
+
+    def cpu_time_kernel(self, proto: onnx.ModelProto) -> tuple[float, ...]:
+        """Thread CPU time (ms) of a cut-out kernel, one sample per run (see the module's text);
+        empty where the runtime uses more than one thread (the calling thread's CPU time is then
+        not the kernel's)."""
+        if self.spec.threads != 1:
+            return ()
+        self.pin()
+        blob = proto.SerializeToString()
+        overhead, base = self.profiler_overhead_ms, self.run_overhead_cpu_ms
+        with tempfile.TemporaryDirectory(prefix="hwlat-ort-") as tmp:
+            sess = _session(blob, self._options(tmp))
+            feeds = random_feeds(sess)
+            for _ in range(self.spec.measure.warmup + EDGE_RUNS):
+                _run(sess, feeds)
+            trace = sess.end_profiling()
+            edges = kernel_times_per_run(trace, boundary=True)[-EDGE_RUNS:]
+            os.unlink(trace)
+        edge = float(np.median([max(t - n * overhead, 0.0) for t, n in edges]))
+        plain = _session(blob, self._options())
+        run = _bound_run(plain, feeds)
+        for _ in range(self.spec.measure.warmup):
+            run()
+        samples: list[float] = []
+        spent = 0.0
+        while len(samples) < CPU_MIN_RUNS or (spent < CPU_MIN_MS and len(samples) < CPU_MAX_RUNS):
+            c0 = time.thread_time()
+            run()
+            c = (time.thread_time() - c0) * 1e3
+            spent += c
+            samples.append(max(c - base - edge, 0.0))
+        return tuple(samples)
+
     def unsupported(self, ops: set[str]) -> set[str]:
         """Ops of these (qualnames) that onnxruntime's CPU provider cannot run."""
         return {op for op in ops if "." in op}  # hwlat's custom-domain ops have no ORT kernel
@@ -88,6 +161,11 @@ class OrtRunner(InModelRunner):
         return o
 
     def time_kernel(self, proto: onnx.ModelProto) -> Timing:
+        wall = self._time_kernel_wall(proto)
+        return Timing(wall.samples_ms, wall.rounds, self.cpu_time_kernel(proto))
+
+    def _time_kernel_wall(self, proto: onnx.ModelProto) -> Timing:
+        self.pin()
         feeds = None
         overhead = self.profiler_overhead_ms
         with tempfile.TemporaryDirectory(prefix="hwlat-ort-") as tmp:
@@ -115,6 +193,7 @@ class OrtRunner(InModelRunner):
         measurement, a round whose spread is too wide is run again (the tightest round is kept
         for each kernel).
         """
+        self.pin()
         owner: dict[str, int] = {}
         for idx, k in enumerate(kernels):
             for name in k.nodes:
@@ -152,7 +231,7 @@ class OrtRunner(InModelRunner):
                 if ts < start or ts > end:
                     continue
                 cost = max(dur / 1e3 - overhead, 0.0)
-                idx = owner.get(_ort_origin(name))
+                idx = _ort_owner(name, owner)
                 if idx is None:
                     pending += cost
                     continue
@@ -164,20 +243,26 @@ class OrtRunner(InModelRunner):
         return per
 
     def time_model(self, path: str) -> Timing:
+        self.pin()
         sess = _session(path, self._options())
         feeds = random_feeds(sess)
+
+        cpu: list[float] = []
 
         def round_(n: int) -> list[float]:
             for _ in range(self.spec.measure.warmup):
                 _run(sess, feeds)
             out = []
             for _ in range(n):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 _run(sess, feeds)
+                cpu.append((time.thread_time() - c0) * 1e3)
                 out.append((time.perf_counter() - t0) * 1e3)
             return out
 
-        return measure(round_, self.spec.measure)
+        wall = measure(round_, self.spec.measure)
+        # the calling thread's CPU time is the model's only where onnxruntime runs one thread
+        return Timing(wall.samples_ms, wall.rounds, tuple(cpu) if self.spec.threads == 1 else ())
 
 
 def _session(model: bytes | str, options: ort.SessionOptions) -> ort.InferenceSession:
@@ -193,6 +278,32 @@ def _run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> None:
         sess.run(None, feeds)
     except Exception as e:  # onnxruntime raises its own Fail/InvalidArgument/RuntimeException
         raise HwlatError(f"onnxruntime cannot run the model: {' '.join(str(e).split())[:300]}") from e
+
+
+def _bound_run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]):
+    """A function that runs `sess` on `feeds` with inputs and outputs bound once, so a run copies
+    and allocates nothing in Python; plain runs where an output's shape is not fixed."""
+    outs = sess.get_outputs()
+    if any(not isinstance(d, int) or d < 0 for o in outs for d in o.shape) \
+            or any(_NP.get(o.type) is None for o in outs):
+        return lambda: _run(sess, feeds)
+    binding = sess.io_binding()
+    for name, value in feeds.items():
+        binding.bind_cpu_input(name, value)
+    keep = []
+    for o in outs:
+        buf = np.empty(o.shape, _NP[o.type])
+        keep.append(buf)
+        binding.bind_output(o.name, "cpu", 0, buf.dtype, buf.shape, buf.ctypes.data)
+
+    def run() -> None:
+        try:
+            sess.run_with_iobinding(binding)
+        except Exception as e:
+            raise HwlatError(f"onnxruntime cannot run the model: {' '.join(str(e).split())[:300]}") from e
+        _ = keep  # the bound output buffers live as long as the function
+
+    return run
 
 
 MAX_FEED_BYTES = 1 << 30  # random inputs hwlat makes up to time a model
@@ -221,16 +332,16 @@ def random_feeds(sess: ort.InferenceSession, seed: int = 0) -> dict[str, np.ndar
     return seeded_feeds(specs, seed)
 
 
-def kernel_times_per_run(trace_path: str) -> list[tuple[float, int]]:
+def kernel_times_per_run(trace_path: str, boundary: bool = False) -> list[tuple[float, int]]:
     """Per run: the summed time (ms) of the nodes onnxruntime executed, and how many there were,
-    boundary reorders left out."""
+    boundary reorders left out (with `boundary`: of the boundary reorders only)."""
     with open(trace_path) as f:
         events = json.load(f)
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
                   if e.get("cat") == "Session" and e.get("name") == "model_run")
     nodes = sorted((e["ts"], e["dur"]) for e in events
                    if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")
-                   and e.get("args", {}).get("op_name") not in _BOUNDARY_OPS)
+                   and (e.get("args", {}).get("op_name") in _BOUNDARY_OPS) == boundary)
     totals, j = [], 0
     for start, end in runs:
         total = count = 0
@@ -244,10 +355,18 @@ def kernel_times_per_run(trace_path: str) -> list[tuple[float, int]]:
     return totals
 
 
-def _ort_origin(name: str) -> str:
-    """The original node or value name an executed onnxruntime node was made from."""
-    base = name.split("/", 1)[0]
-    return base[: -len("_nchwc")] if base.endswith("_nchwc") else base
+def _ort_owner(name: str, owner: dict[str, int]) -> int | None:
+    """The kernel an executed onnxruntime node was made from: its name is an original node or
+    value name, with `_nchwc` after a value made NCHWc and `/<Fusion>` after a fused node. Names
+    may hold `/` themselves (torch's exporter names nodes `/layer1/conv1/Conv`), so the name
+    is tried whole, then less one trailing `/...` at a time."""
+    while True:
+        for cand in (name, name.removesuffix("_nchwc")):
+            if cand in owner:
+                return owner[cand]
+        if "/" not in name.strip("/"):
+            return None
+        name = name.rsplit("/", 1)[0]
 
 
 def _relu_chain(n: int, shape) -> onnx.ModelProto:

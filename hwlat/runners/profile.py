@@ -5,7 +5,9 @@ Kernels are de-duplicated by key across all models first, so a kernel shared by 
 timed once. Where the runner can attribute a whole-model run to kernels (onnxruntime's profiler),
 a kernel is timed inside the first model that has it: with its neighbours' cache state, layout
 conversions and per-node costs, as it runs in a network. What cannot be attributed is cut out and
-timed alone. Entries are committed per model and in small batches: a crash or `kill -9` loses at
+timed alone. Where the runner measures thread CPU time (onnxruntime, one thread), every entry
+gets that too, from the kernel cut out (`cpu_times` in the table; the wall-clock figures stay the
+entry's median). Entries are committed per model and in small batches: a crash or `kill -9` loses at
 most the batch in flight, and the next run resumes where this one stopped.
 
 Tuning records into the latency table: a kernel measured once, by tuning, serves both
@@ -35,7 +37,7 @@ from hwlat.errors import InvalidModelError
 from hwlat.graph import Graph, Kernel, fuse, load
 from hwlat.graph.cost import kernel_cost
 from hwlat.graph.extract import extract_kernel
-from hwlat.lut.store import Entry, TableStore
+from hwlat.lut.store import CpuTime, Entry, TableStore
 from hwlat.runners.base import InModelRunner, Runner
 
 BATCH_SECONDS = 1.0  # commit at least this often
@@ -93,8 +95,16 @@ def profile(
     remaining = dict(plan_.kernels)
     batch: list[Entry] = []
     feats: list[tuple[str, str, int | None, int | None]] = []
+    cpus: list[CpuTime] = []
+    cpu_of = getattr(runner, "cpu_time_kernel", None)
 
     def add(key: str, g: Graph, k: Kernel, timing: Timing, pipeline: str) -> None:
+        if not timing.cpu_samples_ms and cpu_of is not None and pipeline == getattr(
+                runner, "in_model_pipeline", None):
+            timing = Timing(timing.samples_ms, timing.rounds, cpu_of(extract_kernel(g, k)))
+        if timing.cpu_samples_ms:
+            cpus.append(CpuTime(device.name, key, timing.cpu_median_ms, timing.cpu_cv,
+                                len(timing.cpu_samples_ms)))
         batch.append(Entry(
             device=device.name, key=key, kind=k.kind.value,
             median_ms=timing.median_ms, q1_ms=timing.q1_ms, q3_ms=timing.q3_ms, cv=timing.cv,
@@ -107,9 +117,10 @@ def profile(
         on_kernel(k)
 
     def commit() -> None:
-        store.put_many(batch, feats)
+        store.put_many(batch, feats, cpu_times=cpus)
         batch.clear()
         feats.clear()
+        cpus.clear()
 
     # a runner that attributes whole-model runs to kernels times them inside their models first
     in_model = cast(InModelRunner, runner) if runner.supports_in_model else None

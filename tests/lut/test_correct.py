@@ -15,22 +15,23 @@ def synthetic(n: int, coef, seed: int = 0):
     for _ in range(n):
         f = {"conv_ms": rng.uniform(1, 50), "dense_ms": rng.uniform(0, 20), "other_ms": rng.uniform(0, 5),
              "kernels": float(rng.integers(20, 300)), "nodes": float(rng.integers(300, 3000)), "boundary_mb": rng.uniform(0, 3), "one": 1.0}
+        f["long_conv_ms"] = f["conv_ms"] * rng.uniform(0, 0.8)
         samples.append((f, float(np.dot(coef, [f[k] for k in FEATURES]))))
     return samples
 
 
 def test_too_few_models_give_no_correction():
-    assert fit_correction(synthetic(MIN_MODELS - 1, [1, 1, 1, 0, 0, 0, 0])) is None
+    assert fit_correction(synthetic(MIN_MODELS - 1, [1, 1, 1, 0, 0, 0, 0, 0])) is None
 
 
 def test_identity_data_gives_the_identity():
-    c = fit_correction(synthetic(20, [1, 1, 1, 0, 0, 0, 0]))
-    assert np.allclose(c.coef, [1, 1, 1, 0, 0, 0, 0], atol=1e-6)
+    c = fit_correction(synthetic(20, [1, 1, 1, 0, 0, 0, 0, 0]))
+    assert np.allclose(c.coef, [1, 1, 1, 0, 0, 0, 0, 0], atol=1e-6)
 
 
 def test_recovers_a_systematic_bias_from_many_models():
     # cold convs, 4 us/kernel, 2 us/node, 0.5 ms/MB reordered, 30 us/run
-    truth = [1.2, 0.9, 1.0, 0.004, 0.002, 0.5, 0.03]
+    truth = [1.2, 0.9, 1.0, 0.004, 0.002, 0.5, 0.03, 0.0]
     samples = synthetic(200, truth)
     c = fit_correction(samples)
     errors = [abs(c.apply(f) / m - 1) for f, m in samples]
@@ -40,13 +41,13 @@ def test_recovers_a_systematic_bias_from_many_models():
 
 
 def test_calibration_rows_without_a_node_count_still_apply():
-    c = fit_correction(synthetic(20, [1, 1, 1, 0, 0.001, 0, 0]))
+    c = fit_correction(synthetic(20, [1, 1, 1, 0, 0.001, 0, 0, 0]))
     old = {"conv_ms": 2.0, "dense_ms": 0.0, "other_ms": 0.0, "kernels": 10.0, "boundary_mb": 0.0, "one": 1.0}
     assert c.apply(old) == pytest.approx(c.apply({**old, "nodes": 0.0}))
 
 
 def test_few_models_move_the_fit_only_towards_them():
-    samples = synthetic(3, [1.5, 1.5, 1.5, 0, 0, 0, 0])
+    samples = synthetic(3, [1.5, 1.5, 1.5, 0, 0, 0, 0, 0])
     c = fit_correction(samples)
     before = np.mean([abs(sum(f[k] for k in ("conv_ms", "dense_ms", "other_ms")) / m - 1) for f, m in samples])
     after = np.mean([abs(c.apply(f) / m - 1) for f, m in samples])
@@ -84,3 +85,52 @@ def test_boundary_bytes_count_data_crossing_between_spatial_and_other_kernels(tm
     one = 4 * 8 * 8 * 4  # a float32 [1, 4, 8, 8]
     # c -> ReduceMean, c -> Mul, y -> Conv; m (reduction -> elementwise) stays in one layout
     assert boundary_bytes(g, kernels) == 3 * one
+
+
+def test_a_per_node_gap_on_mobile_models_is_not_carried_to_long_convs_as_a_scale():
+    """Models of many short kernels that lose 30 us a graph node outside their kernels: the fit
+    puts that on the nodes, so a model of a few long convs (a ResNet) is not scaled up by it."""
+    from hwlat.lut.correct import PRIOR_SCALE_BEFORE
+
+    rng = np.random.default_rng(1)
+    mobile = []
+    for _ in range(12):
+        nodes = float(rng.integers(100, 400))
+        f = {"conv_ms": nodes * rng.uniform(0.04, 0.08), "dense_ms": 0.0, "other_ms": nodes * 0.005,
+             "kernels": nodes / 2, "nodes": nodes, "boundary_mb": 0.0, "one": 1.0}
+        mobile.append((f, f["conv_ms"] + f["other_ms"] + 0.03 * nodes))
+    resnet = {"conv_ms": 30.0, "dense_ms": 0.1, "other_ms": 0.4, "kernels": 24.0, "nodes": 49.0,
+              "boundary_mb": 0.0, "one": 1.0}
+    truth = 30.5 + 0.03 * 49
+    now = fit_correction(mobile).apply(resnet) / truth - 1
+    before = fit_correction(mobile, PRIOR_SCALE_BEFORE).apply(resnet) / truth - 1
+    assert abs(now) < 0.08
+    assert before > 0.15  # the old prior took the gap for a conv scale
+
+
+def test_long_convs_get_their_own_scale():
+    """Long convs that cost 20 % less in the model than cut out, short ones that cost their sum:
+    the fit finds the long-conv scale, and model_features counts convs from LONG_CONV_MS up."""
+    from types import SimpleNamespace
+
+    from hwlat.lut.correct import LONG_CONV_MS, model_features
+
+    rng = np.random.default_rng(2)
+    samples = []
+    for _ in range(30):
+        short, long_ = rng.uniform(2, 20), rng.uniform(0, 60)
+        f = {"conv_ms": short + long_, "dense_ms": 0.0, "other_ms": 1.0, "kernels": 50.0, "nodes": 100.0,
+             "boundary_mb": 0.0, "one": 1.0, "long_conv_ms": long_}
+        samples.append((f, short + 0.8 * long_ + 1.0))
+    c = fit_correction(samples)
+    a = dict(zip(FEATURES, c.coef, strict=True))
+    assert a["conv_ms"] + a["long_conv_ms"] == pytest.approx(0.8, abs=0.05)
+    assert a["long_conv_ms"] < -0.1
+    assert max(abs(c.apply(f) / m - 1) for f, m in samples) < 0.05
+
+    def row(kind, ms, count=1):
+        return SimpleNamespace(kernel=SimpleNamespace(kind=SimpleNamespace(value=kind), nodes=("n",)),
+                               ms=ms, count=count, total_ms=ms * count)
+
+    f = model_features([row("conv", LONG_CONV_MS, 2), row("conv", LONG_CONV_MS / 2), row("matmul", 5.0)], 0)
+    assert f["long_conv_ms"] == 2 * LONG_CONV_MS and f["conv_ms"] == 2.5 * LONG_CONV_MS

@@ -1,0 +1,223 @@
+"""Thread CPU time beside wall time: the table's cpu_times (an addition old tables open with),
+the runner's CPU samples, and predictions in either clock."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+
+import numpy as np
+import pytest
+
+from hwlat.devices import load_device
+from hwlat.errors import InvalidInputError
+from hwlat.graph import fuse, load
+from hwlat.lut import TableStore
+from hwlat.lut.store import CpuTime
+from hwlat.runners import get_runner
+from tests.helpers.entries import entry
+from tests.helpers.onnx_builders import const, model, node, rand, save, tensor
+
+KEY = "conv|Conv|in:f32[1,3,8,8]|out:f32[1,4,8,8]|w:f32[4,3,3,3]|"
+
+
+def _old_table(path):
+    """A table as hwlat wrote it before cpu_times existed: the same schema less that table."""
+    with TableStore(path) as store:
+        store.put_many([entry(KEY)])
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE cpu_times")
+    db.commit()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+def _tables(path) -> set[str]:
+    db = sqlite3.connect(path)
+    try:
+        return {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        db.close()
+
+
+def test_a_table_made_before_cpu_times_opens_read_only_untouched_and_gains_them_when_written(tmp_path):
+    path = tmp_path / "old.sqlite"
+    _old_table(path)
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with TableStore(path, readonly=True) as store:
+        assert store.cpu_times("cpu-ort") == {} and store.cpu_times("cpu-ort", [KEY]) == {}
+        assert store.get("cpu-ort", KEY) == entry(KEY)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert "cpu_times" not in _tables(path)
+    with TableStore(path) as store:
+        assert store.get("cpu-ort", KEY) == entry(KEY)
+        store.put_many([entry(KEY)], cpu_times=[CpuTime("cpu-ort", KEY, 0.4, 0.02, 30)])
+    assert "cpu_times" in _tables(path)
+    with TableStore(path, readonly=True) as store:
+        assert store.cpu_times("cpu-ort")[KEY] == CpuTime("cpu-ort", KEY, 0.4, 0.02, 30)
+
+
+def test_cpu_times_go_with_their_entries(tmp_path):
+    other = KEY.replace("[1,3,8,8]", "[1,3,9,9]")
+    with TableStore(tmp_path / "t.sqlite") as store:
+        store.put_many([entry(KEY), entry(other)],
+                       cpu_times=[CpuTime("cpu-ort", KEY, 0.5, 0.0, 20), CpuTime("cpu-ort", other, 0.7, 0.0, 20)])
+        assert {k: c.cpu_ms for k, c in store.cpu_times("cpu-ort").items()} == {KEY: 0.5, other: 0.7}
+        assert set(store.cpu_times("cpu-ort", [other, "missing"])) == {other}
+        # an entry measured again without a CPU time loses the old one: it described the old run
+        store.put_many([entry(KEY, median_ms=1.3, q3_ms=2.0)])
+        assert set(store.cpu_times("cpu-ort")) == {other}
+        with pytest.raises(InvalidInputError, match="needs its entry"):
+            store.put_many([], cpu_times=[CpuTime("cpu-ort", KEY, 0.5, 0.0, 20)])
+        store.delete_entries("cpu-ort", other)
+        assert store.cpu_times("cpu-ort") == {}
+
+
+@pytest.mark.parametrize("bad", [dict(cpu_ms=-1.0), dict(cpu_ms=float("nan")), dict(repeats=0),
+                                 dict(cpu_cv="x")])
+def test_a_bad_cpu_time_is_refused(bad):
+    with pytest.raises(InvalidInputError):
+        CpuTime(**({"device": "cpu-ort", "key": KEY, "cpu_ms": 1.0, "cpu_cv": 0.0, "repeats": 5} | bad))
+
+
+def _conv_net(tmp_path, c=16, hw=12):
+    nodes = [node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1] * 4),
+             node("Relu", ["c"], ["y"])]
+    m = model(nodes, [tensor("x", [1, c, hw, hw])], [tensor("y", [1, c, hw, hw])],
+              [const("w", rand(c, c, 3, 3)), const("b", rand(c))], opset=17)
+    g = load(save(m, tmp_path / "m.onnx"))
+    return g, fuse(g)
+
+
+def test_predictions_say_their_clock_and_add_up_that_clock(tmp_path):
+    from hwlat.lut.predict import predict
+
+    g, ks = _conv_net(tmp_path)
+    keys = sorted({k.key.text() for k in ks})
+    with TableStore(tmp_path / "t.sqlite") as store:
+        store.put_many([entry(k, median_ms=2.0, q1_ms=2.0, q3_ms=2.0) for k in keys],
+                       cpu_times=[CpuTime("cpu-ort", keys[0], 0.5, 0.0, 20)])
+        wall = predict(g, ks, store, "cpu-ort", correct=False)
+        cpu = predict(g, ks, store, "cpu-ort", correct=False, clock="cpu")
+        assert wall.clock == "wall" and wall.to_json()["clock"] == "wall"
+        assert cpu.clock == "cpu" and cpu.to_json()["clock"] == "cpu"
+        by_key = {r.kernel.key.text(): r for r in cpu.rows}
+        assert by_key[keys[0]].ms == 0.5 and by_key[keys[0]].source == "table (cpu)"
+        # an entry without a CPU time counts with its wall median, labelled
+        assert all(r.ms == 2.0 and r.source == "table (wall: no CPU time)"
+                   for k, r in by_key.items() if k != keys[0])
+        assert all(r.ms == 2.0 and r.source == "table" for r in wall.rows)
+        with pytest.raises(InvalidInputError, match="unknown clock"):
+            predict(g, ks, store, "cpu-ort", clock="gpu")
+
+
+def test_the_correction_is_fitted_on_samples_of_the_prediction_clock_only(tmp_path):
+    from hwlat.lut.predict import predict
+
+    g, ks = _conv_net(tmp_path)
+    keys = sorted({k.key.text() for k in ks})
+    with TableStore(tmp_path / "t.sqlite") as store:
+        store.put_many([entry(k, median_ms=1.0, q1_ms=1.0, q3_ms=1.0) for k in keys],
+                       cpu_times=[CpuTime("cpu-ort", k, 1.0, 0.0, 20) for k in keys])
+        raw = predict(g, ks, store, "cpu-ort", correct=False).features
+        for i in range(4):  # wall-clock samples 3x the kernel sum, CPU samples equal to it
+            store.put_calibration("cpu-ort", f"w{i}", raw, 3.0 * raw["conv_ms"] + 3.0 * raw["other_ms"])
+            store.put_calibration("cpu-ort", f"c{i}", {**raw, "cpu_clock": 1.0}, raw["conv_ms"] + raw["other_ms"])
+        wall = predict(g, ks, store, "cpu-ort")
+        cpu = predict(g, ks, store, "cpu-ort", clock="cpu")
+        assert wall.correction.n_models == 4 and cpu.correction.n_models == 4
+        assert wall.latency_ms / wall.kernel_sum_ms > 2.0
+        assert cpu.latency_ms / cpu.kernel_sum_ms == pytest.approx(1.0, abs=0.1)
+
+
+def test_predictors_trained_on_one_clock_are_not_used_for_the_other(tmp_path):
+    from hwlat.lut.learned import train, trained_clock
+    from hwlat.lut.predict import predict
+    from tests.lut.test_learned import _synthetic_table
+
+    g, ks = _conv_net(tmp_path, c=24, hw=20)
+    with _synthetic_table(tmp_path / "t.sqlite") as store:
+        ents = store.entries("cpu-ort")
+        store.put_many(ents, cpu_times=[CpuTime("cpu-ort", e.key, e.median_ms / 2, 0.0, 20) for e in ents])
+        train(store, "cpu-ort", clock="cpu")
+        assert trained_clock(store, "cpu-ort") == "cpu"
+        conv = lambda p: [r for r in p.rows if r.kernel.kind.value == "conv"]  # noqa: E731
+        assert all("gbt" in r.source for r in conv(predict(g, ks, store, "cpu-ort", clock="cpu")))
+        assert all("power law" in r.source for r in conv(predict(g, ks, store, "cpu-ort")))
+        train(store, "cpu-ort")
+        assert trained_clock(store, "cpu-ort") == "wall"
+        assert all("gbt" in r.source for r in conv(predict(g, ks, store, "cpu-ort")))
+
+
+def _pointwise_conv(tmp_path, c: int, name: str):
+    m = model([node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[1, 1])],
+              [tensor("x", [1, c, 28, 28])], [tensor("y", [1, c, 28, 28])],
+              [const("w", rand(c, c, 1, 1)), const("b", rand(c))], opset=17)
+    import onnx
+
+    return onnx.load(save(m, tmp_path / name))
+
+
+def test_ort_runner_times_a_kernel_in_thread_cpu_time_that_grows_with_its_work(tmp_path):
+    from hwlat.runners.ort import CPU_MIN_RUNS
+
+    runner = get_runner(load_device("cpu-ort"))
+    small = runner.cpu_time_kernel(_pointwise_conv(tmp_path, 32, "s.onnx"))
+    large = runner.cpu_time_kernel(_pointwise_conv(tmp_path, 128, "l.onnx"))  # 16x the MACs
+    assert len(small) >= CPU_MIN_RUNS and len(large) >= CPU_MIN_RUNS
+    assert np.median(small) > 0 and np.median(large) > 4 * np.median(small)
+    assert 0 < runner.run_overhead_cpu_ms < 1.0  # a session run's fixed cost: microseconds
+    t = runner.time_model(str(tmp_path / "l.onnx"))
+    assert t.cpu_samples_ms and t.cpu_median_ms > 0 and t.cpu_cv is not None
+
+
+def test_in_model_names_with_slashes_are_attributed_to_their_kernels():
+    from hwlat.runners.ort import _ort_owner
+
+    owner = {"/layer1/conv2/Conv_output_0": 3, "/layer1/act/Relu": 4, "Conv_7": 5}
+    assert _ort_owner("/layer1/conv2/Conv_output_0_nchwc", owner) == 3
+    assert _ort_owner("/layer1/act/Relu/ReluFusion", owner) == 4
+    assert _ort_owner("Conv_7/FusedConv", owner) == 5
+    assert _ort_owner("/layer1/other/Add", owner) is None and _ort_owner("ReorderInput", owner) is None
+
+
+def test_a_torch_exported_model_is_timed_inside_itself(tmp_path):
+    """Torch names nodes `/a/b/Op`: every conv of such a model is found in the profiler's trace."""
+    from hwlat.devices import load_device
+
+    nodes = [node("Conv", ["x", "w", "b"], ["/c1/Conv_output_0"], kernel_shape=[3, 3], pads=[1] * 4),
+             node("Relu", ["/c1/Conv_output_0"], ["/act/Relu_output_0"]),
+             node("Conv", ["/act/Relu_output_0", "w2", "b2"], ["y"], kernel_shape=[3, 3], pads=[1] * 4)]
+    for n, name in zip(nodes, ["/c1/Conv", "/act/Relu", "/c2/Conv"], strict=True):
+        n.name = name
+    m = model(nodes, [tensor("x", [1, 16, 12, 12])], [tensor("y", [1, 16, 12, 12])],
+              [const("w", rand(16, 16, 3, 3)), const("b", rand(16)), const("w2", rand(16, 16, 3, 3, seed=1)),
+               const("b2", rand(16))], opset=17)
+    path = save(m, tmp_path / "t.onnx")
+    g = load(path)
+    ks = fuse(g)
+    times = get_runner(load_device("cpu-ort")).time_in_model(path, g, ks)
+    convs = [i for i, k in enumerate(ks) if k.kind.value == "conv"]
+    assert len(convs) == 2 and set(convs) <= set(times)
+
+
+def test_cli_profile_calibrate_and_validate_in_thread_cpu_time(tmp_path):
+    import json
+
+    from tests.helpers.cli import run_hwlat
+
+    g_path = tmp_path / "m.onnx"
+    _conv_net(tmp_path)  # writes m.onnx
+    table = str(tmp_path / "t.sqlite")
+    r = run_hwlat("profile", str(g_path), "--device", "cpu-ort", "--table", table, home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    with TableStore(table, readonly=True) as store:
+        assert set(store.cpu_times("cpu-ort")) == store.keys("cpu-ort")
+    r = run_hwlat("validate", str(g_path), "--device", "cpu-ort", "--table", table, "--clock", "cpu",
+                  "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["clock"] == "cpu" and out["models"][0]["clock"] == "cpu" and out["models"][0]["measured_ms"] > 0
+    r = run_hwlat("validate", str(g_path), "--device", "cpu-ort", "--table", table, "--clock", "gpu", home=tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "clock" in lines[0]
