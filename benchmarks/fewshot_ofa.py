@@ -10,7 +10,7 @@ measure: --n subnets sampled from the OFA MobileNetV3 space (resolutions 160..22
     pinned to one core, the two runtimes' calls interleaved, process CPU time per call (the
     machine is shared), median. Resumable: OUT/measured.jsonl. With --ofa-lut (a folder of OFA
     <R>_lookup_table.yaml files: the Note10's), every subnet also gets `note10`: OFA's own
-    per-layer rule over that table. OUT/prior.csv: arch + one ms column per device (the form
+    per-layer rule over that table, for the arch's choices at width 1.2 (the tables' supernet). OUT/prior.csv: arch + one ms column per device (the form
     `hwlat lut fit --space ofa-mbv3 --prior-devices` reads).
 lodo: each device in turn is held out, the others (and hwlat's roofline-sd855 column) are the
     prior; N subnets timed on it (random: --seeds draws; or proposed, k-center over the prior);
@@ -161,11 +161,12 @@ def note10_ms(lut_dir: Path, archs: list[str]) -> np.ndarray:
     from hwlat.lut.ofa import import_ofa_dir, predict_ofa
     from hwlat.lut.store import TableStore
     from hwlat.nas.ofa_prior import parse_ofa_arch_text
-    from hwlat.nas.spaces import OFA_MBV3
+    from hwlat.nas.spaces import ofa_mbv3_config
 
+    # OFA's Note10 tables are of its width-1.2 supernet: each arch's choices at width 1.2
     with tempfile.TemporaryDirectory() as tmp, TableStore(Path(tmp) / "t.sqlite") as store:
         import_ofa_dir(store, lut_dir, "note10")
-        return np.array([predict_ofa(store, "note10", OFA_MBV3.config(parse_ofa_arch_text(a))).latency_ms
+        return np.array([predict_ofa(store, "note10", ofa_mbv3_config(parse_ofa_arch_text(a), 1.2)).latency_ms
                          for a in archs])
 
 
