@@ -131,6 +131,10 @@ def _neg(rows):
     rows[7][2] = "-2"
 
 
+def _other_space(rows):  # an NB201 cell in an OFA prior
+    rows[3][0] = "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"
+
+
 def _unknown(rows):
     rows[9][0] = "r224-k99.35.35.35.35-e33.33.33.33.33"
 
@@ -138,6 +142,7 @@ def _unknown(rows):
 @pytest.mark.parametrize("edit, message", [
     (_dup, "line 6: arch"), (_same_network, "line 6: arch"), (_nan, "line 5: latency 'nan'"),
     (_neg, "line 8: latency '-2'"), (_unknown, "line 10: OFA arch"),
+    (_other_space, "line 4: OFA arch"),
     (lambda rows: rows[:] + [["x"]], "fields"),
 ])
 def test_bad_prior_is_refused_and_the_table_untouched(archs, tmp_path, edit, message):
