@@ -71,7 +71,8 @@ def nas_predict(
     from hwlat.nas import get_space
 
     with _in_cli_words(space, device, table, estimate_flag=space != "ofa-mbv3"):
-        if space == "ofa-mbv3" and archs is not None and config is None:
+        if space == "ofa-mbv3" and archs is not None and config is None \
+                and _is_prior_fit(device, table):
             # one-line OFA archs: a device fitted from a multi-device prior (`lut fit`)
             _predict_archs(space, archs, device, table, as_json, estimate)
         elif get_space(space).arch_input == "config":
@@ -85,6 +86,18 @@ def nas_predict(
             if archs is None or config is not None:
                 raise InvalidInputError(f"space '{space}' takes --archs A.csv (not --config)")
             _predict_archs(space, archs, device, table, as_json, estimate)
+
+
+def _is_prior_fit(device: str, table: Path | None) -> bool:
+    """Whether the device's table is a model fitted from a multi-device prior."""
+    from hwlat.errors import HwlatError
+    from hwlat.lut.prior import read_prior_fit
+
+    try:
+        with open_table(table, readonly=True) as store:
+            return read_prior_fit(store, device) is not None
+    except HwlatError:  # no table, or a damaged fit: the usual route says what is wrong
+        return False
 
 
 def _predict_config(space: str, config: Path, device: str, table: Path | None,
@@ -157,10 +170,6 @@ def _predict_archs(space: str, path: Path, device: str, table: Path | None, as_j
         archs = read_archs(path)
     with open_table(table, readonly=True) as store:
         prior_fit = read_prior_fit(store, device)
-        if prior_fit is None and space == "ofa-mbv3":
-            raise InvalidInputError(f"device '{device}' is not fitted from a multi-device prior "
-                                    "(`hwlat lut fit --space ofa-mbv3 --prior-devices P.csv`); "
-                                    "give OFA nets of a per-kernel table as --config NET.json")
         if prior_fit is None:  # per-kernel entries (profiled, or fitted from one reference)
             lut = get_space(space).table(store, device, estimate=estimate)
             ms = lut.latency(lut.encode(archs))
