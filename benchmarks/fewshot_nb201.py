@@ -188,6 +188,39 @@ def kendall(a: np.ndarray, b: np.ndarray) -> float:
     return float(kendalltau(a, b)[0])
 
 
+def edge_op_onehots(archs: list[str]) -> np.ndarray:
+    """[cells, edges x ops]: which op each edge of each cell has."""
+    parsed = [parse_nb201(a) for a in archs]
+    ops = sorted({o for p in parsed for o in p})
+    out = np.zeros((len(archs), len(parsed[0]) * len(ops)))
+    for i, p in enumerate(parsed):
+        for e, o in enumerate(p):
+            out[i, e * len(ops) + ops.index(o)] = 1.0
+    return out
+
+
+def residual_ridge(train: np.ndarray, resid: np.ndarray, every: np.ndarray) -> np.ndarray:
+    """A correction of the prior's log prediction: ridge of the measured cells' log residual on
+    per-cell features (standardised; intercept free), its penalty by leave-one-out among a grid
+    and "no correction"; the correction of every cell."""
+    n = len(resid)
+    sd = train.std(axis=0)
+    keep = sd > 0
+    mu = train[:, keep].mean(axis=0)
+    a = np.hstack([np.ones((n, 1)), (train[:, keep] - mu) / sd[keep]])
+    best = (float(np.sqrt(np.mean(resid**2))), None)  # no correction
+    for lam in 10.0 ** np.arange(3.0, -2.01, -0.5):
+        gram = a.T @ a + np.diag([0.0] + [lam * n] * (a.shape[1] - 1))
+        hat = a @ np.linalg.solve(gram, a.T)
+        lev = np.minimum(np.diag(hat), 1 - 1e-9)
+        loo = float(np.sqrt(np.mean(((resid - hat @ resid) / (1 - lev)) ** 2)))
+        if loo < best[0] - 1e-12:
+            best = (loo, np.linalg.solve(gram, a.T @ resid))
+    if best[1] is None:
+        return np.zeros(len(every))
+    return np.hstack([np.ones((len(every), 1)), (every[:, keep] - mu) / sd[keep]]) @ best[1]
+
+
 def lodo(args) -> None:
     """(c): leave one device out over the 13 HW-NAS-Bench devices."""
     from hwlat.analytic.roofline import roofline_reference
@@ -240,7 +273,10 @@ def lodo(args) -> None:
     results: dict[tuple, list] = {}
     lams: dict[tuple, list] = {}
     t0 = time.perf_counter()
+    cell_feats = np.hstack([edge_op_onehots(archs), counts]) if args.residual else None
     for j, dev in enumerate(devices):
+        if args.devices and dev not in args.devices:
+            continue
         y = full.ms[:, j]
         scenarios = [("prior", (dev,))]
         if twins[dev]:
@@ -257,6 +293,11 @@ def lodo(args) -> None:
                     results.setdefault((scenario, "multi-device prior", selection, n, dev), []).append(
                         measure(y, pred))
                     lams.setdefault((scenario, selection, n), []).append(fit.penalties)
+                    if args.residual and scenario == "prior":
+                        corr = residual_ridge(cell_feats[rows], np.log(y[rows] / pred[rows]),
+                                              cell_feats)
+                        results.setdefault(("prior", "prior + residual ridge", selection, n, dev),
+                                           []).append(measure(y, pred * np.exp(corr)))
                     if scenario == "prior":  # the single-reference fit: no prior devices at all
                         kfit = fit_fewshot_model({archs[i]: nb201_kernel_texts(archs[i]) for i in rows},
                                                  {archs[i]: float(y[i]) for i in rows}, ref, feats)
@@ -264,6 +305,8 @@ def lodo(args) -> None:
                         results.setdefault(("prior", "roofline-sd855 reference", selection, n, dev),
                                            []).append(measure(y, kpred))
         print(f"  {dev}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    run = [d for d in devices if not args.devices or d in args.devices]
 
     def dev_mean(key):
         return np.mean(np.array(results[key]), axis=0)  # mean over seeds, per metric
@@ -275,9 +318,11 @@ def lodo(args) -> None:
           "(mean; phones) | RMSPE (mean) | mean Spearman, all cells |")
     print("|---|---|---|---|---|---|---|---|---|")
     for n in args.sizes:
-        for method in ("multi-device prior", "roofline-sd855 reference"):
+        for method in ("multi-device prior", "prior + residual ridge", "roofline-sd855 reference"):
             for selection in ("random", "proposed"):
-                per = {d: dev_mean(("prior", method, selection, n, d)) for d in devices}
+                if ("prior", method, selection, n, run[0]) not in results:
+                    continue
+                per = {d: dev_mean(("prior", method, selection, n, d)) for d in run}
                 m = np.array(list(per.values()))
                 worst = min(per, key=lambda d: per[d][0])
                 phones = np.mean([per[d][2] for d in PHONES if d in per])
@@ -292,7 +337,7 @@ def lodo(args) -> None:
         print("| device | Spearman random | worst draw | Kendall | within +-10 % | RMSPE | "
               "Spearman proposed | twins removed | no-twin Spearman | roofline ref. |")
         print("|---|---|---|---|---|---|---|---|---|---|")
-        for d in devices:
+        for d in run:
             r = dev_mean(("prior", "multi-device prior", "random", n, d))
             worst = min(v[0] for v in results[("prior", "multi-device prior", "random", n, d)])
             p = dev_mean(("prior", "multi-device prior", "proposed", n, d))
@@ -305,12 +350,18 @@ def lodo(args) -> None:
                 twin = "- | -"
             print(f"| {d} | {r[0]:.3f} | {worst:.3f} | {r[1]:.3f} | {100 * r[2]:.1f} % | "
                   f"{100 * r[3]:.1f} % | {p[0]:.3f} | {twin} | {k[0]:.3f} |")
+            if args.residual:
+                c = dev_mean(("prior", "prior + residual ridge", "random", n, d))
+                print(f"|   + residual ridge | {c[0]:.3f} | | {c[1]:.3f} | {100 * c[2]:.1f} % | "
+                      f"{100 * c[3]:.1f} % | | | | |")
     print("\nnoise bound per device, from the cell pairs that compute the same thing (both "
           "measured): the Spearman of one cell's latency against its twin's; its square root, what "
           "a noise-free predictor of what a cell computes reaches against one noisy measurement "
           "(when the noise is additive and independent); the share of pairs less than 1.1 / 0.9 "
           "apart, and so at most what any such predictor puts within +-10 % (the rest count half)")
     for j, d in enumerate(devices):
+        if d not in run:
+            continue
         a, b = full.ms[pairs[:, 0], j], full.ms[pairs[:, 1], j]
         ratio = np.maximum(a, b) / np.minimum(a, b)
         rho_twin = spearman(a, b)
@@ -339,6 +390,12 @@ def main() -> None:
     ap.add_argument("--lodo", type=Path, nargs="?", const=THIRTEEN, default=None,
                     help="leave one device out over a multi-device file (default: HW-NAS-Bench's "
                          "13 devices); --sizes defaults to 5 10 20 100, --seeds to 5")
+    ap.add_argument("--devices", nargs="+", default=None,
+                    help="--lodo: hold out only these devices (default: every one)")
+    ap.add_argument("--residual", action="store_true",
+                    help="--lodo: also correct the prior's prediction by a ridge of the log "
+                         "residual on each cell's edge ops and hwlat kernel counts (penalty by "
+                         "leave-one-out on the N cells, or no correction)")
     args = ap.parse_args()
     if args.lodo is not None:
         import sys

@@ -58,7 +58,8 @@ def nas_predict(
         help="ofa-mbv3: OFA net config JSON ({'image_size': R, 'net': ...}); proxyless-mobile: "
              "{'ops': [21 of k3_e3..k7_e6, zero], 'r': 224}")] = None,
     archs: Annotated[Path | None, typer.Option(
-        help="nb201: CSV with an arch column (or one cell string per line)")] = None,
+        help="nb201: CSV with an arch column (or one cell string per line); ofa-mbv3: one-line "
+             "archs, for a device fitted from a multi-device prior")] = None,
     device: DeviceOpt = "cpu-ort",
     table: TableOpt = None,
     as_json: JsonOpt = False,
@@ -70,7 +71,11 @@ def nas_predict(
     from hwlat.nas import get_space
 
     with _in_cli_words(space, device, table, estimate_flag=space != "ofa-mbv3"):
-        if get_space(space).arch_input == "config":
+        if space == "ofa-mbv3" and archs is not None and config is None \
+                and _is_prior_fit(device, table):
+            # one-line OFA archs: a device fitted from a multi-device prior (`lut fit`)
+            _predict_archs(space, archs, device, table, as_json, estimate)
+        elif get_space(space).arch_input == "config":
             if config is None or archs is not None:
                 raise InvalidInputError(f"space '{space}' takes one --config NET.json (not --archs)")
             if estimate and space == "ofa-mbv3":
@@ -81,6 +86,18 @@ def nas_predict(
             if archs is None or config is not None:
                 raise InvalidInputError(f"space '{space}' takes --archs A.csv (not --config)")
             _predict_archs(space, archs, device, table, as_json, estimate)
+
+
+def _is_prior_fit(device: str, table: Path | None) -> bool:
+    """Whether the device's table is a model fitted from a multi-device prior."""
+    from hwlat.errors import HwlatError
+    from hwlat.lut.prior import read_prior_fit
+
+    try:
+        with open_table(table, readonly=True) as store:
+            return read_prior_fit(store, device) is not None
+    except HwlatError:  # no table, or a damaged fit: the usual route says what is wrong
+        return False
 
 
 def _predict_config(space: str, config: Path, device: str, table: Path | None,
@@ -145,16 +162,27 @@ def _predict_archs(space: str, path: Path, device: str, table: Path | None, as_j
     from hwlat.nas import get_space
     from hwlat.nas.nb201_lut import read_archs
 
-    archs = read_archs(path)
+    if space == "ofa-mbv3":
+        from hwlat.nas.ofa_prior import parse_ofa_arch_text
+
+        archs = read_archs(path, parse_ofa_arch_text)
+    else:
+        archs = read_archs(path)
     with open_table(table, readonly=True) as store:
         prior_fit = read_prior_fit(store, device)
         if prior_fit is None:  # per-kernel entries (profiled, or fitted from one reference)
             lut = get_space(space).table(store, device, estimate=estimate)
             ms = lut.latency(lut.encode(archs))
     if prior_fit is not None:  # a fitted combination of prior devices, not per-kernel entries
-        from hwlat.nas.nb201_prior import nb201_predict_prior
+        if prior_fit[0].space != space:
+            raise InvalidInputError(f"device '{device}' was fitted for space "
+                                    f"'{prior_fit[0].space}', not {space}")
+        if space == "ofa-mbv3":
+            from hwlat.nas.ofa_prior import ofa_predict_prior as predict_prior
+        else:
+            from hwlat.nas.nb201_prior import nb201_predict_prior as predict_prior
 
-        ms = nb201_predict_prior(*prior_fit, archs)
+        ms = predict_prior(*prior_fit, archs)
     else:
         _say_estimated(lut)
     if as_json:

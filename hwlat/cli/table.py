@@ -558,7 +558,8 @@ def lut_import(path: Annotated[Path, typer.Argument(help="file to read; - for st
 
 @lut_app.command("fit")
 def lut_fit(
-    space: Annotated[str, typer.Option(help="search space of the measured models: nb201")],
+    space: Annotated[str, typer.Option(help="search space of the measured models: nb201; "
+                                       "ofa-mbv3 with a multi-device prior")],
     measurements: Annotated[Path | None, typer.Option(
         help="CSV with columns arch,latency_ms")] = None,
     device: Annotated[str | None, typer.Option("--device", "-d", help="name of the new device")] = None,
@@ -570,7 +571,8 @@ def lut_fit(
              "also count ops on zero inputs, which hwlat's export folds away")] = False,
     prior_devices: Annotated[Path | None, typer.Option(
         help="a multi-device prior instead of --reference-device: CSV with an arch column and "
-             "one latency column (ms) per prior device, every cell of the space once")] = None,
+             "one latency column (ms) per prior device: nb201, every cell once; ofa-mbv3, a "
+             "sample of archs in one-line form (r224-k35.735.3573.35.735-e46.634.6343.34.463)")] = None,
     stored_prior: Annotated[bool, typer.Option(
         "--stored-prior", help="use the prior stored in the table (`hwlat lut prior import`)")] = False,
     hw_column: Annotated[bool, typer.Option(
@@ -589,12 +591,15 @@ def lut_fit(
     from hwlat.nas.nb201_lut import nb201_all_keys, nb201_fit_inputs
     from hwlat.nas.spaces import parse_nb201
 
-    if not get_space(space).fits:
-        raise InvalidInputError(f"space '{space}' has no one-line architecture strings; use: "
-                                f"{', '.join(n for n, s in SPACES.items() if s.fits)}")
     if prior_devices is not None and stored_prior:
         raise InvalidInputError("give --prior-devices FILE.csv or --stored-prior, not both")
     multi = prior_devices is not None or stored_prior
+    if not get_space(space).fits and not (multi and space in _PRIOR_SPACES):
+        raise InvalidInputError(
+            f"space '{space}' has no one-line architecture strings; use: "
+            f"{', '.join(n for n, s in SPACES.items() if s.fits)}"
+            + (f" (or {space} with a multi-device prior: --prior-devices FILE.csv)"
+               if space in _PRIOR_SPACES else ""))
     if propose is not None:
         if not multi:
             raise InvalidInputError("--propose needs a multi-device prior: --prior-devices "
@@ -610,21 +615,22 @@ def lut_fit(
     if multi:
         from hwlat.lut.prior import stored_prior as read_stored
         from hwlat.lut.prior import write_prior_fit
-        from hwlat.nas.nb201_prior import nb201_prior_fit, nb201_propose, read_nb201_prior
 
-        measured = read_measurements(measurements, parse_nb201) if propose is None else {}
-        prior = read_nb201_prior(prior_devices) if prior_devices is not None else None
+        read_prior, check_arch, fit_prior, propose_archs = _prior_functions(space)
+        measured = read_measurements(measurements, check_arch) if propose is None else {}
+        prior = read_prior(prior_devices) if prior_devices is not None else None
         if propose is not None:
             if prior is None:
                 with open_table(table, readonly=True) as store:
                     prior = read_stored(store, space)
-            lines = ["index,arch", *(f"{i},{a}" for i, a in enumerate(nb201_propose(prior, propose, hw_column=hw_column)))]
+            lines = ["index,arch", *(f"{i},{a}" for i, a in enumerate(propose_archs(prior, propose, hw_column=hw_column)))]
             sys.stdout.write("\n".join(lines) + "\n")
             return
-        with open_table(table, readonly=False) as store:
-            if prior is None:
+        if prior is None:
+            with open_table(table, readonly=True) as store:
                 prior = read_stored(store, space)
-            fit = nb201_prior_fit(prior, measured, hw_column=hw_column)
+        fit = fit_prior(prior, measured, hw_column=hw_column)  # before the table is opened to write
+        with open_table(table, readonly=False) as store:
             write_prior_fit(store, device, fit, prior)
             path = store.path
         out.print(f"fitted a prior model for '{device}' into {path} from {fit.n_models} models "
@@ -667,23 +673,43 @@ lut_app.add_typer(prior_app, name="prior")
 @prior_app.command("import")
 def lut_prior_import(
     path: Annotated[Path, typer.Argument(help="CSV: arch column, one latency column (ms) per device")],
-    space: Annotated[str, typer.Option(help="search space of the archs: nb201")],
+    space: Annotated[str, typer.Option(help="search space of the archs: nb201 (every cell), "
+                                       "ofa-mbv3 (a sample, one-line forms)")],
     table: TableOpt = None,
 ) -> None:
     """Store a multi-device prior in the table (every cell of the space once, positive ms)."""
     from hwlat.lut.prior import store_prior
-    from hwlat.nas import SPACES, get_space
-    from hwlat.nas.nb201_prior import read_nb201_prior
+    from hwlat.nas import get_space
 
-    if not get_space(space).fits:
-        raise InvalidInputError(f"space '{space}': a prior is read for "
-                                f"{', '.join(n for n, s in SPACES.items() if s.fits)}")
-    prior = read_nb201_prior(path)
+    get_space(space)  # an unknown space: named with the known ones
+    if space not in _PRIOR_SPACES:
+        raise InvalidInputError(f"space '{space}': a prior is read for {', '.join(_PRIOR_SPACES)}")
+    prior = _prior_functions(space)[0](path)
     with open_table(table, readonly=False) as store:
         digest = store_prior(store, prior)
         where = store.path
     out.print(f"stored the {space} prior of {len(prior.devices)} devices "
               f"({', '.join(prior.devices)}) as {digest[:12]} in {where}", markup=False)
+
+
+_PRIOR_SPACES = ("nb201", "ofa-mbv3")  # spaces a multi-device prior is read for
+
+
+def _prior_functions(space: str):
+    """(read the prior CSV, check a measured arch, fit, propose) of a space with priors."""
+    if space == "ofa-mbv3":
+        from hwlat.nas.ofa_prior import (
+            ofa_prior_fit,
+            ofa_propose,
+            parse_ofa_arch_text,
+            read_ofa_prior,
+        )
+
+        return read_ofa_prior, parse_ofa_arch_text, ofa_prior_fit, ofa_propose
+    from hwlat.nas.nb201_prior import nb201_prior_fit, nb201_propose, read_nb201_prior
+    from hwlat.nas.spaces import parse_nb201
+
+    return read_nb201_prior, parse_nb201, nb201_prior_fit, nb201_propose
 
 
 def _is_analytic(name: str) -> bool:

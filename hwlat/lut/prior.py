@@ -73,40 +73,79 @@ class DevicePrior:
     space: str
     devices: tuple[str, ...]
     ms: np.ndarray
+    # a space too large to hold whole (OFA): the archs of the rows, a sample of the space, in
+    # the space's one-line form; None: every arch of the space, in its own numbering (NB201)
+    archs: tuple[str, ...] | None = None
 
     def digest(self) -> str:
         h = hashlib.sha256(json.dumps([self.space, list(self.devices)]).encode())
         h.update(np.ascontiguousarray(self.ms, dtype="<f8").tobytes())
+        if self.archs is not None:
+            h.update(json.dumps(list(self.archs)).encode())
         return h.hexdigest()
 
     def to_json(self) -> str:
-        return json.dumps({"space": self.space, "devices": list(self.devices),
-                           "ms": [col.tolist() for col in self.ms.T]})
+        obj = {"space": self.space, "devices": list(self.devices),
+               "ms": [col.tolist() for col in self.ms.T]}
+        if self.archs is not None:
+            obj["archs"] = list(self.archs)
+        return json.dumps(obj)
 
     @classmethod
     def from_json(cls, text: str, where: str) -> DevicePrior:
         try:
             obj = json.loads(text)
             ms = np.array(obj["ms"], dtype=float).T
-            prior = cls(str(obj["space"]), tuple(map(str, obj["devices"])), ms)
-        except (ValueError, KeyError, TypeError) as e:
+            archs = tuple(map(str, obj["archs"])) if obj.get("archs") is not None else None
+            prior = cls(str(obj["space"]), tuple(map(str, obj["devices"])), ms, archs)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise InvalidInputError(f"{where}: not a readable device prior ({e})") from e
         if ms.ndim != 2 or ms.shape[1] != len(prior.devices) or not np.all(np.isfinite(ms)) \
-                or not np.all(ms > 0):
+                or not np.all(ms > 0) or (archs is not None and len(archs) != len(ms)):
             raise InvalidInputError(f"{where}: a damaged device prior (shape {ms.shape})")
         return prior
+
+    def rows_of(self, archs: Sequence[str]) -> list[int]:
+        """Row numbers of archs (one-line forms) in a sampled prior; InvalidInputError naming
+        the first that is not in it."""
+        if self.archs is None:
+            raise InvalidInputError(f"the {self.space} prior holds every arch: index it by the "
+                                    "space's numbering")
+        row = {a: i for i, a in enumerate(self.archs)}
+        out = []
+        for a in archs:
+            if a not in row:
+                raise InvalidInputError(
+                    f"arch {a!r} is not among the prior's {len(self.archs)} {self.space} archs; "
+                    "a fitted device is predicted on the prior's archs only")
+            out.append(row[a])
+        return out
 
     def log_columns(self, devices: Sequence[str] | None = None) -> np.ndarray:
         cols = [self.devices.index(d) for d in devices] if devices is not None else slice(None)
         return np.log(self.ms[:, cols])
 
 
-def read_prior_csv(path: Path | str, space: str, index_of: Callable[[str], int],
-                   size: int) -> DevicePrior:
+def read_prior_csv(path: Path | str, space: str, index_of: Callable[[str], int] | None,
+                   size: int = 0, *, canon: Callable[[str], str] | None = None) -> DevicePrior:
     """A prior from a CSV: an `arch` column, optionally `index`, and one column of ms per device.
-    Every architecture of the space once, every latency a positive number; anything else is
-    refused with one line naming the row (or the architectures missing)."""
+    With `index_of`: every architecture of the space once (`size` of them). With `canon` instead
+    (arch text -> its one-line form; InvalidInputError for one the space lacks): a sample of the
+    space, at least 2 archs, each once, in file order. Every latency a positive number; anything
+    else is refused with one line naming the row (or the architectures missing)."""
     path = Path(path)
+    sampled: list[str] = []
+    if (index_of is None) == (canon is None):
+        raise InvalidInputError("read_prior_csv: give index_of (the whole space) or canon (a sample)")
+    if canon is not None:
+        seen: dict[str, int] = {}
+
+        def index_of(arch: str) -> int:  # a sample's rows: in file order
+            text = canon(arch)
+            i = seen.setdefault(text, len(seen))
+            if i == len(sampled):
+                sampled.append(text)
+            return i
     try:
         with open(path, newline="") as f:
             reader = csv.reader(f)
@@ -122,7 +161,7 @@ def read_prior_csv(path: Path | str, space: str, index_of: Callable[[str], int],
             dup = [d for d in devices if not d or devices.count(d) > 1]
             if dup:
                 raise InvalidInputError(f"{path}: device column {dup[0]!r} is empty or repeated")
-            ms = np.full((size, len(devices)), np.nan)
+            rows_ms: dict[int, list[float]] = {}
             first: dict[int, int] = {}
             for row in reader:
                 line = reader.line_num
@@ -140,6 +179,7 @@ def read_prior_csv(path: Path | str, space: str, index_of: Callable[[str], int],
                     raise InvalidInputError(f"{path} line {line}: arch {arch!r} is already on "
                                             f"line {first[i]}")
                 first[i] = line
+                values = []
                 for j, d in zip(dev_cols, devices, strict=True):
                     try:
                         v = float(row[j])
@@ -148,11 +188,18 @@ def read_prior_csv(path: Path | str, space: str, index_of: Callable[[str], int],
                     if not (math.isfinite(v) and v > 0):
                         raise InvalidInputError(f"{path} line {line}: latency {row[j]!r} of "
                                                 f"{arch!r} on {d!r} must be a positive number of ms")
-                    ms[i, dev_cols.index(j)] = v
+                    values.append(v)
+                rows_ms[i] = values
     except OSError as e:
         raise InvalidInputError(f"{path}: cannot read ({e.strerror})") from e
     except (UnicodeDecodeError, csv.Error) as e:
         raise InvalidInputError(f"{path}: not a readable CSV file ({e})") from e
+    if canon is not None:
+        if len(sampled) < 2:
+            raise InvalidInputError(f"{path}: {len(sampled)} {space} archs; a prior of sampled "
+                                    "archs needs at least 2")
+        ms = np.array([rows_ms[i] for i in range(len(sampled))], dtype=float)
+        return DevicePrior(space, tuple(devices), ms, tuple(sampled))
     if len(first) < size:
         missing = [i for i in range(size) if i not in first]
         raise InvalidInputError(
@@ -160,6 +207,7 @@ def read_prior_csv(path: Path | str, space: str, index_of: Callable[[str], int],
             f"{', '.join(map(str, missing[:_SHOWN]))}{' ...' if len(missing) > _SHOWN else ''}); "
             "a prior holds every architecture of the space"
         )
+    ms = np.array([rows_ms[i] for i in range(size)], dtype=float)
     return DevicePrior(space, tuple(devices), ms)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -398,9 +398,10 @@ class Nb201LatencyTable:
         return f"cell {arch}"
 
 
-def read_archs(path: Path | str) -> list[str]:
+def read_archs(path: Path | str, check: Callable[[str], object] | None = None) -> list[str]:
     """Cell strings from a CSV with an `arch` column (other columns ignored), or from a file with
-    one cell string per line; each checked, a bad one named by its line."""
+    one cell string per line; each checked (by `check`, NB201's parser by default), a bad one
+    named by its line."""
     path = Path(path)
     try:
         with open(path, newline="") as f:
@@ -424,7 +425,7 @@ def read_archs(path: Path | str) -> list[str]:
                                 "cell string per line)")
     for n, arch in rows:
         try:
-            parse_nb201(arch)
+            (check or parse_nb201)(arch)
         except InvalidInputError as e:
             raise InvalidInputError(f"{path} line {n}: {e}") from None
     return [arch for _, arch in rows]
