@@ -15,6 +15,8 @@ Two forms are rewritten into one `call_tir` of the kernel (kernel.py), before le
   of the add; a relative position bias, a mask; constant or not) is any float32 tensor that
   broadcasts to the scores: it goes to the kernel as (Bb, Nb, Sq, Sk), Bb and Nb 1 where it is
   broadcast over batch or heads (LeViT's and Swin's per-head position biases stay one copy).
+  Swin's shifted-window form, `reshape(reshape(scores + bias, (B / nW, nW, ...)) + mask,
+  scores' shape)`, takes bias and mask summed to one (B, N, Sq, Sk) bias (constants: folded).
 
 Only float32 with static shapes is rewritten; everything else is left to TVM's lowering. Each
 distinct shape gets one PrimFunc, shared by all its calls. The PrimFunc is marked opaque
@@ -106,7 +108,11 @@ def _decomposed_pattern(rw: _Rewriter):
     scaled = mul_r | mul_l | div | scores
     bias = wildcard()
     add_r, add_l = is_op("relax.add")(scaled, bias), is_op("relax.add")(bias, scaled)
-    softmax = is_op("relax.nn.softmax")(add_r | add_l | scaled)
+    # Swin's shifted windows: (scores + bias).view(B / nW, nW, nH, S, S) + mask, viewed back
+    bias5, mask5 = wildcard(), wildcard()
+    view5 = is_op("relax.reshape")(is_op("relax.add")(scaled, bias5), wildcard())
+    viewed = is_op("relax.reshape")(is_op("relax.add")(view5, mask5), wildcard())
+    softmax = is_op("relax.nn.softmax")(add_r | add_l | viewed | scaled)
     pattern = is_op("relax.matmul")(softmax, v)
 
     def rewrite(call: relax.Call, m: dict) -> relax.Expr:
@@ -138,7 +144,18 @@ def _decomposed_pattern(rw: _Rewriter):
         else:
             b, n = 1, int(np.prod(lead, dtype=np.int64))
         bias_dims, bias_expr = None, None
-        if add_r in m or add_l in m:
+        if viewed in m:
+            v5 = static_f32_shape(m[view5])
+            if tuple(static_f32_shape(m[viewed]) or ()) != (*lead, sq, sk) or v5 is None:
+                return call
+            if not _broadcasts(static_f32_shape(m[bias5]), (*lead, sq, sk)) or not _broadcasts(
+                    static_f32_shape(m[mask5]), v5):
+                return call
+            full = relax.op.broadcast_to(m[bias5], (*lead, sq, sk))
+            total = relax.op.add(relax.op.reshape(full, v5), m[mask5])
+            bias_dims, bias_expr = _bias(relax.op.reshape(total, (*lead, sq, sk)), tuple(lead),
+                                         sq, sk, b, n, shape=(*lead, sq, sk))
+        elif add_r in m or add_l in m:
             bias_dims, bias_expr = _bias(m[bias], tuple(lead), sq, sk, b, n)
             if bias_expr is None:
                 return call
@@ -159,19 +176,25 @@ def _decomposed_pattern(rw: _Rewriter):
     return pattern, rewrite
 
 
-def _bias(x: relax.Expr, lead: tuple, sq: int, sk: int, b: int,
-          n: int) -> tuple[tuple[int, int] | None, relax.Expr | None]:
+def _broadcasts(shape: tuple | None, full: tuple) -> bool:
+    """Whether a float32 tensor of static `shape` broadcasts to `full` without widening it."""
+    if shape is None or len(shape) > len(full):
+        return False
+    shape = (1,) * (len(full) - len(shape)) + tuple(shape)
+    return all(s in (1, f) for s, f in zip(shape, full, strict=True))
+
+
+def _bias(x: relax.Expr, lead: tuple, sq: int, sk: int, b: int, n: int,
+          shape: tuple | None = None) -> tuple[tuple[int, int] | None, relax.Expr | None]:
     """The scores' additive operand as the kernel's (Bb, Nb, Sq, Sk) bias: ((Bb, Nb), expr), or
     (None, None) where it is not a float32 tensor of static shape that broadcasts to the scores
     (*lead, Sq, Sk) without widening them. Leading dims that are all 1 or all the scores' stay
     unexpanded (a reshape); others, and a bias broadcast along Sq or Sk, are broadcast first."""
-    shape = static_f32_shape(x)
+    shape = static_f32_shape(x) if shape is None else shape  # given: x not yet normalized
     full = (*lead, sq, sk)
-    if shape is None or len(shape) > len(full):
+    if not _broadcasts(shape, full):
         return None, None
     shape = (1,) * (len(full) - len(shape)) + tuple(shape)
-    if any(s not in (1, f) for s, f in zip(shape, full, strict=True)):
-        return None, None
     if shape[-2:] == (sq, sk):
         head = shape[:-2]
         if len(lead) == 2 and all(s in (1, f) for s, f in zip(head, lead, strict=True)):

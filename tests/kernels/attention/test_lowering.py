@@ -174,6 +174,34 @@ def test_attention_with_an_additive_bias_is_rewritten_and_matches(bias_shape, co
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
 
 
+def test_swins_shifted_window_bias_and_mask_are_rewritten_and_match():
+    # (scores + bias).view(B / nW, nW, N, S, S) + mask[:, None], viewed back: 2 images x 3
+    # windows, a per-head bias and a per-window mask
+    b, nw, n, s_len, d = 2, 3, 2, 13, 16
+    shapes = {"q": (b * nw, n, s_len, d), "k": (b * nw, n, s_len, d), "v": (b * nw, n, s_len, d)}
+    rng = np.random.default_rng(2)
+    bias = rng.standard_normal((1, n, s_len, s_len)).astype(np.float32)
+    mask = np.where(rng.random((nw, 1, s_len, s_len)) < 0.3, -100.0, 0.0).astype(np.float32)
+
+    def body(bb, q, k, v):
+        s = bb.emit(relax.op.matmul(q, bb.emit(relax.op.permute_dims(k, [0, 1, 3, 2]))))
+        s = bb.emit(relax.op.add(s, relax.const(bias)))
+        s = bb.emit(relax.op.reshape(s, (b, nw, n, s_len, s_len)))
+        s = bb.emit(relax.op.add(s, relax.const(mask)))
+        s = bb.emit(relax.op.reshape(s, (b * nw, n, s_len, s_len)))
+        return relax.op.matmul(bb.emit(relax.op.nn.softmax(s, axis=-1)), v)
+
+    mod = _function(shapes, body)
+    fused = fuse_attention(mod)
+    assert kernel_calls(fused) == 1 and "relax.nn.softmax" not in _calls(fused)
+    (q, k, v), got = build_and_run(mod, shapes)
+    sc = np.einsum("...id,...jd->...ij", q.astype(np.float64), k.astype(np.float64)) + bias
+    sc = (sc.reshape(b, nw, n, s_len, s_len) + mask[None]).reshape(b * nw, n, s_len, s_len)
+    p = np.exp(sc - sc.max(-1, keepdims=True))
+    want = (p / p.sum(-1, keepdims=True)) @ v.astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
+
+
 def test_a_bias_that_widens_the_scores_is_left_alone():
     mod, _, _ = biased_module((4, 2, 3, 19, 19), True, "right")
     assert fuse_attention(mod).same_as(mod)
