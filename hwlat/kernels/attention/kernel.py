@@ -3,7 +3,9 @@ the Sq x Sk score matrix never exists (only a tq x tk tile of it per query tile)
 
     out[b, h, i, :] = sum_j softmax_j(scale * q[b, h, i, :] . k[b, h, j, :]) v[b, h, j, :]
 
-over the keys j that query i sees: all of them, or, with a causal offset c, those with
+(plus bias[b, h, i, j] where the spec has an additive bias: a relative position bias or a
+mask, broadcast over batch and heads where its leading dims are 1) over the keys j that query i
+sees: all of them, or, with a causal offset c, those with
 j <= i + c. c = 0 is top-left alignment (torch SDPA's `is_causal`, TVM's "TopLeft");
 c = Sk - Sq is bottom-right alignment (flash-attention's; for Sq <= Sk also TVM's
 "BottomRight", which uses |Sq - Sk|). A query row that sees no key gets zeros.
@@ -54,6 +56,9 @@ class AttentionSpec:
     scale: float
     causal_offset: int | None = None  # key j visible to query i iff j <= i + offset; None: all
     layout: str = "BNSD"
+    # an additive score bias (relative position bias, mask) of shape (Bb, Nb, Sq, Sk), Bb in
+    # {1, batch} and Nb in {1, heads} (1: broadcast): (Bb, Nb); None: no bias operand
+    bias: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -62,6 +67,10 @@ class AttentionSpec:
         dims = (self.batch, self.heads, self.q_len, self.kv_len, self.head_dim, self.head_dim_v)
         if any(int(d) < 1 for d in dims):
             raise InvalidInputError(f"attention dimensions must be >= 1, got {dims}")
+        if self.bias is not None and (self.bias[0] not in (1, self.batch)
+                                      or self.bias[1] not in (1, self.heads)):
+            raise InvalidInputError(f"attention bias leading dims {self.bias} must each be 1 "
+                                    f"or ({self.batch}, {self.heads})")
 
     def shape(self, seq: int, dim: int) -> tuple[int, int, int, int]:
         if self.layout == "BNSD":
@@ -124,7 +133,8 @@ def _ceil(a: int, b: int) -> int:
 
 
 def attention_primfunc(spec: AttentionSpec, tiles: Tiles | None = None) -> tirx.PrimFunc:
-    """The PrimFunc `(q, k, v, out)` for one spec; q, k, v and out in `spec.layout`."""
+    """The PrimFunc `(q, k, v, out)` for one spec, `(q, k, v, bias, out)` where it has a bias;
+    q, k, v and out in `spec.layout`, the bias (Bb, Nb, Sq, Sk) whatever the layout."""
     t = tiles or default_tiles(spec)
     B, N, Sq, Sk = spec.batch, spec.heads, spec.q_len, spec.kv_len
     D, Dv = spec.head_dim, spec.head_dim_v
@@ -183,10 +193,12 @@ def attention_primfunc(spec: AttentionSpec, tiles: Tiles | None = None) -> tirx.
             for jj in T.unroll(8):
                 l_run[i0 + r] = l_run[i0 + r] + red[r, jj]
 
-    @T.prim_func(s_tir=True, private=True)
-    def attention(q: T.Buffer(q_shape, "float32"), k: T.Buffer(k_shape, "float32"),
-                  v: T.Buffer(v_shape, "float32"), o: T.Buffer(o_shape, "float32")):
-        T.func_attr({"tirx.noalias": True})
+    has_bias = spec.bias is not None
+    bb_n, bn_n = spec.bias or (1, 1)
+    bias_shape = (bb_n, bn_n, Sq, Sk)
+
+    @T.macro
+    def body(q, k, v, bias, o):
         qv = T.decl_buffer((B, N, Sq, D), "float32", data=q.data, strides=q_str)
         kv = T.decl_buffer((B, N, Sk, D), "float32", data=k.data, strides=k_str)
         vv = T.decl_buffer((B, N, Sk, Dv), "float32", data=v.data, strides=v_str)
@@ -254,6 +266,10 @@ def attention_primfunc(spec: AttentionSpec, tiles: Tiles | None = None) -> tirx.
                     for ii in T.unroll(mr):
                         for jj in T.vectorized(nr):
                             sc[ib * mr + ii, jb * nr + jj] = acc[ii, jj]
+                if has_bias:  # scores in base 2: the bias times log2(e), real rows and keys
+                    for i, j in T.grid(rows, cols):
+                        sc[i, j] = sc[i, j] + bias[b % bb_n, h % bn_n, q0 + i, k0 + j] * T.float32(
+                            _LOG2E)
                 # online softmax, G rows interleaved: running max m and sum l, p = 2^(s - m)
                 # in place of s, alpha = 2^(m_old - m_new) to rescale the accumulator; columns
                 # past the keys (or the causal limit) are masked where the group has any
@@ -283,6 +299,23 @@ def attention_primfunc(spec: AttentionSpec, tiles: Tiles | None = None) -> tirx.
                 inv = T.Select(l_run[i] > T.float32(0), T.float32(1) / l_run[i], T.float32(0))
                 for d in T.vectorized(Dv):
                     ov[b, h, q0 + i, d] = acc_o[i, d] * inv
+
+    if has_bias:
+        @T.prim_func(s_tir=True, private=True)
+        def attention_bias(q: T.Buffer(q_shape, "float32"), k: T.Buffer(k_shape, "float32"),
+                           v: T.Buffer(v_shape, "float32"),
+                           bias: T.Buffer(bias_shape, "float32"),
+                           o: T.Buffer(o_shape, "float32")):
+            T.func_attr({"tirx.noalias": True})
+            body(q, k, v, bias, o)
+
+        return attention_bias
+
+    @T.prim_func(s_tir=True, private=True)
+    def attention(q: T.Buffer(q_shape, "float32"), k: T.Buffer(k_shape, "float32"),
+                  v: T.Buffer(v_shape, "float32"), o: T.Buffer(o_shape, "float32")):
+        T.func_attr({"tirx.noalias": True})
+        body(q, k, v, q, o)
 
     return attention
 

@@ -8,12 +8,15 @@ from hwlat.kernels.attention.kernel import AttentionSpec
 
 
 def attention_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray,
-                        spec: AttentionSpec) -> np.ndarray:
+                        spec: AttentionSpec, bias: np.ndarray | None = None) -> np.ndarray:
     """Same contract as the kernel: tensors in `spec.layout`, causal offset as in AttentionSpec,
-    rows that see no key give zeros; returns float32."""
+    rows that see no key give zeros; `bias` (spec.bias) added to the scaled scores;
+    returns float32."""
     if spec.layout == "BSNH":
         q, k, v = (np.transpose(x, (0, 2, 1, 3)) for x in (q, k, v))
     s = np.einsum("bnid,bnjd->bnij", q.astype(np.float64), k.astype(np.float64)) * spec.scale
+    if bias is not None:  # (Bb, Nb, Sq, Sk), broadcast over batch and heads
+        s = s + bias.astype(np.float64)
     if spec.causal_offset is not None:
         i = np.arange(spec.q_len)[:, None]
         j = np.arange(spec.kv_len)[None, :]

@@ -36,6 +36,9 @@ reshaped conv biases are constants.
 Also rewritten (reduce.py): `relax.nn.layer_norm` over the last axis with constant scale and
 shift, and `relax.mean` over the two spatial axes of an NCHW tensor (a global average pool).
 
+First, a BatchNorm after a matmul with a constant weight is folded into the weight
+(linear_bn.py: LeViT's Linear -> BatchNorm1d), so that the matmul kernel takes its shift as bias.
+
 Last, a squeeze-excite scale in front of a 1x1 conv kernel (one image, groups 1):
 
     conv1x1(x * s, W)  ->  conv1x1(x, W * s)      s: (1, C, 1, 1), x * s read by the conv alone
@@ -142,7 +145,9 @@ def fuse_dense_pass() -> tvm.transform.Pass:
 def fuse_dense(mod: tvm.IRModule) -> tvm.IRModule:
     """The module with every conv and matmul the kernels take rewritten (the same module object
     when there is none)."""
-    return _Rewriter(mod, cpu_info.current()).run()
+    from hwlat.kernels.dense.linear_bn import fold_linear_bn
+
+    return _Rewriter(fold_linear_bn(mod), cpu_info.current()).run()
 
 
 # ---- ONNX Clip -> relax.clip ------------------------------------------------------------------

@@ -68,6 +68,26 @@ def test_kernel_matches_reference(name):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
 
 
+@pytest.mark.parametrize("spec", [
+    AttentionSpec(2, 3, 49, 49, 32, 32, 32 ** -0.5, bias=(1, 3)),  # Swin window, per-head bias
+    AttentionSpec(1, 4, 16, 49, 16, 32, 0.25, bias=(1, 4)),  # LeViT subsample: Sq < Sk
+    AttentionSpec(2, 2, 33, 70, 32, 32, 0.2, 37, "BSNH", bias=(2, 1)),  # a mask per image
+])
+def test_additive_bias_matches_reference(spec):
+    func = attention_primfunc(spec).with_attr("global_symbol", "attn")
+    ex = tvm.compile(tvm.IRModule({"attn": func}), target=TARGET)
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal(spec.shape(s, d)).astype(np.float32) for s, d in (
+        (spec.q_len, spec.head_dim), (spec.kv_len, spec.head_dim),
+        (spec.kv_len, spec.head_dim_v)))
+    bias = (3 * rng.standard_normal((*spec.bias, spec.q_len, spec.kv_len))).astype(np.float32)
+    out = tvm.runtime.tensor(np.full(spec.shape(spec.q_len, spec.head_dim_v), np.nan, np.float32))
+    ex["attn"](*(tvm.runtime.tensor(x) for x in (q, k, v, bias)), out)
+    want = attention_reference(q, k, v, spec, bias)
+    assert np.abs(want - attention_reference(q, k, v, spec)).max() > 0.1  # the bias matters
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-4, atol=2e-5)
+
+
 def test_causal_mask_changes_the_result():
     """The causal case is not the non-causal one by accident: row 0 sees key 0 only."""
     spec = CASES["self-causal-77-d32"]
@@ -133,6 +153,8 @@ def test_fast_exp2_is_accurate_below_zero():
 
 
 def test_bad_spec_and_tiles_are_refused():
+    with pytest.raises(InvalidInputError, match="bias"):
+        AttentionSpec(2, 3, 8, 8, 32, 32, 1.0, bias=(2, 2))
     with pytest.raises(InvalidInputError, match="layout"):
         AttentionSpec(1, 1, 4, 4, 32, 32, 1.0, None, "BHSD")
     with pytest.raises(InvalidInputError, match="dimensions"):

@@ -131,6 +131,82 @@ def test_decomposed_attention_is_rewritten_and_matches(form, rank):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
 
 
+def biased_module(bias_shape, const: bool, order: str, rank: int = 4, sq: int = 19,
+                  sk: int = 19, d: int = 16, dv: int = 32):
+    """torch's exported attention with an additive bias (LeViT's, Swin's relative position
+    bias; a mask): matmul(q, kT) * c -> add(bias) -> softmax -> matmul(., v)."""
+    lead = (2, 3) if rank == 4 else (6,)
+    shapes = {"q": (*lead, sq, d), "k": (*lead, sk, d), "v": (*lead, sk, dv)}
+    rng = np.random.default_rng(1)
+    bias_value = (2 * rng.standard_normal(bias_shape)).astype(np.float32)
+    if not const:
+        shapes["bias"] = bias_shape
+    swap = [*range(rank - 2), rank - 1, rank - 2]
+
+    def body(bb, q, k, v, *rest):
+        bias = rest[0] if rest else relax.const(bias_value)
+        s = bb.emit(relax.op.matmul(q, bb.emit(relax.op.permute_dims(k, swap))))
+        s = bb.emit(relax.op.multiply(s, relax.const(0.25, "float32")))
+        s = bb.emit(relax.op.add(s, bias) if order == "right" else relax.op.add(bias, s))
+        return relax.op.matmul(bb.emit(relax.op.nn.softmax(s, axis=-1)), v)
+
+    return _function(shapes, body), shapes, bias_value
+
+
+@pytest.mark.parametrize(("bias_shape", "const", "order", "rank"), [
+    ((3, 19, 19), True, "right", 4),  # per-head position bias, broadcast over batch
+    ((2, 1, 19, 19), False, "left", 4),  # a per-image mask, broadcast over heads
+    ((19, 1), False, "right", 4),  # broadcast along the keys: expanded before the kernel
+    ((6, 19, 19), True, "left", 3),
+])
+def test_attention_with_an_additive_bias_is_rewritten_and_matches(bias_shape, const, order, rank):
+    mod, shapes, bias_value = biased_module(bias_shape, const, order, rank)
+    fused = fuse_attention(mod)
+    calls = _calls(fused)
+    assert kernel_calls(fused) == 1
+    assert "relax.nn.softmax" not in calls and "relax.matmul" not in calls
+    (q, k, v, *rest), got = build_and_run(mod, shapes)
+    bias = rest[0] if rest else bias_value
+    s = np.einsum("...id,...jd->...ij", q.astype(np.float64), k.astype(np.float64)) * 0.25
+    s = s + bias
+    p = np.exp(s - s.max(-1, keepdims=True))
+    want = (p / p.sum(-1, keepdims=True)) @ v.astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
+
+
+def test_swins_shifted_window_bias_and_mask_are_rewritten_and_match():
+    # (scores + bias).view(B / nW, nW, N, S, S) + mask[:, None], viewed back: 2 images x 3
+    # windows, a per-head bias and a per-window mask
+    b, nw, n, s_len, d = 2, 3, 2, 13, 16
+    shapes = {"q": (b * nw, n, s_len, d), "k": (b * nw, n, s_len, d), "v": (b * nw, n, s_len, d)}
+    rng = np.random.default_rng(2)
+    bias = rng.standard_normal((1, n, s_len, s_len)).astype(np.float32)
+    mask = np.where(rng.random((nw, 1, s_len, s_len)) < 0.3, -100.0, 0.0).astype(np.float32)
+
+    def body(bb, q, k, v):
+        s = bb.emit(relax.op.matmul(q, bb.emit(relax.op.permute_dims(k, [0, 1, 3, 2]))))
+        s = bb.emit(relax.op.add(s, relax.const(bias)))
+        s = bb.emit(relax.op.reshape(s, (b, nw, n, s_len, s_len)))
+        s = bb.emit(relax.op.add(s, relax.const(mask)))
+        s = bb.emit(relax.op.reshape(s, (b * nw, n, s_len, s_len)))
+        return relax.op.matmul(bb.emit(relax.op.nn.softmax(s, axis=-1)), v)
+
+    mod = _function(shapes, body)
+    fused = fuse_attention(mod)
+    assert kernel_calls(fused) == 1 and "relax.nn.softmax" not in _calls(fused)
+    (q, k, v), got = build_and_run(mod, shapes)
+    sc = np.einsum("...id,...jd->...ij", q.astype(np.float64), k.astype(np.float64)) + bias
+    sc = (sc.reshape(b, nw, n, s_len, s_len) + mask[None]).reshape(b * nw, n, s_len, s_len)
+    p = np.exp(sc - sc.max(-1, keepdims=True))
+    want = (p / p.sum(-1, keepdims=True)) @ v.astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
+
+
+def test_a_bias_that_widens_the_scores_is_left_alone():
+    mod, _, _ = biased_module((4, 2, 3, 19, 19), True, "right")
+    assert fuse_attention(mod).same_as(mod)
+
+
 def test_what_the_kernel_cannot_take_is_left_alone():
     # softmax over the query axis, a per-element multiplier: not attention
     shapes = {"q": (1, 2, 8, 32), "k": (1, 2, 8, 32), "v": (1, 2, 8, 32)}
