@@ -12,7 +12,10 @@ between hwlat's export (torch's dynamo exporter, opset 18+) and torch's TorchScr
   stash_type; the reductions' keepdims, noop_with_empty_axes; Reshape's allowzero is left as
   written, since hwlat's export writes it on some Reshapes only);
 - a reduction's `axes` attribute (opset < 18) becomes its constant second input;
-- a Conv or Gemm bias that is all zeros is dropped (the dynamo exporter drops it);
+- a Conv or Gemm bias that is all zeros is dropped (the dynamo exporter drops it), and so is
+  BatchNormalization's training_mode=0;
+- a node that hands its input on unchanged is dropped, its readers reading that input: an
+  Identity of an activation, a Slice of the whole tensor, a Mul or Div by one, an Add of zero;
 - GlobalAveragePool becomes ReduceMean over the spatial axes (keepdims), and Flatten(axis=1) of
   a known shape becomes Reshape to (N, -1), as the dynamo exporter writes them.
 
@@ -83,14 +86,21 @@ def canonicalize(g: Graph, model=None) -> Graph:
                 sources[gelu.name] = tuple(sorted(m.index for m in cone))
     nodes: list[Node] = []
     changed = bool(replaced)
+    rename: dict[str, str] = {}  # output of a dropped no-op -> the value it passes on
     for n in g.nodes:
-        if n.name in replaced:
-            nodes.append(replaced[n.name])
+        if n.name in dropped and n.name not in replaced:
             continue
-        if n.name in dropped:
-            continue
+        n = replaced.get(n.name, n)
+        if any(i in rename for i in n.inputs):
+            n = Node(n.name, n.op, tuple(rename.get(i, i) for i in n.inputs), n.outputs,
+                     n.attrs, n.index)
         new = _canonical_node(g, n, const_data, extra_sigs, extra_data)
-        changed |= new != n
+        passed = _no_op_input(g, new, const_data)
+        if passed is not None:
+            rename[new.outputs[0]] = passed
+            changed = True
+            continue
+        changed |= new != g.node(n.name)
         nodes.append(new)
     if not changed:
         return g
@@ -170,6 +180,8 @@ def _canonical_node(g: Graph, n: Node, data: _ConstData, extra_sigs: dict,
     for k, default in _DEFAULTS.get(op, {}).items():
         if k not in attrs and not (k in ("pads", "dilations", "strides") and rank == 0):
             attrs[k] = default(rank)
+    if op is Op.BatchNormalization and attrs.get("training_mode") == 0:
+        del attrs["training_mode"]
     if op in (Op.Conv, Op.Gemm) and len(inputs) == 3 and inputs[2]:
         bias = data.get(inputs[2])
         if bias is not None and bias.size and not np.any(bias):
@@ -178,6 +190,33 @@ def _canonical_node(g: Graph, n: Node, data: _ConstData, extra_sigs: dict,
     if op is n.op and inputs == n.inputs and new_attrs == n.attrs:
         return n
     return Node(n.name, op, inputs, n.outputs, new_attrs, n.index)
+
+
+def _no_op_input(g: Graph, n: Node, data: _ConstData) -> str | None:
+    """The input a node hands on unchanged (an Identity of an activation, a Slice of the whole
+    tensor, a Mul or Div by one, an Add of zero), or None. A graph output stays as written."""
+    if len(n.outputs) != 1 or n.outputs[0] in g.outputs or not n.inputs or g.is_const(n.outputs[0]):
+        return None
+    x, out = n.inputs[0], g.values.get(n.outputs[0])
+    xv = g.values.get(x)
+    if out is None or xv is None or out.sig.numel() is None:
+        return None
+    if n.op is Op.Identity and out.sig == xv.sig:
+        return x
+    if n.op is Op.Slice and out.sig == xv.sig:
+        steps = data.get(n.inputs[4]) if len(n.inputs) > 4 and n.inputs[4] else np.ones(1)
+        return x if steps is not None and np.all(steps == 1) else None
+    neutral = {Op.Mul: 1.0, Op.Div: 1.0, Op.Add: 0.0, Op.Sub: 0.0}.get(n.op)
+    if neutral is None or len(n.inputs) != 2:
+        return None
+    for keep, other in ((0, 1), (1, 0)):
+        if other == 0 and n.op in (Op.Div, Op.Sub):
+            continue
+        c = data.get(n.inputs[other])
+        v = g.values.get(n.inputs[keep])
+        if c is not None and c.size and np.all(c == neutral) and v is not None and v.sig == out.sig:
+            return n.inputs[keep]
+    return None
 
 
 def _gelu_at(g: Graph, anchor: Node, allowed: frozenset[Op], approximate: str,

@@ -143,3 +143,44 @@ def test_gelu_kernel_cut_from_the_file_runs_as_written(tmp_path):
     got = ort.InferenceSession(cut.SerializeToString(), opts,
                                providers=["CPUExecutionProvider"]).run(None, {"x": x})
     np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+
+
+def i64(name, values):
+    return helper.make_tensor(name, TensorProto.INT64, [len(values)], values)
+
+
+NO_OPS = {
+    "identity": ([node("Identity", ["c"], ["n"])], []),
+    "whole_slice": ([node("Slice", ["c", "s0", "s8", "ax"], ["n"])],
+                    [i64("s0", [0]), i64("s8", [8]), i64("ax", [1])]),
+    "times_one": ([node("Mul", ["one", "c"], ["n"])], [const("one", [1.0])]),
+    "plus_zero": ([node("Add", ["c", "zero"], ["n"])], [const("zero", 0.0)]),
+}
+
+
+@pytest.mark.parametrize("form", sorted(NO_OPS))
+def test_no_op_between_conv_and_relu_is_dropped(tmp_path, form):
+    extra, inits = NO_OPS[form]
+    torch_form = conv_then([*extra, node("Relu", ["n"], ["y"])], inits, bias=False)
+    plain = conv_then([node("Relu", ["c"], ["y"])], bias=False)
+    got = keys(torch_form, tmp_path, "t.onnx")
+    assert got == keys(plain, tmp_path, "p.onnx") and got[0].startswith("conv|Conv+Relu|")
+
+
+def test_slice_that_cuts_or_a_mul_by_two_stays(tmp_path):
+    cut = conv_then([node("Slice", ["c", "s0", "s8", "ax"], ["n"]), node("Relu", ["n"], ["y"])],
+                    [i64("s0", [0]), i64("s8", [4]), i64("ax", [1])], bias=False)
+    cut.graph.output[0].CopyFrom(tensor("y", [1, 4, 8, 8]))
+    assert any("Slice" in k for k in keys(cut, tmp_path, "c.onnx"))
+    two = conv_then([node("Mul", ["c", "two"], ["n"]), node("Relu", ["n"], ["y"])],
+                    [const("two", 2.0)], bias=False)
+    assert "Mul" in "".join(keys(two, tmp_path, "t.onnx"))
+
+
+def test_batch_norm_training_mode_zero_keys_as_absent(tmp_path):
+    def bn(**attrs):
+        return model([node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], **attrs)],
+                     [tensor("x", [1, 4, 8, 8])], [tensor("y", [1, 4, 8, 8])],
+                     [const("s", rand(4)), const("b", rand(4)), const("m", rand(4)),
+                      const("v", np.ones(4))])
+    assert keys(bn(training_mode=0), tmp_path, "t.onnx") == keys(bn(), tmp_path, "h.onnx")
