@@ -12,6 +12,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from hwlat.graph import Op, fuse, load
+from hwlat.graph.cost import kernel_cost
 from hwlat.graph.extract import extract_kernel
 from tests.helpers.onnx_builders import const, model, node, rand, save, tensor
 
@@ -61,6 +62,10 @@ def test_erf_gelu_and_zero_bias_and_default_attrs_key_as_hwlat_writes_them(tmp_p
     torch_keys = keys(conv_then(nodes, [*inits, *HALF_ONE]), tmp_path, "t.onnx")
     assert torch_keys == keys(hwlat_gelu(), tmp_path, "h.onnx")
     assert torch_keys[0].startswith("conv|Conv+Gelu|") and "auto_pad=NOTSET" in torch_keys[0]
+    g = load(str(tmp_path / "t.onnx"))
+    (k,) = fuse(g)
+    cost = kernel_cost(g, k)  # the conv's MACs; weights without the GELU's scalars or a bias
+    assert (cost.macs, cost.params) == (8 * 4 * 9 * 64, 8 * 4 * 9)
 
 
 @pytest.mark.parametrize("bad", [1.5, 1.41])
