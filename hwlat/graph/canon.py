@@ -15,7 +15,7 @@ between hwlat's export (torch's dynamo exporter, opset 18+) and torch's TorchScr
 - a Conv or Gemm bias that is all zeros is dropped (the dynamo exporter drops it), and so is
   BatchNormalization's training_mode=0;
 - a node that hands its input on unchanged is dropped, its readers reading that input: an
-  Identity of an activation, a Slice of the whole tensor, a Mul or Div by one, an Add of zero;
+  Identity of an activation, a Slice of the whole tensor, a Mul or Div by a scalar one;
 - GlobalAveragePool becomes ReduceMean over the spatial axes (keepdims), and Flatten(axis=1) of
   a known shape becomes Reshape to (N, -1), as the dynamo exporter writes them.
 
@@ -46,8 +46,7 @@ _DEFAULTS: dict[Op, dict[str, Callable[[int], AttrValue]]] = {
                  "dilations": lambda r: (1,) * r, "pads": lambda r: (0,) * (2 * r),
                  "storage_order": lambda r: 0, "strides": lambda r: (1,) * r},
     Op.AveragePool: {"auto_pad": lambda r: "NOTSET", "ceil_mode": lambda r: 0,
-                     "count_include_pad": lambda r: 0, "pads": lambda r: (0,) * (2 * r),
-                     "strides": lambda r: (1,) * r},
+                     "pads": lambda r: (0,) * (2 * r), "strides": lambda r: (1,) * r},
     Op.Gemm: {"alpha": lambda r: 1.0, "beta": lambda r: 1.0, "transA": lambda r: 0,
               "transB": lambda r: 0},
     Op.LayerNormalization: {"axis": lambda r: -1, "epsilon": lambda r: 1e-5,
@@ -194,7 +193,7 @@ def _canonical_node(g: Graph, n: Node, data: _ConstData, extra_sigs: dict,
 
 def _no_op_input(g: Graph, n: Node, data: _ConstData) -> str | None:
     """The input a node hands on unchanged (an Identity of an activation, a Slice of the whole
-    tensor, a Mul or Div by one, an Add of zero), or None. A graph output stays as written."""
+    tensor, a Mul or Div by a scalar one), or None. A graph output stays as written."""
     if len(n.outputs) != 1 or n.outputs[0] in g.outputs or not n.inputs or g.is_const(n.outputs[0]):
         return None
     x, out = n.inputs[0], g.values.get(n.outputs[0])
@@ -206,15 +205,16 @@ def _no_op_input(g: Graph, n: Node, data: _ConstData) -> str | None:
     if n.op is Op.Slice and out.sig == xv.sig:
         steps = data.get(n.inputs[4]) if len(n.inputs) > 4 and n.inputs[4] else np.ones(1)
         return x if steps is not None and np.all(steps == 1) else None
-    neutral = {Op.Mul: 1.0, Op.Div: 1.0, Op.Add: 0.0, Op.Sub: 0.0}.get(n.op)
-    if neutral is None or len(n.inputs) != 2:
+    # a scalar one only: a weight tensor that happens to hold ones (or a zero bias after an
+    # unfused MatMul) is a parameter, and hwlat's export keeps it
+    if n.op not in (Op.Mul, Op.Div) or len(n.inputs) != 2:
         return None
     for keep, other in ((0, 1), (1, 0)):
-        if other == 0 and n.op in (Op.Div, Op.Sub):
+        if other == 0 and n.op is Op.Div:
             continue
         c = data.get(n.inputs[other])
         v = g.values.get(n.inputs[keep])
-        if c is not None and c.size and np.all(c == neutral) and v is not None and v.sig == out.sig:
+        if c is not None and c.size == 1 and np.all(c == 1) and v is not None and v.sig == out.sig:
             return n.inputs[keep]
     return None
 
