@@ -192,3 +192,21 @@ def test_batch_norm_training_mode_zero_keys_as_absent(tmp_path):
                      [const("s", rand(4)), const("b", rand(4)), const("m", rand(4)),
                       const("v", np.ones(4))])
     assert keys(bn(training_mode=0), tmp_path, "t.onnx") == keys(bn(), tmp_path, "h.onnx")
+
+
+def test_in_model_timing_charges_a_written_out_gelu_to_its_kernel(tmp_path, monkeypatch):
+    from hwlat.devices import load_device
+    from hwlat.runners import get_runner
+
+    nodes, inits = ERF_FORMS["torch"](SQRT2)
+    m = conv_then([*nodes, node("Relu", ["y"], ["r"])], [*inits, *HALF_ONE], out="r")
+    g = load(save(m, tmp_path / "t.onnx"))
+    kernels = fuse(g)
+    assert [k.key.ops for k in kernels] == [("Conv", "Gelu"), ("Relu",)]
+    runner = get_runner(load_device("cpu-ort"))
+    owners = {}
+    monkeypatch.setattr(runner, "_in_model_round", lambda path, owner: owners.update(owner) or {})
+    runner.time_in_model("unused", g, kernels)
+    # onnxruntime names executed nodes after the file's nodes: Div, Erf, Add, Mul belong to kernel 0
+    assert {owners.get(n.name) for n in m.graph.node if n.op_type in ("Div", "Erf", "Add", "Mul")} == {0}
+    assert owners["d"] == owners["e"] == 0 and owners["Relu_r"] == 1
