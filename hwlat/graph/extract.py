@@ -23,8 +23,11 @@ def extract_kernel(g: Graph, k: Kernel) -> onnx.ModelProto:
         raise InvalidModelError(f"graph '{g.name}' was not loaded from a file; cannot cut kernels")
     src = model.graph
     nodes = [g.node(n) for n in k.nodes]
-    inside = {o for n in nodes for o in n.outputs if o}
-    needed = [i for n in nodes for i in n.inputs if i and i not in inside]
+    # the file's nodes as written (a node of the graph may stand for several, graph.canon)
+    sources = g.meta.get("sources", {})
+    written = sorted({i for n in nodes for i in sources.get(n.name, (n.index,))})
+    inside = {o for i in written for o in src.node[i].output if o}
+    needed = list(dict.fromkeys(v for i in written for v in src.node[i].input if v and v not in inside))
     const_nodes = _constant_producers(g, needed)
     consts_made = {o for n in const_nodes for o in n.outputs}
     inits = {t.name: t for t in src.initializer}
@@ -45,7 +48,7 @@ def extract_kernel(g: Graph, k: Kernel) -> onnx.ModelProto:
             inputs = [i for i in inputs if i.name != coords]
             used_inits.append(numpy_helper.from_array(default_coords(shape[0]), coords))
     outputs = [value_info.get(o) or _typed(g, o) for o in exits(g, nodes)]
-    body = [src.node[n.index] for n in sorted(const_nodes + nodes, key=lambda n: n.index)]
+    body = [src.node[i] for i in sorted({n.index for n in const_nodes} | set(written))]
     sub = helper.make_graph(body, f"{g.name}.{k.kind.value}", inputs, outputs, used_inits)
     out = helper.make_model(sub, opset_imports=list(model.opset_import))
     out.ir_version = model.ir_version

@@ -24,6 +24,7 @@ import numpy as np
 
 from hwlat.errors import InvalidModelError, UnsupportedOpError, one_line
 from hwlat.graph.builder import assemble
+from hwlat.graph.canon import canonicalize
 from hwlat.graph.ir import SMALL_CONSTANT_ELEMENTS, AttrValue, Graph, Node, TensorSig
 from hwlat.graph.ops import NON_DETERMINISTIC, Op
 from hwlat.graph.shapes import infer_custom_shapes
@@ -55,7 +56,7 @@ def load(path: str | os.PathLike) -> Graph:
         check_structure(model)
         check_sparse_convs(model)  # hwlat's own op, which onnx's checker cannot check
         model = check_and_infer(model, Path(path))
-        g = to_ir(model, name=Path(path).stem)
+        g = canonicalize(to_ir(model, name=Path(path).stem), model)
     except UnicodeDecodeError as e:  # ONNX strings are decoded lazily, on first access
         raise InvalidModelError(f"{path}: a name or string in the model is not valid UTF-8") from e
     g.meta["onnx"] = model

@@ -112,7 +112,8 @@ def config_of(key: str) -> dict | None:
             cfg.update(k=_ints(a.get("kernel_shape")), strides=_ints(a.get("strides")),
                        pads=_ints(a.get("pads")), dilations=_ints(a.get("dilations")),
                        ceil_mode=None if "ceil_mode" not in a else int(a["ceil_mode"]))
-            if not cfg["k"] or set(a) - {"kernel_shape", "strides", "pads", "ceil_mode", "dilations", "auto_pad"}:
+            if not cfg["k"] or set(a) - {"kernel_shape", "strides", "pads", "ceil_mode", "dilations", "auto_pad",
+                                         "storage_order"} or a.get("storage_order", "0") != "0":
                 return None
         return cfg
     if p.kind == "elementwise" and len(p.ops) == 1 and not p.params and not a:
@@ -135,9 +136,12 @@ def _epilogue(ops: tuple[str, ...], *, residual: bool, bias: bool = False) -> li
     out, i, used_res = [], 0, False
     while i < len(ops):
         rest = ops[i:]
-        if rest[:5] == ("Div", "Erf", "Add", "Mul", "Mul"):
+        if rest[:5] == ("Div", "Erf", "Add", "Mul", "Mul"):  # keys from before graph.canon
             out.append("gelu")
             i += 5
+        elif rest[0] == "Gelu":  # a written-out GELU loads as one Gelu (graph.canon)
+            out.append("gelu")
+            i += 1
         elif rest[:2] == ("Sigmoid", "Mul"):
             out.append("silu")
             i += 2

@@ -108,7 +108,8 @@ def test_matmul_absorbs_exact_gelu(tmp_path):
               [tensor("a", [2, 16])], [tensor("y", [2, 8])],
               [const("w", rand(16, 8)), const("sqrt2", np.sqrt(2)), const("one", 1.0), const("half", 0.5)])
     _, ks = kernels_of(tmp_path, m)
-    assert summary(ks) == [(KernelKind.MATMUL, ("MatMul", "Div", "Erf", "Add", "Mul", "Mul"))]
+    # the written-out GELU is one Gelu at load time (graph.canon), as hwlat's export writes it
+    assert summary(ks) == [(KernelKind.MATMUL, ("MatMul", "Gelu"))]
 
 
 def test_attention_subgraph_is_one_kernel(tmp_path):
