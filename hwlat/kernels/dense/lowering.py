@@ -362,6 +362,67 @@ def _chains(op_pattern) -> list[_Chain]:
     return sorted(chains, key=lambda c: -len(c.inner))
 
 
+def _channel_const(c, channels: int, flat: bool = False) -> np.ndarray | None:
+    """A constant of one value, or of one value a channel along axis 1 of an NCHW tensor
+    ((1, C, 1, 1) or (C, 1, 1); (C,) where `flat`: a batch norm's), as `channels` float64 values;
+    else None."""
+    value = _const_array(c)
+    if value is None:
+        return None
+    if value.size == 1:
+        return np.full(channels, float(value.reshape(())))
+    if value.size == channels and (value.shape in ((1, channels, 1, 1), (channels, 1, 1))
+                                   or flat and value.shape == (channels,)):
+        return value.reshape(-1).astype(np.float64)
+    return None
+
+
+def _affine_of(v, chain: dict, value: dict, users: dict, var):
+    """(k, scale, shift, vars between) where v is a per-channel affine map v = k * scale + shift
+    of a chain's value k that only it reads (through a batch norm's tuple: the tuple var is
+    between), else None."""
+    if isinstance(v, relax.TupleGetItem) and v.index == 0:
+        bn = value.get(v.tuple_value)
+        t = v.tuple_value
+        if not (isinstance(bn, relax.Call) and getattr(bn.op, "name", None) == "relax.nn.batch_norm"
+                and isinstance(t, relax.DataflowVar) and list(users.get(t, ())) == [var]):
+            return None
+        k = bn.args[0]
+        if k not in chain or not isinstance(k, relax.DataflowVar) or list(users.get(k, ())) != [t]:
+            return None
+        a = bn.attrs
+        n = chain[k][2].shape[0]
+        params = [_channel_const(p, n, flat=True) for p in bn.args[1:5]]
+        if any(p is None for p in params) or int(a.axis) != 1 or not (a.center and a.scale):
+            return None
+        gamma, beta, mean, var_ = params
+        scale = gamma / np.sqrt(var_ + float(a.epsilon))
+        return k, scale, beta - mean * scale, [t]
+    if not isinstance(v, relax.Call) or len(v.args) != 2:
+        return None
+    op = getattr(v.op, "name", None)
+    for i, k in enumerate(v.args):
+        if k not in chain or not isinstance(k, relax.DataflowVar) or list(users.get(k, ())) != [var]:
+            continue
+        if static_f32_shape(var) != static_f32_shape(k):
+            return None
+        n = chain[k][2].shape[0]
+        c = _channel_const(v.args[1 - i], n)
+        if c is None:
+            return None
+        one, zero = np.ones(n), np.zeros(n)
+        if op == "relax.add":
+            return k, one, c, []
+        if op == "relax.multiply":
+            return k, c, zero, []
+        if op == "relax.subtract" and i == 0:
+            return k, one, -c, []
+        if op == "relax.divide" and i == 0 and (c != 0.0).all():
+            return k, 1.0 / c, zero, []
+        return None
+    return None
+
+
 def _step_of(op: str, args: list, i: int, other, value: dict, users: dict, k, var):
     """(step, vars the step also consumes) of the op `op(*args)` on the kernel output args[i] = k,
     bound to var: a step of spec.STEPS, "residual" (k + r, r of k's shape), or (None, ())."""
@@ -502,6 +563,7 @@ class _Rewriter(KernelRewriter):
         conv = is_op("relax.nn.conv2d")(x, w)
         mm = is_op("relax.matmul")(x, w)
         func = canonical_gelu(func)
+        func = self._each_block(func, self._fold_block_affine)
         rules = [(c, functools.partial(self._conv_rewrite, c, x, w)) for c in _chains(conv)]
         rules += [(c, functools.partial(self._matmul_rewrite, c, x, w)) for c in _chains(mm)]
         for chain, make in rules:
@@ -580,6 +642,50 @@ class _Rewriter(KernelRewriter):
         if not isinstance(value, relax.Call) or value.op != _CALL_TIR:
             return None
         return self.specs.get(value.args[0].name_hint)
+
+    def _fold_block_affine(self, block: relax.DataflowBlock) -> tuple[relax.DataflowBlock, int]:
+        """Each conv2d with a constant weight followed by per-channel constant multiplies, adds
+        (a bias; also subtract and divide) or an inference batch norm, read by that chain alone,
+        as conv2d(x, W') + b' (see the module doc); a plain conv + bias is left as it is."""
+        value = {b.var: b.value for b in block.bindings}
+        users = relax.analysis.udchain(block)
+        chain = {}  # var -> [x, conv call, W (float64), bias (float64), member vars, worth it]
+        for b in block.bindings:
+            v = b.value
+            if isinstance(v, relax.Call) and getattr(v.op, "name", None) == "relax.nn.conv2d":
+                wv = _const_array(v.args[1])
+                a = v.attrs
+                if wv is not None and wv.ndim == 4 and static_f32_shape(b.var) is not None \
+                        and (a.data_layout, a.kernel_layout, a.out_layout) == ("NCHW", "OIHW", "NCHW"):
+                    chain[b.var] = [v.args[0], v, wv.astype(np.float64),
+                                    np.zeros(wv.shape[0]), [b.var], False]
+                continue
+            got = _affine_of(v, chain, value, users, b.var)
+            if got is None:
+                continue
+            k, scale, shift, via = got
+            x, call, wv, bias, members, worth = chain.pop(k)
+            chain[b.var] = [x, call, wv * scale.reshape(-1, 1, 1, 1), bias * scale + shift,
+                            [*members, *via, b.var], worth or (scale != 1.0).any() or len(members) > 1]
+        new, dead = {}, set()
+        for var, (x, call, wv, bias, members, worth) in chain.items():
+            if not worth:
+                continue
+            conv = self.bb.normalize(relax.Call(call.op, [x, relax.const(wv.astype(np.float32))],
+                                                call.attrs))
+            cv = relax.DataflowVar(f"{var.name}_conv", conv.ty)
+            add = relax.op.add(cv, relax.const(bias.astype(np.float32).reshape(1, -1, 1, 1)))
+            new[var] = [relax.VarBinding(cv, conv), relax.VarBinding(var, add)]
+            dead |= set(members[:-1])
+        if not new:
+            return block, 0
+        out = []
+        for b in block.bindings:
+            if b.var in new:
+                out += new[b.var]
+            elif b.var not in dead:
+                out.append(b)
+        return relax.DataflowBlock(out), len(new)
 
     def _absorb_epilogues(self, func: relax.Function) -> relax.Function:
         """Each elementwise op whose input is a conv or matmul kernel's output, read by that op

@@ -153,7 +153,7 @@ def test_matmul_gelu_then_residual_fuses_and_matches_numpy():
 
 
 def test_a_step_whose_input_is_read_elsewhere_stays_a_separate_op():
-    def body(bb, x, r):
+    def body(bb, x, r=None):
         v = bb.emit(relax.op.nn.relu(_conv(bb, x, W3, B3)))
         return bb.emit(relax.op.add(bb.emit(relax.op.multiply(v, _c(3.0))), v))  # v read twice
 
@@ -183,3 +183,48 @@ def test_onnx_hardsigmoid_and_hardswish_after_convs_fuse_and_match_onnxruntime()
     x = _f32(1, 6, 9, 5) * 3
     want = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_allclose(_run(mod, x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+# ---- per-channel constants before any activation: folded into the weight and the bias -----------
+
+def _bn_relu(bb, x, r=None):  # conv (no bias) -> batch norm (inference) -> relu
+    y = bb.emit(relax.op.nn.conv2d(x, _c(W3), padding=(1, 1, 1, 1)))
+    bn = bb.emit(relax.op.nn.batch_norm(y, _c(GAMMA), _c(BETA), _c(MEAN), _c(VAR), axis=1, epsilon=1e-3))
+    return bb.emit(relax.op.nn.relu(bb.emit(relax.TupleGetItem(bn, 0))))
+
+
+def _scale_shift_silu(bb, x, r=None):  # conv + bias -> * s[c] -> - t[c] -> / 2 -> silu
+    v = bb.emit(relax.op.multiply(_c(GAMMA.reshape(1, -1, 1, 1)), _conv(bb, x, W3, B3)))
+    v = bb.emit(relax.op.divide(bb.emit(relax.op.subtract(v, _c(BETA.reshape(-1, 1, 1)))), _c(2.0)))
+    return bb.emit(relax.op.multiply(v, bb.emit(relax.op.sigmoid(v))))
+
+
+GAMMA, BETA, MEAN, VAR = _f32(13), _f32(13), _f32(13), np.abs(_f32(13)) + 0.1
+
+
+def _folded(w, b, scale, shift):
+    """(w, b) of conv(x, w) + b = (conv(x, W) + B) * scale + shift, per output channel."""
+    return (w * scale.reshape(-1, 1, 1, 1)).astype(np.float32), (b * scale + shift).astype(np.float32)
+
+
+@pytest.mark.tvm
+def test_per_channel_affine_and_batch_norm_fold_into_the_conv_and_match_numpy():
+    bn_scale = GAMMA.astype(np.float64) / np.sqrt(VAR.astype(np.float64) + 1e-3)
+    cases = [(_bn_relu, "relu", _folded(W3, np.zeros(13), bn_scale, BETA - MEAN * bn_scale)),
+             (_scale_shift_silu, "silu", _folded(W3, B3, GAMMA / 2.0, -BETA / 2.0))]
+    for body, act, (w, b) in cases:
+        mod = _module((X,), body)
+        calls = _calls(fuse_dense(mod))
+        assert calls == {"tir:hwlat_conv2d": 1}, (act, calls)
+        spec = Conv2dSpec(*X, 13, (3, 3), padding=(1, 1, 1, 1), epilogue=Epilogue(True, False, act))
+        x = _f32(*X)
+        np.testing.assert_allclose(_run(mod, x), conv2d_reference(spec, x, w, b), rtol=1e-4, atol=1e-4)
+
+
+def test_a_per_channel_multiply_after_the_activation_is_not_folded_into_the_weight():
+    def body(bb, x, r=None):
+        v = bb.emit(relax.op.nn.relu(_conv(bb, x, W3, B3)))
+        return bb.emit(relax.op.multiply(v, _c(GAMMA.reshape(1, -1, 1, 1))))
+
+    calls = _calls(fuse_dense(_module((X,), body)))
+    assert calls == {"tir:hwlat_conv2d": 1, "relax.multiply": 1}, calls
