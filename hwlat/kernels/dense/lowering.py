@@ -29,6 +29,19 @@ value used elsewhere too ends the chain before it). W is packed into the kernel'
 at compile time. A conv or matmul the kernels do not take (`supports` says why: other layouts,
 dtypes, symbolic shapes, channels not a multiple of the groups) is left to TVM's lowering.
 
+Before the chains are matched, a conv2d with a constant weight followed by per-channel (or
+scalar) constant multiplies, adds, subtracts, divides or an inference `relax.nn.batch_norm`,
+before any activation and each value read by the next alone, becomes conv2d(x, W') + b' (the
+affine map folded into W and b at compile time; `_fold_block_affine`). After them, each
+elementwise op whose input is a conv or matmul kernel's output read by that op alone is taken
+into the kernel's epilogue as one more step (`_absorb_epilogues`; spec.py's `pre` / `post`): a
+unary activation (relu, clip with finite bounds, sigmoid, gelu, gelu_tanh; SiLU and hardswish
+written out), a multiply, add, subtract or divide by a constant scalar, or the residual add
+(where the epilogue has none yet: the steps before it become `pre`). So an activation before
+the residual, a second activation, HardSigmoid (clip(v * alpha + beta, 0, 1) as TVM imports it)
+and scale-and-shift chains fuse, up to spec.MAX_STEPS steps; a per-channel constant after an
+activation stays a separate op.
+
 ONNX `Clip` with constant bounds is imported as `relax.clip` (TVM's converter emits two opaque
 `call_tir`s, which nothing can fuse); the pass runs after constant folding, so that ONNX's
 reshaped conv biases are constants.
