@@ -1,7 +1,8 @@
 """What the dense kernels share in TIR: the parameter list of their epilogue (`epilogue_params`)
 and the activations they fuse into their store, as TIR expressions that LLVM vectorises
 (no calls into libm): relu, clip, hardswish, gelu (erf form), gelu_tanh (tanh form), sigmoid
-and silu (v * sigmoid(v)).
+and silu (v * sigmoid(v)), and the other elementwise steps of an epilogue's chain (`residual_input`
+applies its `pre` steps, `activate` its activation and `post` steps).
 
 gelu(v) = v/2 (1 + erf(v / sqrt 2)), with erf from Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7;
 measured <= 4.6e-7 on gelu in float32 over [-10, 10]) and the exponential from the attention
@@ -52,26 +53,47 @@ def _sigmoid(v):
     return _c(1.0) / (_c(1.0) + fast_exp2(e))
 
 
-def activate(v, ep: Epilogue):
-    """The epilogue's activation applied to the float32 expression v."""
-    if ep.activation == "relu":
+def _step(v, step: tuple):
+    """One elementwise step (spec.STEPS) applied to the float32 expression v."""
+    name = step[0]
+    if name == "relu":
         return tirx.max(v, _c(0.0))
-    if ep.activation == "clip":
-        return tirx.min(tirx.max(v, _c(ep.clip_min)), _c(ep.clip_max))
-    if ep.activation == "hardswish":
+    if name == "clip":
+        return tirx.min(tirx.max(v, _c(step[1])), _c(step[2]))
+    if name == "mul":
+        return v * _c(step[1])
+    if name == "add":
+        return v + _c(step[1])
+    if name == "hardswish":
         # ONNX HardSwish's definition, v * clip(v / 6 + 1/2, 0, 1) (= v * clip(v + 3, 0, 6) / 6,
         # as TVM imports it, up to float rounding): multiplies only; the division by 6 compiled
         # to vdivps, which showed in a profile of the 14x14 expand convs (docs/notebook/compile.md)
         return v * tirx.min(tirx.max(v * _c(1.0 / 6.0) + _c(0.5), _c(0.0)), _c(1.0))
-    if ep.activation == "gelu":
+    if name == "gelu":
         return _gelu(v)
-    if ep.activation == "gelu_tanh":
+    if name == "gelu_tanh":
         u = v + _c(0.044715) * v * v * v
         return v * _sigmoid(u * _c(2.0 * math.sqrt(2.0 / math.pi)))
-    if ep.activation == "sigmoid":
+    if name == "sigmoid":
         return _sigmoid(v)
-    if ep.activation == "silu":
+    if name == "silu":
         return v * _sigmoid(v)
+    raise ValueError(f"unknown epilogue step {step!r}")
+
+
+def residual_input(v, ep: Epilogue):
+    """The epilogue's `pre` steps applied to v (bias added, residual not yet): the value the
+    residual is added to."""
+    for step in ep.pre:
+        v = _step(v, step)
+    return v
+
+
+def activate(v, ep: Epilogue):
+    """What follows the residual add, applied to the float32 expression v: the epilogue's
+    activation, then its `post` steps."""
+    for step in ep.steps:
+        v = _step(v, step)
     return v
 
 

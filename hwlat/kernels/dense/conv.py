@@ -62,7 +62,7 @@ from tvm.script import tirx as T
 
 from hwlat.kernels.cpu import AVX2, CpuInfo
 from hwlat.kernels.dense import matmul
-from hwlat.kernels.dense.activation import activate, epilogue_params
+from hwlat.kernels.dense.activation import activate, epilogue_params, residual_input
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue
 
 LANES = 8  # fp32 lanes of one AVX2 register
@@ -304,7 +304,7 @@ def _finish(v, ep: Epilogue, bias, res, b, co, p):
     if ep.bias:
         v = v + bias[co]
     if ep.residual:
-        v = v + res[b, co, p]
+        v = residual_input(v, ep) + res[b, co, p]
     return activate(v, ep)
 
 
@@ -706,7 +706,7 @@ def _body_pixels(spec: Conv2dSpec, plan: Plan, g: _Geom):
         return v if ep.residual else activate(v, ep)
 
     def store_ep(v, res, b, co, p):
-        return activate(v + res[b, co, p], ep) if ep.residual else v
+        return activate(residual_input(v, ep) + res[b, co, p], ep) if ep.residual else v
 
     @T.macro
     def body(x, wp, bias, rf, yf):

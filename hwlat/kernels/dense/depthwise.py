@@ -34,7 +34,7 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
-from hwlat.kernels.dense.activation import activate, epilogue_params
+from hwlat.kernels.dense.activation import activate, epilogue_params, residual_input
 from hwlat.kernels.dense.spec import Conv2dSpec
 
 VECTOR_LANES = 8  # float32 lanes of an AVX2 register
@@ -134,7 +134,7 @@ def primfunc(spec: Conv2dSpec, tile: Tile | None = None) -> tirx.PrimFunc:
         if has_bias:
             v = v + b[c]
         if has_res:
-            v = v + res[n, c, oh, ow]
+            v = residual_input(v, ep) + res[n, c, oh, ow]
         return activate(v, ep)
 
     def rows_end(rb):  # padded rows read by the first rb row tiles

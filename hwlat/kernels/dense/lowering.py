@@ -29,6 +29,19 @@ value used elsewhere too ends the chain before it). W is packed into the kernel'
 at compile time. A conv or matmul the kernels do not take (`supports` says why: other layouts,
 dtypes, symbolic shapes, channels not a multiple of the groups) is left to TVM's lowering.
 
+Before the chains are matched, a conv2d with a constant weight followed by per-channel (or
+scalar) constant multiplies, adds, subtracts, divides or an inference `relax.nn.batch_norm`,
+before any activation and each value read by the next alone, becomes conv2d(x, W') + b' (the
+affine map folded into W and b at compile time; `_fold_block_affine`). After them, each
+elementwise op whose input is a conv or matmul kernel's output read by that op alone is taken
+into the kernel's epilogue as one more step (`_absorb_epilogues`; spec.py's `pre` / `post`): a
+unary activation (relu, clip with finite bounds, sigmoid, gelu, gelu_tanh; SiLU and hardswish
+written out), a multiply, add, subtract or divide by a constant scalar, or the residual add
+(where the epilogue has none yet: the steps before it become `pre`). So an activation before
+the residual, a second activation, HardSigmoid (clip(v * alpha + beta, 0, 1) as TVM imports it)
+and scale-and-shift chains fuse, up to spec.MAX_STEPS steps; a per-channel constant after an
+activation stays a separate op.
+
 ONNX `Clip` with constant bounds is imported as `relax.clip` (TVM's converter emits two opaque
 `call_tir`s, which nothing can fuse); the pass runs after constant folding, so that ONNX's
 reshaped conv biases are constants.
@@ -56,6 +69,7 @@ scheduled, and their weights packed, for the CPU of the target being built for
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import math
@@ -69,12 +83,14 @@ from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 from hwlat.kernels import cpu as cpu_info
 from hwlat.kernels.cpu import CpuInfo
-from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue, MatmulSpec
+from hwlat.kernels.dense.spec import ACTIVATIONS, Conv2dSpec, Epilogue, MatmulSpec
 from hwlat.kernels.relax_rewrite import KernelRewriter, as_kernel, module_pass, static_f32_shape
 
 _Constant = tvm.ir.expr.Constant  # relax.const(...)
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 _MULTIPLY = tvm.ir.Op.get("relax.multiply")
+_UNARY_STEPS = {"relax.nn.relu": ("relu",), "relax.sigmoid": ("sigmoid",), "relax.nn.gelu": ("gelu",),
+                "relax.nn.gelu_tanh": ("gelu_tanh",), "relax.nn.silu": ("silu",)}
 KERNEL_NAMES = {"conv": "hwlat_conv2d", "depthwise": "hwlat_depthwise_conv2d",
                 "grouped": "hwlat_grouped_conv2d",
                 "winograd": "hwlat_conv2d_winograd", "mbconv": "hwlat_mbconv",
@@ -364,6 +380,154 @@ def _chains(op_pattern) -> list[_Chain]:
     return sorted(chains, key=lambda c: -len(c.inner))
 
 
+def _channel_const(c, channels: int, flat: bool = False) -> np.ndarray | None:
+    """A constant of one value, or of one value a channel along axis 1 of an NCHW tensor
+    ((1, C, 1, 1) or (C, 1, 1); (C,) where `flat`: a batch norm's), as `channels` float64 values;
+    else None."""
+    value = _const_array(c)
+    if value is None:
+        return None
+    if value.size == 1:
+        return np.full(channels, float(value.reshape(())))
+    if value.size == channels and (value.shape in ((1, channels, 1, 1), (channels, 1, 1))
+                                   or flat and value.shape == (channels,)):
+        return value.reshape(-1).astype(np.float64)
+    return None
+
+
+def _affine_of(v, chain: dict, value: dict, users: dict, var):
+    """(k, scale, shift, vars between) where v is a per-channel affine map v = k * scale + shift
+    of a chain's value k that only it reads (through a batch norm's tuple: the tuple var is
+    between), else None."""
+    if isinstance(v, relax.TupleGetItem) and v.index == 0:
+        bn = value.get(v.tuple_value)
+        t = v.tuple_value
+        if not (isinstance(bn, relax.Call) and getattr(bn.op, "name", None) == "relax.nn.batch_norm"
+                and isinstance(t, relax.DataflowVar) and list(users.get(t, ())) == [var]):
+            return None
+        k = bn.args[0]
+        if k not in chain or not isinstance(k, relax.DataflowVar) or list(users.get(k, ())) != [t]:
+            return None
+        a = bn.attrs
+        n = chain[k][2].shape[0]
+        params = [_channel_const(p, n, flat=True) for p in bn.args[1:5]]
+        if any(p is None for p in params) or int(a.axis) != 1 or not (a.center and a.scale):
+            return None
+        gamma, beta, mean, var_ = params
+        scale = gamma / np.sqrt(var_ + float(a.epsilon))
+        return k, scale, beta - mean * scale, [t]
+    if not isinstance(v, relax.Call) or len(v.args) != 2:
+        return None
+    op = getattr(v.op, "name", None)
+    for i, k in enumerate(v.args):
+        if k not in chain or not isinstance(k, relax.DataflowVar) or list(users.get(k, ())) != [var]:
+            continue
+        if static_f32_shape(var) != static_f32_shape(k):
+            return None
+        n = chain[k][2].shape[0]
+        c = _channel_const(v.args[1 - i], n)
+        if c is None:
+            return None
+        one, zero = np.ones(n), np.zeros(n)
+        if op == "relax.add":
+            return k, one, c, []
+        if op == "relax.multiply":
+            return k, c, zero, []
+        if op == "relax.subtract" and i == 0:
+            return k, one, -c, []
+        if op == "relax.divide" and i == 0 and (c != 0.0).all():
+            return k, 1.0 / c, zero, []
+        return None
+    return None
+
+
+def _step_of(op: str, args: list, i: int, other, value: dict, users: dict, k, var):
+    """(step, vars the step also consumes) of the op `op(*args)` on the kernel output args[i] = k,
+    bound to var: a step of spec.STEPS, "residual" (k + r, r of k's shape), or (None, ())."""
+    none = (None, ())
+    if op in _UNARY_STEPS and len(args) == 1:
+        return _UNARY_STEPS[op], ()
+    if op == "relax.clip" and i == 0 and len(args) == 3:
+        try:
+            lo, hi = _float(args[1]), _float(args[2])
+        except (TypeError, ValueError):
+            return none
+        return (("clip", lo, hi), ()) if math.isfinite(lo) and math.isfinite(hi) and lo <= hi else none
+    if other is None:
+        return none
+    c = _scalar(other)
+    if c is not None and math.isfinite(c):
+        if op == "relax.multiply":
+            return ("mul", c), ()
+        if op == "relax.add":
+            return ("add", c), ()
+        if op == "relax.subtract" and i == 0:
+            return ("add", -c), ()
+        if op == "relax.divide" and i == 0 and c != 0.0:
+            return ("mul", 1.0 / c), ()
+        return none
+    if op == "relax.add" and not isinstance(other, _Constant) and not other.same_as(k) \
+            and static_f32_shape(other) == static_f32_shape(k):
+        return "residual", ()
+    if op == "relax.multiply":  # SiLU / hardswish written out: k * gate(k)
+        gate = _gate(k, other, value, users)
+        if gate is not None:
+            return gate
+    return none
+
+
+def _gate(k, g, value: dict, users: dict):
+    """((act,), the gate's vars) where g is sigmoid(k) (SiLU) or clip(k + 3, 0, 6) / 6
+    (hardswish as ONNX's HardSwish imports), each of its values read once, else None."""
+    def private(var, n=1) -> bool:
+        return isinstance(var, relax.DataflowVar) and len(list(users.get(var, ()))) == n
+
+    def call(var, op):
+        v = value.get(var)
+        return v if isinstance(v, relax.Call) and getattr(v.op, "name", None) == op else None
+
+    if not private(g):
+        return None
+    sig = call(g, "relax.sigmoid")
+    if sig is not None and sig.args[0].same_as(k):
+        return ("silu",), (g,)
+    div = call(g, "relax.divide")
+    if div is None or _scalar(div.args[1]) != 6.0 or not private(div.args[0]):
+        return None
+    clip = call(div.args[0], "relax.clip")
+    if clip is None or not private(clip.args[0]):
+        return None
+    try:
+        if (_float(clip.args[1]), _float(clip.args[2])) != (0.0, 6.0):
+            return None
+    except (TypeError, ValueError):
+        return None
+    add = call(clip.args[0], "relax.add")
+    if add is None or len(add.args) != 2:
+        return None
+    for a, c in (add.args, add.args[::-1]):
+        if a.same_as(k) and _scalar(c) == 3.0:
+            return ("hardswish",), (g, div.args[0], clip.args[0])
+    return None
+
+
+def _with_step(ep: Epilogue, step) -> Epilogue | None:
+    """ep with one more step at its end ("residual": the residual add), None where it cannot
+    take it (a second residual, too many steps)."""
+    try:
+        if step == "residual":
+            if ep.residual:
+                return None
+            return dataclasses.replace(ep, residual=True, activation="none", pre=ep.steps, post=())
+        if ep.activation == "none" and not ep.post and step[0] in ACTIVATIONS:
+            if step[0] == "clip":
+                return dataclasses.replace(ep, activation="clip", clip_min=step[1], clip_max=step[2])
+            return dataclasses.replace(ep, activation=step[0])
+        return dataclasses.replace(ep, post=(*ep.post, step))
+    except ValueError:
+        return None
+
+
 def _threads() -> int:
     """The thread count of the target being built for (its num-cores; 1 when unknown)."""
     target = tvm.target.Target.current(allow_none=True)
@@ -417,10 +581,12 @@ class _Rewriter(KernelRewriter):
         conv = is_op("relax.nn.conv2d")(x, w)
         mm = is_op("relax.matmul")(x, w)
         func = canonical_gelu(func)
+        func = self._each_block(func, self._fold_block_affine)
         rules = [(c, functools.partial(self._conv_rewrite, c, x, w)) for c in _chains(conv)]
         rules += [(c, functools.partial(self._matmul_rewrite, c, x, w)) for c in _chains(mm)]
         for chain, make in rules:
             func = rewrite_call(chain.pattern, make(*_bindings(func)), func)
+        func = self._absorb_epilogues(func)
         func = self._fuse_blocks(func)
         func = self._fold_scales(func)
         ln_x, gamma, beta = wildcard(), is_const(), is_const()
@@ -494,6 +660,112 @@ class _Rewriter(KernelRewriter):
         if not isinstance(value, relax.Call) or value.op != _CALL_TIR:
             return None
         return self.specs.get(value.args[0].name_hint)
+
+    def _fold_block_affine(self, block: relax.DataflowBlock) -> tuple[relax.DataflowBlock, int]:
+        """Each conv2d with a constant weight followed by per-channel constant multiplies, adds
+        (a bias; also subtract and divide) or an inference batch norm, read by that chain alone,
+        as conv2d(x, W') + b' (see the module doc); a plain conv + bias is left as it is."""
+        value = {b.var: b.value for b in block.bindings}
+        users = relax.analysis.udchain(block)
+        chain = {}  # var -> [x, conv call, W (float64), bias (float64), member vars, worth it]
+        for b in block.bindings:
+            v = b.value
+            if isinstance(v, relax.Call) and getattr(v.op, "name", None) == "relax.nn.conv2d":
+                wv = _const_array(v.args[1])
+                a = v.attrs
+                if wv is not None and wv.ndim == 4 and static_f32_shape(b.var) is not None \
+                        and (a.data_layout, a.kernel_layout, a.out_layout) == ("NCHW", "OIHW", "NCHW"):
+                    chain[b.var] = [v.args[0], v, wv.astype(np.float64),
+                                    np.zeros(wv.shape[0]), [b.var], False]
+                continue
+            got = _affine_of(v, chain, value, users, b.var)
+            if got is None:
+                continue
+            k, scale, shift, via = got
+            x, call, wv, bias, members, worth = chain.pop(k)
+            chain[b.var] = [x, call, wv * scale.reshape(-1, 1, 1, 1), bias * scale + shift,
+                            [*members, *via, b.var], worth or (scale != 1.0).any() or len(members) > 1]
+        new, dead = {}, set()
+        for var, (x, call, wv, bias, members, worth) in chain.items():
+            if not worth:
+                continue
+            conv = self.bb.normalize(relax.Call(call.op, [x, relax.const(wv.astype(np.float32))],
+                                                call.attrs))
+            cv = relax.DataflowVar(f"{var.name}_conv", conv.ty)
+            add = relax.op.add(cv, relax.const(bias.astype(np.float32).reshape(1, -1, 1, 1)))
+            new[var] = [relax.VarBinding(cv, conv), relax.VarBinding(var, add)]
+            dead |= set(members[:-1])
+        if not new:
+            return block, 0
+        out = []
+        for b in block.bindings:
+            if b.var in new:
+                out += new[b.var]
+            elif b.var not in dead:
+                out.append(b)
+        return relax.DataflowBlock(out), len(new)
+
+    def _absorb_epilogues(self, func: relax.Function) -> relax.Function:
+        """Each elementwise op whose input is a conv or matmul kernel's output, read by that op
+        alone, taken into the kernel's epilogue as one more step (see the module doc)."""
+        self.specs = {gv.name_hint: spec for spec, gv in self.kernels.items()}
+        return self._each_block(func, self._absorb_block)
+
+    def _absorb_block(self, block: relax.DataflowBlock) -> tuple[relax.DataflowBlock, int]:
+        value = {b.var: b.value for b in block.bindings}
+        users = relax.analysis.udchain(block)
+        kernel = {}  # var -> (spec, args) of a conv or matmul kernel call (as grown so far)
+        grown, dead = {}, set()
+        for b in block.bindings:
+            spec = self._spec_of(b.value)
+            if isinstance(spec, Conv2dSpec | MatmulSpec):
+                kernel[b.var] = (spec, list(b.value.args[1].fields))
+                continue
+            got = self._absorbed(b, kernel, value, users)
+            if got is None:
+                continue
+            k, spec, args, also_dead = got
+            kernel[b.var] = grown[b.var] = (spec, args)
+            grown.pop(k, None)
+            dead |= {k, *also_dead}
+        if not grown:
+            return block, 0
+        out = []
+        for b in block.bindings:
+            if b.var in grown:
+                spec, args = grown[b.var]
+                out.append(relax.VarBinding(b.var, relax.call_tir(
+                    self.kernel(spec), args, relax.TensorType(spec.y_shape, "float32"))))
+            elif b.var not in dead:
+                out.append(b)
+        return relax.DataflowBlock(out), len(grown)
+
+    def _absorbed(self, b, kernel: dict, value: dict, users: dict):
+        """(kernel var, grown spec, its call's arguments, other vars made dead) where binding b
+        is an epilogue step on a kernel output that only b reads, else None."""
+        call = b.value
+        if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
+            return None
+        op, args = call.op.name, list(call.args)
+        for i, k in enumerate(args[:2]):
+            if k not in kernel or not isinstance(k, relax.DataflowVar):
+                continue
+            spec, kargs = kernel[k]
+            if static_f32_shape(b.var) != spec.y_shape:
+                return None
+            other = args[1 - i] if len(args) == 2 else None
+            step, also_dead = _step_of(op, args, i, other, value, users, k, b.var)
+            readers = set(users.get(k, ()))
+            if step is None or b.var not in readers or not readers <= {b.var, *also_dead}:
+                continue
+            ep = _with_step(spec.epilogue, step)
+            if ep is None:
+                return None
+            new = dataclasses.replace(spec, epilogue=ep)
+            if why_not(new):
+                return None
+            return k, new, kargs + ([other] if step == "residual" else []), also_dead
+        return None
 
     def _fuse_blocks(self, func: relax.Function) -> relax.Function:
         """Each [expand ->] depthwise [-> project] chain of this rewrite's conv kernels that

@@ -38,7 +38,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from hwlat.kernels.cpu import AVX2, CpuInfo
-from hwlat.kernels.dense.activation import activate, kernel_entry
+from hwlat.kernels.dense.activation import activate, kernel_entry, residual_input
 from hwlat.kernels.dense.spec import Epilogue, MatmulSpec
 
 NR = 16  # output columns of a panel / register tile (two AVX2 vectors of 8 floats)
@@ -101,7 +101,7 @@ def _finish(v, ep, bias, residual, i, j):
     if ep.bias:
         v = v + bias[j]
     if ep.residual:
-        v = v + residual[i, j]
+        v = residual_input(v, ep) + residual[i, j]
     return activate(v, ep)
 
 

@@ -57,7 +57,7 @@ from tvm.script import tirx as T
 from hwlat.graph import mbconv as graph_mbconv
 from hwlat.kernels.cpu import AVX2, CpuInfo
 from hwlat.kernels.dense import depthwise
-from hwlat.kernels.dense.activation import activate
+from hwlat.kernels.dense.activation import activate, residual_input
 from hwlat.kernels.dense.spec import Conv2dSpec
 
 LANES = 8
@@ -285,7 +285,7 @@ def primfunc(spec: MBConvSpec, tile: depthwise.Tile | None = None,
     def out3(v, o, b3, res, n, p):
         v = v + b3[o]
         if RESIDUAL:
-            v = v + res[n, o, p]
+            v = residual_input(v, ep3) + res[n, o, p]
         return activate(v, ep3)
 
     @T.macro

@@ -9,27 +9,40 @@ import numpy as np
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue, MatmulSpec
 
 
+def _step(acc: np.ndarray, step: tuple) -> np.ndarray:
+    name = step[0]
+    if name == "relu":
+        return np.maximum(acc, 0.0)
+    if name == "clip":
+        return np.minimum(np.maximum(acc, step[1]), step[2])
+    if name == "mul":
+        return acc * step[1]
+    if name == "add":
+        return acc + step[1]
+    if name == "hardswish":
+        return acc * np.clip(acc + 3.0, 0.0, 6.0) / 6.0
+    if name == "gelu":
+        return 0.5 * acc * (1.0 + np.vectorize(math.erf, otypes=[np.float64])(acc / math.sqrt(2.0)))
+    if name == "gelu_tanh":
+        return 0.5 * acc * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (acc + 0.044715 * acc ** 3)))
+    if name == "sigmoid":
+        return 0.5 * (1.0 + np.tanh(0.5 * acc))  # 1 / (1 + exp(-v)) without overflow
+    if name == "silu":
+        return acc * 0.5 * (1.0 + np.tanh(0.5 * acc))
+    raise ValueError(f"unknown epilogue step {step!r}")
+
+
 def _epilogue(acc: np.ndarray, ep: Epilogue, bias, residual, channel_axis: int) -> np.ndarray:
     if ep.bias:
         shape = [1] * acc.ndim
         shape[channel_axis] = -1
         acc = acc + np.asarray(bias, np.float64).reshape(shape)
     if ep.residual:
+        for step in ep.pre:
+            acc = _step(acc, step)
         acc = acc + np.asarray(residual, np.float64)
-    if ep.activation == "relu":
-        acc = np.maximum(acc, 0.0)
-    elif ep.activation == "clip":
-        acc = np.minimum(np.maximum(acc, ep.clip_min), ep.clip_max)
-    elif ep.activation == "hardswish":
-        acc = acc * np.clip(acc + 3.0, 0.0, 6.0) / 6.0
-    elif ep.activation == "gelu":
-        acc = 0.5 * acc * (1.0 + np.vectorize(math.erf, otypes=[np.float64])(acc / math.sqrt(2.0)))
-    elif ep.activation == "gelu_tanh":
-        acc = 0.5 * acc * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (acc + 0.044715 * acc ** 3)))
-    elif ep.activation == "sigmoid":
-        acc = 0.5 * (1.0 + np.tanh(0.5 * acc))  # 1 / (1 + exp(-v)) without overflow
-    elif ep.activation == "silu":
-        acc = acc * 0.5 * (1.0 + np.tanh(0.5 * acc))
+    for step in ep.steps:
+        acc = _step(acc, step)
     return acc.astype(np.float32)
 
 

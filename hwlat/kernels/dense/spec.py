@@ -10,6 +10,17 @@ along the last axis); residual has the output's shape; activation is "none", "re
 "sigmoid" (1 / (1 + exp(-v))) or "silu" (v * sigmoid(v), also called swish); activation.py
 builds them. Every tensor is float32 with a static shape.
 
+Beyond that single activation, an epilogue may hold a short chain of elementwise steps (`STEPS`):
+``pre`` runs between the bias and the residual (only with a residual: an activation before the
+residual add), ``post`` after the activation. A step is a tuple ``(name, *params)``: an
+activation name without parameters (("relu",), ("silu",), ...), ("clip", lo, hi), or a constant
+scalar ("mul", c) / ("add", c). So the full epilogue is
+
+    y = post(activation(pre(op(x, w) + bias) + residual))
+
+and, for example, HardSigmoid after a conv (clip(v * alpha + beta, 0, 1)) is
+``post=(("mul", alpha), ("add", beta), ("clip", 0.0, 1.0))``.
+
 Each kernel module (conv.py: groups == 1, depthwise.py: groups == cin == cout, grouped.py: the
 other groups > 1, matmul.py) has
 
@@ -27,6 +38,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 ACTIVATIONS = ("none", "relu", "clip", "hardswish", "gelu", "gelu_tanh", "sigmoid", "silu")
+# the steps of `Epilogue.pre` / `post` and the number of float parameters each takes
+STEPS = {"relu": 0, "hardswish": 0, "gelu": 0, "gelu_tanh": 0, "sigmoid": 0, "silu": 0,
+         "clip": 2, "mul": 1, "add": 1}
+MAX_STEPS = 8  # pre and post together: a longer chain stays in separate ops
+
+
+def _step_reason(step) -> str | None:
+    if not isinstance(step, tuple) or not step or step[0] not in STEPS:
+        return f"a step must be a tuple (name, *params) with name one of {tuple(STEPS)}, got {step!r}"
+    if len(step) != 1 + STEPS[step[0]]:
+        return f"step {step[0]!r} takes {STEPS[step[0]]} parameters, got {step!r}"
+    if not all(isinstance(p, float) and p == p for p in step[1:]):
+        return f"the parameters of step {step!r} must be floats (not NaN)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -36,10 +61,33 @@ class Epilogue:
     activation: str = "none"
     clip_min: float = 0.0
     clip_max: float = 6.0
+    pre: tuple[tuple, ...] = ()  # steps between the bias and the residual (needs a residual)
+    post: tuple[tuple, ...] = ()  # steps after the activation
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if not isinstance(self.pre, tuple) or not isinstance(self.post, tuple):
+            raise ValueError("pre and post must be tuples of steps")
+        for step in (*self.pre, *self.post):
+            reason = _step_reason(step)
+            if reason is not None:
+                raise ValueError(reason)
+        if self.pre and not self.residual:
+            raise ValueError("pre steps need a residual (without one they are post steps)")
+        if len(self.pre) + len(self.post) > MAX_STEPS:
+            raise ValueError(f"more than {MAX_STEPS} pre and post steps")
+
+    @property
+    def steps(self) -> tuple[tuple, ...]:
+        """Everything after the residual add, in order: the activation (as a step) and post."""
+        if self.activation == "none":
+            act = ()
+        elif self.activation == "clip":
+            act = (("clip", float(self.clip_min), float(self.clip_max)),)
+        else:
+            act = ((self.activation,),)
+        return act + self.post
 
 
 @dataclass(frozen=True)

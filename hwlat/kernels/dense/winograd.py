@@ -36,7 +36,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from hwlat.kernels.cpu import AVX2, CpuInfo
-from hwlat.kernels.dense.activation import activate, kernel_entry
+from hwlat.kernels.dense.activation import activate, kernel_entry, residual_input
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue
 
 MR = 6  # output channels of the register tile (broadcast)
@@ -151,7 +151,7 @@ def _fin(v, ep: Epilogue, bias, res, n, co, oh, ow):
     if ep.bias:
         v = v + bias[co]
     if ep.residual:
-        v = v + res[n, co, oh, ow]
+        v = residual_input(v, ep) + res[n, co, oh, ow]
     return activate(v, ep)
 
 
