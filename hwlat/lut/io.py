@@ -1,8 +1,10 @@
 """Export a latency table to JSON or CSV and import it back: exact floats, all-or-nothing imports.
 
-An export carries everything the table holds for its devices: the entries, the work (MACs, bytes)
-of their kernels that estimates are fitted on, and the end-to-end calibration samples the
-correction is fitted on; a table exported and imported answers every query as before.
+An export carries everything the table holds for its devices: the entries, their kernels' thread
+CPU times (where measured), the work (MACs, bytes) of their kernels that estimates are fitted on,
+and the end-to-end calibration samples the correction is fitted on; a table exported and imported
+answers every query as before, in either clock. Files written before CPU times were exported
+(no "cpu_times" section, no cpu_* columns) still import.
 Imports parse and validate every row before writing any, so a bad file leaves the table unchanged.
 Writing: `-` is standard output; a symlink is written through (the file it points to is replaced
 atomically); a regular file or a new path is replaced atomically; a device, FIFO or socket is
@@ -22,11 +24,22 @@ from dataclasses import asdict
 from pathlib import Path
 
 from hwlat.errors import InvalidInputError, one_line
-from hwlat.lut.store import _FIELD_TYPES, FIELDS, SCHEMA_VERSION, Entry, TableError, TableStore
+from hwlat.lut.store import (
+    _FIELD_TYPES,
+    FIELDS,
+    SCHEMA_VERSION,
+    CpuTime,
+    Entry,
+    TableError,
+    TableStore,
+)
 
 FORMAT = "hwlat-table"
 STDOUT = "-"  # the path that means standard output (and, for imports, standard input)
 FEATURE_FIELDS = ("macs", "bytes")  # CSV: the work of each entry's kernel, empty when unknown
+CPU_FIELDS = ("device", "key", "cpu_ms", "cpu_cv", "repeats")  # JSON: one CPU time
+# CSV: each entry's thread CPU time (median, CV, runs), all three empty where none was measured
+CPU_COLUMNS = ("cpu_ms", "cpu_cv", "cpu_repeats")
 CALIBRATION_FIELDS = ("device", "model", "features", "measured_ms", "measured_at")
 # CSV: the calibration samples follow the entries under this header row
 CALIBRATION_HEADER = ("calibration_device", *CALIBRATION_FIELDS[1:])
@@ -44,12 +57,22 @@ def _calibration_rows(store: TableStore, device: str | None) -> list[dict]:
     return [dict(zip(CALIBRATION_FIELDS, r, strict=True)) for r in store.calibration_rows(device)]
 
 
+def _cpu_times(store: TableStore, entries) -> dict[tuple[str, str], CpuTime]:
+    """The thread CPU times of `entries`, by (device, key)."""
+    out = {}
+    for d in sorted({e.device for e in entries}):
+        out.update({(d, k): c for k, c in store.cpu_times(d).items()})
+    return out
+
+
 def export_json(store: TableStore, path: Path | str, device: str | None = None) -> int:
-    """Write the entries (of one device, if given), their kernels' work and the calibration
-    samples as JSON; returns how many entries were written."""
+    """Write the entries (of one device, if given), their thread CPU times, their kernels' work
+    and the calibration samples as JSON; returns how many entries were written."""
     entries = store.entries(device)
+    cpu = _cpu_times(store, entries)
     doc = {"format": FORMAT, "schema_version": SCHEMA_VERSION,
            "entries": [asdict(e) for e in entries],
+           "cpu_times": [asdict(cpu[e.device, e.key]) for e in entries if (e.device, e.key) in cpu],
            "kernels": _kernel_rows(store, None if device is None else {e.key for e in entries}),
            "calibration": _calibration_rows(store, device)}
     # json writes floats with repr, which reads back to the same float
@@ -59,18 +82,22 @@ def export_json(store: TableStore, path: Path | str, device: str | None = None) 
 
 def export_csv(store: TableStore, path: Path | str, device: str | None = None) -> int:
     """Write the entries (of one device, if given) as CSV with a header row, each with its
-    kernel's work (macs, bytes); the calibration samples follow under their own header row
-    (CALIBRATION_HEADER). Returns how many entries were written."""
+    kernel's work (macs, bytes) and thread CPU time (CPU_COLUMNS, empty where none); the
+    calibration samples follow under their own header row (CALIBRATION_HEADER). Returns how
+    many entries were written."""
     entries = store.entries(device)
     feats = store.features()
+    cpu = _cpu_times(store, entries)
     out = io.StringIO()
     writer = csv.writer(out)  # the default \r\n terminator makes it quote cells holding a lone \r
-    writer.writerow((*FIELDS, *FEATURE_FIELDS))
+    writer.writerow((*FIELDS, *FEATURE_FIELDS, *CPU_COLUMNS))
     for e in entries:
         _, macs, nbytes = feats.get(e.key, (None, None, None))
+        c = cpu.get((e.device, e.key))
         writer.writerow(
             [*(repr(v) if isinstance(v, float) else v for v in (getattr(e, n) for n in FIELDS)),
-             "" if macs is None else macs, "" if nbytes is None else nbytes]
+             "" if macs is None else macs, "" if nbytes is None else nbytes,
+             *(("", "", "") if c is None else (repr(c.cpu_ms), repr(c.cpu_cv), c.repeats))]
         )
     calibration = _calibration_rows(store, device)
     if calibration:
@@ -112,12 +139,15 @@ def import_json(store: TableStore, path: Path | str) -> int:
         entries.append(_entry(path, n, row))
     kernels = doc.get("kernels", [])
     calibration = doc.get("calibration", [])
-    for name, rows in (("kernels", kernels), ("calibration", calibration)):
+    cpu_rows = doc.get("cpu_times", [])  # absent from exports made before CPU times were carried
+    for name, rows in (("kernels", kernels), ("calibration", calibration), ("cpu_times", cpu_rows)):
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise TableError(f"{path}: '{name}' must be a list of objects")
     features = [_feature(path, n, r) for n, r in enumerate(kernels, 1)]
     samples = [_calibration(path, n, r) for n, r in enumerate(calibration, 1)]
-    return store.put_many(entries, features, samples)
+    cpu = [_cpu_time(path, n, r) for n, r in enumerate(cpu_rows, 1)]
+    _check_cpu_entries(path, entries, cpu)
+    return store.put_many(entries, features, samples, cpu)
 
 
 def import_csv(store: TableStore, path: Path | str) -> int:
@@ -125,6 +155,7 @@ def import_csv(store: TableStore, path: Path | str) -> int:
     path = Path(path)
     reader = csv.reader(io.StringIO(_read_text(path), newline=""))
     entries, features, samples = [], [], []
+    cpu: dict[tuple[str, str], CpuTime | None] = {}  # a key given twice: its last row holds
     try:
         header = next(reader, None)
         if header is None:
@@ -132,6 +163,11 @@ def import_csv(store: TableStore, path: Path | str) -> int:
         if len(set(header)) != len(header):
             raise TableError(f"{path}: header repeats a column: {header}")
         work = [f for f in FEATURE_FIELDS if f in header]
+        has_cpu = [f for f in CPU_COLUMNS if f in header]
+        if has_cpu and len(has_cpu) != len(CPU_COLUMNS):
+            raise TableError(f"{path}: header: CPU time columns {', '.join(CPU_COLUMNS)} go together; "
+                             f"it has only {', '.join(has_cpu)}")
+        work += has_cpu
         _check_names(path, 0, [h for h in header if h not in work])
         in_calibration = False
         for n, cells in enumerate(reader, 1):
@@ -159,15 +195,18 @@ def import_csv(store: TableStore, path: Path | str) -> int:
             }
             entry = _entry(path, n, row)
             entries.append(entry)
-            if work:
-                cell = dict(zip(header, cells, strict=True))
+            cell = dict(zip(header, cells, strict=True))
+            if any(f in header for f in FEATURE_FIELDS):
                 features.append(_feature(path, n, {
                     "key": entry.key, "kind": entry.kind,
                     **{f: None if cell.get(f, "") == "" else _parse_work(path, n, f, cell[f])
                        for f in FEATURE_FIELDS}}))
+            cpu[entry.device, entry.key] = (_csv_cpu_time(path, n, entry, cell)
+                                            if has_cpu and any(cell[f] != "" for f in CPU_COLUMNS)
+                                            else None)
     except csv.Error as e:
         raise TableError(f"{path}: row {reader.line_num}: {one_line(e, 200)}") from e
-    return store.put_many(entries, features, samples)
+    return store.put_many(entries, features, samples, [c for c in cpu.values() if c is not None])
 
 
 def _parse_work(path: Path, n: int, name: str, cell: str) -> int:
@@ -211,6 +250,46 @@ def _calibration(path: Path, n: int, row: dict) -> tuple[str, str, str, float, s
             raise TableError(f"{path}: calibration {n}: {f} must be a non-empty string")
     return (row["device"], row["model"], json.dumps(feats, sort_keys=True), float(ms),
             row["measured_at"])
+
+
+def _cpu_time(path: Path, n: int, row: dict) -> CpuTime:
+    """One JSON CPU time, checked."""
+    if set(row) != set(CPU_FIELDS):
+        raise TableError(f"{path}: cpu time {n}: expected fields {', '.join(CPU_FIELDS)}")
+    try:
+        return CpuTime(**row)
+    except InvalidInputError as e:
+        raise TableError(f"{path}: cpu time {n}: {e}") from e
+
+
+def _csv_cpu_time(path: Path, n: int, entry: Entry, cell: dict) -> CpuTime:
+    """A CSV row's CPU time: all three cells given, numbers."""
+    if any(cell[f] == "" for f in CPU_COLUMNS):
+        raise TableError(f"{path}: row {n}: give all of {', '.join(CPU_COLUMNS)} or none")
+    try:
+        ms, cv = float(cell["cpu_ms"]), float(cell["cpu_cv"])
+    except ValueError as e:
+        raise TableError(f"{path}: row {n}: invalid cpu_ms/cpu_cv "
+                         f"{cell['cpu_ms'][:30]!r}, {cell['cpu_cv'][:30]!r}: not numbers") from e
+    repeats = _parse_work(path, n, "cpu_repeats", cell["cpu_repeats"])
+    try:
+        return CpuTime(entry.device, entry.key, ms, cv, repeats)
+    except InvalidInputError as e:
+        raise TableError(f"{path}: row {n}: {e}") from e
+
+
+def _check_cpu_entries(path: Path, entries: list[Entry], cpu: list[CpuTime]) -> None:
+    """Each CPU time belongs to an entry of the same file, and to only one CPU time."""
+    have = {(e.device, e.key) for e in entries}
+    seen: set[tuple[str, str]] = set()
+    for n, c in enumerate(cpu, 1):
+        k = (c.device, c.key)
+        if k not in have:
+            raise TableError(f"{path}: cpu time {n}: no entry of device {c.device[:40]!r} "
+                             f"with key {c.key[:60]!r} in the file")
+        if k in seen:
+            raise TableError(f"{path}: cpu time {n}: a second CPU time for key {c.key[:60]!r}")
+        seen.add(k)
 
 
 def _entry(path: Path, n: int, row: dict) -> Entry:

@@ -20,6 +20,7 @@ from hwlat.lut import (
     import_csv,
     import_json,
 )
+from hwlat.lut.store import CpuTime
 from tests.helpers.entries import entry, entry_lists
 
 FORMATS = {"json": (export_json, import_json), "csv": (export_csv, import_csv)}
@@ -117,6 +118,24 @@ BAD_JSON = {
     "endless int": ('{"format": "hwlat-table", "x": ' + "9" * 5000 + "}", "is not valid JSON"),
     "float repeats": (json.dumps(_doc(_row(repeats=5.0))), "row 1: invalid repeats=5.0"),
     "deep nesting": ("[" * 100_000 + "]" * 100_000, "is not valid JSON"),
+    "cpu time of no entry": (
+        json.dumps(_doc(_row(), cpu_times=[asdict(CpuTime("cpu-ort", "other", 0.5, 0.01, 9))])),
+        "cpu time 1: no entry of device 'cpu-ort' with key 'other'",
+    ),
+    "cpu time twice": (
+        json.dumps(_doc(_row(), cpu_times=[asdict(CpuTime("cpu-ort", _row()["key"], 0.5, 0.01, 9))] * 2)),
+        "cpu time 2: a second CPU time",
+    ),
+    "negative cpu time": (
+        json.dumps(_doc(_row(), cpu_times=[asdict(CpuTime("cpu-ort", _row()["key"], 0.5, 0.01, 9))
+                                           | {"cpu_ms": -1.0}])),
+        "cpu time 1: invalid cpu_ms",
+    ),
+    "cpu time field missing": (
+        json.dumps(_doc(_row(), cpu_times=[{"device": "cpu-ort", "key": _row()["key"], "cpu_ms": 1.0}])),
+        "cpu time 1: expected fields device, key, cpu_ms, cpu_cv, repeats",
+    ),
+    "cpu_times not list": (json.dumps(_doc(_row(), cpu_times={})), "'cpu_times' must be a list"),
 }
 
 
@@ -158,6 +177,18 @@ BAD_CSV = {
     "endless int": (_csv(rows=[_cells(threads="9" * 5000)]), "row 2: invalid threads='9999"),
     "bad order": (_csv(rows=[_cells(q1_ms=3.0)]), "row 2: invalid quartiles"),
     "huge cell": (_csv(rows=[_cells(cpu="x" * 200_000)]), "field larger than field limit"),
+    "one cpu column": (_csv(header=",".join(FIELDS) + ",cpu_ms"),
+                       "CPU time columns cpu_ms, cpu_cv, cpu_repeats go together"),
+    "partial cpu time": (
+        "\n".join([",".join((*FIELDS, "cpu_ms", "cpu_cv", "cpu_repeats")),
+                    _cells(key="good") + ",,,", _cells() + ",0.5,,"]) + "\n",
+        "row 2: give all of cpu_ms, cpu_cv, cpu_repeats or none",
+    ),
+    "text cpu time": (
+        "\n".join([",".join((*FIELDS, "cpu_ms", "cpu_cv", "cpu_repeats")),
+                    _cells() + ",slow,0.1,3"]) + "\n",
+        "row 1: invalid cpu_ms/cpu_cv 'slow'",
+    ),
 }
 
 
@@ -192,3 +223,66 @@ def _assert_refused(tmp_path, path, text, import_, message):
             import_(store, path)
         assert str(path) in str(err.value) and "\n" not in str(err.value)
         assert store.entries() == before
+
+
+def _with_cpu_times(store: TableStore) -> list[CpuTime]:
+    """Entries on two devices, some with a thread CPU time and one without."""
+    store.put_many([entry("a", median_ms=2.0, q3_ms=2.5), entry("b"), entry("c", device="cpu-tvm")],
+                   cpu_times=[CpuTime("cpu-ort", "a", 1 / 3, 0.02, 7),
+                              CpuTime("cpu-tvm", "c", 5e-324, 0.0, 1)])
+    return [c for d in ("cpu-ort", "cpu-tvm") for c in store.cpu_times(d).values()]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_cpu_times_round_trip_exactly(tmp_path, fmt):
+    export, import_ = FORMATS[fmt]
+    with TableStore(tmp_path / "a.sqlite") as a, TableStore(tmp_path / "b.sqlite") as b:
+        times = _with_cpu_times(a)
+        assert len(times) == 2
+        assert export(a, tmp_path / f"t.{fmt}") == 3
+        assert import_(b, tmp_path / f"t.{fmt}") == 3
+        assert b.entries() == a.entries()
+        assert b.cpu_times("cpu-ort") == a.cpu_times("cpu-ort") == {"a": times[0]}
+        assert b.cpu_times("cpu-tvm") == {"c": times[1]}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_one_device_export_carries_only_its_cpu_times(tmp_path, fmt):
+    export, import_ = FORMATS[fmt]
+    with TableStore(tmp_path / "a.sqlite") as a, TableStore(tmp_path / "b.sqlite") as b:
+        _with_cpu_times(a)
+        assert export(a, tmp_path / "t", device="cpu-tvm") == 1
+        import_(b, tmp_path / "t")
+        assert b.cpu_times("cpu-ort") == {} and set(b.cpu_times("cpu-tvm")) == {"c"}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_import_without_cpu_times_drops_the_replaced_entries_old_ones(tmp_path, fmt):
+    """Re-importing an entry measured again without a CPU time leaves no stale CPU time."""
+    export, import_ = FORMATS[fmt]
+    with TableStore(tmp_path / "a.sqlite") as a, TableStore(tmp_path / "b.sqlite") as b:
+        a.put_many([entry("a")])
+        export(a, tmp_path / "t")
+        _with_cpu_times(b)
+        import_(b, tmp_path / "t")
+        assert "a" not in b.cpu_times("cpu-ort")
+
+
+def test_exports_made_before_cpu_times_still_import(tmp_path):
+    old_json = json.dumps(_doc(_row(key="k"), kernels=[], calibration=[]))
+    old_csv = ",".join((*FIELDS, "macs", "bytes")) + "\n" + _cells(key="k") + ",10,20\n"
+    for name, text, import_ in (("old.json", old_json, import_json), ("old.csv", old_csv, import_csv)):
+        with TableStore(tmp_path / f"{name}.sqlite") as store:
+            (tmp_path / name).write_text(text)
+            assert import_(store, tmp_path / name) == 1
+            assert store.get("cpu-ort", "k") == entry("k")
+            assert store.cpu_times("cpu-ort") == {}
+
+
+def test_csv_row_given_twice_keeps_its_last_cpu_time(tmp_path):
+    header = ",".join((*FIELDS, "cpu_ms", "cpu_cv", "cpu_repeats"))
+    (tmp_path / "t.csv").write_text("\n".join([header, _cells(key="k") + ",1.5,0.1,3",
+                                               _cells(key="k") + ",2.5,0.2,4"]) + "\n")
+    with TableStore(tmp_path / "t.sqlite") as store:
+        assert import_csv(store, tmp_path / "t.csv") == 2
+        assert store.cpu_times("cpu-ort") == {"k": CpuTime("cpu-ort", "k", 2.5, 0.2, 4)}
