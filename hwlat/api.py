@@ -275,6 +275,9 @@ class _EmptyTable:
     def calibration(self, device):
         return []
 
+    def cpu_times(self, device, keys=None):
+        return {}
+
 
 MIN_ENTRIES = 5  # fewer table entries than this cannot carry a prediction that is mostly estimate
 
@@ -285,6 +288,15 @@ def profile_hint(spec: DeviceSpec) -> str:
         return ("the device lives only in the table; refit it (`hwlat lut fit`) or import more "
                 "entries (`hwlat lut import`)")
     return f"profile the model first (`hwlat profile MODEL.onnx --device {spec.name}`)"
+
+
+def cpu_hint(spec: DeviceSpec) -> str:
+    """The command that records a device's thread CPU times, where one can."""
+    if spec.runtime == "onnxruntime":
+        return (f"time its kernels again to record them (`hwlat profile MODEL.onnx --device "
+                f"{spec.name} --force`)")
+    return (f"device '{spec.name}' ({spec.runtime}) does not record them; import a table that "
+            "has them (`hwlat lut import`)")
 
 
 def noisy_keys(store, spec: DeviceSpec) -> frozenset[str]:
@@ -308,6 +320,9 @@ class _Query:
     correction: Any = None
     corrected: bool = False
     estimates: dict[str, tuple[float, str, float | None]] = field(default_factory=dict)
+    clock: str = "wall"  # which of the table's figures it adds up (see hwlat.lut.predict)
+    cpu: dict = field(default_factory=dict)  # clock "cpu": the device's CPU times, by key
+    names: Mapping[str, str] = field(default_factory=lambda: API_NAMES)
 
     def __post_init__(self) -> None:
         from hwlat.analytic.roofline import fallback_estimator
@@ -317,6 +332,12 @@ class _Query:
         if self.roofline is None and self.n_entries == 0:
             raise InvalidInputError(f"the table has no entries for device '{self.spec.name}'; "
                                     f"{profile_hint(self.spec)}")
+        if self.clock == "cpu":
+            self.cpu = self.store.cpu_times(self.spec.name)
+            if not self.cpu:
+                raise InvalidInputError(
+                    f"the table has no thread CPU times for device '{self.spec.name}'; "
+                    f"{cpu_hint(self.spec)}, or predict in wall-clock time ({self.names['wall']})")
         self.noisy = noisy_keys(self.store, self.spec)
 
     def miss_estimator(self):
@@ -326,10 +347,11 @@ class _Query:
             from hwlat.lut.learned import LearnedEstimator
             from hwlat.lut.predict import MissEstimator
 
-            store, name = self.store, self.spec.name
+            store, name, clock = self.store, self.spec.name, self.clock
             self.estimator = (self.roofline
-                              or LearnedEstimator.for_device(store, name, lambda: MissEstimator(store, name))
-                              or MissEstimator(store, name))
+                              or LearnedEstimator.for_device(store, name,
+                                                             lambda: MissEstimator(store, name, clock), clock)
+                              or MissEstimator(store, name, clock))
         return self.estimator
 
     def estimate(self, text: str, kind: str, cost) -> tuple[float, str, float | None]:
@@ -352,8 +374,10 @@ class _Query:
     def get_correction(self):
         if not self.corrected:
             from hwlat.lut.correct import fit_correction
+            from hwlat.lut.predict import calibration_clock
 
-            self.correction = fit_correction([(f, m) for _, f, m in self.store.calibration(self.spec.name)])
+            self.correction = fit_correction([(f, m) for _, f, m in self.store.calibration(self.spec.name)
+                                              if calibration_clock(f) == self.clock])
             self.corrected = True
         return self.correction
 
@@ -372,16 +396,18 @@ def _table_state(path: Path) -> tuple:
     return (st.st_mtime_ns, st.st_size, None if w is None else (w.st_mtime_ns, w.st_size))
 
 
-def _query(spec: DeviceSpec, table, fallback: str | None) -> _Query:
+def _query(spec: DeviceSpec, table, fallback: str | None, clock: str = "wall",
+           names: Mapping[str, str] | None = None) -> _Query:
+    names = names or API_NAMES
     if isinstance(table, TableStore):  # the caller's open table: its state is theirs to keep
-        key = ("store", id(table), spec.name, fallback)
+        key = ("store", id(table), spec.name, fallback, clock)
         q = _QUERIES.get(key)
         if q is None or q.store is not table or not _same(q.spec, spec):
-            q = _QUERIES[key] = _Query(table, spec, fallback)
+            q = _QUERIES[key] = _Query(table, spec, fallback, clock=clock, names=names)
         return q
     path = Path(table).expanduser() if table is not None else default_table_path()
     state = _table_state(path.resolve() if path.exists() else path)
-    key = ("path", str(path), state, spec.name, fallback)
+    key = ("path", str(path), state, spec.name, fallback, clock)
     q = _QUERIES.get(key)
     if q is None or not _same(q.spec, spec):
         for k in [k for k in _QUERIES if k[0] == "path" and k[1] == str(path) and k[2] != state]:
@@ -399,7 +425,7 @@ def _query(spec: DeviceSpec, table, fallback: str | None) -> _Query:
                     was[1].close()
                 store = TableStore(path, readonly=True)
                 _OPEN[path] = (state, store)
-        q = _QUERIES[key] = _Query(store, spec, fallback)
+        q = _QUERIES[key] = _Query(store, spec, fallback, clock=clock, names=names)
     return q
 
 
@@ -440,13 +466,18 @@ def _lookup(g: Graph, kernels: list[Kernel], q: _Query, correct: bool = True) ->
     for key, k in first.items():
         text = texts[key]
         e = found.get(text)
+        if e is not None and q.clock == "cpu":
+            c = q.cpu.get(text)
+            rows.append(KernelLatency(k, counts[key], e.median_ms if c is None else c.cpu_ms, False,
+                                      "table (wall: no CPU time)" if c is None else "table (cpu)"))
+            continue
         if e is not None:
             rows.append(KernelLatency(k, counts[key], e.median_ms, False, "table"))
             continue
         ms, how, unc = q.estimate(text, k.kind.value, kernel_cost(g, k) if text not in q.estimates else None)
         rows.append(KernelLatency(k, counts[key], ms, True, how, unc))
     correction = q.get_correction() if correct else None
-    return Prediction(q.spec.name, tuple(rows), boundary_bytes(g, kernels), correction)
+    return Prediction(q.spec.name, tuple(rows), boundary_bytes(g, kernels), correction, q.clock)
 
 
 def _samples(sample, g: Graph) -> dict | None:
@@ -492,14 +523,15 @@ def _resolve(device: str | DeviceSpec, table) -> DeviceSpec:
 
 # How a caller spells the options that messages name: the API's keywords; the CLI passes its flags.
 API_NAMES = {"precision": "precision=", "sample": "sample=", "estimate": "estimate=True",
-             "sample_hint": "sample= (.npy/.npz path or dict; {shapes})"}
+             "sample_hint": "sample= (.npy/.npz path or dict; {shapes})", "clock": "clock=",
+             "wall": "clock='wall'"}
 
 
 def predict(model: ModelLike, device: str | DeviceSpec = "cpu-ort", *, inputs=None,
             input_shape=None, table: str | os.PathLike | TableStore | None = None,
             breakdown: bool = False, fallback: str | None = None, sample=None,
             precision: str | None = None, estimate: bool = False,
-            route: str = "auto") -> Result | SpikingResult:
+            route: str = "auto", clock: str = "wall") -> Result | SpikingResult:
     """A model's latency on a device, from the latency table, without running the model.
 
     model: a torch module (with `inputs=` example tensors or `input_shape=`, e.g.
@@ -518,10 +550,15 @@ def predict(model: ModelLike, device: str | DeviceSpec = "cpu-ort", *, inputs=No
     sample: a neuromorphic device's input (.npy/.npz path or {input name: array}), or a sparse
     model's coordinates. precision: a neuromorphic device's energy preset.
     breakdown: `rows` sorted by their share, largest first (see `Result.breakdown()`).
-    route: "auto", "fast" or "export" (see `hwlat.api.to_graph`)."""
+    route: "auto", "fast" or "export" (see `hwlat.api.to_graph`).
+    clock: "wall" (the entries' wall-clock medians, what a dedicated device shows) or "cpu" (the
+    kernels' thread CPU time, which holds on a machine shared with other processes; entries
+    without one count with their wall median, labelled "table (wall: no CPU time)"; the
+    correction and trained predictors of that clock only). The device's table must hold CPU
+    times (`hwlat profile` on cpu-ort records them)."""
     return _predict(model, _resolve(device, table), inputs=inputs, input_shape=input_shape,
                     table=table, breakdown=breakdown, fallback=fallback, sample=sample,
-                    precision=precision, estimate=estimate, route=route)
+                    precision=precision, estimate=estimate, route=route, clock=clock)
 
 
 def _name_of(model) -> str:
@@ -536,12 +573,21 @@ def _name_of(model) -> str:
 
 def _predict(model, spec: DeviceSpec, *, inputs=None, input_shape=None, table=None,
              breakdown=False, fallback=None, sample=None, precision=None, estimate=False,
-             route="auto", names: Mapping[str, str] = API_NAMES) -> Result | SpikingResult:
+             route="auto", names: Mapping[str, str] = API_NAMES,
+             clock: str = "wall") -> Result | SpikingResult:
     """`predict` for a resolved device; `names` spells the options in messages (the CLI's
     flags for the CLI)."""
+    from hwlat.lut.predict import CLOCKS
+
     t0 = time.perf_counter()
     name = _name_of(model)
+    if clock not in CLOCKS:
+        raise InvalidInputError(f"unknown clock {str(clock)[:40]!r} ({names['clock']}): choose "
+                                f"{' or '.join(CLOCKS)}")
     if spec.prediction_route == "spikes":
+        if clock != "wall":
+            raise InvalidInputError(f"device '{spec.name}' estimates from spikes, not from "
+                                    f"timed kernels: it has no CPU-time clock ({names['wall']})")
         from hwlat.analytic.neuromorphic import Neuromorphic
 
         chip = Neuromorphic.from_spec(spec, precision)
@@ -565,7 +611,7 @@ def _predict(model, spec: DeviceSpec, *, inputs=None, input_shape=None, table=No
         kernels = fuse(loaded.graph, spec.fusion, samples=_samples(sample, loaded.graph))
     _check_runs(kernels, spec, name)
     t2 = time.perf_counter()
-    q = _query(spec, table, fallback)
+    q = _query(spec, table, fallback, clock, names)
     pred = _lookup(loaded.graph, kernels, q)
     thin = ""
     if q.roofline is None and pred.estimated_share > 0.5 and q.n_entries < MIN_ENTRIES:

@@ -202,3 +202,39 @@ def test_hwlat_export_stays_the_function_after_the_exporter_module_is_imported()
     import hwlat.onnx_export  # noqa: F401
 
     assert callable(hwlat.export) and hwlat.export.__module__ == "hwlat"
+
+
+def test_predict_takes_the_clock(home, onnx_file):
+    from hwlat.lut.predict import predict as lut_predict
+    from hwlat.lut.store import CpuTime
+
+    s = hwlat.inspect(onnx_file)
+    with hwlat.Table() as t:
+        t.put_many([entry("cpu-ort", r.kernel.key.text(), r.kernel.kind.value, 0.4) for r in s.rows],
+                   [features(r) for r in s.rows])
+        with pytest.raises(InvalidInputError, match=r"no thread CPU times .*--force.*clock='wall'"):
+            hwlat.predict(onnx_file, device="cpu-ort", clock="cpu")
+        with pytest.raises(InvalidInputError, match=r"unknown clock 'gpu' \(clock=\)"):
+            hwlat.predict(onnx_file, device="cpu-ort", clock="gpu")
+        t.put_many([entry("cpu-ort", r.kernel.key.text(), r.kernel.kind.value, 0.4) for r in s.rows],
+                   cpu_times=[CpuTime("cpu-ort", r.kernel.key.text(), 0.1, 0.0, 5) for r in s.rows])
+        raw = hwlat.predict(onnx_file, device="cpu-ort", clock="cpu").prediction.features
+        for i in range(4):  # CPU-time samples 2x the kernel sum: a wall prediction ignores them
+            t.put_calibration("cpu-ort", f"c{i}", {**raw, "cpu_clock": 1.0},
+                              2 * (raw["conv_ms"] + raw["dense_ms"] + raw["other_ms"]))
+    n = sum(r.count for r in s.rows)
+    wall = hwlat.predict(onnx_file, device="cpu-ort")
+    cpu = hwlat.predict(onnx_file, device="cpu-ort", clock="cpu")
+    assert wall.to_json()["clock"] == "wall" and cpu.to_json()["clock"] == "cpu"
+    assert wall.prediction.kernel_sum_ms == pytest.approx(0.4 * n) and wall.prediction.correction is None
+    assert cpu.prediction.kernel_sum_ms == pytest.approx(0.1 * n)
+    assert cpu.prediction.correction.n_models == 4
+    assert cpu.latency_ms == pytest.approx(0.2 * n, rel=0.1)
+    # the API's cached query answers what hwlat.lut.predict.predict does on the same table
+    from hwlat.devices import load_device
+    from hwlat.graph import fuse, load
+
+    g = load(onnx_file)
+    with hwlat.Table() as t:
+        ref = lut_predict(g, fuse(g, load_device("cpu-ort").fusion), t, "cpu-ort", clock="cpu")
+    assert cpu.prediction.to_json() == ref.to_json()

@@ -179,6 +179,10 @@ def predict(
         "--estimate", metavar="", help=f"print a prediction mostly (> 50 %) extrapolated from fewer than "
                            f"{MIN_ENTRIES} table entries, flagged, instead of refusing it")] = False,
     device_file: DeviceFileOpt = None,
+    clock: Annotated[str, typer.Option(
+        "--clock", help="wall: the entries' wall-clock medians, what a dedicated device shows; cpu: "
+                        "the kernels' thread CPU time (recorded by cpu-ort), which holds on a machine "
+                        "shared with other processes")] = "wall",
 ) -> None:
     """Predict a model's latency on a device from the table, without running it; on a neuromorphic
     device, its energy and latency from the spikes it fires on a sample input."""
@@ -186,7 +190,7 @@ def predict(
 
     spec = query_device(device, table)
     r = api._predict(model, spec, table=table, fallback=fallback, sample=sample,
-                     precision=precision, estimate=estimate, names=CLI_NAMES)
+                     precision=precision, estimate=estimate, names=CLI_NAMES, clock=clock)
     if isinstance(r, api.SpikingResult):
         _print_spikes(model, spec, r.estimate, as_json)
     else:
@@ -195,7 +199,8 @@ def predict(
 
 # the options that `hwlat.predict`'s messages name, as the command spells them
 CLI_NAMES = {"precision": "--precision", "sample": "--input", "estimate": "--estimate",
-             "sample_hint": "--input sample.npy ({shapes})"}
+             "sample_hint": "--input sample.npy ({shapes})", "clock": "--clock",
+             "wall": "--clock wall"}
 
 
 def _print_prediction(model: Path, spec, res, breakdown: bool, as_json: bool) -> None:
@@ -222,7 +227,8 @@ def _print_prediction(model: Path, spec, res, breakdown: bool, as_json: bool) ->
                       f"`hwlat profile {model.name} --device {spec.name} --force` times them "
                       "again", highlight=False, markup=False)
     flag = "ROUGH GUESS (--estimate): " if thin else ""
-    out.print(f"{flag}{model.name} on {spec.name}: {pred.latency_ms:.3f} ms predicted "
+    in_cpu = " (thread CPU time)" if pred.clock == "cpu" else ""
+    out.print(f"{flag}{model.name} on {spec.name}: {pred.latency_ms:.3f} ms predicted{in_cpu} "
               f"(kernel sum {pred.kernel_sum_ms:.3f} ms, {pred.estimated_share:.1%} of it estimated"
               + (f", ±{pred.uncertainty_ms:.3f} ms" if pred.uncertainty_ms else "") + ")",
               highlight=False, markup=False)

@@ -145,3 +145,39 @@ def test_calibrate_json(tmp_path):
     doc = json.loads(r.stdout)
     assert doc["device"] == "cpu-ort" and len(doc["models"]) == 3 and doc["calibrated_models"] == 3
     assert doc["correction"] is not None and all(x["measured_ms"] > 0 for x in doc["models"])
+
+
+def test_predict_clock_cpu_adds_up_thread_cpu_times(m, tmp_path):
+    from hwlat.lut.store import CpuTime
+
+    table = tmp_path / "t.sqlite"
+    keys = profiled_table(table, m, leave_out=0, calibrate=False)
+    with TableStore(table) as store:
+        entries = {e.key: e for e in store.entries("cpu-ort")}
+        store.put_many(list(entries.values()),
+                       cpu_times=[CpuTime("cpu-ort", k, entries[k].median_ms / 4, 0.0, 9) for k in keys[1:]])
+    wall = json.loads(invoke_hwlat("predict", m, "--table", table, "--json").stdout)
+    r = invoke_hwlat("predict", m, "--table", table, "--json", "--clock", "cpu")
+    assert r.exit_code == 0, r.output
+    cpu = json.loads(r.stdout)
+    assert wall["clock"] == "wall" and cpu["clock"] == "cpu"
+    by_key = {k["key"]: k for k in cpu["kernels"]}
+    wall_ms = {k["key"]: k["ms"] for k in wall["kernels"]}
+    assert by_key[keys[0]]["source"] == "table (wall: no CPU time)" and by_key[keys[0]]["ms"] == wall_ms[keys[0]]
+    assert all(by_key[k]["source"] == "table (cpu)" and by_key[k]["ms"] == pytest.approx(wall_ms[k] / 4)
+               for k in keys[1:])
+    assert cpu["kernel_sum_ms"] < wall["kernel_sum_ms"]
+    r = invoke_hwlat("predict", m, "--table", table, "--clock", "cpu")
+    assert r.exit_code == 0 and "(thread CPU time)" in r.output, r.output
+
+
+def test_predict_clock_errors_say_what_to_run(m, tmp_path):
+    table = tmp_path / "t.sqlite"
+    profiled_table(table, m, leave_out=0, calibrate=False)  # wall-clock entries, no CPU times
+    r = invoke_hwlat("predict", m, "--table", table, "--clock", "gpu")
+    assert r.exit_code == 2 and r.output.count("\n") == 0
+    assert "unknown clock 'gpu' (--clock): choose wall or cpu" in r.output
+    r = invoke_hwlat("predict", m, "--table", table, "--clock", "cpu")
+    assert r.exit_code == 2 and r.output.count("\n") == 0
+    assert "no thread CPU times for device 'cpu-ort'" in r.output
+    assert "hwlat profile MODEL.onnx --device cpu-ort --force" in r.output and "--clock wall" in r.output
