@@ -505,7 +505,7 @@ def lut_export(path: Annotated[Path, typer.Argument(help="file to write; - for s
                fmt: Annotated[str | None, typer.Option("--format", help="json, csv or ofa (default: from suffix; json for -)")] = None,
                device: Annotated[str | None, typer.Option("--device", "-d", help="only this device")] = None,
                table: TableOpt = None) -> None:
-    """Write the table (entries, kernels' work, calibration) to JSON, CSV, or OFA's yaml tables
+    """Write the table (entries, their CPU times, kernels' work, calibration) to JSON, CSV, or OFA's yaml tables
     (a folder, one file per resolution). A symlink is written through; a device or FIFO is
     written into, never replaced."""
     from hwlat.lut import export_csv, export_json
