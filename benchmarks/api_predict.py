@@ -1,7 +1,7 @@
 """`hwlat.predict` inside a search loop over a torch-defined space: candidates a second, on one core.
 
     .venv/bin/python benchmarks/api_predict.py [--family resnet|mobilenet|both] [--n 200]
-        [--export-n 3] [--device roofline-sd855] [--table PATH] [--core N] [--seed 0]
+        [--export-n 3] [--device roofline-sd855] [--table PATH] [--core N] [--seed 0] [--gc-freeze]
 
 A search samples random candidates from two spaces defined here as torch modules:
 - resnet: ResNet-style bottleneck stacks (ResNet-50-sized at the top of the range): stem width
@@ -19,11 +19,18 @@ latency), which the benchmark asserts.
 The default device, roofline-sd855, needs no profiling (every kernel estimated by its roofline);
 a profiled device (e.g. --device cpu-ort with a table from `hwlat profile`) reads its table.
 Goals: >= 20 candidates/s for ResNet-50-sized modules, >= 100 for MobileNet-sized ones.
+
+Python's cyclic garbage collector runs inside the timed calls too: its full collections walk
+every object the process holds (torch's alone are ~0.7 M), and the loop's allocations (each new
+candidate module's, each prediction's) trigger them. --gc-freeze calls `gc.freeze()` after the
+warm-up, as a long search loop may do once after its setup: the objects made so far are left
+out of later collections (they are never freed), which makes each full collection cheap.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import random
@@ -158,6 +165,8 @@ def main() -> None:
     ap.add_argument("--table", default=None)
     ap.add_argument("--core", type=int, default=None, help="pin to this CPU core")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--gc-freeze", action="store_true",
+                    help="gc.freeze() after the warm-up (see the module's help)")
     args = ap.parse_args()
     if args.core is not None:
         os.sched_setaffinity(0, {args.core})
@@ -166,6 +175,9 @@ def main() -> None:
     # one warm-up prediction: first-call costs (imports, torch's meta kernels) are not a candidate's
     hwlat.predict(FAMILIES[families[0]](random.Random(-1)), device=args.device, input_shape=SHAPE,
                   table=args.table)
+    if args.gc_freeze:
+        gc.collect()
+        gc.freeze()
     for fam in families:
         macs = [hwlat.inspect(FAMILIES[fam](random.Random(i)), input_shape=SHAPE).totals()["macs"]
                 for i in range(5)]
