@@ -73,7 +73,7 @@ from hwlat.errors import HwlatError
 
 OUTCOMES = ("ok", "refused", "traceback", "memory", "abort", "hang")
 BAD = ("traceback", "memory", "abort", "hang")
-MEMORY_LIMIT = 4 << 30  # address space of a worker; RSS is what the goal bounds
+MEMORY_LIMIT = 4 << 30  # address space a worker may add (a subprocess: in all); RSS is what the goal bounds
 RSS_GOAL = 2 << 30
 
 
@@ -373,6 +373,18 @@ class Result:
     rss_bytes: int
 
 
+def _limit_forked(memory: int) -> None:
+    """In a forked worker: an address-space limit of what the parent had already mapped plus
+    `memory`. A parent that imported torch maps several GiB of address space (most never
+    touched); an absolute limit below that fails the worker's first new mapping (a lazy import's
+    shared library), which is the parent's size, not the case's."""
+    mapped = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mapped = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    limit = mapped + memory
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 def run_limited(fn: Callable[[], object], timeout_s: float, memory: int = MEMORY_LIMIT) -> Result:
     """fn() in a forked child with an address-space limit and a timeout."""
     r, w = os.pipe()
@@ -382,7 +394,7 @@ def run_limited(fn: Callable[[], object], timeout_s: float, memory: int = MEMORY
         os.close(r)
         outcome, detail = "ok", ""
         try:
-            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+            _limit_forked(memory)
             fn()
         except HwlatError as e:
             outcome, detail = "refused", str(e)
@@ -690,7 +702,7 @@ def _fork_cli(args: list[str], home: Path, memory: int, out, err) -> int:
         os.environ.pop("HWLAT_DEBUG", None)
         os.environ.update(cli_env(home))
         os.chdir(home)
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        _limit_forked(memory)
         sys.argv = ["hwlat", *args]
         import hwlat.cli
 

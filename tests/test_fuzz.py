@@ -72,7 +72,8 @@ def test_the_cli_cases_are_classified_by_the_readme_promise(tmp_path, fork):
     r = run_cli(["lut", "show", "--table", junk], tmp_path, timeout_s=120, fork=fork)
     assert r.outcome == "refused" and r.detail.startswith("error: ") and "SQLite" in r.detail, r
     # a usage error: exit 2 with click's usage text, not one error line
-    assert run_cli(["lut", "show", "--bogus"], tmp_path, timeout_s=120, fork=fork).outcome == "lines"
+    r = run_cli(["lut", "show", "--bogus"], tmp_path, timeout_s=120, fork=fork)
+    assert r.outcome == "lines", r
     assert run_cli(["--version"], tmp_path, timeout_s=120, fork=fork).outcome == "ok"
     assert run_cli(["--version"], tmp_path, timeout_s=0.01, fork=fork).outcome == "hang"
 
