@@ -23,7 +23,9 @@ from hwlat.onnx_export import export
 from hwlat.runners import get_runner
 from hwlat.runners.profile import plan
 
-pytestmark = [pytest.mark.tvm, pytest.mark.export]
+# heavy (a zoo export and a TVM import, ~30 s): the lighter tests in tests/graph/test_mbconv.py
+# and tests/devices/test_fusion.py check the same cut without TVM; `make test-all` runs this one
+pytestmark = [pytest.mark.tvm, pytest.mark.export, pytest.mark.heavy]
 
 CONV_KERNELS = ("hwlat_conv2d", "hwlat_depthwise_conv2d", "hwlat_mbconv")
 
