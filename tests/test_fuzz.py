@@ -49,6 +49,7 @@ def test_the_worker_classifies_every_outcome(fn, outcome):
     assert run_limited(fn, timeout_s=3).outcome == outcome
 
 
+@pytest.mark.slow
 def test_model_mutants_are_loaded_or_refused(tmp_path):
     seeds = builtin_seeds() | {"zoo:sparse_convnet": (DATA / "zoo_sparse_convnet.onnx").read_bytes()}
     c = model_campaign(seeds, MUTANTS, seed=1234, timeout_s=10, folder=tmp_path)
@@ -58,6 +59,7 @@ def test_model_mutants_are_loaded_or_refused(tmp_path):
     assert c.peak_rss < RSS_GOAL
 
 
+@pytest.mark.slow
 def test_damaged_tables_are_refused_untouched(tmp_path):
     c = table_campaign(tmp_path, timeout_s=10, variants=("btree-header",))
     assert sum(c.counts.values()) >= 14 * 5  # commands x pages
@@ -78,6 +80,7 @@ def test_the_cli_cases_are_classified_by_the_readme_promise(tmp_path, fork):
     assert run_cli(["--version"], tmp_path, timeout_s=0.01, fork=fork).outcome == "hang"
 
 
+@pytest.mark.slow
 def test_model_mutants_through_the_cli(tmp_path):
     seeds = builtin_seeds()
     c = cli_model_campaign(seeds, 20, seed=77, timeout_s=120, folder=tmp_path, subprocess_every=10)
@@ -88,6 +91,7 @@ def test_model_mutants_through_the_cli(tmp_path):
     assert c.peak_rss < RSS_GOAL
 
 
+@pytest.mark.slow
 def test_a_damaged_table_through_every_cli_command_that_opens_one(tmp_path):
     """The last page damaged (the others: benchmarks/fuzz.py), through every command; each
     refusal names the damage, so each command reached the table."""

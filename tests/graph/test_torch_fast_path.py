@@ -134,6 +134,7 @@ def test_attention_gives_the_export_routes_keys(fused):
     assert sum(n for k, n in fast.items() if "Softmax" in k) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18", "resnet50"])
 def test_zoo_convnets_take_the_fast_path_with_the_export_routes_keys(name):
     model, inputs = zoo.build(name)

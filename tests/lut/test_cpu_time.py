@@ -201,6 +201,7 @@ def test_a_torch_exported_model_is_timed_inside_itself(tmp_path):
     assert len(convs) == 2 and set(convs) <= set(times)
 
 
+@pytest.mark.slow
 def test_cli_profile_calibrate_and_validate_in_thread_cpu_time(tmp_path):
     import json
 

@@ -143,6 +143,7 @@ def test_kernels_the_device_cannot_run_are_refused_before_measuring(tmp_path):
     assert digest(table) == before
 
 
+@pytest.mark.slow
 def test_kill_9_during_profile_loses_nothing_committed(tmp_path):
     # 30 models of distinct kernels: profile commits after each, so a kill lands between commits
     paths = [save(conv_chain(3, c=4 + 2 * i, hw=24, seed=i), tmp_path / f"m{i}.onnx") for i in range(30)]

@@ -76,6 +76,7 @@ def test_lut_fit_names_one_missing_key(space, table, tmp_path):
     assert "more" in r.output
 
 
+@pytest.mark.slow
 def test_a_fitted_device_searches_and_predicts(space, table, tmp_path):
     archs, _, _, device = space
     m = tmp_path / "m.csv"

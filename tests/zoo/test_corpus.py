@@ -126,6 +126,7 @@ def test_corpus_names_exist_and_span_the_families():
             "hybrid"} <= set(corpus.FAMILIES)
 
 
+@pytest.mark.slow
 def test_zoo_corpus_lists_names_with_families(tmp_path):
     r = hwlat("zoo", "--corpus", tmp=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -133,6 +134,7 @@ def test_zoo_corpus_lists_names_with_families(tmp_path):
         assert m.spec in r.stdout and m.family in r.stdout
 
 
+@pytest.mark.slow
 def test_unknown_timm_name_is_one_error_with_close_matches(tmp_path):
     r = hwlat("export", "timm:resnet18x", "-o", str(tmp_path / "m.onnx"), tmp=tmp_path)
     assert r.returncode == 2
@@ -143,6 +145,7 @@ def test_unknown_timm_name_is_one_error_with_close_matches(tmp_path):
     assert r.returncode == 2 and "shufflenet_v2_x1_0" in r.stderr
 
 
+@pytest.mark.slow
 def test_timm_is_imported_only_for_timm_names():
     import subprocess
     import sys
