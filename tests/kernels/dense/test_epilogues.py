@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import collections
 import math
 
 import numpy as np
@@ -18,6 +17,7 @@ from hwlat.kernels.dense.lowering import fuse_dense
 from hwlat.lowering.custom import import_onnx
 from hwlat.lowering.pipelines import PipelineOptions, make_pipeline
 from hwlat.lowering.targets import make_target
+from tests.helpers.relax_calls import calls as _calls
 
 pytestmark = pytest.mark.tvm
 
@@ -27,19 +27,6 @@ RNG = np.random.default_rng(11)
 
 def _f32(*shape) -> np.ndarray:
     return RNG.standard_normal(shape).astype(np.float32)
-
-
-def _calls(mod: tvm.IRModule) -> collections.Counter:
-    c = collections.Counter()
-    for block in mod["main"].body.blocks:
-        for b in block.bindings:
-            v = b.value
-            if isinstance(v, relax.Call):
-                name = str(getattr(v.op, "name", v.op))
-                if name == "relax.call_tir":
-                    name = "tir:" + v.args[0].name_hint.rstrip("0123456789")
-                c[name] += 1
-    return c
 
 
 def _module(x_shape, build) -> tvm.IRModule:

@@ -3,8 +3,6 @@ is left to TVM, and the built module's output against numpy; ONNX Clip imported 
 
 from __future__ import annotations
 
-import collections
-
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -18,6 +16,7 @@ from hwlat.kernels.dense.lowering import fuse_dense
 from hwlat.lowering.custom import import_onnx
 from hwlat.lowering.pipelines import PipelineOptions, make_pipeline
 from hwlat.lowering.targets import make_target
+from tests.helpers.relax_calls import calls as _calls
 
 pytestmark = pytest.mark.tvm
 
@@ -27,20 +26,6 @@ RNG = np.random.default_rng(7)
 
 def _f32(*shape) -> np.ndarray:
     return RNG.standard_normal(shape).astype(np.float32)
-
-
-def _calls(mod: tvm.IRModule) -> collections.Counter:
-    """What the main function calls: op names, and `tir:NAME` for call_tir (digits stripped)."""
-    c = collections.Counter()
-    for block in mod["main"].body.blocks:
-        for b in block.bindings:
-            v = b.value
-            if isinstance(v, relax.Call):
-                name = str(getattr(v.op, "name", v.op))
-                if name == "relax.call_tir":
-                    name = "tir:" + v.args[0].name_hint.rstrip("0123456789")
-                c[name] += 1
-    return c
 
 
 def _module(build) -> tvm.IRModule:
