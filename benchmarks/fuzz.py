@@ -750,7 +750,8 @@ def cli_model_campaign(seeds: dict[str, bytes], mutants: int, seed: int = 0, tim
         for i in range(mutants):
             name, command = names[i % len(names)], commands[i % len(commands)]
             how, data = mut.mutate(seeds[name])
-            case = Path(tmp) / f"case{i}"
+            # absolute: the command runs in `case`, and --keep-dir may be a relative folder
+            case = Path(tmp).resolve() / f"case{i}"
             case.mkdir()
             model = case / "mutant.onnx"
             model.write_bytes(data)
