@@ -299,10 +299,10 @@ def cpu_hint(spec: DeviceSpec) -> str:
             "has them (`hwlat lut import`)")
 
 
-def noisy_keys(store, spec: DeviceSpec) -> frozenset[str]:
-    """Key texts of the device's entries whose timings varied more than its max_cv."""
-    limit = spec.measure.max_cv
-    return frozenset(e.key for e in store.entries(spec.name) if e.cv > limit)
+def noisy_keys(store, device: str, max_cv: float) -> frozenset[str]:
+    """Key texts of the device's entries whose timings varied more than `max_cv` (the device
+    file's measure.max_cv)."""
+    return frozenset(e.key for e in store.entries(device) if e.cv > max_cv)
 
 
 @dataclass
@@ -338,7 +338,7 @@ class _Query:
                 raise InvalidInputError(
                     f"the table has no thread CPU times for device '{self.spec.name}'; "
                     f"{cpu_hint(self.spec)}, or predict in wall-clock time ({self.names['wall']})")
-        self.noisy = noisy_keys(self.store, self.spec)
+        self.noisy = noisy_keys(self.store, self.spec.name, self.spec.measure.max_cv)
 
     def miss_estimator(self):
         """As `hwlat.lut.predict.predict` picks it: the roofline, else the device's trained

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hwlat.api import MIN_ENTRIES
+from hwlat.api import MIN_ENTRIES, noisy_keys
 from hwlat.cli.options import (
     DeviceFileOpt,
     DeviceOpt,
@@ -349,7 +349,7 @@ def lut_show(table: TableOpt = None,
     timings varied more than the device's max_cv are flagged noisy."""
     with open_table(table, readonly=True) as store:
         if device is None:
-            rows = [{"device": name, "entries": n, "noisy": len(noisy_entries(store, name))}
+            rows = [{"device": name, "entries": n, "noisy": len(noisy_keys(store, name, max_cv_of(name)))}
                     for name, n in store.devices()]
             if as_json:
                 print(json.dumps({"table": str(store.path), "devices": rows}, indent=1))
@@ -386,11 +386,6 @@ def max_cv_of(device: str) -> float:
 
     spec = find_device(device)
     return (spec.measure if spec is not None else MeasureSpec()).max_cv
-
-
-def noisy_entries(store, device: str) -> set[str]:
-    limit = max_cv_of(device)
-    return {e.key for e in store.entries(device) if e.cv > limit}
 
 
 @lut_app.command("delete")
