@@ -18,6 +18,12 @@ for at least CPU_MIN_RUNS runs and CPU_MIN_MS of CPU time; each run's CPU time l
 session run of a one-node graph costs (measured once per runner) and less the boundary Reorders'
 share (from a short profiled run of the same graph) is one sample. With one thread the process
 is pinned to one core first.
+
+A kernel cut out of a model is timed on the values its inputs take in a run of that model
+(`model_activations`; `profile` passes them), not on random data: the time of some kernels
+depends on the data. Swin's shifted-window attention masks scores with -100, so its softmax
+probabilities hold tens of thousands of denormal floats, and the MatMul that reads them runs
+~18x slower on them than on random inputs (4.8 ms vs 0.27 ms a call in thread CPU time).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import onnxruntime as ort
 from hwlat.devices.measure import Timing, cpu_model, measure
 from hwlat.devices.spec import DeviceSpec
 from hwlat.errors import BackendError, HwlatError, InvalidModelError
+from hwlat.graph.extract import _typed
 from hwlat.inputs import random_feeds as seeded_feeds
 from hwlat.runners.base import Environment, InModelRunner
 
@@ -45,6 +52,7 @@ CPU_MIN_RUNS = 15  # thread CPU samples per kernel, at least
 CPU_MIN_MS = 20.0  # CPU time spent on a kernel's samples, at least (tiny kernels get more runs)
 CPU_MAX_RUNS = 300
 EDGE_RUNS = 5  # profiled runs that find the boundary Reorders' share
+MAX_ACTIVATION_BYTES = 512 << 20  # a model's values kept at once to feed its cut-out kernels
 
 
 class OrtRunner(InModelRunner):
@@ -113,10 +121,43 @@ class OrtRunner(InModelRunner):
             os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
             self._pinned = True
 
-    def cpu_time_kernel(self, proto: onnx.ModelProto) -> tuple[float, ...]:
-        """Thread CPU time (ms) of a cut-out kernel, one sample per run (see the module's text);
-        empty where the runtime uses more than one thread (the calling thread's CPU time is then
-        not the kernel's)."""
+    def model_activations(self, g, names) -> dict[str, np.ndarray]:
+        """The values `names` take in one run of `g`'s model (loaded from a file) on the random
+        inputs `time_model` runs it on: what its cut-out kernels are fed (see the module's text).
+        Names the graph does not compute (initializers, unknown values) are left out, and so
+        are values past MAX_ACTIVATION_BYTES in all (their kernels get random inputs)."""
+        model = g.meta.get("onnx")
+        if model is None:
+            return {}
+        inits = {t.name for t in model.graph.initializer}
+        outputs, total = [], 0
+        for v in dict.fromkeys(names):
+            val = g.values.get(v)
+            nbytes = val.sig.nbytes() if val is not None else None
+            if v in inits or not nbytes or total + nbytes > MAX_ACTIVATION_BYTES:
+                continue
+            total += nbytes
+            outputs.append(_typed(g, v))
+        if not outputs:
+            return {}
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        have = {o.name for o in m.graph.output}
+        m.graph.output.extend(o for o in outputs if o.name not in have)
+        sess = _session(m.SerializeToString(), self._options())
+        feeds = random_feeds(sess)
+        wanted = [o.name for o in outputs]
+        try:
+            values = sess.run(wanted, feeds)
+        except Exception as e:
+            raise HwlatError(f"onnxruntime cannot run the model: {' '.join(str(e).split())[:300]}") from e
+        return {**{k: v for k, v in feeds.items() if k in set(names)}, **dict(zip(wanted, values, strict=True))}
+
+    def cpu_time_kernel(self, proto: onnx.ModelProto,
+                        feeds: dict[str, np.ndarray] | None = None) -> tuple[float, ...]:
+        """Thread CPU time (ms) of a cut-out kernel, one sample per run (see the module's text),
+        on `feeds` where they fit its inputs (random values otherwise); empty where the runtime
+        uses more than one thread (the calling thread's CPU time is then not the kernel's)."""
         if self.spec.threads != 1:
             return ()
         self.pin()
@@ -124,7 +165,7 @@ class OrtRunner(InModelRunner):
         overhead, base = self.profiler_overhead_ms, self.run_overhead_cpu_ms
         with tempfile.TemporaryDirectory(prefix="hwlat-ort-") as tmp:
             sess = _session(blob, self._options(tmp))
-            feeds = random_feeds(sess)
+            feeds = _fed(sess, feeds)
             for _ in range(self.spec.measure.warmup + EDGE_RUNS):
                 _run(sess, feeds)
             trace = sess.end_profiling()
@@ -160,11 +201,13 @@ class OrtRunner(InModelRunner):
             o.profile_file_prefix = os.path.join(profile_dir, "ort")
         return o
 
-    def time_kernel(self, proto: onnx.ModelProto) -> Timing:
-        wall = self._time_kernel_wall(proto)
-        return Timing(wall.samples_ms, wall.rounds, self.cpu_time_kernel(proto))
+    def time_kernel(self, proto: onnx.ModelProto, feeds: dict[str, np.ndarray] | None = None) -> Timing:
+        """A cut-out kernel's profiler durations and thread CPU time, on `feeds` where they fit
+        its inputs (`model_activations`), random values otherwise."""
+        wall = self._time_kernel_wall(proto, feeds)
+        return Timing(wall.samples_ms, wall.rounds, self.cpu_time_kernel(proto, feeds))
 
-    def _time_kernel_wall(self, proto: onnx.ModelProto) -> Timing:
+    def _time_kernel_wall(self, proto: onnx.ModelProto, given: dict[str, np.ndarray] | None = None) -> Timing:
         self.pin()
         feeds = None
         overhead = self.profiler_overhead_ms
@@ -172,7 +215,7 @@ class OrtRunner(InModelRunner):
             def round_(n: int) -> list[float]:
                 nonlocal feeds
                 sess = _session(proto.SerializeToString(), self._options(tmp))
-                feeds = feeds or random_feeds(sess)
+                feeds = feeds or _fed(sess, given)
                 for _ in range(self.spec.measure.warmup + n):
                     _run(sess, feeds)
                 trace = sess.end_profiling()
@@ -336,6 +379,17 @@ def random_feeds(sess: ort.InferenceSession, seed: int = 0) -> dict[str, np.ndar
                                     f"{MAX_FEED_BYTES >> 20} MiB; hwlat times models with smaller inputs")
         specs.append((i.name, i.shape, dtype))
     return seeded_feeds(specs, seed)
+
+
+def _fed(sess: ort.InferenceSession, given: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """The session's inputs: the `given` value where one of the input's shape and type is
+    given, a random one otherwise."""
+    feeds = random_feeds(sess)
+    for name, rnd in feeds.items():
+        v = (given or {}).get(name)
+        if v is not None and v.shape == rnd.shape and v.dtype == rnd.dtype:
+            feeds[name] = v
+    return feeds
 
 
 def kernel_times_per_run(trace_path: str, boundary: bool = False) -> list[tuple[float, int]]:

@@ -7,7 +7,9 @@ a kernel is timed inside the first model that has it: with its neighbours' cache
 conversions and per-node costs, as it runs in a network. What cannot be attributed is cut out and
 timed alone. Where the runner measures thread CPU time (onnxruntime, one thread), every entry
 gets that too, from the kernel cut out (`cpu_times` in the table; the wall-clock figures stay the
-entry's median). Entries are committed per model and in small batches: a crash or `kill -9` loses at
+entry's median). Where the runner can say what values a model's run computes
+(`model_activations`), a kernel cut out of a model is timed on the values its inputs take in
+that model's run, not on random data (some kernels' time depends on it: denormal floats). Entries are committed per model and in small batches: a crash or `kill -9` loses at
 most the batch in flight, and the next run resumes where this one stopped.
 
 Tuning records into the latency table: a kernel measured once, by tuning, serves both
@@ -97,11 +99,12 @@ def profile(
     feats: list[tuple[str, str, int | None, int | None]] = []
     cpus: list[CpuTime] = []
     cpu_of = getattr(runner, "cpu_time_kernel", None)
+    acts_of = getattr(runner, "model_activations", None)
 
-    def add(key: str, g: Graph, k: Kernel, timing: Timing, pipeline: str) -> None:
+    def add(key: str, g: Graph, k: Kernel, timing: Timing, pipeline: str, feeds=None) -> None:
         if not timing.cpu_samples_ms and cpu_of is not None and pipeline == getattr(
                 runner, "in_model_pipeline", None):
-            timing = Timing(timing.samples_ms, timing.rounds, cpu_of(extract_kernel(g, k)))
+            timing = Timing(timing.samples_ms, timing.rounds, cpu_of(extract_kernel(g, k), feeds))
         if timing.cpu_samples_ms:
             cpus.append(CpuTime(device.name, key, timing.cpu_median_ms, timing.cpu_cv,
                                 len(timing.cpu_samples_ms)))
@@ -132,16 +135,21 @@ def profile(
         for idx, times in in_model.time_in_model(path, g, kernels).items():
             series[kernels[idx].key.text()].append(times)
             found[kernels[idx].key.text()] = kernels[idx]
+        acts = {}
+        if acts_of is not None and cpu_of is not None:
+            acts = acts_of(g, [v for key in series if key in remaining for v in kernel_inputs(g, found[key])])
         for key, runs in series.items():
             if key in remaining:
                 # a key met n times in the model: each run's mean over its occurrences
                 samples = tuple(sum(r) / len(runs) for r in zip(*runs, strict=True))
-                add(key, g, found[key], Timing(samples), in_model.in_model_pipeline)
+                add(key, g, found[key], Timing(samples), in_model.in_model_pipeline, acts)
+        del acts
         commit()
     last_commit = time.perf_counter()
     todo = list(remaining.items())
     cut = _Cut([gk for _, gk in todo])
-    for i, timing in runner.time_kernels(cut):  # a runner with several devices times in parallel
+    timed = runner.time_kernels(cut) if acts_of is None else _on_activations(runner, cut)
+    for i, timing in timed:  # a runner with several devices times in parallel
         key, (g, k) = todo[i]
         add(key, g, k, timing, runner.pipeline)
         if time.perf_counter() - last_commit >= BATCH_SECONDS:
@@ -149,6 +157,32 @@ def profile(
             last_commit = time.perf_counter()
     commit()
     return ProfileReport(len(plan_.kernels), plan_.already, time.perf_counter() - t0)
+
+
+def kernel_inputs(g: Graph, k: Kernel) -> list[str]:
+    """The values a kernel reads that it does not compute itself (as `extract_kernel` cuts it:
+    the file's nodes, where a node of the graph stands for several)."""
+    model = g.meta.get("onnx")
+    if model is None:
+        return [i for n in k.nodes for i in g.node(n).inputs if i]
+    sources = g.meta.get("sources", {})
+    written = sorted({i for n in k.nodes for i in sources.get(n, (g.node(n).index,))})
+    inside = {o for i in written for o in model.graph.node[i].output if o}
+    return list(dict.fromkeys(v for i in written for v in model.graph.node[i].input if v and v not in inside))
+
+
+def _on_activations(runner, cut: _Cut):
+    """(index, timing) of every cut-out kernel, each timed on the values its inputs take in its
+    model's run (`runner.model_activations`), one model's kernels after another."""
+    by_graph: dict[int, list[int]] = defaultdict(list)
+    for i, (g, _) in enumerate(cut.kernels):
+        by_graph[id(g)].append(i)
+    for idx in by_graph.values():
+        g = cut.kernels[idx[0]][0]
+        acts = runner.model_activations(g, [v for i in idx for v in kernel_inputs(g, cut.kernels[i][1])])
+        for i in idx:
+            yield i, runner.time_kernel(cut[i], acts)
+        del acts
 
 
 class _Cut(Sequence):

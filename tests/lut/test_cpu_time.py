@@ -222,3 +222,90 @@ def test_cli_profile_calibrate_and_validate_in_thread_cpu_time(tmp_path):
     r = run_hwlat("validate", str(g_path), "--device", "cpu-ort", "--table", table, "--clock", "gpu", home=tmp_path)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "clock" in lines[0]
+
+
+def _scaled_softmax_net(tmp_path):
+    """x -> Mul by a constant -> Softmax -> MatMul with w: the MatMul's input is a value the
+    model computes (its softmax probabilities), not a graph input."""
+    nodes = [node("Mul", ["x", "s"], ["/m/Mul_output_0"]), node("Softmax", ["/m/Mul_output_0"], ["/p/Softmax_output_0"]),
+             node("MatMul", ["/p/Softmax_output_0", "w"], ["y"])]
+    m = model(nodes, [tensor("x", [1, 4, 16, 16])], [tensor("y", [1, 4, 16, 8])],
+              [const("s", np.array(40.0, np.float32)), const("w", rand(16, 8))], opset=17)
+    path = save(m, tmp_path / "sm.onnx")
+    return path, load(path)
+
+
+def _reference(path, name):
+    import onnx
+    import onnxruntime as ort
+
+    from hwlat.runners.ort import random_feeds
+
+    m = onnx.load(path)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = random_feeds(sess)["x"]
+    z = x * 40.0
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    return x, {"/m/Mul_output_0": z, "/p/Softmax_output_0": p / p.sum(axis=-1, keepdims=True)}[name]
+
+
+def test_model_activations_are_the_values_a_run_of_the_model_computes(tmp_path):
+    path, g = _scaled_softmax_net(tmp_path)
+    runner = get_runner(load_device("cpu-ort"))
+    acts = runner.model_activations(g, ["/p/Softmax_output_0", "x", "w", "no-such-value"])
+    x, probs = _reference(path, "/p/Softmax_output_0")
+    assert set(acts) == {"/p/Softmax_output_0", "x"}  # the weight and the unknown name left out
+    np.testing.assert_allclose(acts["/p/Softmax_output_0"], probs, rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(acts["x"], x)  # the random inputs time_model runs it on
+    assert len(g.meta["onnx"].graph.output) == 1  # the loaded model is left as it was
+
+
+def test_a_kernel_is_timed_on_the_given_values_where_they_fit_its_inputs(tmp_path, monkeypatch):
+    import onnx
+
+    import hwlat.runners.ort as ort_mod
+
+    path, g = _scaled_softmax_net(tmp_path)
+    seen = []
+    real = ort_mod._bound_run
+
+    def spy(sess, feeds):
+        seen.append(dict(feeds))
+        return real(sess, feeds)
+
+    monkeypatch.setattr(ort_mod, "_bound_run", spy)
+    runner = get_runner(load_device("cpu-ort"))
+    proto = onnx.load(path)
+    given = {"x": np.full((1, 4, 16, 16), 0.25, np.float32)}
+    assert runner.cpu_time_kernel(proto, given)
+    assert np.array_equal(seen[-1]["x"], given["x"])
+    # a value of another shape is not fed: the input gets random values
+    runner.cpu_time_kernel(proto, {"x": np.zeros((1, 4, 16, 8), np.float32)})
+    assert seen[-1]["x"].shape == (1, 4, 16, 16) and np.any(seen[-1]["x"] != 0)
+
+
+def test_profile_feeds_cut_out_kernels_the_values_of_their_models_run(tmp_path, monkeypatch):
+    from hwlat.runners.profile import plan, profile
+
+    path, g = _scaled_softmax_net(tmp_path)
+    spec = load_device("cpu-ort")
+    runner = get_runner(spec)
+    fed: dict[str, dict] = {}
+    real = type(runner).cpu_time_kernel
+
+    def spy(self, proto, feeds=None):
+        fed[proto.graph.node[-1].op_type] = {i.name: (feeds or {}).get(i.name) for i in proto.graph.input}
+        return real(self, proto, feeds)
+
+    monkeypatch.setattr(type(runner), "cpu_time_kernel", spy)
+    for in_model in (True, False):  # kernels timed inside the model, and cut out alone
+        if not in_model:
+            monkeypatch.setattr(type(runner), "time_in_model", lambda self, p, g, ks: {})
+        fed.clear()
+        with TableStore(tmp_path / f"t{in_model}.sqlite") as store:
+            profile(plan([path], spec, runner, store), spec, runner, store)
+            assert set(store.cpu_times("cpu-ort")) == store.keys("cpu-ort")
+        matmul = [v for k, v in fed.items() if k == "MatMul"]
+        assert matmul, fed
+        _, probs = _reference(path, "/p/Softmax_output_0")
+        np.testing.assert_allclose(matmul[0]["/p/Softmax_output_0"], probs, rtol=1e-4, atol=1e-7)
