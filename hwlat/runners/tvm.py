@@ -3,11 +3,20 @@
 Each kernel (or model) goes ONNX -> Relax (`from_onnx`) -> the device file's Relax pipeline ->
 `tvm.compile` for an llvm target with the host's CPU features -> VirtualMachine. Entries record
 the pipeline, so tuned and untuned measurements never mix.
+
+Beside the wall-clock rounds, a one-thread device's kernels and models get their thread CPU
+time, as onnxruntime's do: with one thread TVM's runtime runs every parallel loop on the
+calling thread (TVM_NUM_THREADS=1), so `time.thread_time` around a VM call is what the call
+cost the core, whatever other processes on a shared machine took meanwhile. The process is
+pinned to one core; each of at least CPU_MIN_RUNS calls (and CPU_MIN_MS of CPU time) is one
+sample, less what a call of a one-op module costs (measured once per runner).
 """
 
 from __future__ import annotations
 
 import os
+import time
+from functools import cached_property
 
 import numpy as np
 import onnx
@@ -17,6 +26,10 @@ from hwlat.devices.spec import DeviceSpec
 from hwlat.errors import BackendError, HwlatError, InvalidInputError, InvalidModelError
 from hwlat.inputs import random_arrays
 from hwlat.runners.base import Environment, Runner
+
+CPU_MIN_RUNS = 15  # thread CPU samples per kernel, at least
+CPU_MIN_MS = 20.0  # CPU time spent on a kernel's samples, at least (tiny kernels get more runs)
+CPU_MAX_RUNS = 300
 
 
 def random_inputs(proto: onnx.ModelProto, seed: int = 0) -> list[np.ndarray]:
@@ -112,7 +125,55 @@ class TvmRunner(Runner):
                 raise HwlatError(f"TVM cannot run the model: {' '.join(str(e).split())[:300]}") from e
             return [r * 1e3 for r in res.results]
 
-        return measure(round_, self.spec.measure)
+        self.pin()
+        wall = measure(round_, self.spec.measure)
+        return Timing(wall.samples_ms, wall.rounds, self.cpu_time(vm))
+
+    def pin(self) -> None:
+        """With one thread, pin the calling thread (the runtime's only one) to one core, once."""
+        if self.spec.threads == 1 and not getattr(self, "_pinned", False) \
+                and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+            self._pinned = True
+
+    def cpu_time(self, vm, less_overhead: bool = True) -> tuple[float, ...]:
+        """Thread CPU time (ms) of calls of the VM's main, one sample per call (see the
+        module's text); empty where the runtime uses more than one thread (the calling
+        thread's CPU time is then not the work's)."""
+        if self.spec.threads != 1:
+            return ()
+        self.pin()
+        base = self.call_overhead_cpu_ms if less_overhead else 0.0
+        samples: list[float] = []
+        spent = 0.0
+        try:
+            for _ in range(self.spec.measure.warmup):
+                vm.invoke_stateful("main")
+            while len(samples) < CPU_MIN_RUNS or (spent < CPU_MIN_MS and len(samples) < CPU_MAX_RUNS):
+                c0 = time.thread_time()
+                vm.invoke_stateful("main")
+                c = (time.thread_time() - c0) * 1e3
+                spent += c
+                samples.append(max(c - base, 0.0))
+        except Exception as e:  # the runtime's own errors (TVMError)
+            raise HwlatError(f"TVM cannot run the model: {' '.join(str(e).split())[:300]}") from e
+        return tuple(samples)
+
+    @cached_property
+    def call_overhead_cpu_ms(self) -> float:
+        """Thread CPU time of one VM call of a one-op module on a tiny tensor: what every
+        sample carries beside the work (the smallest of 3 rounds' medians)."""
+        h = onnx.helper
+        info = lambda name: h.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [1, 4])  # noqa: E731
+        graph = h.make_graph([h.make_node("Relu", ["x"], ["y"])], "one", [info("x")], [info("y")])
+        proto = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+        proto.ir_version = 8
+        vm = self._build(proto)
+        medians = []
+        for _ in range(3):
+            samples = self.cpu_time(vm, less_overhead=False)
+            medians.append(float(np.median(samples)))
+        return min(medians)
 
     def time_kernel(self, proto: onnx.ModelProto) -> Timing:
         return self._time(self._build(proto))

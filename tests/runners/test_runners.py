@@ -100,6 +100,9 @@ def test_profile_and_predict_on_each_cpu_device(tmp_path, device):
         assert len(entries) == 2
         # onnxruntime's kernels are timed inside the model; TVM's are built and timed one by one
         assert {e.pipeline for e in entries} == {"ort-in-model" if device == "cpu-ort" else "tvm-default"}
+        # one thread: both runners give every entry its thread CPU time too
+        cpu = store.cpu_times(device)
+        assert set(cpu) == {e.key for e in entries} and all(c.cpu_ms > 0 and c.repeats >= 15 for c in cpu.values())
         g = load(path)
         assert predict(g, fuse(g), store, device).latency_ms == pytest.approx(sum(e.median_ms for e in entries))
     whole = runner.time_model(path)
@@ -120,6 +123,27 @@ def test_kernel_runs_on_both_runtimes(tmp_path):
     for device in ("cpu-ort", "cpu-tvm"):
         t = get_runner(load_device(device)).time_kernel(extract_kernel(g, k))
         assert t.median_ms > 0 and len(t.samples_ms) >= 15
+
+
+@pytest.mark.tvm
+def test_tvm_times_kernels_and_models_in_thread_cpu_time_that_grows_with_their_work(tmp_path):
+    """With one thread TVM runs its loops on the calling thread: the thread's CPU time is the
+    kernel's (work on another thread would read as ~0 here, whatever its size)."""
+    from hwlat.runners.tvm import CPU_MIN_RUNS
+    from tests.helpers.onnx_builders import const, model, node, rand, tensor
+
+    def pointwise(c: int):
+        return model([node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[1, 1])],
+                     [tensor("x", [1, c, 28, 28])], [tensor("y", [1, c, 28, 28])],
+                     [const("w", rand(c, c, 1, 1)), const("b", rand(c))], opset=17)
+
+    runner = get_runner(load_device("cpu-tvm"))
+    small, large = runner.time_kernel(pointwise(32)), runner.time_kernel(pointwise(128))  # 16x the MACs
+    assert len(small.cpu_samples_ms) >= CPU_MIN_RUNS and len(large.cpu_samples_ms) >= CPU_MIN_RUNS
+    assert small.cpu_median_ms > 0 and large.cpu_median_ms > 4 * small.cpu_median_ms
+    assert 0 < runner.call_overhead_cpu_ms < 1.0  # a VM call's fixed cost: microseconds
+    whole = runner.time_model(save(pointwise(64), tmp_path / "p.onnx"))
+    assert whole.cpu_samples_ms and whole.cpu_median_ms > 0
 
 
 @pytest.mark.tvm
