@@ -555,7 +555,7 @@ def predict(model: ModelLike, device: str | DeviceSpec = "cpu-ort", *, inputs=No
     kernels' thread CPU time, which holds on a machine shared with other processes; entries
     without one count with their wall median, labelled "table (wall: no CPU time)"; the
     correction and trained predictors of that clock only). The device's table must hold CPU
-    times (`hwlat profile` on cpu-ort records them)."""
+    times (`hwlat profile` on cpu-ort and cpu-tvm records them)."""
     return _predict(model, _resolve(device, table), inputs=inputs, input_shape=input_shape,
                     table=table, breakdown=breakdown, fallback=fallback, sample=sample,
                     precision=precision, estimate=estimate, route=route, clock=clock)

@@ -181,7 +181,7 @@ def predict(
     device_file: DeviceFileOpt = None,
     clock: Annotated[str, typer.Option(
         "--clock", help="wall: the entries' wall-clock medians, what a dedicated device shows; cpu: "
-                        "the kernels' thread CPU time (recorded by cpu-ort), which holds on a machine "
+                        "the kernels' thread CPU time (recorded by cpu-ort and cpu-tvm), which holds on a machine "
                         "shared with other processes")] = "wall",
 ) -> None:
     """Predict a model's latency on a device from the table, without running it; on a neuromorphic
