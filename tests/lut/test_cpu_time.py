@@ -298,6 +298,7 @@ def test_profile_feeds_cut_out_kernels_the_values_of_their_models_run(tmp_path, 
         return real(self, proto, feeds)
 
     monkeypatch.setattr(type(runner), "cpu_time_kernel", spy)
+    monkeypatch.setattr("hwlat.runners.profile.SHORT_IN_MODEL_MS", 0.0)  # every kernel's CPU time cut out
     for in_model in (True, False):  # kernels timed inside the model, and cut out alone
         if not in_model:
             monkeypatch.setattr(type(runner), "time_in_model", lambda self, p, g, ks: {})
@@ -309,3 +310,25 @@ def test_profile_feeds_cut_out_kernels_the_values_of_their_models_run(tmp_path, 
         assert matmul, fed
         _, probs = _reference(path, "/p/Softmax_output_0")
         np.testing.assert_allclose(matmul[0]["/p/Softmax_output_0"], probs, rtol=1e-4, atol=1e-7)
+
+
+def test_a_short_kernel_timed_in_its_model_has_its_in_model_durations_as_cpu_time(tmp_path, monkeypatch):
+    import hwlat.runners.profile as prof
+
+    path, _ = _scaled_softmax_net(tmp_path)
+    spec = load_device("cpu-ort")
+    runner = get_runner(spec)
+    cut = []
+    real = type(runner).cpu_time_kernel
+    monkeypatch.setattr(type(runner), "cpu_time_kernel",
+                        lambda self, proto, feeds=None: cut.append(proto) or real(self, proto, feeds))
+    with TableStore(tmp_path / "t.sqlite") as store:
+        prof.profile(prof.plan([path], spec, runner, store), spec, runner, store)
+        entries = {e.key: e for e in store.entries("cpu-ort")}
+        cpu = store.cpu_times("cpu-ort")
+    assert entries and all(e.pipeline == "ort-in-model" and e.median_ms < prof.SHORT_IN_MODEL_MS
+                           for e in entries.values())
+    assert cut == []  # none cut out: the in-model samples are the CPU samples
+    assert set(cpu) == set(entries)
+    assert all(cpu[k].cpu_ms == pytest.approx(e.median_ms) and cpu[k].repeats == e.repeats
+               for k, e in entries.items())
