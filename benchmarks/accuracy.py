@@ -31,8 +31,9 @@ machine is shared); `hwlat validate` compares with the wall-clock median, which 
 of a dedicated device sees.
 
 Kernels are added up in the clock compared with (`--figure`): thread CPU time (the table's
-`cpu_times`, kernels cut out and timed with time.thread_time) against the models' thread CPU
-time, or wall against wall.
+`cpu_times`: kernels cut out and timed with time.thread_time on the values their inputs take in
+their model, or, under 0.5 ms inside their model, their in-model durations; `--in-model-cpu-below`
+re-derives that split from the table) against the models' thread CPU time, or wall against wall.
 
 Per family F (leave-one-family-out): the table holds the other families' kernels and the
 sampled kernels, less any key only F has; per-kind xgboost predictors trained on that table (in
@@ -229,6 +230,11 @@ def corpus_main(args) -> None:
             cache.write_text(json.dumps(per))
         if args.measure_only:
             return
+        if args.in_model_cpu_below is not None:  # evaluate on a derived table (see its --help)
+            master = in_model_cpu_table(master, out / f"table-inmodel-{args.in_model_cpu_below:g}.sqlite",
+                                        args.in_model_cpu_below)
+            print(f"CPU times: in-model durations of kernels under {args.in_model_cpu_below:g} ms, "
+                  f"cut-out thread CPU time of the rest")
         sampled = TableStore(args.sampled, readonly=True) if args.sampled else None
         fig = args.figure
         measured = {p: statistics.median(v[fig]) for p, v in per.items()}
@@ -275,6 +281,28 @@ def corpus_main(args) -> None:
             sampled.close()
     (out / f"rows-{fig}.json").write_text(json.dumps(rows, indent=1))
     corpus_report(rows, fig)
+
+
+def in_model_cpu_table(master: TableStore, path: Path, below_ms: float) -> TableStore:
+    """A copy of `master` whose kernels timed inside their model with a median under `below_ms`
+    have those in-model samples as their CPU time, as `profile` now records them (a table
+    profiled before that rule, or another threshold); 0: every kernel's cut-out CPU time."""
+    from hwlat.lut.store import CpuTime
+
+    if path.exists():
+        path.unlink()
+    entries = master.entries(DEVICE)
+    feats = master.features()
+    cpu = master.cpu_times(DEVICE)
+    times = []
+    for e in entries:
+        if e.pipeline == "ort-in-model" and e.median_ms < below_ms:
+            times.append(CpuTime(DEVICE, e.key, e.median_ms, e.cv, e.repeats))
+        elif e.key in cpu:
+            times.append(cpu[e.key])
+    store = TableStore(path)
+    store.put_many(entries, [(e.key, *feats[e.key]) for e in entries if e.key in feats], cpu_times=times)
+    return store
 
 
 def gap_report(models, graphs, master, measured, clock: str = "wall") -> None:
@@ -345,6 +373,10 @@ def main() -> None:
     ap.add_argument("--wall-rounds", type=int, help="corpus mode: at most this many in-model wall-clock "
                     "rounds per model (the device file's max_rounds otherwise)")
     ap.add_argument("--runs", type=int, default=15, help="corpus mode: timed runs per model and round")
+    ap.add_argument("--in-model-cpu-below", type=float, metavar="MS",
+                    help="corpus mode: evaluate with the in-model durations of kernels timed inside their "
+                    "model under MS as their CPU time (profile's rule, SHORT_IN_MODEL_MS), the cut-out "
+                    "CPU time of the rest; 0: every kernel's cut-out CPU time (the table as profiled otherwise)")
     ap.add_argument("--measure-only", action="store_true", help="corpus mode: profile and measure, then stop")
     args = ap.parse_args()
     if args.corpus:
