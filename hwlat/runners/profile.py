@@ -39,6 +39,7 @@ from hwlat.errors import InvalidModelError
 from hwlat.graph import Graph, Kernel, fuse, load
 from hwlat.graph.cost import kernel_cost
 from hwlat.graph.extract import extract_kernel
+from hwlat.graph.fuse import exits
 from hwlat.lut.store import CpuTime, Entry, TableStore
 from hwlat.runners.base import InModelRunner, Runner
 
@@ -153,11 +154,20 @@ def profile(
         # a key met n times in the model: each run's mean over its occurrences
         inside = {key: Timing(tuple(sum(r) / len(runs) for r in zip(*runs, strict=True)))
                   for key, runs in series.items() if key in remaining}
+        absorbed = _absorbed(g, kernels, found, inside, remaining) if inside else {}
         acts = {}
         if acts_of is not None and cpu_of is not None:  # inputs of the kernels to be cut out
-            acts = acts_of(g, [v for key, t in inside.items() if not short(t) for v in kernel_inputs(g, found[key])])
+            acts = acts_of(g, [v for key, t in inside.items() if not short(t) for v in kernel_inputs(g, found[key])]
+                           + [v for key, (k, to_short) in absorbed.items() if not to_short for v in kernel_inputs(g, k)])
         for key, t in inside.items():
             add(key, g, found[key], t, in_model.in_model_pipeline, acts)
+        n = len(next(iter(inside.values())).samples_ms) if inside else 0
+        for key, (k, to_short) in absorbed.items():
+            # its in-model time is in its readers' (see _absorbed): none of its own in the model
+            zero = (0.0,) * n
+            cpu = () if device.threads != 1 or cpu_of is None else \
+                zero if to_short else cpu_of(extract_kernel(g, k), acts)
+            add(key, g, k, Timing(zero, 1, cpu), in_model.in_model_pipeline, acts)
         del acts
         commit()
     last_commit = time.perf_counter()
@@ -172,6 +182,42 @@ def profile(
             last_commit = time.perf_counter()
     commit()
     return ProfileReport(len(plan_.kernels), plan_.already, time.perf_counter() - t0)
+
+
+def _absorbed(g: Graph, kernels: list[Kernel], found: dict[str, Kernel], inside: dict[str, Timing],
+              remaining) -> dict[str, tuple[Kernel, bool]]:
+    """Kernels of a model onnxruntime's in-model run has no node of, whose every reader was
+    timed inside the model (key -> (kernel, whether all its readers are short)).
+
+    onnxruntime fuses such a kernel into the node that reads it and names that node after the
+    reader's output (ConvNeXt's fc2 Conv and the layer-scale Mul after it run as one Conv named
+    after the Mul), or drops it (a view): its time is in its readers' in-model time, or it has
+    none; a chain fused into one node (Conv, Mul, Relu named after the Relu) is absorbed whole.
+    Cut out and timed alone as well, it would count twice. Such a kernel is recorded
+    with in-model time 0; its CPU time is 0 where its readers' CPU time is their in-model time
+    (short ones: SHORT_IN_MODEL_MS), else its cut-out CPU time, as its readers' is."""
+    timed = set(found)
+    readers: dict[str, set[str]] = defaultdict(set)  # value -> keys of the kernels reading it
+    for k in kernels:
+        inside_k = {o for n in k.nodes for o in g.node(n).outputs}
+        for n in k.nodes:
+            for v in g.node(n).inputs:
+                if v and v not in inside_k:
+                    readers[v].add(k.key.text())
+    outputs = set(g.outputs)
+    out: dict[str, tuple[Kernel, bool]] = {}
+    short = {key: t.median_ms < SHORT_IN_MODEL_MS for key, t in inside.items()}
+    for k in reversed(kernels):  # readers first: a chain fused into one node is absorbed whole
+        key = k.key.text()
+        if key in timed or key in out or key not in remaining:
+            continue
+        ends = set(exits(g, [g.node(n) for n in k.nodes]))
+        rs = {r for v in ends for r in readers.get(v, ())} - {key}
+        if not ends or ends & outputs or not rs or not rs <= set(short):
+            continue
+        out[key] = (k, all(short[r] for r in rs))
+        short[key] = out[key][1]
+    return out
 
 
 def kernel_inputs(g: Graph, k: Kernel) -> list[str]:

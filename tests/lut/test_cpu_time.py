@@ -332,3 +332,38 @@ def test_a_short_kernel_timed_in_its_model_has_its_in_model_durations_as_cpu_tim
     assert set(cpu) == set(entries)
     assert all(cpu[k].cpu_ms == pytest.approx(e.median_ms) and cpu[k].repeats == e.repeats
                for k, e in entries.items())
+
+
+def test_a_kernel_onnxruntime_fuses_into_its_reader_is_not_counted_twice(tmp_path):
+    """Conv, a per-channel Mul, Relu: hwlat cuts three kernels, onnxruntime runs one Conv named
+    after the Relu's output. The Relu's in-model time holds the others': they get 0, not their
+    cut-out time on top."""
+    import hwlat.runners.profile as prof
+    from hwlat.lut.predict import predict
+
+    c = 32
+    nodes = [node("Conv", ["x", "w", "b"], ["/fc2/Conv_output_0"], kernel_shape=[1, 1]),
+             node("Mul", ["/fc2/Conv_output_0", "gamma"], ["/Mul_output_0"]),
+             node("Relu", ["/Mul_output_0"], ["y"])]
+    for n, name in zip(nodes, ["/fc2/Conv", "/Mul", "/act/Relu"], strict=True):
+        n.name = name
+    m = model(nodes, [tensor("x", [1, c, 28, 28])], [tensor("y", [1, c, 28, 28])],
+              [const("w", rand(c, c, 1, 1)), const("b", rand(c)), const("gamma", rand(1, c, 1, 1, seed=2))], opset=17)
+    path = save(m, tmp_path / "f.onnx")
+    g = load(path)
+    ks = fuse(g)
+    assert [k.key.ops for k in ks][:2] == [("Conv",), ("Mul",)]
+    spec = load_device("cpu-ort")
+    runner = get_runner(spec)
+    attributed = runner.time_in_model(path, g, ks)
+    assert set(attributed) == {2}  # one fused node, named after the Relu's output
+    with TableStore(tmp_path / "t.sqlite") as store:
+        prof.profile(prof.plan([path], spec, runner, store), spec, runner, store)
+        conv, mul, relu = (k.key.text() for k in ks)
+        e = {x.key: x for x in store.entries("cpu-ort")}
+        cpu = store.cpu_times("cpu-ort")
+        for key in (conv, mul):
+            assert e[key].median_ms == 0 and e[key].pipeline == "ort-in-model" and cpu[key].cpu_ms == 0
+        assert e[relu].median_ms > 0 and cpu[relu].cpu_ms == pytest.approx(e[relu].median_ms)
+        p = predict(g, ks, store, "cpu-ort", correct=False, clock="cpu")
+        assert p.kernel_sum_ms == pytest.approx(sum(cpu[k.key.text()].cpu_ms for k in ks if k.key.text() in cpu))
