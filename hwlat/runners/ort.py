@@ -231,7 +231,8 @@ class OrtRunner(InModelRunner):
         onnxruntime names the nodes it executes after the original nodes or their output values
         (`<value>_nchwc` for a fused conv, `<node>/<Fusion>` for other fusions); a node it adds
         itself (a layout Reorder, a Gemm's Reshape) is charged to the next kernel that runs,
-        which is the one that needed it. Kernels onnxruntime removed or renamed beyond
+        which is the one that needed it, except a node of an op the kernel just run ends with
+        (a written-out GELU fused into a node named just `Gelu`), which is that kernel's tail. Kernels onnxruntime removed or renamed beyond
         recognition are absent from the result and are timed alone instead. Like every
         measurement, a round whose spread is too wide is run again (the tightest round is kept
         for each kernel).
@@ -248,9 +249,10 @@ class OrtRunner(InModelRunner):
                     written = model.graph.node[i]
                     owner[written.name or written.op_type] = idx
                     owner.update((o, idx) for o in written.output if o)
+        tails = {idx: frozenset(k.key.ops) - _NOT_TAIL for idx, k in enumerate(kernels)}
         best: dict[int, Timing] = {}
         for _ in range(self.spec.measure.max_rounds):
-            for idx, samples in self._in_model_round(path, owner).items():
+            for idx, samples in self._in_model_round(path, owner, tails).items():
                 t = Timing(tuple(samples))
                 if idx not in best or t.cv < best[idx].cv:
                     best[idx] = t
@@ -258,7 +260,8 @@ class OrtRunner(InModelRunner):
                 break
         return {idx: list(t.samples_ms) for idx, t in best.items()}
 
-    def _in_model_round(self, path: str, owner: dict[str, int]) -> dict[int, list[float]]:
+    def _in_model_round(self, path: str, owner: dict[str, int],
+                        tails: dict[int, frozenset[str]] | None = None) -> dict[int, list[float]]:
         overhead = self.profiler_overhead_ms
         n = self.spec.measure.repeats
         with tempfile.TemporaryDirectory(prefix="hwlat-ort-") as tmp:
@@ -271,25 +274,9 @@ class OrtRunner(InModelRunner):
                 events = json.load(f)
         runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
                       if e.get("cat") == "Session" and e.get("name") == "model_run")[-n:]
-        nodes = sorted((e["ts"], e["dur"], e["name"][: -len("_kernel_time")]) for e in events
-                       if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"))
-        per: dict[int, list[float]] = {}
-        for r, (start, end) in enumerate(runs):
-            pending, last = 0.0, None
-            for ts, dur, name in nodes:
-                if ts < start or ts > end:
-                    continue
-                cost = max(dur / 1e3 - overhead, 0.0)
-                idx = _ort_owner(name, owner)
-                if idx is None:
-                    pending += cost
-                    continue
-                times = per.setdefault(idx, [0.0] * len(runs))
-                times[r] += cost + pending
-                pending, last = 0.0, idx
-            if pending and last is not None:
-                per[last][r] += pending
-        return per
+        nodes = sorted((e["ts"], e["dur"], e["name"][: -len("_kernel_time")], e.get("args", {}).get("op_name", ""))
+                       for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"))
+        return attribute(nodes, runs, owner, overhead, tails)
 
     def time_model(self, path: str) -> Timing:
         self.pin()
@@ -413,6 +400,40 @@ def kernel_times_per_run(trace_path: str, boundary: bool = False) -> list[tuple[
             j += 1
         totals.append((total / 1e3, count))
     return totals
+
+
+# ops of nodes onnxruntime adds for the next kernel's sake: never the tail of the last one
+_NOT_TAIL = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity",
+                       "ReorderInput", "ReorderOutput", "Cast", "Concat", "Split", "Slice", "Gather"})
+
+
+def attribute(nodes, runs, owner: dict[str, int], overhead: float,
+              tails: dict[int, frozenset[str]] | None = None) -> dict[int, list[float]]:
+    """Per kernel index, its time (ms) in each run: `nodes` are (start us, duration us, name,
+    op) of the executed nodes, `runs` (start, end) of the runs. A node no kernel owns is charged
+    to the next kernel that runs, or, where its op is among `tails[last]` (ops of the kernel
+    just run), to that kernel (see OrtRunner.time_in_model)."""
+    tails = tails or {}
+    per: dict[int, list[float]] = {}
+    for r, (start, end) in enumerate(runs):
+        pending, last = 0.0, None
+        for ts, dur, name, op in nodes:
+            if ts < start or ts > end:
+                continue
+            cost = max(dur / 1e3 - overhead, 0.0)
+            idx = _ort_owner(name, owner)
+            if idx is None:
+                if last is not None and not pending and op in tails.get(last, ()):
+                    per[last][r] += cost
+                else:
+                    pending += cost
+                continue
+            times = per.setdefault(idx, [0.0] * len(runs))
+            times[r] += cost + pending
+            pending, last = 0.0, idx
+        if pending and last is not None:
+            per[last][r] += pending
+    return per
 
 
 def _ort_owner(name: str, owner: dict[str, int]) -> int | None:

@@ -205,7 +205,7 @@ def test_in_model_timing_charges_a_written_out_gelu_to_its_kernel(tmp_path, monk
     assert [k.key.ops for k in kernels] == [("Conv", "Gelu"), ("Relu",)]
     runner = get_runner(load_device("cpu-ort"))
     owners = {}
-    monkeypatch.setattr(runner, "_in_model_round", lambda path, owner: owners.update(owner) or {})
+    monkeypatch.setattr(runner, "_in_model_round", lambda path, owner, tails=None: owners.update(owner) or {})
     runner.time_in_model("unused", g, kernels)
     # onnxruntime names executed nodes after the file's nodes: Div, Erf, Add, Mul belong to kernel 0
     assert {owners.get(n.name) for n in m.graph.node if n.op_type in ("Div", "Erf", "Add", "Mul")} == {0}

@@ -367,3 +367,20 @@ def test_a_kernel_onnxruntime_fuses_into_its_reader_is_not_counted_twice(tmp_pat
         assert e[relu].median_ms > 0 and cpu[relu].cpu_ms == pytest.approx(e[relu].median_ms)
         p = predict(g, ks, store, "cpu-ort", correct=False, clock="cpu")
         assert p.kernel_sum_ms == pytest.approx(sum(cpu[k.key.text()].cpu_ms for k in ks if k.key.text() in cpu))
+
+
+def test_a_fused_tail_onnxruntime_names_generically_is_charged_to_the_kernel_it_ends():
+    """onnxruntime fuses a written-out GELU into a node named just `Gelu`: it ends the kernel
+    just run (MatMul+Add+Gelu), while a Reshape it adds before a Gemm belongs to the next."""
+    from hwlat.runners.ort import attribute
+
+    owner = {"/fc1/MatMul": 0, "/fc2/MatMul": 1}
+    nodes = [(10, 400, "/fc1/MatMul", "Gemm"), (420, 300, "Gelu", "Gelu"),
+             (730, 20, "gemm_input_reshape", "Reshape"), (760, 500, "/fc2/MatMul", "Gemm")]
+    runs = [(0, 2000)]
+    tails = {0: frozenset({"MatMul", "Add", "Gelu"}), 1: frozenset({"MatMul", "Add"})}
+    got = attribute(nodes, runs, owner, 0.0, tails)
+    assert got[0] == [pytest.approx(0.7)] and got[1] == [pytest.approx(0.52)]
+    # without the kernels' ops, every node no kernel owns goes to the next kernel
+    plain = attribute(nodes, runs, owner, 0.0)
+    assert plain[0] == [pytest.approx(0.4)] and plain[1] == [pytest.approx(0.82)]

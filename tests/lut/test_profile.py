@@ -219,7 +219,7 @@ def test_in_model_rounds_repeat_while_noisy_and_keep_the_tightest(tmp_path, devi
     rounds = iter([{0: [1.0, 3.0, 1.0, 5.0], 1: [2.0, 2.0, 2.0, 2.0]},   # kernel 0 too noisy
                    {0: [1.0, 1.0, 1.1, 1.0], 1: [9.0, 1.0, 9.0, 1.0]}])  # now kernel 1 is
     calls = []
-    monkeypatch.setattr(runner, "_in_model_round", lambda path, owner: calls.append(1) or next(rounds))
+    monkeypatch.setattr(runner, "_in_model_round", lambda path, owner, tails=None: calls.append(1) or next(rounds))
     g = load(save(conv_chain(2), tmp_path / "m.onnx"))
     per = runner.time_in_model("unused", g, fuse(g))
     assert len(calls) == 2
