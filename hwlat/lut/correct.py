@@ -20,7 +20,9 @@ convert it there, e.g. around every squeeze-excite block, and no kernel timed al
 thread CPU time, a long compute-bound conv cut out and timed alone costs ~30 % more than it does
 inside its network (ResNets' kernel sums are 31-37 % above their models on cpu-ort), while
 models of short kernels cost more than their sum; one conv scale cannot fit both, and fitted on
-families of short convs it overshoots ResNets.
+families of short convs it overshoots ResNets. (Measured at load 15-27 with every kernel cut out.
+At load 5-10, with short kernels' CPU time taken inside their model (`hwlat.runners.profile`),
+the ResNets' kernel sums are within -1..+3 % of their models and the term fits to ~0.)
 
 It is fitted on relative error and pulled towards the identity (a = 1, b = c = 0), so a few
 calibration models nudge it rather than overfit.

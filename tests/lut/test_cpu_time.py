@@ -384,3 +384,31 @@ def test_a_fused_tail_onnxruntime_names_generically_is_charged_to_the_kernel_it_
     # without the kernels' ops, every node no kernel owns goes to the next kernel
     plain = attribute(nodes, runs, owner, 0.0)
     assert plain[0] == [pytest.approx(0.4)] and plain[1] == [pytest.approx(0.82)]
+
+
+def test_a_kernel_met_many_times_in_its_model_pools_its_occurrences(tmp_path, monkeypatch):
+    """Every occurrence of every run is one sample: a preemption in one occurrence of a run does
+    not move the kernel's median (the runs' means over 4 occurrences all would)."""
+    import hwlat.runners.profile as prof
+
+    c = 8
+    nodes = [node("Conv", [f"x{i}", "w"], [f"x{i + 1}"], kernel_shape=[3, 3], pads=[1] * 4) for i in range(4)]
+    m = model(nodes, [tensor("x0", [1, c, 12, 12])], [tensor("x4", [1, c, 12, 12])], [const("w", rand(c, c, 3, 3))],
+              opset=17)
+    path = save(m, tmp_path / "c.onnx")  # four convs of one key
+    g = load(path)
+    ks = fuse(g)
+    same = [i for i, k in enumerate(ks) if k.key == ks[0].key]
+    assert len(same) == 4
+    spec = load_device("cpu-ort")
+    runner = get_runner(spec)
+    runs = 5
+    # occurrence j of run r: 0.1 ms, but run r preempted in its occurrence r (2 ms)
+    fake = {i: [2.0 if r == j else 0.1 for r in range(runs)] for j, i in enumerate(same)}
+    monkeypatch.setattr(type(runner), "time_in_model", lambda self, p, g, k: fake)
+    with TableStore(tmp_path / "t.sqlite") as store:
+        prof.profile(prof.plan([path], spec, runner, store), spec, runner, store)
+        e = store.get("cpu-ort", ks[0].key.text())
+        cpu = store.cpu_times("cpu-ort")[ks[0].key.text()]
+    assert e.repeats == runs * len(same)
+    assert e.median_ms == pytest.approx(0.1) and cpu.cpu_ms == pytest.approx(0.1)
