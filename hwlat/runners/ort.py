@@ -17,7 +17,8 @@ runs in its own session without the profiler, inputs and outputs bound once (no 
 for at least CPU_MIN_RUNS runs and CPU_MIN_MS of CPU time; each run's CPU time less what a
 session run of a one-node graph costs (measured once per runner) and less the boundary Reorders'
 share (from a short profiled run of the same graph) is one sample. With one thread the process
-is pinned to one core first.
+is pinned to one core first. (`profile` takes a kernel's in-model durations as its CPU time
+where they are short, hwlat.runners.profile.SHORT_IN_MODEL_MS, and times the rest this way.)
 
 A kernel cut out of a model is timed on the values its inputs take in a run of that model
 (`model_activations`; `profile` passes them), not on random data: the time of some kernels
