@@ -11,7 +11,9 @@ interpreted, each leaf module and function mapped to the ONNX-level nodes that
 - ReLU / ReLU6 (Clip) / Hardswish / Hardsigmoid / Sigmoid / SiLU (Sigmoid, Mul) / GELU / Tanh;
 - Add / Mul, pooling, adaptive average pooling to 1x1 (ReduceMean), mean, flatten / view /
   reshape (Reshape; dropped where the shape does not change), cat, transpose / permute,
-  LayerNorm, softmax, BatchNorm2d alone (BatchNormalization); Identity and Dropout vanish.
+  LayerNorm, softmax, BatchNorm2d alone (BatchNormalization); Identity and Dropout vanish;
+- matmul, unbind, scaled_dot_product_attention (no dropout; `is_causal`, a float mask or a
+  constant boolean one: the mask the exporter folds to a constant, added before the softmax).
 
 Shapes come from running each call on meta tensors: an input that does not fit a module fails
 there with the module's own error. Anything else (a module or function without a mapping,
@@ -704,27 +706,65 @@ def _unbind(b: Builder, where: str, x: TV, dim: int = 0) -> tuple[TV, ...]:
 def _sdpa(b: Builder, where: str, q: TV, k: TV, v: TV, attn_mask=None, dropout_p: float = 0.0,
           is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> TV:
     """scaled_dot_product_attention as the exporter writes it: K's last two dims transposed
-    (Reshape to 3-D, Transpose, Reshape back), Q and K^T each scaled by sqrt(scale), MatMul,
-    Softmax, MatMul by V."""
-    if attn_mask is not None or dropout_p or is_causal or enable_gqa:
-        raise Unmappable(where, "scaled_dot_product_attention with a mask, dropout, is_causal "
-                                "or enable_gqa (mapped: none of them)")
+    (Reshape to 3-D, Transpose, Reshape back), Q and K^T each scaled by sqrt(scale) (a [1]
+    constant, a scalar where `scale=` is given), MatMul, [Add the mask,] Softmax, MatMul by V.
+    The mask: `is_causal` adds a constant (L, S) float mask (0 on and below the diagonal, the
+    dtype's lowest value above); a float `attn_mask` is added as it is; a constant boolean one
+    is folded to such a float mask, and the softmax is followed by Where(IsNaN(p), 0, p) (rows
+    masked whole give zeros, not NaN)."""
+    if dropout_p or enable_gqa or (is_causal and attn_mask is not None):
+        raise Unmappable(where, "scaled_dot_product_attention with dropout, enable_gqa, or both "
+                                "a mask and is_causal (mapped: a mask or is_causal)")
     if not all(isinstance(t, TV) and t.const is None and t.meta.dim() == 4 for t in (q, k, v)):
         raise Unmappable(where, "scaled_dot_product_attention on other than three 4-D tensors")
-    lk, e = int(k.meta.shape[-2]), int(k.meta.shape[-1])
+    if q.meta.dtype != torch.float32 or k.meta.dtype != q.meta.dtype or v.meta.dtype != q.meta.dtype:
+        raise Unmappable(where, "scaled_dot_product_attention on other than float32 tensors")
+    lq, lk, e = int(q.meta.shape[-2]), int(k.meta.shape[-2]), int(k.meta.shape[-1])
+    scores = torch.matmul(q.meta, k.meta.transpose(-2, -1))
+    mask, nan_guard = None, False
+    if is_causal:
+        lowest = np.finfo(np.float32).min
+        mask = b.literal(np.where(np.tril(np.ones((lq, lk), bool)), np.float32(0), lowest)
+                         .astype(np.float32))
+    elif attn_mask is not None:
+        if not isinstance(attn_mask, TV):
+            raise Unmappable(where, f"scaled_dot_product_attention with a {type(attn_mask).__name__} mask")
+        if attn_mask.meta.dtype == torch.bool:
+            if attn_mask.const is None:
+                raise Unmappable(where, "scaled_dot_product_attention with a computed boolean "
+                                        "mask (mapped: a constant one, or a float mask)")
+            keep = attn_mask.const.detach().cpu().numpy()
+            mask = b.literal(np.where(keep, np.float32(0), np.finfo(np.float32).min)
+                             .astype(np.float32))
+            nan_guard = True
+        elif attn_mask.meta.dtype == q.meta.dtype:
+            mask = attn_mask
+        else:
+            raise Unmappable(where, f"scaled_dot_product_attention with a {attn_mask.meta.dtype} mask")
+        try:
+            shape = torch.broadcast_shapes(scores.shape, mask.meta.shape)
+        except RuntimeError as err:
+            raise _shape_error(where, err) from err
+        if tuple(shape) != tuple(scores.shape):
+            raise Unmappable(where, "scaled_dot_product_attention with a mask larger than the "
+                                    "attention scores")
     flat = torch.empty((int(np.prod(k.meta.shape[:-2])), lk, e), dtype=k.meta.dtype, device="meta")
     kt = b.emit(Op.Reshape, [k, b.literal(np.array([-1, lk, e], np.int64))], flat, {"allowzero": 0})
     kt = b.emit(Op.Transpose, [kt], flat.transpose(1, 2), {"perm": (0, 2, 1)})
     kt_meta = k.meta.transpose(-2, -1)
     kt = b.emit(Op.Reshape, [kt, b.literal(np.array(tuple(kt_meta.shape), np.int64))], kt_meta,
                 {"allowzero": 0})
-    root = b.literal(np.array([math.sqrt(scale if scale is not None else 1 / math.sqrt(int(q.meta.shape[-1])))],
-                              np.float32))
+    factor = math.sqrt(scale if scale is not None else 1 / math.sqrt(int(q.meta.shape[-1])))
+    root = b.literal(np.array(factor if scale is not None else [factor], np.float32))
     qs = b.emit(Op.Mul, [q, root], q.meta)
     kts = b.emit(Op.Mul, [kt, root], kt_meta)
-    scores = torch.matmul(q.meta, kt_meta)
     s = b.emit(Op.MatMul, [qs, kts], scores)
+    if mask is not None:
+        s = b.emit(Op.Add, [s, mask], scores)
     p = b.emit(Op.Softmax, [s], scores, {"axis": -1})
+    if nan_guard:
+        nan = b.emit(Op.IsNaN, [p], torch.empty(scores.shape, dtype=torch.bool, device="meta"))
+        p = b.emit(Op.Where, [nan, b.literal(np.array(0, np.float32)), p], scores)
     return b.emit(Op.MatMul, [p, v], torch.matmul(scores, v.meta))
 
 
