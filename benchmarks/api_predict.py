@@ -11,7 +11,8 @@ A search samples random candidates from two spaces defined here as torch modules
   seven stages of depth {1..4}, expand ratio {3, 4, 6}, kernel size {3, 5, 7}.
 Each candidate is a new module (new weights); it is scored by `hwlat.predict` (the fast path:
 torch.fx, no ONNX) on the device: candidates a second, and the share of time per stage (trace:
-module -> graph IR, fuse, query: table lookup and estimates). The first --export-n candidates
+module -> graph IR, fuse, query: table lookup and estimates), and the whole loop's rate by CPU
+time (making each candidate module too: what a search sees). The first --export-n candidates
 of each family are also scored by the export route (`route="export"`: torch.onnx.export, load,
 fuse, query) for the same figures; both predictions must be identical (same kernel keys, same
 latency), which the benchmark asserts.
@@ -20,11 +21,13 @@ The default device, roofline-sd855, needs no profiling (every kernel estimated b
 a profiled device (e.g. --device cpu-ort with a table from `hwlat profile`) reads its table.
 Goals: >= 20 candidates/s for ResNet-50-sized modules, >= 100 for MobileNet-sized ones.
 
-Python's cyclic garbage collector runs inside the timed calls too: its full collections walk
-every object the process holds (torch's alone are ~0.7 M), and the loop's allocations (each new
-candidate module's, each prediction's) trigger them. --gc-freeze calls `gc.freeze()` after the
-warm-up, as a long search loop may do once after its setup: the objects made so far are left
-out of later collections (they are never freed), which makes each full collection cheap.
+Python's cyclic garbage collector: `hwlat.predict` runs with it off (a prediction makes no
+reference cycles), so the collections that the loop's allocations trigger fire outside the
+timed calls, mostly while candidate modules are made; the loop rate counts them. Full
+collections walk every object the process holds (torch's alone are ~0.7 M). --gc-freeze calls
+`gc.freeze()` after the warm-up, as a long search loop may do once after its setup: the
+objects made so far are left out of later collections (they are never freed), which makes
+each full collection cheap.
 """
 
 from __future__ import annotations
@@ -133,26 +136,33 @@ def score(make, n: int, seed: int, device: str, table, route: str):
     rng, results, wall, cpu = random.Random(seed), [], [], []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        loop = time.process_time()
         for _ in range(n):
             m = make(rng)
             t0, c0 = time.perf_counter(), time.process_time()
             results.append(hwlat.predict(m, device=device, input_shape=SHAPE, table=table, route=route))
             wall.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
-    return results, wall, cpu
+        del m
+        loop = time.process_time() - loop
+    return results, wall, cpu, loop
 
 
-def report(label: str, results, wall, cpu) -> dict:
+def report(label: str, results, wall, cpu, loop: float) -> dict:
     """Candidates a second by the wall clock and by this process's CPU time (the figure for a
-    core of its own where the machine is shared), and each stage's share of the wall time."""
+    core of its own where the machine is shared), each stage's share of the wall time, and the
+    whole loop's CPU rate (making each candidate module too, and the garbage collections that
+    fire there: what a search loop sees)."""
     stages = {s: sum(r.stages[s] for r in results) for s in ("trace", "fuse", "query")}
     total = sum(wall)
     row = {"label": label, "n": len(wall), "per_s": len(wall) / total,
            "per_cpu_s": len(cpu) / max(sum(cpu), 1e-9), "median_ms": statistics.median(wall) * 1e3,
+           "loop_per_cpu_s": len(cpu) / max(loop, 1e-9),
            **{f"{s}_share": stages[s] / total for s in stages}}
     print(f"{label:<24} {row['n']:>4} candidates {row['per_s']:7.1f}/s wall {row['per_cpu_s']:7.1f}/s "
           f"CPU  median {row['median_ms']:8.1f} ms  trace {row['trace_share']:5.1%} fuse "
-          f"{row['fuse_share']:5.1%} query {row['query_share']:5.1%}", flush=True)
+          f"{row['fuse_share']:5.1%} query {row['query_share']:5.1%}  loop {row['loop_per_cpu_s']:6.1f}/s CPU",
+          flush=True)
     return row
 
 
@@ -183,14 +193,14 @@ def main() -> None:
                 for i in range(5)]
         print(f"{fam}: {args.n} candidates ({min(macs) / 1e9:.2f}-{max(macs) / 1e9:.2f} GMACs in "
               f"a sample of 5); device {args.device}")
-        fast, wall, cpu = score(FAMILIES[fam], args.n, args.seed, args.device, args.table, "auto")
+        fast, wall, cpu, loop = score(FAMILIES[fam], args.n, args.seed, args.device, args.table, "auto")
         routes = {r.route for r in fast}
         assert routes == {"fast"}, f"some candidates left the fast path: {routes}"
-        report(f"{fam} fast path", fast, wall, cpu)
+        report(f"{fam} fast path", fast, wall, cpu, loop)
         if args.export_n:
-            exported, ewall, ecpu = score(FAMILIES[fam], args.export_n, args.seed, args.device,
-                                          args.table, "export")
-            report(f"{fam} export route", exported, ewall, ecpu)
+            exported, ewall, ecpu, eloop = score(FAMILIES[fam], args.export_n, args.seed, args.device,
+                                                 args.table, "export")
+            report(f"{fam} export route", exported, ewall, ecpu, eloop)
             for a, b in zip(fast, exported, strict=False):
                 per_kernel = lambda r: {x.kernel.key.text(): (x.count, x.ms, x.source) for x in r.rows}  # noqa: E731
                 assert per_kernel(a) == per_kernel(b), "kernel keys or their latencies differ"

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
@@ -103,7 +105,7 @@ def to_graph(model: ModelLike, *, inputs=None, input_shape=None, route: str = "a
                 reason = str(e)
         else:
             reason = "route='export'"
-        with tempfile.TemporaryDirectory(prefix="hwlat-api-") as d:
+        with _collections_allowed(), tempfile.TemporaryDirectory(prefix="hwlat-api-") as d:
             path = _export(model, example, Path(d) / f"{type(model).__name__}.onnx")
             g = _load_path(path)
         return Loaded(g, "export", time.perf_counter() - t0, reason)
@@ -120,6 +122,54 @@ def to_graph(model: ModelLike, *, inputs=None, input_shape=None, route: str = "a
         return Loaded(_load_path(Path(model)), "onnx", time.perf_counter() - t0)
     raise InvalidInputError(f"model: a torch.nn.Module, an ONNX path or an onnx.ModelProto, "
                             f"not {type(model).__name__}")
+
+
+# --- the cyclic garbage collector inside a prediction ---------------------------------------------
+#
+# A prediction by the fast path makes thousands of short-lived containers (records, tuples, the
+# graph IR) and no reference cycles: reference counting frees all of it when the call returns.
+# Python's cyclic collector still counts those allocations and starts collections inside the
+# call; each walks objects that are all alive or about to be freed anyway, promotes them to
+# older generations, and every so often a full collection walks every object the process holds
+# (torch's alone are hundreds of thousands: about half a second on a small core). So
+# `predict` runs collection-free: the collector is off for the call (if it was on), the
+# allocation count it keeps goes on, and the first allocation after the call starts the
+# collection that would have run, over the few objects the call kept (its result, hwlat's
+# caches). An export (torch.onnx.export makes cyclic garbage) runs with the collector on.
+
+_GC_OWNER = threading.local()  # .off: this thread turned the collector off
+
+
+@contextlib.contextmanager
+def _collection_free():
+    """The cyclic collector off inside (if it was on), back on at exit, exceptions included.
+    Only the section that turned it off turns it back on: a nested section, another thread's,
+    or a caller who turned it off leaves it as found."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    _GC_OWNER.off = True
+    try:
+        yield
+    finally:
+        _GC_OWNER.off = False
+        gc.enable()
+
+
+@contextlib.contextmanager
+def _collections_allowed():
+    """Inside a collection-free section of this thread: the collector on again (an export)."""
+    if not getattr(_GC_OWNER, "off", False) or gc.isenabled():
+        yield
+        return
+    gc.enable()
+    _GC_OWNER.off = False
+    try:
+        yield
+    finally:
+        _GC_OWNER.off = True
+        gc.disable()
 
 
 def _load_path(path: Path) -> Graph:
@@ -555,7 +605,11 @@ def predict(model: ModelLike, device: str | DeviceSpec = "cpu-ort", *, inputs=No
     kernels' thread CPU time, which holds on a machine shared with other processes; entries
     without one count with their wall median, labelled "table (wall: no CPU time)"; the
     correction and trained predictors of that clock only). The device's table must hold CPU
-    times (`hwlat profile` on cpu-ort and cpu-tvm records them)."""
+    times (`hwlat profile` on cpu-ort and cpu-tvm records them).
+
+    The call runs with Python's cyclic garbage collector off (on again at return, and during an
+    export): the fast path makes no reference cycles, and collections started by its short-lived
+    objects would only walk the process's objects (see the comment above `_collection_free`)."""
     return _predict(model, _resolve(device, table), inputs=inputs, input_shape=input_shape,
                     table=table, breakdown=breakdown, fallback=fallback, sample=sample,
                     precision=precision, estimate=estimate, route=route, clock=clock)
@@ -576,7 +630,17 @@ def _predict(model, spec: DeviceSpec, *, inputs=None, input_shape=None, table=No
              route="auto", names: Mapping[str, str] = API_NAMES,
              clock: str = "wall") -> Result | SpikingResult:
     """`predict` for a resolved device; `names` spells the options in messages (the CLI's
-    flags for the CLI)."""
+    flags for the CLI). Collection-free, as `predict` says."""
+    with _collection_free():
+        return _predict_collection_free(model, spec, inputs=inputs, input_shape=input_shape,
+                                        table=table, breakdown=breakdown, fallback=fallback,
+                                        sample=sample, precision=precision, estimate=estimate,
+                                        route=route, names=names, clock=clock)
+
+
+def _predict_collection_free(model, spec: DeviceSpec, *, inputs, input_shape, table, breakdown,
+                             fallback, sample, precision, estimate, route, names,
+                             clock) -> Result | SpikingResult:
     from hwlat.lut.predict import CLOCKS
 
     t0 = time.perf_counter()

@@ -11,7 +11,9 @@ interpreted, each leaf module and function mapped to the ONNX-level nodes that
 - ReLU / ReLU6 (Clip) / Hardswish / Hardsigmoid / Sigmoid / SiLU (Sigmoid, Mul) / GELU / Tanh;
 - Add / Mul, pooling, adaptive average pooling to 1x1 (ReduceMean), mean, flatten / view /
   reshape (Reshape; dropped where the shape does not change), cat, transpose / permute,
-  LayerNorm, softmax, BatchNorm2d alone (BatchNormalization); Identity and Dropout vanish.
+  LayerNorm, softmax, BatchNorm2d alone (BatchNormalization); Identity and Dropout vanish;
+- matmul, unbind, scaled_dot_product_attention (no dropout; `is_causal`, a float mask or a
+  constant boolean one: the mask the exporter folds to a constant, added before the softmax).
 
 Shapes come from running each call on meta tensors: an input that does not fit a module fails
 there with the module's own error. Anything else (a module or function without a mapping,
@@ -68,14 +70,22 @@ def _dtype(t: torch.Tensor) -> str:
     return str(t.dtype).removeprefix("torch.")
 
 
-@dataclass
 class _Rec:
-    """A node as recorded: op, input/output value names, attributes."""
+    """A node as recorded: op, input/output value names, attributes (names starting with `_`
+    are the fast path's notes, not ONNX attributes). `sig` is (op, inputs, sorted attributes),
+    what tells the same node twice apart; `ir_attrs` the sorted ONNX attributes the graph IR
+    keeps. Both are worked out once for a node and kept with a cached fragment's records."""
 
-    op: Op
-    inputs: list[str]
-    outputs: list[str]
-    attrs: dict[str, Any]
+    __slots__ = ("op", "inputs", "outputs", "attrs", "sig", "ir_attrs")
+
+    def __init__(self, op: Op, inputs: list[str], outputs: list[str], attrs: dict[str, Any],
+                 akey: tuple | None = None, ir_attrs: tuple | None = None):
+        self.op, self.inputs, self.outputs, self.attrs = op, inputs, outputs, attrs
+        if akey is None:
+            akey = tuple(sorted(attrs.items()))
+        self.sig = (op, tuple(inputs), akey)
+        self.ir_attrs = ir_attrs if ir_attrs is not None else \
+            tuple(kv for kv in akey if not kv[0].startswith("_"))
 
 
 @dataclass
@@ -92,7 +102,7 @@ class Builder:
 
     def add(self, rec: _Rec) -> None:
         """A node; the same op on the same inputs twice is refused: the exporter keeps one."""
-        sig = (rec.op, tuple(rec.inputs), tuple(sorted(rec.attrs.items())))
+        sig = rec.sig
         if sig in self.seen:
             raise Unmappable("", f"the same {rec.op.op_type} twice on the same inputs (the "
                                  "exporter merges them)")
@@ -128,9 +138,11 @@ class Builder:
         t = torch.from_numpy(arr.copy())
         return TV(name, t.to("meta"), t)
 
-    def literal_name(self, arr: np.ndarray) -> str:
-        """The interned name of a literal (a C-ordered array this builder may keep)."""
-        key = (str(arr.dtype), arr.shape, arr.tobytes())
+    def literal_name(self, arr: np.ndarray, key: tuple | None = None) -> str:
+        """The interned name of a literal (a C-ordered array this builder may keep); `key`:
+        its `_literal_key`, where known."""
+        if key is None:
+            key = _literal_key(arr)
         name = self.interned.get(key)
         if name is None:
             name = self.interned[key] = self.fresh("c")
@@ -148,16 +160,21 @@ class Builder:
         return out
 
 
+def _literal_key(arr: np.ndarray) -> tuple:
+    return (str(arr.dtype), arr.shape, arr.tobytes())
+
+
 # --- the cache of converted calls ---------------------------------------------------------
 
 @dataclass(frozen=True)
 class _Fragment:
-    """A converted call, relocatable: records over local names; `$i` are the call's inputs."""
+    """A converted call, relocatable: records over local names; `$i` are the call's inputs.
+    Kept as flat tuples, in the order a replay needs them, everything it would otherwise work
+    out again (literal keys, name stems, attribute keys) worked out once."""
 
-    nodes: tuple[_Rec, ...]
-    sigs: dict[str, TensorSig]
-    consts: frozenset[str]
-    literals: dict[str, np.ndarray]  # local name -> the interned literal's value
+    nodes: tuple[tuple, ...]  # (op, inputs, outputs, attrs, sorted attrs, IR attrs), local names
+    fresh: tuple[tuple[str, str, TensorSig, bool], ...]  # (local, stem, sig, constant)
+    literals: tuple[tuple[str, tuple, np.ndarray], ...]  # (local, _literal_key, the value)
     outputs: Any  # the result's structure, local names in place of tensors
     out_meta: Any
 
@@ -186,8 +203,11 @@ def _leaf_facts(m: nn.Module) -> tuple:
     if isinstance(m, nn.BatchNorm2d):
         p, buf = m._parameters, m._buffers
         stats = (p.get("weight"), p.get("bias"), buf.get("running_mean"), buf.get("running_var"))
-        if any(t is None for t in stats) or len({(t.shape, t.dtype) for t in stats}) != 1:
+        if any(t is None for t in stats):
             return (None,)  # not mapped (training statistics off, or not affine)
+        shape, dtype = stats[0].shape, stats[0].dtype
+        if any(t.shape != shape or t.dtype != dtype for t in stats):
+            return (None,)
         return _bn_facts(stats)
     return ()
 
@@ -198,8 +218,14 @@ _WITH_BIAS = (nn.Conv2d, nn.Conv1d, nn.Linear)
 def _bn_facts(stats) -> tuple:
     """(running mean all zeros, bias state, equal groups) of a BatchNorm's (weight, bias, mean,
     var)."""
-    arrs = [t.detach().cpu().numpy() for t in stats]  # each tensor converted once
-    return (not arrs[2].any(), "set" if arrs[1].any() else "zero", _equal_groups(stats, arrs))
+    arrs = [_array(t) for t in stats]  # each tensor converted once
+    raw = [a.tobytes() for a in arrs]  # one shape and dtype (checked): the bytes decide
+    return (not arrs[2].any(), "set" if arrs[1].any() else "zero", tuple(raw.index(r) for r in raw))
+
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    t = t.detach()
+    return (t if t.is_cpu else t.cpu()).numpy()
 
 
 def _equal_groups(ts, arrs=None) -> tuple[int, ...]:
@@ -225,9 +251,9 @@ _PRIMITIVE = (int, float, str, bool, type(None))
 
 def _hyper(m: nn.Module) -> tuple:
     """A module's plain attributes (numbers, strings, flags, classes, tuples of numbers)."""
-    fixed = _LEAF_HYPER.get(type(m))
+    fixed = _HYPER_GETTERS.get(type(m))
     if fixed is not None:
-        return tuple(getattr(m, k) for k in fixed)
+        return fixed(m)
     out = []
     for k, v in m.__dict__.items():
         if k[0] == "_" or k == "training":
@@ -248,15 +274,17 @@ def _structure(m: nn.Module, memo: dict | None = None) -> tuple:
         hit = memo.get(id(m))
         if hit is not None:
             return hit
-    if type(m) in _SHAPED_BY_HYPER:  # its hyper-parameters fix its parameters' shapes
-        ps = [(n, p) for n, p in m._parameters.items() if p is not None]
-        params = (tuple(n for n, _ in ps), ps[0][1].dtype if ps else None)
+    t = type(m)
+    if t in _SHAPED_BY_HYPER:  # its hyper-parameters fix its parameters' shapes
+        names = tuple([n for n, p in m._parameters.items() if p is not None])
+        params = (names, m._parameters[names[0]].dtype if names else None)
         buffers = ()
     else:
-        params = tuple((n, p.shape, p.dtype) for n, p in m._parameters.items() if p is not None)
-        buffers = tuple((n, t.shape, t.dtype) for n, t in m._buffers.items() if t is not None)
-    kids = tuple((n, _structure(c, memo)) for n, c in m._modules.items() if c is not None)
-    flat = (type(m), m.training, _hyper(m), params, buffers, _leaf_facts(m), kids)
+        params = tuple([(n, p.shape, p.dtype) for n, p in m._parameters.items() if p is not None])
+        buffers = tuple([(n, b.shape, b.dtype) for n, b in m._buffers.items() if b is not None])
+    kids = tuple([(n, _structure(c, memo)) for n, c in m._modules.items() if c is not None]) \
+        if m._modules else ()
+    flat = (t, m.training, _hyper(m), params, buffers, _leaf_facts(m), kids)
     # interned: a module's key holds its children's ids, so hashing and comparing a stage's or
     # a model's key does not walk its whole tree (TypeError where something is unhashable)
     key = _STRUCTS.get(flat)
@@ -284,6 +312,12 @@ _LEAF_HYPER: dict[type, tuple[str, ...]] = {
     nn.Hardswish: ("inplace",), nn.Hardsigmoid: ("inplace",), nn.SiLU: ("inplace",),
     nn.Sigmoid: (), nn.Tanh: (), nn.GELU: ("approximate",),
 }
+
+# the same, as one C call a module: a tuple of the values in that order
+_HYPER_GETTERS: dict[type, Callable[[nn.Module], tuple]] = {
+    t: (operator.attrgetter(*ks) if len(ks) > 1 else
+        (lambda m, k=ks[0]: (getattr(m, k),)) if ks else (lambda m: ()))
+    for t, ks in _LEAF_HYPER.items()}
 
 # parameter shapes follow from (in/out channels or features, kernel size, groups)
 _SHAPED_BY_HYPER = frozenset({nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.LayerNorm})
@@ -672,27 +706,65 @@ def _unbind(b: Builder, where: str, x: TV, dim: int = 0) -> tuple[TV, ...]:
 def _sdpa(b: Builder, where: str, q: TV, k: TV, v: TV, attn_mask=None, dropout_p: float = 0.0,
           is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> TV:
     """scaled_dot_product_attention as the exporter writes it: K's last two dims transposed
-    (Reshape to 3-D, Transpose, Reshape back), Q and K^T each scaled by sqrt(scale), MatMul,
-    Softmax, MatMul by V."""
-    if attn_mask is not None or dropout_p or is_causal or enable_gqa:
-        raise Unmappable(where, "scaled_dot_product_attention with a mask, dropout, is_causal "
-                                "or enable_gqa (mapped: none of them)")
+    (Reshape to 3-D, Transpose, Reshape back), Q and K^T each scaled by sqrt(scale) (a [1]
+    constant, a scalar where `scale=` is given), MatMul, [Add the mask,] Softmax, MatMul by V.
+    The mask: `is_causal` adds a constant (L, S) float mask (0 on and below the diagonal, the
+    dtype's lowest value above); a float `attn_mask` is added as it is; a constant boolean one
+    is folded to such a float mask, and the softmax is followed by Where(IsNaN(p), 0, p) (rows
+    masked whole give zeros, not NaN)."""
+    if dropout_p or enable_gqa or (is_causal and attn_mask is not None):
+        raise Unmappable(where, "scaled_dot_product_attention with dropout, enable_gqa, or both "
+                                "a mask and is_causal (mapped: a mask or is_causal)")
     if not all(isinstance(t, TV) and t.const is None and t.meta.dim() == 4 for t in (q, k, v)):
         raise Unmappable(where, "scaled_dot_product_attention on other than three 4-D tensors")
-    lk, e = int(k.meta.shape[-2]), int(k.meta.shape[-1])
+    if q.meta.dtype != torch.float32 or k.meta.dtype != q.meta.dtype or v.meta.dtype != q.meta.dtype:
+        raise Unmappable(where, "scaled_dot_product_attention on other than float32 tensors")
+    lq, lk, e = int(q.meta.shape[-2]), int(k.meta.shape[-2]), int(k.meta.shape[-1])
+    scores = torch.matmul(q.meta, k.meta.transpose(-2, -1))
+    mask, nan_guard = None, False
+    if is_causal:
+        lowest = np.finfo(np.float32).min
+        mask = b.literal(np.where(np.tril(np.ones((lq, lk), bool)), np.float32(0), lowest)
+                         .astype(np.float32))
+    elif attn_mask is not None:
+        if not isinstance(attn_mask, TV):
+            raise Unmappable(where, f"scaled_dot_product_attention with a {type(attn_mask).__name__} mask")
+        if attn_mask.meta.dtype == torch.bool:
+            if attn_mask.const is None:
+                raise Unmappable(where, "scaled_dot_product_attention with a computed boolean "
+                                        "mask (mapped: a constant one, or a float mask)")
+            keep = attn_mask.const.detach().cpu().numpy()
+            mask = b.literal(np.where(keep, np.float32(0), np.finfo(np.float32).min)
+                             .astype(np.float32))
+            nan_guard = True
+        elif attn_mask.meta.dtype == q.meta.dtype:
+            mask = attn_mask
+        else:
+            raise Unmappable(where, f"scaled_dot_product_attention with a {attn_mask.meta.dtype} mask")
+        try:
+            shape = torch.broadcast_shapes(scores.shape, mask.meta.shape)
+        except RuntimeError as err:
+            raise _shape_error(where, err) from err
+        if tuple(shape) != tuple(scores.shape):
+            raise Unmappable(where, "scaled_dot_product_attention with a mask larger than the "
+                                    "attention scores")
     flat = torch.empty((int(np.prod(k.meta.shape[:-2])), lk, e), dtype=k.meta.dtype, device="meta")
     kt = b.emit(Op.Reshape, [k, b.literal(np.array([-1, lk, e], np.int64))], flat, {"allowzero": 0})
     kt = b.emit(Op.Transpose, [kt], flat.transpose(1, 2), {"perm": (0, 2, 1)})
     kt_meta = k.meta.transpose(-2, -1)
     kt = b.emit(Op.Reshape, [kt, b.literal(np.array(tuple(kt_meta.shape), np.int64))], kt_meta,
                 {"allowzero": 0})
-    root = b.literal(np.array([math.sqrt(scale if scale is not None else 1 / math.sqrt(int(q.meta.shape[-1])))],
-                              np.float32))
+    factor = math.sqrt(scale if scale is not None else 1 / math.sqrt(int(q.meta.shape[-1])))
+    root = b.literal(np.array(factor if scale is not None else [factor], np.float32))
     qs = b.emit(Op.Mul, [q, root], q.meta)
     kts = b.emit(Op.Mul, [kt, root], kt_meta)
-    scores = torch.matmul(q.meta, kt_meta)
     s = b.emit(Op.MatMul, [qs, kts], scores)
+    if mask is not None:
+        s = b.emit(Op.Add, [s, mask], scores)
     p = b.emit(Op.Softmax, [s], scores, {"axis": -1})
+    if nan_guard:
+        nan = b.emit(Op.IsNaN, [p], torch.empty(scores.shape, dtype=torch.bool, device="meta"))
+        p = b.emit(Op.Where, [nan, b.literal(np.array(0, np.float32)), p], scores)
     return b.emit(Op.MatMul, [p, v], torch.matmul(scores, v.meta))
 
 
@@ -926,27 +998,33 @@ class Converter:
         outs = _map_struct(out, lambda t: local.get(t.name) if isinstance(t, TV) else t)
         if _has_none(outs):
             return None  # an output not made here (a passthrough of a constant)
-        nodes = tuple(_Rec(r.op, [local[i] for i in r.inputs], [local[o] for o in r.outputs], r.attrs)
-                      for r in recs)
+        nodes = tuple((r.op, tuple(local[i] for i in r.inputs), tuple(local[o] for o in r.outputs),
+                       r.attrs, r.sig[2], r.ir_attrs) for r in recs)
         names = {v for r in recs for v in (*r.inputs, *r.outputs)} - {t.name for t in inputs}
-        literals = {local[v]: self.b.literals[v] for v in names if v in self.b.literals}
-        return _Fragment(nodes, {local[v]: self.b.sigs[v] for v in names}, frozenset(
-            local[v] for v in names if v in self.b.consts), literals,
-            outs, _map_struct(out, lambda t: t.meta if isinstance(t, TV) else t))
+        b = self.b
+        literals = tuple((local[v], _literal_key(b.literals[v]), b.literals[v])
+                         for v in names if v in b.literals)
+        fresh = tuple((local[v], local[v][1:].rsplit("_", 1)[0], b.sigs[v], v in b.consts)
+                      for v in names if v not in b.literals)
+        return _Fragment(nodes, fresh, literals, outs,
+                         _map_struct(out, lambda t: t.meta if isinstance(t, TV) else t))
 
     def _replay(self, f: _Fragment, inputs: list[TV]):
         b = self.b
         names: dict[str, str] = {f"${i}": t.name for i, t in enumerate(inputs)}
-        for local, arr in f.literals.items():  # a fragment's literals are its own copies
-            names[local] = b.literal_name(arr)
-        for local, sig in f.sigs.items():
-            if local not in names:
-                names[local] = b.fresh(local[1:].rsplit("_", 1)[0])
-                b.sigs[names[local]] = sig
-                if local in f.consts:
-                    b.consts.add(names[local])
-        for r in f.nodes:
-            b.add(_Rec(r.op, [names[i] for i in r.inputs], [names[o] for o in r.outputs], r.attrs))
+        for local, key, arr in f.literals:  # a fragment's literals are its own copies
+            names[local] = b.literal_name(arr, key)
+        sigs, consts = b.sigs, b.consts
+        for local, stem, sig, const in f.fresh:
+            b.counter += 1
+            name = names[local] = f"{stem}_{b.counter}"
+            sigs[name] = sig
+            if const:
+                consts.add(name)
+        for op, ins, outs, attrs, akey, ir_attrs in f.nodes:
+            b.add(_Rec(op, [names[i] for i in ins], [names[o] for o in outs], attrs, akey, ir_attrs))
+        if type(f.outputs) is str:  # one tensor
+            return TV(names[f.outputs], f.out_meta)
         meta = iter(_leaves(f.out_meta))
         return _map_struct(f.outputs, lambda s: TV(names[s], next(meta)) if isinstance(s, str)
                            and s in names else s)
@@ -1097,9 +1175,8 @@ def _ir(b: Builder, recs: list[_Rec], inputs: list[str], outputs: list[str], nam
     nodes = []
     const = set(b.consts)
     for idx, r in enumerate(recs):
-        attrs = tuple(sorted((k, v) for k, v in r.attrs.items() if not k.startswith("_")))
         n = Node(name=f"{r.op.op_type}#{idx}", op=r.op, inputs=tuple(r.inputs),
-                 outputs=tuple(r.outputs), attrs=attrs, index=idx)
+                 outputs=tuple(r.outputs), attrs=r.ir_attrs, index=idx)
         nodes.append(n)
         if n.op not in NON_DETERMINISTIC and all(not i or i in const for i in n.inputs):
             const.update(n.outputs)

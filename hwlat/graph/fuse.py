@@ -413,7 +413,7 @@ def fuse(g: Graph, rules: list[Rule] | str = DEFAULT_RULES, *,
     found: list[tuple[str, KernelKind, Match]] = []
     for rule in rules:
         for node in g.nodes:
-            if node.name in claimed or node.op not in rule.anchors or g.is_foldable(node):
+            if node.op not in rule.anchors or node.name in claimed or g.is_foldable(node):
                 continue
             m = rule.fn(g, node, claimed)
             if m is None or any(n.name in claimed for n in m.nodes):
@@ -488,8 +488,11 @@ def _sparse_key(g: Graph, k: Kernel, samples: Mapping[str, np.ndarray], maps: di
 def _make_kernel(g: Graph, rule: str, kind: KernelKind, m: Match) -> Kernel:
     inside = {o for n in m.nodes for o in n.outputs if o}
     ext = list(dict.fromkeys(i for n in m.nodes for i in n.inputs if i and i not in inside))
-    acts = [g.values[i].sig for i in ext if not g.is_const(i)]
-    params = [g.values[i].sig for i in ext if g.is_const(i)]
+    acts: list[TensorSig] = []
+    params: list[TensorSig] = []
+    for i in ext:
+        v = g.values[i]
+        (params if v.is_const else acts).append(v.sig)
     if rule == "mbconv":  # each conv's constants, even where an exporter shares them (clip bounds)
         params = [g.values[i].sig for n in m.nodes for i in n.inputs
                   if i and i not in inside and g.is_const(i)]
@@ -510,9 +513,12 @@ def _make_kernel(g: Graph, rule: str, kind: KernelKind, m: Match) -> Kernel:
 
 
 def _is_anchor(n: Node, kind: KernelKind) -> bool:
-    return {
-        KernelKind.CONV: n.op in CONV,
-        KernelKind.MATMUL: n.op in MATMUL,
-        KernelKind.SPARSE_CONV: n.op is Op.SparseConv3d,
-        KernelKind.ATTENTION: n.op in (Op.Softmax, Op.Attention),
-    }.get(kind, True)
+    if kind is KernelKind.CONV:
+        return n.op in CONV
+    if kind is KernelKind.MATMUL:
+        return n.op in MATMUL
+    if kind is KernelKind.SPARSE_CONV:
+        return n.op is Op.SparseConv3d
+    if kind is KernelKind.ATTENTION:
+        return n.op in (Op.Softmax, Op.Attention)
+    return True

@@ -27,6 +27,10 @@ class KernelKind(Enum):
     DATA_MOVEMENT = "data_movement"
     VIEW = "view"
 
+    # members are singletons, equal only to themselves: hashed by identity in C (Enum's own
+    # __hash__ is Python code, run at every hash of a KernelKey)
+    __hash__ = object.__hash__
+
 
 @dataclass(frozen=True)
 class KernelKey:

@@ -126,18 +126,23 @@ class Op(Enum):
     Range = ("", "Range")
     NonZero = ("", "NonZero")
 
+    # members are singletons, equal only to themselves: hashed by identity in C (Enum's own
+    # __hash__, of the name, is Python code run at every set or dict lookup of an op)
+    __hash__ = object.__hash__
+
     @property
     def domain(self) -> str:
-        return self.value[0]
+        return self._value_[0]  # not `.value`: Enum's descriptor is Python code too
 
     @property
     def op_type(self) -> str:
-        return self.value[1]
+        return self._value_[1]
 
     @property
     def qualname(self) -> str:
         """`op_type` for the standard domain, `domain.op_type` otherwise."""
-        return self.op_type if not self.domain else f"{self.domain}.{self.op_type}"
+        domain, op_type = self._value_
+        return op_type if not domain else f"{domain}.{op_type}"
 
     @classmethod
     def lookup(cls, domain: str, op_type: str) -> Op | None:

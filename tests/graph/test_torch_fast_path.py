@@ -284,3 +284,59 @@ class Lambda(nn.Module):
 
     def forward(self, x):
         return self.fn(x)
+
+
+class MaskedAttention(nn.Module):
+    """F.scaled_dot_product_attention with the masks the fast path maps: is_causal (with and
+    without a scale), a constant boolean mask, a float mask (a buffer, or the model's input)."""
+
+    def __init__(self, mode: str, n: int = 10):
+        super().__init__()
+        self.mode = mode
+        self.qkv = nn.Linear(32, 96)
+        self.register_buffer("keep", torch.ones(n, n, dtype=torch.bool).tril())
+        self.register_buffer("bias", torch.randn(n, n))
+
+    def forward(self, x, mask=None):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, 4, c // 4).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.mode == "causal":
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif self.mode == "causal_scale":
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3)
+        elif self.mode == "bool":
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.keep)
+        elif self.mode == "float":
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias)
+        else:  # the mask is the model's second input
+            y = F.scaled_dot_product_attention(q, k, v, mask)
+        return y.transpose(1, 2).reshape(b, n, c)
+
+
+@pytest.mark.parametrize("mode", ["causal", "causal_scale", "bool", "float", "input"])
+def test_attention_with_a_mask_gives_the_export_routes_keys(mode):
+    torch.manual_seed(0)
+    x = torch.randn(2, 10, 32)
+    inputs = (x, torch.randn(10, 10)) if mode == "input" else (x,)
+    fast, exported = both_routes(MaskedAttention(mode).eval(), inputs)
+    assert fast == exported
+    texts = "\n".join(fast)
+    assert "Softmax" in texts
+    if mode != "bool":  # the mask's Add is in the attention kernel, with the mask's shape
+        assert any(k.startswith("attention|") and "Add" in k and "float32[10x10]" in k for k in fast)
+    else:  # a row masked whole gives zeros: Where(IsNaN(p), 0, p) after the softmax
+        assert "IsNaN" in texts and "Where" in texts
+
+
+def test_attention_the_fast_path_does_not_map_names_why():
+    class Dropout(nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=0.1)
+
+    x = torch.zeros(2, 4, 10, 8)
+    seq = torch.zeros(10, 2, 8)
+    for model, inputs, why in ((nn.MultiheadAttention(8, 2), (seq, seq, seq), "MultiheadAttention"),
+                               (Dropout(), (x, x, x), "dropout")):
+        with pytest.raises(fastpath.Unmappable, match=why) as e:
+            to_graph(model.eval(), inputs=inputs, route="fast")
+        assert "route='export'" in str(e.value)
