@@ -318,24 +318,30 @@ def _pre(v, pre, ci):
 
 
 def primfunc(spec: Conv2dSpec, plan: Plan | None = None,
-             cpu: CpuInfo | None = None, out: tuple[int, int] | None = None) -> tirx.PrimFunc:
+             cpu: CpuInfo | None = None, out: tuple[int, int] | None = None,
+             x_channels: int | None = None) -> tirx.PrimFunc:
     """The kernel of the spec. With `out` = (channels, offset), its output parameter is a
     tensor of `channels` channels (batch, height and width the conv's) of which it writes
     channels offset .. offset + cout, and no other: so that the producers of a concat along the
-    channels can write their slices of its output, with no copy. No rewrite uses it: one that
-    did measured no faster on GoogLeNet and SqueezeNet (docs/notebook/compile.md)."""
+    channels can write their slices of its output, with no copy (concat.py). With `x_channels`
+    (one image, a conv reading x in place), its input parameter has that many channels, of which
+    it reads the first cin: a concat's prefix (DenseNet's layers read a block's features so)."""
     reason = supports(spec)
     if reason is not None:
         raise ValueError(f"conv2d kernel does not support {spec}: {reason}")
     if out is not None and not (0 <= out[1] and out[1] + spec.cout <= out[0]):
         raise ValueError(f"output slice {out[1]}..{out[1] + spec.cout} outside {out[0]} channels")
     plan = plan or default_plan(spec, cpu)
+    if x_channels is not None and (x_channels < spec.cin or spec.batch != 1
+                                   or not _geom(spec, plan).direct):
+        raise ValueError(f"an input of {x_channels} channels: the conv must read x in place, "
+                         f"one image, at most {x_channels} channels (cin {spec.cin})")
     g = _geom(spec, plan)
     if is_gemv(spec, plan):
         body = _body_gemv(spec)
     else:
         body = _body_cout(spec, plan, g) if plan.rows == "cout" else _body_pixels(spec, plan, g)
-    return _entry(body, spec, packed_weight_shape(spec, plan), out)
+    return _entry(body, spec, packed_weight_shape(spec, plan), out, x_channels)
 
 
 def is_gemv(spec: Conv2dSpec, plan: Plan | None = None,
@@ -819,15 +825,19 @@ def _body_pixels(spec: Conv2dSpec, plan: Plan, g: _Geom):
     return body
 
 
-def _entry(body, spec: Conv2dSpec, w_shape, out: tuple[int, int] | None = None) -> tirx.PrimFunc:
-    """The PrimFunc (x, w, [bias], [residual], y) running `body(x, w, bias, residual, yf)`, yf
-    the output viewed as (batch, cout, pixels), the residual alike, None where the epilogue has
-    no bias or residual. With `out` = (channels, offset), y is a tensor of `channels` channels
-    (a concat's output) and the conv writes its channels offset .. offset + cout only."""
+def _entry(body, spec: Conv2dSpec, w_shape, out: tuple[int, int] | None = None,
+           x_channels: int | None = None) -> tirx.PrimFunc:
+    """The PrimFunc (x, w, [bias], [residual], [prologue], y) running `body(x, w, bias, residual,
+    yf, prologue)`, yf the output viewed as (batch, cout, pixels), the residual alike, None where
+    the epilogue has no bias or residual. With `out` = (channels, offset), y is a tensor of
+    `channels` channels (a concat's output) and the conv writes its channels offset .. offset +
+    cout only; with `x_channels` (one image), x has that many channels, the first cin read."""
     n, co, oh, ow = spec.y_shape
     q = oh * ow
     ct, c0 = out if out is not None else (co, 0)
     x_shape, y_shape, r_shape = spec.x_shape, (n, ct, oh, ow), spec.y_shape
+    if x_channels is not None:  # (the bodies read x through its data pointer: a prefix)
+        x_shape = (spec.batch, x_channels, spec.height, spec.width)
     b_shape = (spec.cout,)
     q_shape = (n, co, q)  # y with flat pixels
     y_strides, y_offset = (ct * q, q, 1), c0 * q

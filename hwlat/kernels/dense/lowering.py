@@ -612,6 +612,14 @@ class _Rewriter(KernelRewriter):
         self.cpu = cpu  # the CPU of the target being built for: the kernels' tiles
 
     def make_kernel(self, spec):
+        from hwlat.kernels.dense import concat, conv
+
+        if isinstance(spec, concat.ConvSlice):
+            func = conv.primfunc(spec.spec, cpu=self.cpu, x_channels=spec.x_channels,
+                                 out=None if spec.y_channels is None else (spec.y_channels, spec.offset))
+            return as_kernel(func), KERNEL_NAMES["conv"]
+        if isinstance(spec, concat.ChannelCopy):
+            return as_kernel(concat.copy_primfunc(spec)), "hwlat_concat_copy"
         return kernel_for(spec, self.cpu), KERNEL_NAMES[kernel_module(spec, self.cpu)[0]]
 
     def rewrite_function(self, func: relax.Function) -> relax.Function:
@@ -628,6 +636,7 @@ class _Rewriter(KernelRewriter):
         func = self._fuse_blocks(func)
         func = self._fold_scales(func)
         func = self._fuse_prologues(func)
+        func = self._concat_in_place(func)
         ln_x, gamma, beta = wildcard(), is_const(), is_const()
         func = rewrite_call(is_op("relax.nn.layer_norm")(ln_x, gamma, beta),
                             functools.partial(self._layer_norm_rewrite, ln_x, gamma, beta), func)
@@ -868,6 +877,14 @@ class _Rewriter(KernelRewriter):
         kernel's input read (its prologue; see the module doc)."""
         self.specs = {gv.name_hint: spec for spec, gv in self.kernels.items()}
         return self._each_block(func, self._prologue_block)
+
+    def _concat_in_place(self, func: relax.Function) -> relax.Function:
+        """Channel concats whose producers write their slices of one buffer and whose conv
+        readers read it (concat.py)."""
+        from hwlat.kernels.dense import concat
+
+        self.specs = {gv.name_hint: spec for spec, gv in self.kernels.items()}
+        return self._each_block(func, functools.partial(concat.rewrite_block, self))
 
     def _prologue_block(self, block: relax.DataflowBlock) -> tuple[relax.DataflowBlock, int]:
         from hwlat.kernels.dense import conv
