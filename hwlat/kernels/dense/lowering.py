@@ -612,7 +612,7 @@ class _Rewriter(KernelRewriter):
         self.cpu = cpu  # the CPU of the target being built for: the kernels' tiles
 
     def make_kernel(self, spec):
-        from hwlat.kernels.dense import concat, conv
+        from hwlat.kernels.dense import concat, conv, pool
 
         if isinstance(spec, concat.ConvSlice):
             func = conv.primfunc(spec.spec, cpu=self.cpu, x_channels=spec.x_channels,
@@ -620,6 +620,8 @@ class _Rewriter(KernelRewriter):
             return as_kernel(func), KERNEL_NAMES["conv"]
         if isinstance(spec, concat.ChannelCopy):
             return as_kernel(concat.copy_primfunc(spec)), "hwlat_concat_copy"
+        if isinstance(spec, pool.ProloguePoolSpec):
+            return as_kernel(pool.primfunc(spec)), "hwlat_prologue_pool"
         return kernel_for(spec, self.cpu), KERNEL_NAMES[kernel_module(spec, self.cpu)[0]]
 
     def rewrite_function(self, func: relax.Function) -> relax.Function:
@@ -636,6 +638,7 @@ class _Rewriter(KernelRewriter):
         func = self._fuse_blocks(func)
         func = self._fold_scales(func)
         func = self._fuse_prologues(func)
+        func = self._pool_first(func)
         func = self._concat_in_place(func)
         ln_x, gamma, beta = wildcard(), is_const(), is_const()
         func = rewrite_call(is_op("relax.nn.layer_norm")(ln_x, gamma, beta),
@@ -877,6 +880,14 @@ class _Rewriter(KernelRewriter):
         kernel's input read (its prologue; see the module doc)."""
         self.specs = {gv.name_hint: spec for spec, gv in self.kernels.items()}
         return self._each_block(func, self._prologue_block)
+
+    def _pool_first(self, func: relax.Function) -> relax.Function:
+        """DenseNet's transitions (prologue, 1x1 conv, 2x2 average pool) with the pool before
+        the conv (pool.py)."""
+        from hwlat.kernels.dense import pool
+
+        self.specs = {gv.name_hint: spec for spec, gv in self.kernels.items()}
+        return self._each_block(func, functools.partial(pool.rewrite_block, self))
 
     def _concat_in_place(self, func: relax.Function) -> relax.Function:
         """Channel concats whose producers write their slices of one buffer and whose conv

@@ -1,7 +1,8 @@
 """DenseNet-style blocks through the dense rewrite: each batch norm + relu before a 1x1 conv
-taken into the conv's input read (its prologue), and the block's concats with no copy (concat.py:
-the producers write their slices of one buffer, the 1x1 convs read its first channels); the
-built module against onnxruntime, on the host's plans (AVX-512 here) and AVX2's."""
+taken into the conv's input read (its prologue), the block's concats with no copy (concat.py:
+the producers write their slices of one buffer, the 1x1 convs read its first channels), the
+transition's pool before its conv (pool.py); the built module against onnxruntime, on the
+host's plans (AVX-512 here) and AVX2's."""
 
 from __future__ import annotations
 
@@ -96,6 +97,8 @@ def test_dense_block_has_no_batch_norm_nor_concat_and_matches_onnxruntime():
     calls = _rewritten(model, target)
     assert not {"relax.concat", "relax.nn.batch_norm", "relax.nn.relu"} & set(calls), calls
     assert calls["tir:hwlat_concat_copy"] == 1 and calls["relax.call_tir_inplace"] == 2, calls
+    # the transition's pool first (on the odd 9x9 map: the same floor windows), then the conv
+    assert calls["tir:hwlat_prologue_pool"] == 1 and "relax.nn.avg_pool2d" not in calls, calls
     _check(model, target)
 
 
