@@ -61,6 +61,17 @@ tensor): scale.py multiplies the packed constant weight by s at run time, and th
 x goes (a small in-model gain on OFA's note10 net, docs/notebook/compile.md; its 7x7 blocks,
 with more output channels than pixels, keep the multiply).
 
+Then, for DenseNet's layers and transitions:
+
+- an inference `relax.nn.batch_norm` (constant parameters) + relu read only by a 1x1 stride-1
+  conv kernel goes into the kernel's input read, `relu(x * scale + shift)` per input channel
+  (`Conv2dSpec.prologue`; conv.py applies it once per pixel tile): the pass over the whole
+  concat before every layer goes (`_fuse_prologues`);
+- a 2x2 average pool of such a conv with no activation runs first, with the prologue, and the
+  conv after it on a quarter of the pixels (pool.py);
+- a channel concat and the concats of prefixes of its inputs (a dense block) share one buffer
+  that the producers write into and the 1x1 convs read the first channels of (concat.py).
+
 Each distinct spec gets one PrimFunc, shared by all its calls, marked opaque (`op_pattern` 8)
 and scheduled, so FuseOps leaves it alone and MetaSchedule does not tune it. The kernels are
 scheduled, and their weights packed, for the CPU of the target being built for

@@ -18,7 +18,8 @@ from hwlat.kernels.dense.reference import conv2d_reference  # noqa: E402
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue  # noqa: E402
 from hwlat.lowering.targets import make_target  # noqa: E402
 
-# heavy: no rewrite writes into slices yet (the kernel's `out=` is kept for one); `make test-all`
+# heavy (`make test-all`): concat.py writes into slices with it, checked in-model by the light
+# test of tests/kernels/dense/test_dense_blocks.py
 pytestmark = [pytest.mark.tvm, pytest.mark.heavy]
 
 TARGET = make_target(threads=2)
