@@ -360,7 +360,7 @@ def _body_gemv(spec: Conv2dSpec):
     gemv = matmul.gemv_body(C, CO, spec.epilogue)
 
     @T.macro
-    def body(x, wp, bias, rf, yf, pre):
+    def body(x, wp, bias, rf, yf):
         xv = T.decl_buffer((1, C), "float32", data=x.data)
         wv = T.decl_buffer((NP, C, matmul.NR), "float32", data=wp.data)
         yv = T.decl_buffer((1, CO), "float32", data=yf.data, elem_offset=yf.elem_offset)
@@ -497,7 +497,7 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
         XTW = (CH * nr if co_outer else nr) if PRO else 1
 
         @T.macro
-        def body(x, wp, bias, rf, yf, pre):
+        def body6(x, wp, bias, rf, yf, pre):
             xf = T.decl_buffer((N, C, H * W), "float32", data=x.data)
             if direct:
                 src = xf
@@ -569,7 +569,7 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
                             mac(src, wp, acc, b, cb, NFT * nr, NT, False)
                             store(acc, bias, rf, yf, b, cb, NFT * nr, TAIL)
 
-        return body
+        return _with_prologue(body6, PRO)
 
     R = min(plan.chunk, OH)  # output rows per task
     NCH = _ceil(OH, R)
@@ -704,7 +704,7 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
                                                             (oh0 + i) * OW + j)
 
     @T.macro
-    def body(x, wp, bias, rf, yf, pre):
+    def body(x, wp, bias, rf, yf):
         if LOCAL:
             tasks(x, None, wp, bias, rf, yf)
         else:
@@ -759,7 +759,7 @@ def _body_pixels(spec: Conv2dSpec, plan: Plan, g: _Geom):
     PRO = spec.prologue  # direct only: the prologue applied to the whole input, once, first
 
     @T.macro
-    def body(x, wp, bias, rf, yf, pre):
+    def body6(x, wp, bias, rf, yf, pre):
         xf = T.decl_buffer((N, C, H * W), "float32", data=x.data)
         if PRO:
             src = T.alloc_buffer((N, C, H * W), "float32")
@@ -822,6 +822,19 @@ def _body_pixels(spec: Conv2dSpec, plan: Plan, g: _Geom):
                                 for j in T.vectorized(nr):
                                     zbuf[(cb - g0) * ZR + pt * mr + r, j] = acc[r, j]
 
+    return _with_prologue(body6, PRO)
+
+
+def _with_prologue(body6, pro: bool):
+    """The body macro of six arguments (x, w, bias, residual, y, prologue) where the spec has a
+    prologue, else of the five every body takes (its prologue None)."""
+    if pro:
+        return body6
+
+    @T.macro
+    def body(x, wp, bias, rf, yf):
+        body6(x, wp, bias, rf, yf, None)
+
     return body
 
 
@@ -844,6 +857,7 @@ def _entry(body, spec: Conv2dSpec, w_shape, out: tuple[int, int] | None = None,
     attrs = {"tirx.noalias": True, "tirx.is_scheduled": True}
     f32 = "float32"
     p_shape = (2, spec.cin)  # the prologue's scale and shift
+    pro = spec.prologue  # (bodies without a prologue take five arguments: grouped.py's too)
     # written with all six parameters (dropped below where the epilogue has no bias or
     # residual, the spec no prologue); the residual is viewed with flat pixels, so it exists
     # only where it is passed
@@ -855,7 +869,10 @@ def _entry(body, spec: Conv2dSpec, w_shape, out: tuple[int, int] | None = None,
             T.func_attr(attrs)
             rf = T.decl_buffer(q_shape, f32, data=residual.data)
             yf = T.decl_buffer(q_shape, f32, data=y.data, strides=y_strides, elem_offset=y_offset)
-            body(x, w, bias, rf, yf, pre)
+            if pro:
+                body(x, w, bias, rf, yf, pre)
+            else:
+                body(x, w, bias, rf, yf)
     else:
         @T.prim_func(s_tir=True, private=True)
         def conv2d(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), bias: T.Buffer(b_shape, f32),
@@ -863,7 +880,10 @@ def _entry(body, spec: Conv2dSpec, w_shape, out: tuple[int, int] | None = None,
                    y: T.Buffer(y_shape, f32)):
             T.func_attr(attrs)
             yf = T.decl_buffer(q_shape, f32, data=y.data, strides=y_strides, elem_offset=y_offset)
-            body(x, w, bias, None, yf, pre)
+            if pro:
+                body(x, w, bias, None, yf, pre)
+            else:
+                body(x, w, bias, None, yf)
     ep = spec.epilogue
     keep = [0, 1] + ([2] if ep.bias else []) + ([3] if ep.residual else []) \
         + ([4] if spec.prologue else []) + [5]
