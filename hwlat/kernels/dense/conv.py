@@ -323,13 +323,14 @@ def primfunc(spec: Conv2dSpec, plan: Plan | None = None,
     """The kernel of the spec. With `out` = (channels, offset), its output parameter is a
     tensor of `channels` channels (batch, height and width the conv's) of which it writes
     channels offset .. offset + cout, and no other: so that the producers of a concat along the
-    channels can write their slices of its output, with no copy (concat.py). With `x_channels`
+    channels can write their slices of its output, with no copy (concat.py); an offset None is
+    read at run time from an int32 tensor of one value, a parameter before y. With `x_channels`
     (one image, a conv reading x in place), its input parameter has that many channels, of which
     it reads the first cin: a concat's prefix (DenseNet's layers read a block's features so)."""
     reason = supports(spec)
     if reason is not None:
         raise ValueError(f"conv2d kernel does not support {spec}: {reason}")
-    if out is not None and not (0 <= out[1] and out[1] + spec.cout <= out[0]):
+    if out is not None and out[1] is not None and not (0 <= out[1] and out[1] + spec.cout <= out[0]):
         raise ValueError(f"output slice {out[1]}..{out[1] + spec.cout} outside {out[0]} channels")
     plan = plan or default_plan(spec, cpu)
     if x_channels is not None and (x_channels < spec.cin or spec.batch != 1
@@ -848,12 +849,13 @@ def _entry(body, spec: Conv2dSpec, w_shape, out: tuple[int, int] | None = None,
     n, co, oh, ow = spec.y_shape
     q = oh * ow
     ct, c0 = out if out is not None else (co, 0)
+    sym = out is not None and c0 is None  # the offset read at run time from parameter o
     x_shape, y_shape, r_shape = spec.x_shape, (n, ct, oh, ow), spec.y_shape
     if x_channels is not None:  # (the bodies read x through its data pointer: a prefix)
         x_shape = (spec.batch, x_channels, spec.height, spec.width)
     b_shape = (spec.cout,)
     q_shape = (n, co, q)  # y with flat pixels
-    y_strides, y_offset = (ct * q, q, 1), c0 * q
+    y_strides = (ct * q, q, 1)
     attrs = {"tirx.noalias": True, "tirx.is_scheduled": True}
     f32 = "float32"
     p_shape = (2, spec.cin)  # the prologue's scale and shift
@@ -865,8 +867,9 @@ def _entry(body, spec: Conv2dSpec, w_shape, out: tuple[int, int] | None = None,
         @T.prim_func(s_tir=True, private=True)
         def conv2d(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), bias: T.Buffer(b_shape, f32),
                    residual: T.Buffer(r_shape, f32), pre: T.Buffer(p_shape, f32),
-                   y: T.Buffer(y_shape, f32)):
+                   o: T.Buffer((1,), "int32"), y: T.Buffer(y_shape, f32)):
             T.func_attr(attrs)
+            y_offset = T.meta_var(o[0] * q if sym else c0 * q)
             rf = T.decl_buffer(q_shape, f32, data=residual.data)
             yf = T.decl_buffer(q_shape, f32, data=y.data, strides=y_strides, elem_offset=y_offset)
             if pro:
@@ -877,8 +880,9 @@ def _entry(body, spec: Conv2dSpec, w_shape, out: tuple[int, int] | None = None,
         @T.prim_func(s_tir=True, private=True)
         def conv2d(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), bias: T.Buffer(b_shape, f32),
                    residual: T.Buffer(r_shape, f32), pre: T.Buffer(p_shape, f32),
-                   y: T.Buffer(y_shape, f32)):
+                   o: T.Buffer((1,), "int32"), y: T.Buffer(y_shape, f32)):
             T.func_attr(attrs)
+            y_offset = T.meta_var(o[0] * q if sym else c0 * q)
             yf = T.decl_buffer(q_shape, f32, data=y.data, strides=y_strides, elem_offset=y_offset)
             if pro:
                 body(x, w, bias, None, yf, pre)
@@ -886,5 +890,5 @@ def _entry(body, spec: Conv2dSpec, w_shape, out: tuple[int, int] | None = None,
                 body(x, w, bias, None, yf)
     ep = spec.epilogue
     keep = [0, 1] + ([2] if ep.bias else []) + ([3] if ep.residual else []) \
-        + ([4] if spec.prologue else []) + [5]
+        + ([4] if spec.prologue else []) + ([5] if sym else []) + [6]
     return tirx.PrimFunc([conv2d.params[i] for i in keep], conv2d.body, conv2d.ret_type, conv2d.attrs)
