@@ -3,8 +3,10 @@ slices of one buffer by their producers, and the convs that read a concat read t
 
 A *family* is a concat along axis 1 of 4-D float32 tensors, `concat(x0, f1, ..., fL)` (its
 fields), with every concat of a prefix of those fields in the same dataflow block:
-DenseNet's block, whose layer i reads `concat(x0, f1, ..., f(i-1))` and adds f_i; Inception's
-and SqueezeNet's modules are families of one concat. Rewritten (`rewrite_block`):
+DenseNet's block, whose layer i reads `concat(x0, f1, ..., f(i-1))` and adds f_i. A lone concat
+(Inception's and SqueezeNet's modules) is left as it is: writing its producers' slices in place
+measured no faster on GoogLeNet and SqueezeNet, whose copies are a small share of the net
+(docs/notebook/compile.md). Rewritten (`rewrite_block`):
 
 - one buffer of the full concat's channels: x0's producer writes its slice where it is a conv
   kernel call (conv.py, `out=`) read by the family alone, else x0 is copied in (`copy_primfunc`);
@@ -117,8 +119,8 @@ def rewrite_block(rw, block: relax.DataflowBlock) -> tuple[relax.DataflowBlock, 
             continue
         family = {v: len(f) for v, f in concats.items()
                   if len(f) <= len(fields) and all(a.same_as(b) for a, b in zip(f, fields, strict=False))}
-        if any(v in taken for v in family):
-            continue
+        if len(family) < 2 or any(v in taken for v in family):
+            continue  # (a lone concat: measured no faster without its copy, see the module doc)
         plan = _plan(fields, family, top, value, users, order, conv_call, new)
         if plan is None:
             continue

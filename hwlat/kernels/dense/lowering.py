@@ -69,8 +69,9 @@ Then, for DenseNet's layers and transitions:
   concat before every layer goes (`_fuse_prologues`);
 - a 2x2 average pool of such a conv with no activation runs first, with the prologue, and the
   conv after it on a quarter of the pixels (pool.py);
-- a channel concat and the concats of prefixes of its inputs (a dense block) share one buffer
-  that the producers write into and the 1x1 convs read the first channels of (concat.py).
+- a channel concat and the concats of prefixes of its inputs (a dense block; not a lone concat)
+  share one buffer that the producers write into and the 1x1 convs read the first channels of
+  (concat.py).
 
 Each distinct spec gets one PrimFunc, shared by all its calls, marked opaque (`op_pattern` 8)
 and scheduled, so FuseOps leaves it alone and MetaSchedule does not tune it. The kernels are

@@ -113,3 +113,11 @@ def test_concat_read_by_other_ops_keeps_its_copy():
     model.graph.output.append(helper.make_tensor_value_info("cat1", TensorProto.FLOAT, None))
     calls = _rewritten(model, make_target(threads=1))
     assert calls["relax.concat"] == 2 and calls["tir:hwlat_concat_copy"] == 0, calls
+
+
+def test_a_lone_concat_keeps_its_copy():
+    """One dense layer: the only concat (of x and one feature) has no prefix concat beside it,
+    so it is left as it is (Inception's modules too); the prologues still fuse."""
+    calls = _rewritten(_dense_model(growth=(7,), side_output=False), make_target(threads=1))
+    assert calls["relax.concat"] == 1 and "relax.call_tir_inplace" not in calls, calls
+    assert "relax.nn.batch_norm" not in calls, calls
