@@ -62,7 +62,7 @@ from tvm.script import tirx as T
 
 from hwlat.kernels.cpu import AVX2, CpuInfo
 from hwlat.kernels.dense import matmul
-from hwlat.kernels.dense.activation import activate, epilogue_params, residual_input
+from hwlat.kernels.dense.activation import activate, residual_input
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue
 
 LANES = 8  # fp32 lanes of one AVX2 register
@@ -251,6 +251,10 @@ def supports(spec: Conv2dSpec) -> str | None:
         return "negative padding"
     if spec.out_height < 1 or spec.out_width < 1:
         return f"empty output {spec.y_shape}"
+    if spec.prologue and not (spec.kernel == (1, 1) and spec.stride == (1, 1) and not any(spec.padding)):
+        return "an input prologue needs a 1x1, stride-1, unpadded conv (its input read in place)"
+    if spec.prologue and spec.batch * spec.out_height * spec.out_width == 1:
+        return "an input prologue on a GEMV (one pixel of one image)"
     return None
 
 
@@ -308,25 +312,37 @@ def _finish(v, ep: Epilogue, bias, res, b, co, p):
     return activate(v, ep)
 
 
+def _pre(v, pre, ci):
+    """The input prologue on input value v of channel ci: relu(v * scale + shift)."""
+    return T.max(v * pre[0, ci] + pre[1, ci], T.float32(0))
+
+
 def primfunc(spec: Conv2dSpec, plan: Plan | None = None,
-             cpu: CpuInfo | None = None, out: tuple[int, int] | None = None) -> tirx.PrimFunc:
+             cpu: CpuInfo | None = None, out: tuple[int, int] | None = None,
+             x_channels: int | None = None) -> tirx.PrimFunc:
     """The kernel of the spec. With `out` = (channels, offset), its output parameter is a
     tensor of `channels` channels (batch, height and width the conv's) of which it writes
     channels offset .. offset + cout, and no other: so that the producers of a concat along the
-    channels can write their slices of its output, with no copy. No rewrite uses it: one that
-    did measured no faster on GoogLeNet and SqueezeNet (docs/notebook/compile.md)."""
+    channels can write their slices of its output, with no copy (concat.py); an offset None is
+    read at run time from an int32 tensor of one value, a parameter before y. With `x_channels`
+    (one image, a conv reading x in place), its input parameter has that many channels, of which
+    it reads the first cin: a concat's prefix (DenseNet's layers read a block's features so)."""
     reason = supports(spec)
     if reason is not None:
         raise ValueError(f"conv2d kernel does not support {spec}: {reason}")
-    if out is not None and not (0 <= out[1] and out[1] + spec.cout <= out[0]):
+    if out is not None and out[1] is not None and not (0 <= out[1] and out[1] + spec.cout <= out[0]):
         raise ValueError(f"output slice {out[1]}..{out[1] + spec.cout} outside {out[0]} channels")
     plan = plan or default_plan(spec, cpu)
+    if x_channels is not None and (x_channels < spec.cin or spec.batch != 1
+                                   or not _geom(spec, plan).direct):
+        raise ValueError(f"an input of {x_channels} channels: the conv must read x in place, "
+                         f"one image, at most {x_channels} channels (cin {spec.cin})")
     g = _geom(spec, plan)
     if is_gemv(spec, plan):
         body = _body_gemv(spec)
     else:
         body = _body_cout(spec, plan, g) if plan.rows == "cout" else _body_pixels(spec, plan, g)
-    return _entry(body, spec, packed_weight_shape(spec, plan), out)
+    return _entry(body, spec, packed_weight_shape(spec, plan), out, x_channels)
 
 
 def is_gemv(spec: Conv2dSpec, plan: Plan | None = None,
@@ -475,9 +491,14 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
         CH = plan.chunk
         NCH = _ceil(NFT, CH)
         NCH1 = max(NCH, 1)  # (no full tile: the loop below is empty)
+        # an input prologue (direct only) is applied once to the input columns the tiles read,
+        # into a task buffer the tiles then read: a pixel tile's (C x nr), reused over the channel
+        # blocks, or with co_outer the whole chunk's (C x CH * nr, in L2), reused over them too
+        PRO = spec.prologue
+        XTW = (CH * nr if co_outer else nr) if PRO else 1
 
         @T.macro
-        def body(x, wp, bias, rf, yf):
+        def body6(x, wp, bias, rf, yf, pre):
             xf = T.decl_buffer((N, C, H * W), "float32", data=x.data)
             if direct:
                 src = xf
@@ -486,9 +507,32 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
                 fill(x, src)
             for t in T.parallel(N * NCH):
                 acc = T.alloc_buffer((mr, nr), "float32", scope="local")
+                xt = T.alloc_buffer((1, C if PRO else 1, XTW), "float32")
                 b = t // NCH1
                 c = t % NCH1
-                if co_outer:
+                if PRO and co_outer:
+                    for ci in range(C):
+                        for e in range(T.min(CH, NFT - c * CH)):
+                            for j in T.vectorized(nr):
+                                xt[0, ci, e * nr + j] = _pre(xf[b, ci, (c * CH + e) * nr + j], pre, ci)
+                    for cb in range(NCB):
+                        for it in range(T.min(CH, NFT - c * CH)):
+                            mac(xt, wp, acc, 0, cb, it * nr, nr, False)
+                            store(acc, bias, rf, yf, b, cb, (c * CH + it) * nr, nr)
+                elif PRO:
+                    for it in range(T.min(CH, NFT - c * CH)):
+                        for ci in range(C):
+                            for j in T.vectorized(nr):
+                                xt[0, ci, j] = _pre(xf[b, ci, (c * CH + it) * nr + j], pre, ci)
+                        if PF_FIRST and it == 0:
+                            for cb in range(NCB):
+                                mac(xt, wp, acc, 0, cb, 0, nr, PF_FIRST)
+                                store(acc, bias, rf, yf, b, cb, (c * CH + it) * nr, nr)
+                        else:
+                            for cb in range(NCB):
+                                mac(xt, wp, acc, 0, cb, 0, nr, False)
+                                store(acc, bias, rf, yf, b, cb, (c * CH + it) * nr, nr)
+                elif co_outer:
                     for cb in range(NCB):
                         for it in range(T.min(CH, NFT - c * CH)):
                             mac(src, wp, acc, b, cb, (c * CH + it) * nr, nr, False)
@@ -511,8 +555,13 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
                         xt = T.alloc_buffer((N, C, NT), "float32")
                         for ci in range(C):
                             for j in range(NT):
-                                xt[b, ci, j] = T.if_then_else(
-                                    j < TAIL, xf[b, ci, T.min(NFT * nr + j, Q - 1)], T.float32(0))
+                                if PRO:
+                                    xt[b, ci, j] = T.if_then_else(
+                                        j < TAIL, _pre(xf[b, ci, T.min(NFT * nr + j, Q - 1)], pre, ci),
+                                        T.float32(0))
+                                else:
+                                    xt[b, ci, j] = T.if_then_else(
+                                        j < TAIL, xf[b, ci, T.min(NFT * nr + j, Q - 1)], T.float32(0))
                         for cb in range(NCB):
                             mac(xt, wp, acc, b, cb, 0, NT, False)
                             store(acc, bias, rf, yf, b, cb, NFT * nr, TAIL)
@@ -521,7 +570,7 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
                             mac(src, wp, acc, b, cb, NFT * nr, NT, False)
                             store(acc, bias, rf, yf, b, cb, NFT * nr, TAIL)
 
-        return body
+        return _with_prologue(body6, PRO)
 
     R = min(plan.chunk, OH)  # output rows per task
     NCH = _ceil(OH, R)
@@ -708,10 +757,17 @@ def _body_pixels(spec: Conv2dSpec, plan: Plan, g: _Geom):
     def store_ep(v, res, b, co, p):
         return activate(residual_input(v, ep) + res[b, co, p], ep) if ep.residual else v
 
+    PRO = spec.prologue  # direct only: the prologue applied to the whole input, once, first
+
     @T.macro
-    def body(x, wp, bias, rf, yf):
+    def body6(x, wp, bias, rf, yf, pre):
         xf = T.decl_buffer((N, C, H * W), "float32", data=x.data)
-        if direct:
+        if PRO:
+            src = T.alloc_buffer((N, C, H * W), "float32")
+            for t in T.parallel(N * C):
+                for j in T.vectorized(H * W):
+                    src[t // C, t % C, j] = _pre(xf[t // C, t % C, j], pre, t % C)
+        elif direct:
             src = xf
         else:
             src = T.alloc_buffer(xs_shape, "float32")
@@ -767,38 +823,72 @@ def _body_pixels(spec: Conv2dSpec, plan: Plan, g: _Geom):
                                 for j in T.vectorized(nr):
                                     zbuf[(cb - g0) * ZR + pt * mr + r, j] = acc[r, j]
 
+    return _with_prologue(body6, PRO)
+
+
+def _with_prologue(body6, pro: bool):
+    """The body macro of six arguments (x, w, bias, residual, y, prologue) where the spec has a
+    prologue, else of the five every body takes (its prologue None)."""
+    if pro:
+        return body6
+
+    @T.macro
+    def body(x, wp, bias, rf, yf):
+        body6(x, wp, bias, rf, yf, None)
+
     return body
 
 
-def _entry(body, spec: Conv2dSpec, w_shape, out: tuple[int, int] | None = None) -> tirx.PrimFunc:
-    """The PrimFunc (x, w, [bias], [residual], y) running `body(x, w, bias, residual, yf)`, yf
-    the output viewed as (batch, cout, pixels), the residual alike, None where the epilogue has
-    no bias or residual. With `out` = (channels, offset), y is a tensor of `channels` channels
-    (a concat's output) and the conv writes its channels offset .. offset + cout only."""
+def _entry(body, spec: Conv2dSpec, w_shape, out: tuple[int, int] | None = None,
+           x_channels: int | None = None) -> tirx.PrimFunc:
+    """The PrimFunc (x, w, [bias], [residual], [prologue], y) running `body(x, w, bias, residual,
+    yf, prologue)`, yf the output viewed as (batch, cout, pixels), the residual alike, None where
+    the epilogue has no bias or residual. With `out` = (channels, offset), y is a tensor of
+    `channels` channels (a concat's output) and the conv writes its channels offset .. offset +
+    cout only; with `x_channels` (one image), x has that many channels, the first cin read."""
     n, co, oh, ow = spec.y_shape
     q = oh * ow
     ct, c0 = out if out is not None else (co, 0)
+    sym = out is not None and c0 is None  # the offset read at run time from parameter o
     x_shape, y_shape, r_shape = spec.x_shape, (n, ct, oh, ow), spec.y_shape
+    if x_channels is not None:  # (the bodies read x through its data pointer: a prefix)
+        x_shape = (spec.batch, x_channels, spec.height, spec.width)
     b_shape = (spec.cout,)
     q_shape = (n, co, q)  # y with flat pixels
-    y_strides, y_offset = (ct * q, q, 1), c0 * q
+    y_strides = (ct * q, q, 1)
     attrs = {"tirx.noalias": True, "tirx.is_scheduled": True}
     f32 = "float32"
-    # written with all five parameters (dropped below where the epilogue has no bias or
-    # residual); the residual is viewed with flat pixels, so it exists only where it is passed
+    p_shape = (2, spec.cin)  # the prologue's scale and shift
+    pro = spec.prologue  # (bodies without a prologue take five arguments: grouped.py's too)
+    # written with all six parameters (dropped below where the epilogue has no bias or
+    # residual, the spec no prologue); the residual is viewed with flat pixels, so it exists
+    # only where it is passed
     if spec.epilogue.residual:
         @T.prim_func(s_tir=True, private=True)
         def conv2d(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), bias: T.Buffer(b_shape, f32),
-                   residual: T.Buffer(r_shape, f32), y: T.Buffer(y_shape, f32)):
+                   residual: T.Buffer(r_shape, f32), pre: T.Buffer(p_shape, f32),
+                   o: T.Buffer((1,), "int32"), y: T.Buffer(y_shape, f32)):
             T.func_attr(attrs)
+            y_offset = T.meta_var(o[0] * q if sym else c0 * q)
             rf = T.decl_buffer(q_shape, f32, data=residual.data)
             yf = T.decl_buffer(q_shape, f32, data=y.data, strides=y_strides, elem_offset=y_offset)
-            body(x, w, bias, rf, yf)
+            if pro:
+                body(x, w, bias, rf, yf, pre)
+            else:
+                body(x, w, bias, rf, yf)
     else:
         @T.prim_func(s_tir=True, private=True)
         def conv2d(x: T.Buffer(x_shape, f32), w: T.Buffer(w_shape, f32), bias: T.Buffer(b_shape, f32),
-                   residual: T.Buffer(r_shape, f32), y: T.Buffer(y_shape, f32)):
+                   residual: T.Buffer(r_shape, f32), pre: T.Buffer(p_shape, f32),
+                   o: T.Buffer((1,), "int32"), y: T.Buffer(y_shape, f32)):
             T.func_attr(attrs)
+            y_offset = T.meta_var(o[0] * q if sym else c0 * q)
             yf = T.decl_buffer(q_shape, f32, data=y.data, strides=y_strides, elem_offset=y_offset)
-            body(x, w, bias, None, yf)
-    return epilogue_params(conv2d, spec.epilogue)
+            if pro:
+                body(x, w, bias, None, yf, pre)
+            else:
+                body(x, w, bias, None, yf)
+    ep = spec.epilogue
+    keep = [0, 1] + ([2] if ep.bias else []) + ([3] if ep.residual else []) \
+        + ([4] if spec.prologue else []) + ([5] if sym else []) + [6]
+    return tirx.PrimFunc([conv2d.params[i] for i in keep], conv2d.body, conv2d.ret_type, conv2d.attrs)

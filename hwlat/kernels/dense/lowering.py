@@ -61,6 +61,18 @@ tensor): scale.py multiplies the packed constant weight by s at run time, and th
 x goes (a small in-model gain on OFA's note10 net, docs/notebook/compile.md; its 7x7 blocks,
 with more output channels than pixels, keep the multiply).
 
+Then, for DenseNet's layers and transitions:
+
+- an inference `relax.nn.batch_norm` (constant parameters) + relu read only by a 1x1 stride-1
+  conv kernel goes into the kernel's input read, `relu(x * scale + shift)` per input channel
+  (`Conv2dSpec.prologue`; conv.py applies it once per pixel tile): the pass over the whole
+  concat before every layer goes (`_fuse_prologues`);
+- a 2x2 average pool of such a conv with no activation runs first, with the prologue, and the
+  conv after it on a quarter of the pixels (pool.py);
+- a channel concat and the concats of prefixes of its inputs (a dense block; not a lone concat)
+  share one buffer that the producers write into and the 1x1 convs read the first channels of
+  (concat.py).
+
 Each distinct spec gets one PrimFunc, shared by all its calls, marked opaque (`op_pattern` 8)
 and scheduled, so FuseOps leaves it alone and MetaSchedule does not tune it. The kernels are
 scheduled, and their weights packed, for the CPU of the target being built for
@@ -568,12 +580,60 @@ def _scaled_input(fields, value: dict, users: dict, conv_var, spec: Conv2dSpec):
     return None
 
 
+def _bn_relu_input(xin, value: dict, users: dict, conv_var, channels: int):
+    """(z, (2, channels) float32 scale and shift, the vars between) where a conv kernel call's
+    input xin is relu(batch_norm(z)[0]), an inference batch norm over the channels with constant
+    parameters, each value between read by the next alone (the conv reading the relu's); else
+    None."""
+    def only(var, user) -> bool:
+        return isinstance(var, relax.DataflowVar) and list(users.get(var, ())) == [user]
+
+    relu = value.get(xin)
+    if not only(xin, conv_var) or not isinstance(relu, relax.Call) \
+            or getattr(relu.op, "name", None) != "relax.nn.relu":
+        return None
+    t = relu.args[0]
+    item = value.get(t) if isinstance(t, relax.Var) else t
+    if not isinstance(item, relax.TupleGetItem) or item.index != 0:
+        return None
+    between = [xin]
+    if isinstance(t, relax.Var):
+        if not only(t, xin):
+            return None
+        between.append(t)
+    tup = item.tuple_value
+    bn = value.get(tup)
+    if not only(tup, t if isinstance(t, relax.Var) else xin) or not isinstance(bn, relax.Call) \
+            or getattr(bn.op, "name", None) != "relax.nn.batch_norm":
+        return None
+    a = bn.attrs
+    if int(a.axis) != 1 or bool(a.training) or static_f32_shape(bn.args[0]) is None \
+            or static_f32_shape(bn.args[0])[1:2] != (channels,):
+        return None
+    gamma, beta, mean, var = (_channel_const(p, channels, flat=True) for p in bn.args[1:5])
+    if mean is None or var is None or (a.scale and gamma is None) or (a.center and beta is None):
+        return None
+    scale = (gamma if a.scale else 1.0) / np.sqrt(var + float(a.epsilon))
+    shift = (beta if a.center else 0.0) - mean * scale
+    return bn.args[0], np.stack([scale, shift]).astype(np.float32), [*between, tup]
+
+
 class _Rewriter(KernelRewriter):
     def __init__(self, mod: tvm.IRModule, cpu: CpuInfo):
         super().__init__(mod)
         self.cpu = cpu  # the CPU of the target being built for: the kernels' tiles
 
     def make_kernel(self, spec):
+        from hwlat.kernels.dense import concat, conv, pool
+
+        if isinstance(spec, concat.ConvSlice):
+            func = conv.primfunc(spec.spec, cpu=self.cpu, x_channels=spec.x_channels,
+                                 out=None if spec.y_channels is None else (spec.y_channels, spec.offset))
+            return as_kernel(func), KERNEL_NAMES["conv"]
+        if isinstance(spec, concat.ChannelCopy):
+            return as_kernel(concat.copy_primfunc(spec)), "hwlat_concat_copy"
+        if isinstance(spec, pool.ProloguePoolSpec):
+            return as_kernel(pool.primfunc(spec)), "hwlat_prologue_pool"
         return kernel_for(spec, self.cpu), KERNEL_NAMES[kernel_module(spec, self.cpu)[0]]
 
     def rewrite_function(self, func: relax.Function) -> relax.Function:
@@ -589,6 +649,9 @@ class _Rewriter(KernelRewriter):
         func = self._absorb_epilogues(func)
         func = self._fuse_blocks(func)
         func = self._fold_scales(func)
+        func = self._fuse_prologues(func)
+        func = self._pool_first(func)
+        func = self._concat_in_place(func)
         ln_x, gamma, beta = wildcard(), is_const(), is_const()
         func = rewrite_call(is_op("relax.nn.layer_norm")(ln_x, gamma, beta),
                             functools.partial(self._layer_norm_rewrite, ln_x, gamma, beta), func)
@@ -823,6 +886,56 @@ class _Rewriter(KernelRewriter):
                 b.value.args[0], [xin, wv, *fields[2:]], relax.TensorType(spec.y_shape, "float32"))))
             n += 1
         return (relax.DataflowBlock(out), n) if n else (block, 0)
+
+    def _fuse_prologues(self, func: relax.Function) -> relax.Function:
+        """Each inference batch norm + relu read only by a 1x1 conv kernel taken into the
+        kernel's input read (its prologue; see the module doc)."""
+        self.specs = {gv.name_hint: spec for spec, gv in self.kernels.items()}
+        return self._each_block(func, self._prologue_block)
+
+    def _pool_first(self, func: relax.Function) -> relax.Function:
+        """DenseNet's transitions (prologue, 1x1 conv, 2x2 average pool) with the pool before
+        the conv (pool.py)."""
+        from hwlat.kernels.dense import pool
+
+        self.specs = {gv.name_hint: spec for spec, gv in self.kernels.items()}
+        return self._each_block(func, functools.partial(pool.rewrite_block, self))
+
+    def _concat_in_place(self, func: relax.Function) -> relax.Function:
+        """Channel concats whose producers write their slices of one buffer and whose conv
+        readers read it (concat.py)."""
+        from hwlat.kernels.dense import concat
+
+        self.specs = {gv.name_hint: spec for spec, gv in self.kernels.items()}
+        return self._each_block(func, functools.partial(concat.rewrite_block, self))
+
+    def _prologue_block(self, block: relax.DataflowBlock) -> tuple[relax.DataflowBlock, int]:
+        from hwlat.kernels.dense import conv
+
+        value = {b.var: b.value for b in block.bindings}
+        users = relax.analysis.udchain(block)
+        new, dead = {}, set()
+        for b in block.bindings:
+            spec = self._spec_of(b.value)
+            if not isinstance(spec, Conv2dSpec) or spec.prologue \
+                    or kernel_module(spec, self.cpu)[0] != "conv":
+                continue
+            fields = list(b.value.args[1].fields)
+            got = _bn_relu_input(fields[0], value, users, b.var, spec.cin)
+            if got is None:
+                continue
+            spec = dataclasses.replace(spec, prologue=True)
+            if why_not(spec) or conv.is_gemv(spec, cpu=self.cpu):
+                continue
+            z, pre, between = got
+            new[b.var] = relax.call_tir(self.kernel(spec), [z, *fields[1:], relax.const(pre)],
+                                        relax.TensorType(spec.y_shape, "float32"))
+            dead |= set(between)
+        if not new:
+            return block, 0
+        return relax.DataflowBlock([
+            relax.VarBinding(b.var, new[b.var]) if b.var in new else b
+            for b in block.bindings if b.var not in dead]), len(new)
 
     def _fuse_block(self, block: relax.DataflowBlock) -> tuple[relax.DataflowBlock, int]:
         from hwlat.kernels.dense import conv, mbconv

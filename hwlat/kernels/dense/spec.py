@@ -29,7 +29,8 @@ other groups > 1, matmul.py) has
   layout the kernel reads (float32, C-contiguous), from OIHW (conv) or (k, n) (matmul); the
   rewrite packs constant weights once, at compile time;
 - ``primfunc(spec) -> tvm.tirx.PrimFunc`` with parameters, in order: x, packed weight, bias (when
-  ``epilogue.bias``), residual (when ``epilogue.residual``), y. It is scheduled by hand
+  ``epilogue.bias``), residual (when ``epilogue.residual``), the prologue's (2, cin) scale and
+  shift (when a conv spec's ``prologue``), y. It is scheduled by hand
   (``tirx.is_scheduled``), parallel over independent output blocks.
 """
 
@@ -103,6 +104,10 @@ class Conv2dSpec:
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
     epilogue: Epilogue = field(default_factory=Epilogue)
+    # the input as the conv reads it is relu(x * scale[c] + shift[c]) (a batch norm and relu
+    # before the conv, which cannot fold into its weight); the kernel then takes one more
+    # parameter, (2, cin): scale, shift (conv.py: 1x1 stride-1 unpadded convs only)
+    prologue: bool = False
 
     @property
     def out_height(self) -> int:

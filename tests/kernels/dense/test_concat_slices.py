@@ -18,7 +18,8 @@ from hwlat.kernels.dense.reference import conv2d_reference  # noqa: E402
 from hwlat.kernels.dense.spec import Conv2dSpec, Epilogue  # noqa: E402
 from hwlat.lowering.targets import make_target  # noqa: E402
 
-# heavy: no rewrite writes into slices yet (the kernel's `out=` is kept for one); `make test-all`
+# heavy (`make test-all`): concat.py writes into slices with it, checked in-model by the light
+# test of tests/kernels/dense/test_dense_blocks.py
 pytestmark = [pytest.mark.tvm, pytest.mark.heavy]
 
 TARGET = make_target(threads=2)
@@ -74,3 +75,24 @@ def test_a_slice_outside_the_output_is_refused():
     for out in ((7, 0), (10, 3), (10, -1)):
         with pytest.raises(ValueError, match="outside"):
             conv.primfunc(spec, out=out)
+
+
+def test_one_kernel_writes_the_slice_its_run_time_offset_says():
+    """out=(channels, None): the offset is an int32 tensor of one value passed before y."""
+    spec = Conv2dSpec(1, 21, 9, 19, 26, (3, 3), (1, 1), (1, 1, 1, 1), epilogue=EP)
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal(spec.x_shape).astype(np.float32), rng.standard_normal(spec.w_shape).astype(np.float32)
+    bias, res = rng.standard_normal(spec.cout).astype(np.float32), rng.standard_normal(spec.y_shape).astype(np.float32)
+    func = conv.primfunc(spec, out=(40, None)).with_attr("global_symbol", "k")
+    ex = tvm.compile(tvm.IRModule({"k": func}), target=TARGET)
+    ref = conv2d_reference(spec, x, w, bias, res)
+    for offset in (0, 5, 14):
+        before = rng.standard_normal((1, 40, 9, 19)).astype(np.float32)
+        y = tvm.runtime.tensor(before)
+        ex["k"](*[tvm.runtime.tensor(a) for a in (x, conv.pack_weight(spec, w), bias, res,
+                                                  np.array([offset], np.int32))], y)
+        got = y.numpy()
+        np.testing.assert_allclose(got[:, offset:offset + 26], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+        outside = np.ones(40, bool)
+        outside[offset:offset + 26] = False
+        np.testing.assert_array_equal(got[:, outside], before[:, outside])
