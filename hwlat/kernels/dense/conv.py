@@ -171,14 +171,27 @@ def _plan_512(spec: Conv2dSpec, cpu: CpuInfo) -> Plan:
     base = _plan_avx2(spec)
     if is_gemv(spec, base):
         return base  # the matmul kernel's GEMV: memory bound, panels of 16 channels
-    if base.rows == "pixels":
-        return Plan("pixels", base.mr, base.nv, kc=base.kc, lanes=2 * LANES)
     mr = min(CONV_MR_512, key=lambda m: _ceil(spec.cout, m) * m * (1 + 0.03 * (12 - m)))
     g = _geom(spec, Plan("cout", mr, 2, lanes=2 * LANES))
+    if not g.dense and spec.out_height * spec.out_width <= 64 and spec.cout >= 64 \
+            and min(spec.kernel) >= 3:
+        # small maps (8x8 and less) through the scratch, kernels of 3x3 and more: "cout" rows,
+        # one task of all output rows, no reduction blocks: each weight row is read once, the
+        # image's scratch stays in L2 (256x14x14 -> 512 3x3 s2 0.86x, 512x7x7 3x3 0.85-0.91x,
+        # 448x8x8 -> 384 0.93x the time of the "pixels" rows / blocked plans; a 1x3 conv on
+        # 8x8, its rows 10 wide, 1.2x: kept; docs/notebook/compile.md)
+        return Plan("cout", mr, 2, chunk=spec.out_height, lanes=2 * LANES)
+    if base.rows == "pixels":
+        return Plan("pixels", base.mr, base.nv, kc=base.kc, lanes=2 * LANES)
     if g.dense:
         if base.co_outer:  # the same pixel runs per channel block as the AVX2 plan
             return Plan("cout", mr, 2, chunk=_ceil(base.chunk, 2), co_outer=True, lanes=2 * LANES)
         return Plan("cout", mr, 2, chunk=64, lanes=2 * LANES)
+    if spec.cin <= 4 and spec.kernel[0] * spec.kernel[1] >= 25:
+        # stems with large kernels (7x7): 8 channel rows x 3 vectors (24 accumulators), tasks
+        # of 10 rows: 0.87-0.89x the time of 8 x 2 vectors (3x3 stems: 1.08-1.16x, kept)
+        mr3 = min((8, 6), key=lambda m: _ceil(spec.cout, m) * m)
+        return Plan("cout", mr3, 3, chunk=10, lanes=2 * LANES)
     # reduction blocks: the rows a 32-pixel tile reads of kc channels (three cache lines per
     # distinct phase row of the taps) stay in half of L1 across the channel blocks
     kc = max(8, cpu.l1d_bytes // 2 // (192 * _segments(spec)) // 8 * 8)
@@ -428,7 +441,7 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
     KH, KW = spec.kernel
     OH, OW = spec.out_height, spec.out_width
     Q = OH * OW
-    mr, nr = plan.mr, plan.nr
+    mr, nr, nv = plan.mr, plan.nr, plan.nv
     NCB = _ceil(CO, mr)
     ragged = CO % mr != 0
     ep = spec.epilogue
@@ -565,6 +578,12 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
     YLC = _ceil(R * OW, 16)  # lines of one channel's output rows of a task
     YPL = _ceil(CO * YLC, _ceil(R * wph, nr))  # prefetched a tile
 
+    VL = plan.lanes
+    # three vectors a row (nv 3) are written as three VL-lane vectors: one 48-lane vector
+    # measured 5x slower; two as one 2 VL-lane vector (split, 128x28x28 3x3 took 2x as long)
+    SPLIT = nv & (nv - 1) != 0
+    OWV, OWT = OW // VL, OW % VL  # whole vectors of an output row, lanes of its tail
+
     @T.macro
     def tile(wp, xs, acc, ybuf, row0, base, kb, it, cb, rows_):
         for r in T.unroll(rows_):
@@ -573,10 +592,17 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
         for ci in range(kb * KC, T.min(C, kb * KC + KC)):
             for kh in taps(KH):
                 for kw in taps(KW):
-                    for r in T.unroll(rows_):
-                        for j in T.vectorized(nr):
-                            acc[r, j] = acc[r, j] + wp[cb, ci, kh, kw, r] * xs[
-                                row0 + ci, tap(spec, gx, kh, kw) + base + it * nr + j]
+                    if SPLIT:
+                        for r in T.unroll(rows_):
+                            for v in T.unroll(nv):
+                                for j in T.vectorized(VL):
+                                    acc[r, v * VL + j] = acc[r, v * VL + j] + wp[cb, ci, kh, kw, r] * xs[
+                                        row0 + ci, tap(spec, gx, kh, kw) + base + it * nr + v * VL + j]
+                    else:
+                        for r in T.unroll(rows_):
+                            for j in T.vectorized(nr):
+                                acc[r, j] = acc[r, j] + wp[cb, ci, kh, kw, r] * xs[
+                                    row0 + ci, tap(spec, gx, kh, kw) + base + it * nr + j]
         for r in T.unroll(rows_):
             for j in T.vectorized(nr):
                 ybuf[cb * mr + r, it * nr + j] = acc[r, j]
@@ -649,11 +675,20 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
                 channel_blocks(wp, xl, acc, ybuf, 0, 0, rows, xf, b, oh0, yf)
             else:
                 channel_blocks(wp, xs, acc, ybuf, b * C, oh0 * wph, rows, None, b, oh0, yf)
+            # the output rows in vectors of VL lanes (and a shorter tail): a row-wide vector
+            # (e.g. 112 lanes) had its bias broadcast built lane by lane (12 % of a 7x7 stem)
             for co in range(CO):
                 for i in range(rows):
-                    for j in T.vectorized(OW):
-                        yf[b, co, (oh0 + i) * OW + j] = fin(ybuf[co, i * wph + j], ep, bias, rf, b, co,
-                                                            (oh0 + i) * OW + j)
+                    for v in range(OWV):
+                        for j in T.vectorized(VL):
+                            yf[b, co, (oh0 + i) * OW + v * VL + j] = fin(
+                                ybuf[co, i * wph + v * VL + j], ep, bias, rf, b, co,
+                                (oh0 + i) * OW + v * VL + j)
+                    if OWT > 0:
+                        for j in T.vectorized(OWT):
+                            yf[b, co, (oh0 + i) * OW + OWV * VL + j] = fin(
+                                ybuf[co, i * wph + OWV * VL + j], ep, bias, rf, b, co,
+                                (oh0 + i) * OW + OWV * VL + j)
 
     @T.macro
     def body(x, wp, bias, rf, yf):

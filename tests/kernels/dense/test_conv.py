@@ -162,6 +162,10 @@ AVX512_GEOMETRIES = [
     Conv2dSpec(1, 40, 14, 14, 33, (3, 3), (2, 2), (1, 1, 1, 1), epilogue=EP),
     Conv2dSpec(1, 31, 1, 1, 70, (1, 1), epilogue=EP),  # a GEMV
     Conv2dSpec(1, 3, 224, 224, 24, (3, 3), (2, 2), (1, 1, 1, 1), epilogue=EP),  # task scratch
+    Conv2dSpec(2, 3, 29, 27, 20, (7, 7), (2, 2), (3, 2, 3, 4), epilogue=EP),  # 8 x 48 stem tile
+    # small maps, cout >= 64: "cout" rows in one task of all rows, no reduction blocks
+    Conv2dSpec(2, 70, 7, 6, 66, (3, 3), (1, 1), (1, 1, 1, 1), epilogue=EP),  # 66 = 5 x 12 + 6
+    Conv2dSpec(1, 33, 15, 13, 64, (3, 3), (2, 2), (1, 0, 1, 1), epilogue=EP),  # 8x6, stride 2
 ]
 
 
@@ -195,8 +199,30 @@ def test_avx512_plans_of_model_shapes():
         assert wide.mr * wide.nv <= conv.ACC_REGISTERS_512
         assert conv.packed_weight_shape(spec, cpu=AVX512)[0] * wide.block >= cout
         if not conv.is_gemv(spec):
-            assert wide.lanes == 16 and wide.nr == 2 * avx2.nr
+            assert wide.lanes == 16 and wide.nr in (2 * avx2.nr, 3 * avx2.nr)
     with pytest.raises(ValueError, match="bad tile"):
         P("cout", 12, 2)  # 24 accumulators: AVX-512 only
     with pytest.raises(ValueError, match="lanes"):
         P("cout", 6, 2, lanes=4)
+
+
+def test_avx512_plans_of_small_maps_and_large_stems():
+    def plan(cin, hw, cout, k, s, p):
+        kh, kw = k if isinstance(k, tuple) else (k, k)
+        pads = p if isinstance(p, tuple) else (p,) * 4
+        return conv.default_plan(Conv2dSpec(1, cin, hw, hw, cout, (kh, kw), (s, s), pads), AVX512)
+
+    # 3x3 convs onto maps of at most 64 pixels, 64 channels and more: one task, no blocks
+    for args in [(512, 7, 512, 3, 1, 1), (256, 14, 512, 3, 2, 1), (448, 8, 384, 3, 1, 1)]:
+        p = plan(*args)
+        assert (p.rows, p.kc, p.nv) == ("cout", 0, 2) and p.chunk >= args[1] // args[4]
+    assert plan(128, 7, 32, 3, 1, 1).rows == "pixels"  # few channels: pixel rows as before
+    assert plan(384, 8, 384, (1, 3), 1, (0, 1, 0, 1)).kc > 0  # 1x3 (rows 10 wide): blocks
+    assert plan(512, 7, 512, 1, 1, 0).rows == "pixels"  # read in place
+    assert plan(256, 14, 256, 3, 1, 1).kc > 0  # 14x14: reduction blocks as before
+    # a 7x7 stem: 8 x 3 vectors; 3x3 stems keep 2 vectors
+    assert (plan(3, 224, 64, 7, 2, 3).mr, plan(3, 224, 64, 7, 2, 3).nv) == (8, 3)
+    assert plan(3, 224, 32, 3, 2, 1).nv == 2
+    # AVX2 plans unchanged by these rules
+    assert conv.default_plan(Conv2dSpec(1, 512, 7, 7, 512, (3, 3), padding=(1, 1, 1, 1))).rows == "pixels"
+    assert conv.default_plan(Conv2dSpec(1, 3, 224, 224, 64, (7, 7), (2, 2), (3, 3, 3, 3))).nv == 2
