@@ -171,18 +171,10 @@ def _plan_512(spec: Conv2dSpec, cpu: CpuInfo) -> Plan:
     base = _plan_avx2(spec)
     if is_gemv(spec, base):
         return base  # the matmul kernel's GEMV: memory bound, panels of 16 channels
-    mr = min(CONV_MR_512, key=lambda m: _ceil(spec.cout, m) * m * (1 + 0.03 * (12 - m)))
-    g = _geom(spec, Plan("cout", mr, 2, lanes=2 * LANES))
-    if not g.dense and spec.out_height * spec.out_width <= 64 and spec.cout >= 64 \
-            and min(spec.kernel) >= 3:
-        # small maps (8x8 and less) through the scratch, kernels of 3x3 and more: "cout" rows,
-        # one task of all output rows, no reduction blocks: each weight row is read once, the
-        # image's scratch stays in L2 (256x14x14 -> 512 3x3 s2 0.86x, 512x7x7 3x3 0.85-0.91x,
-        # 448x8x8 -> 384 0.93x the time of the "pixels" rows / blocked plans; a 1x3 conv on
-        # 8x8, its rows 10 wide, 1.2x: kept; docs/notebook/compile.md)
-        return Plan("cout", mr, 2, chunk=spec.out_height, lanes=2 * LANES)
     if base.rows == "pixels":
         return Plan("pixels", base.mr, base.nv, kc=base.kc, lanes=2 * LANES)
+    mr = min(CONV_MR_512, key=lambda m: _ceil(spec.cout, m) * m * (1 + 0.03 * (12 - m)))
+    g = _geom(spec, Plan("cout", mr, 2, lanes=2 * LANES))
     if g.dense:
         if base.co_outer:  # the same pixel runs per channel block as the AVX2 plan
             return Plan("cout", mr, 2, chunk=_ceil(base.chunk, 2), co_outer=True, lanes=2 * LANES)

@@ -163,9 +163,6 @@ AVX512_GEOMETRIES = [
     Conv2dSpec(1, 31, 1, 1, 70, (1, 1), epilogue=EP),  # a GEMV
     Conv2dSpec(1, 3, 224, 224, 24, (3, 3), (2, 2), (1, 1, 1, 1), epilogue=EP),  # task scratch
     Conv2dSpec(2, 3, 29, 27, 20, (7, 7), (2, 2), (3, 2, 3, 4), epilogue=EP),  # 8 x 48 stem tile
-    # small maps, cout >= 64: "cout" rows in one task of all rows, no reduction blocks
-    Conv2dSpec(2, 70, 7, 6, 66, (3, 3), (1, 1), (1, 1, 1, 1), epilogue=EP),  # 66 = 5 x 12 + 6
-    Conv2dSpec(1, 33, 15, 13, 64, (3, 3), (2, 2), (1, 0, 1, 1), epilogue=EP),  # 8x6, stride 2
 ]
 
 
@@ -206,23 +203,17 @@ def test_avx512_plans_of_model_shapes():
         P("cout", 6, 2, lanes=4)
 
 
-def test_avx512_plans_of_small_maps_and_large_stems():
-    def plan(cin, hw, cout, k, s, p):
-        kh, kw = k if isinstance(k, tuple) else (k, k)
-        pads = p if isinstance(p, tuple) else (p,) * 4
-        return conv.default_plan(Conv2dSpec(1, cin, hw, hw, cout, (kh, kw), (s, s), pads), AVX512)
 
-    # 3x3 convs onto maps of at most 64 pixels, 64 channels and more: one task, no blocks
-    for args in [(512, 7, 512, 3, 1, 1), (256, 14, 512, 3, 2, 1), (448, 8, 384, 3, 1, 1)]:
-        p = plan(*args)
-        assert (p.rows, p.kc, p.nv) == ("cout", 0, 2) and p.chunk >= args[1] // args[4]
-    assert plan(128, 7, 32, 3, 1, 1).rows == "pixels"  # few channels: pixel rows as before
-    assert plan(384, 8, 384, (1, 3), 1, (0, 1, 0, 1)).kc > 0  # 1x3 (rows 10 wide): blocks
-    assert plan(512, 7, 512, 1, 1, 0).rows == "pixels"  # read in place
-    assert plan(256, 14, 256, 3, 1, 1).kc > 0  # 14x14: reduction blocks as before
-    # a 7x7 stem: 8 x 3 vectors; 3x3 stems keep 2 vectors
-    assert (plan(3, 224, 64, 7, 2, 3).mr, plan(3, 224, 64, 7, 2, 3).nv) == (8, 3)
+def test_avx512_large_stems_take_three_vector_tiles():
+    def plan(cin, hw, cout, k, s, p, cpu=AVX512):
+        return conv.default_plan(Conv2dSpec(1, cin, hw, hw, cout, (k, k), (s, s), (p,) * 4), cpu)
+
+    # 7x7 stems: 8 (6 where fewer channels are wasted) x 3 vectors; 3x3 stems keep 2 vectors
+    assert [(plan(3, 224, c, 7, 2, 3).mr, plan(3, 224, c, 7, 2, 3).nv) for c in (64, 20, 18)] \
+        == [(8, 3), (8, 3), (6, 3)]
     assert plan(3, 224, 32, 3, 2, 1).nv == 2
-    # AVX2 plans unchanged by these rules
-    assert conv.default_plan(Conv2dSpec(1, 512, 7, 7, 512, (3, 3), padding=(1, 1, 1, 1))).rows == "pixels"
-    assert conv.default_plan(Conv2dSpec(1, 3, 224, 224, 64, (7, 7), (2, 2), (3, 3, 3, 3))).nv == 2
+    assert plan(16, 56, 64, 7, 1, 3).nv == 2  # not a stem: more input channels
+    assert plan(3, 224, 64, 7, 2, 3, AVX2).nv == 2  # AVX2 plans unchanged
+    # three vectors a row, ragged channel block (20 = 8 + 8 + 4), batch 2, asymmetric pads
+    spec = Conv2dSpec(2, 3, 29, 27, 20, (7, 7), (2, 2), (3, 2, 3, 4), epilogue=EP)
+    run(spec, P("cout", 8, 3, chunk=4, lanes=16), cpu=AVX512)
