@@ -48,8 +48,9 @@ weight's layout depends on the plan: pack with the plan the PrimFunc is built wi
 
 The CPU (`hwlat.kernels.cpu`, default AVX2) picks the plan: on AVX-512 (32 zmm registers) the
 plans have vectors of 16 floats (`Plan.lanes`), "cout" tiles of up to 12 channels x 32 pixels (24
-accumulators) and "pixels" tiles twice as many channels wide, reduction blocks sized by the L1d
-(`_plan_512`); AVX2 targets get the plans above, unchanged.
+accumulators; 7x7 stems 8 x 48, three 16-lane vectors) and "pixels" tiles twice as many channels
+wide (four times, 64 channels, for long reductions through the scratch), reduction blocks sized
+by the L1d (`_plan_512`); AVX2 targets get the plans above, unchanged.
 """
 
 from __future__ import annotations
