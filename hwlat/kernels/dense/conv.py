@@ -48,8 +48,9 @@ weight's layout depends on the plan: pack with the plan the PrimFunc is built wi
 
 The CPU (`hwlat.kernels.cpu`, default AVX2) picks the plan: on AVX-512 (32 zmm registers) the
 plans have vectors of 16 floats (`Plan.lanes`), "cout" tiles of up to 12 channels x 32 pixels (24
-accumulators) and "pixels" tiles twice as many channels wide, reduction blocks sized by the L1d
-(`_plan_512`); AVX2 targets get the plans above, unchanged.
+accumulators; 7x7 stems 8 x 48, three 16-lane vectors) and "pixels" tiles twice as many channels
+wide (four times, 64 channels, for long reductions through the scratch), reduction blocks sized
+by the L1d (`_plan_512`); AVX2 targets get the plans above, unchanged.
 """
 
 from __future__ import annotations
@@ -172,13 +173,24 @@ def _plan_512(spec: Conv2dSpec, cpu: CpuInfo) -> Plan:
     if is_gemv(spec, base):
         return base  # the matmul kernel's GEMV: memory bound, panels of 16 channels
     if base.rows == "pixels":
-        return Plan("pixels", base.mr, base.nv, kc=base.kc, lanes=2 * LANES)
+        nv = base.nv
+        if base.mr >= 3 and spec.cin >= 128 and spec.cout >= 64 and not _geom(spec, base).direct:
+            # long reductions through the scratch (3x3 on 7x7 maps): rows of 64 channels, not
+            # 32 (16 accumulators): 0.95x the time isolated, 0.94-0.98x in resnet18 (512x7x7
+            # 3x3, 256x14x14 -> 512 3x3 s2); docs/notebook/compile.md
+            nv = 4
+        return Plan("pixels", base.mr, nv, kc=base.kc, lanes=2 * LANES)
     mr = min(CONV_MR_512, key=lambda m: _ceil(spec.cout, m) * m * (1 + 0.03 * (12 - m)))
     g = _geom(spec, Plan("cout", mr, 2, lanes=2 * LANES))
     if g.dense:
         if base.co_outer:  # the same pixel runs per channel block as the AVX2 plan
             return Plan("cout", mr, 2, chunk=_ceil(base.chunk, 2), co_outer=True, lanes=2 * LANES)
         return Plan("cout", mr, 2, chunk=64, lanes=2 * LANES)
+    if spec.cin <= 4 and spec.kernel[0] * spec.kernel[1] >= 25:
+        # stems with large kernels (7x7): 8 channel rows x 3 vectors (24 accumulators), tasks
+        # of 10 rows: 0.87-0.89x the time of 8 x 2 vectors (3x3 stems: 1.08-1.16x, kept)
+        mr3 = min((8, 6), key=lambda m: _ceil(spec.cout, m) * m)
+        return Plan("cout", mr3, 3, chunk=10, lanes=2 * LANES)
     # reduction blocks: the rows a 32-pixel tile reads of kc channels (three cache lines per
     # distinct phase row of the taps) stay in half of L1 across the channel blocks
     kc = max(8, cpu.l1d_bytes // 2 // (192 * _segments(spec)) // 8 * 8)
@@ -444,7 +456,7 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
     KH, KW = spec.kernel
     OH, OW = spec.out_height, spec.out_width
     Q = OH * OW
-    mr, nr = plan.mr, plan.nr
+    mr, nr, nv = plan.mr, plan.nr, plan.nv
     NCB = _ceil(CO, mr)
     ragged = CO % mr != 0
     ep = spec.epilogue
@@ -614,6 +626,12 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
     YLC = _ceil(R * OW, 16)  # lines of one channel's output rows of a task
     YPL = _ceil(CO * YLC, _ceil(R * wph, nr))  # prefetched a tile
 
+    VL = plan.lanes
+    # three vectors a row (nv 3) are written as three VL-lane vectors: one 48-lane vector
+    # measured 5x slower; two as one 2 VL-lane vector (split, 128x28x28 3x3 took 2x as long)
+    SPLIT = nv & (nv - 1) != 0
+    OWV, OWT = OW // VL, OW % VL  # whole vectors of an output row, lanes of its tail
+
     @T.macro
     def tile(wp, xs, acc, ybuf, row0, base, kb, it, cb, rows_):
         for r in T.unroll(rows_):
@@ -622,10 +640,17 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
         for ci in range(kb * KC, T.min(C, kb * KC + KC)):
             for kh in taps(KH):
                 for kw in taps(KW):
-                    for r in T.unroll(rows_):
-                        for j in T.vectorized(nr):
-                            acc[r, j] = acc[r, j] + wp[cb, ci, kh, kw, r] * xs[
-                                row0 + ci, tap(spec, gx, kh, kw) + base + it * nr + j]
+                    if SPLIT:
+                        for r in T.unroll(rows_):
+                            for v in T.unroll(nv):
+                                for j in T.vectorized(VL):
+                                    acc[r, v * VL + j] = acc[r, v * VL + j] + wp[cb, ci, kh, kw, r] * xs[
+                                        row0 + ci, tap(spec, gx, kh, kw) + base + it * nr + v * VL + j]
+                    else:
+                        for r in T.unroll(rows_):
+                            for j in T.vectorized(nr):
+                                acc[r, j] = acc[r, j] + wp[cb, ci, kh, kw, r] * xs[
+                                    row0 + ci, tap(spec, gx, kh, kw) + base + it * nr + j]
         for r in T.unroll(rows_):
             for j in T.vectorized(nr):
                 ybuf[cb * mr + r, it * nr + j] = acc[r, j]
@@ -698,11 +723,20 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
                 channel_blocks(wp, xl, acc, ybuf, 0, 0, rows, xf, b, oh0, yf)
             else:
                 channel_blocks(wp, xs, acc, ybuf, b * C, oh0 * wph, rows, None, b, oh0, yf)
+            # the output rows in vectors of VL lanes (and a shorter tail): a row-wide vector
+            # (e.g. 112 lanes) had its bias broadcast built lane by lane (12 % of a 7x7 stem)
             for co in range(CO):
                 for i in range(rows):
-                    for j in T.vectorized(OW):
-                        yf[b, co, (oh0 + i) * OW + j] = fin(ybuf[co, i * wph + j], ep, bias, rf, b, co,
-                                                            (oh0 + i) * OW + j)
+                    for v in range(OWV):
+                        for j in T.vectorized(VL):
+                            yf[b, co, (oh0 + i) * OW + v * VL + j] = fin(
+                                ybuf[co, i * wph + v * VL + j], ep, bias, rf, b, co,
+                                (oh0 + i) * OW + v * VL + j)
+                    if OWT > 0:
+                        for j in T.vectorized(OWT):
+                            yf[b, co, (oh0 + i) * OW + OWV * VL + j] = fin(
+                                ybuf[co, i * wph + OWV * VL + j], ep, bias, rf, b, co,
+                                (oh0 + i) * OW + OWV * VL + j)
 
     @T.macro
     def body(x, wp, bias, rf, yf):

@@ -162,6 +162,10 @@ AVX512_GEOMETRIES = [
     Conv2dSpec(1, 40, 14, 14, 33, (3, 3), (2, 2), (1, 1, 1, 1), epilogue=EP),
     Conv2dSpec(1, 31, 1, 1, 70, (1, 1), epilogue=EP),  # a GEMV
     Conv2dSpec(1, 3, 224, 224, 24, (3, 3), (2, 2), (1, 1, 1, 1), epilogue=EP),  # task scratch
+    Conv2dSpec(2, 3, 29, 27, 20, (7, 7), (2, 2), (3, 2, 3, 4), epilogue=EP),  # 8 x 48 stem tile
+    # pixel rows of 64 channels (cin >= 128 through the scratch): 70 = 64 + 6, stride 2
+    Conv2dSpec(2, 130, 7, 6, 70, (3, 3), (1, 1), (1, 1, 1, 1), epilogue=EP),
+    Conv2dSpec(1, 128, 13, 13, 96, (3, 3), (2, 2), (1, 1, 1, 1), epilogue=EP),
 ]
 
 
@@ -195,8 +199,29 @@ def test_avx512_plans_of_model_shapes():
         assert wide.mr * wide.nv <= conv.ACC_REGISTERS_512
         assert conv.packed_weight_shape(spec, cpu=AVX512)[0] * wide.block >= cout
         if not conv.is_gemv(spec):
-            assert wide.lanes == 16 and wide.nr == 2 * avx2.nr
+            assert wide.lanes == 16 and wide.nr // avx2.nr in (2, 3, 4)
     with pytest.raises(ValueError, match="bad tile"):
         P("cout", 12, 2)  # 24 accumulators: AVX-512 only
     with pytest.raises(ValueError, match="lanes"):
         P("cout", 6, 2, lanes=4)
+
+
+
+def test_avx512_large_stems_and_long_pixel_rows():
+    def plan(cin, hw, cout, k, s, p, cpu=AVX512):
+        return conv.default_plan(Conv2dSpec(1, cin, hw, hw, cout, (k, k), (s, s), (p,) * 4), cpu)
+
+    # 7x7 stems: 8 (6 where fewer channels are wasted) x 3 vectors; 3x3 stems keep 2 vectors
+    assert [(plan(3, 224, c, 7, 2, 3).mr, plan(3, 224, c, 7, 2, 3).nv) for c in (64, 20, 18)] \
+        == [(8, 3), (8, 3), (6, 3)]
+    assert plan(3, 224, 32, 3, 2, 1).nv == 2
+    assert plan(16, 56, 64, 7, 1, 3).nv == 2  # not a stem: more input channels
+    assert plan(3, 224, 64, 7, 2, 3, AVX2).nv == 2  # AVX2 plans unchanged
+    # 3x3 convs on 7x7 maps with long reductions: pixel rows of 64 channels (AVX2: 16)
+    assert (plan(512, 7, 512, 3, 1, 1).rows, plan(512, 7, 512, 3, 1, 1).nr) == ("pixels", 64)
+    assert plan(512, 7, 512, 3, 1, 1, AVX2).nr == 16
+    assert plan(48, 7, 128, 3, 1, 1).nr == 32  # short reduction: 32 channels
+    assert plan(512, 7, 512, 1, 1, 0).nr == 32  # read in place
+    # three vectors a row, ragged channel block (20 = 8 + 8 + 4), batch 2, asymmetric pads
+    spec = Conv2dSpec(2, 3, 29, 27, 20, (7, 7), (2, 2), (3, 2, 3, 4), epilogue=EP)
+    run(spec, P("cout", 8, 3, chunk=4, lanes=16), cpu=AVX512)
