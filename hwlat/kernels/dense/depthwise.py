@@ -20,10 +20,13 @@ has no bounds checks; only the padding border, which no plane writes, stays zero
 planes. Per plane and row tile: the input rows that tile is the first to read are copied into
 the scratch (so they are still in L1 when read; narrow stride-1 rows as one vector store each),
 then each rows x cols register tile of outputs
-(cols a multiple of 8 lanes; `Tile`, `default_tile`) accumulates all taps with vector FMAs,
+(cols a multiple of the vector lanes; `Tile`, `default_tile`) accumulates all taps with vector FMAs,
 input rows streamed (each vector loaded once, multiplied into every output row that reads it,
 the taps broadcast from the packed weight), and is stored through the epilogue: rows past the
-output are skipped, and the last, partial column tile stores whole vectors then single lanes.
+output are skipped, and the last, partial column tile stores whole 8-lane vectors then single
+lanes. On AVX-512 (`default_tile(spec, cpu)`) the tile's vectors are 16 lanes wide (8 where the
+output has at most 8 columns) and its loop runs by kernel column, that column's kh taps
+broadcast into registers once a tile (`Tile.held_taps`), so that no multiply-add loads a tap.
 """
 
 from __future__ import annotations
