@@ -153,7 +153,7 @@ def test_primfunc_params():
     (MeanPoolSpec(1, 0, 7, 7), "channels"),
     (MeanPoolSpec(1, 8, 7, -7), "width"),
     (MeanPoolSpec(2**11, 2**10, 32, 32), "int32"),
-    ("layer norm", "not a LayerNormSpec or MeanPoolSpec"),
+    ("layer norm", "not a LayerNormSpec, ChannelNormSpec or MeanPoolSpec"),
 ])
 def test_supports_refuses(spec, words: str):
     reason = reduce.supports(spec)
