@@ -20,10 +20,13 @@ has no bounds checks; only the padding border, which no plane writes, stays zero
 planes. Per plane and row tile: the input rows that tile is the first to read are copied into
 the scratch (so they are still in L1 when read; narrow stride-1 rows as one vector store each),
 then each rows x cols register tile of outputs
-(cols a multiple of 8 lanes; `Tile`, `default_tile`) accumulates all taps with vector FMAs,
+(cols a multiple of the vector lanes; `Tile`, `default_tile`) accumulates all taps with vector FMAs,
 input rows streamed (each vector loaded once, multiplied into every output row that reads it,
 the taps broadcast from the packed weight), and is stored through the epilogue: rows past the
-output are skipped, and the last, partial column tile stores whole vectors then single lanes.
+output are skipped, and the last, partial column tile stores whole 8-lane vectors then single
+lanes. On AVX-512 (`default_tile(spec, cpu)`) the tile's vectors are 16 lanes wide (8 where the
+output has at most 8 columns) and its loop runs by kernel column, that column's kh taps
+broadcast into registers once a tile (`Tile.held_taps`), so that no multiply-add loads a tap.
 """
 
 from __future__ import annotations
@@ -34,10 +37,13 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
+from hwlat.kernels.cpu import AVX2, CpuInfo
 from hwlat.kernels.dense.activation import activate, epilogue_params, residual_input
 from hwlat.kernels.dense.spec import Conv2dSpec
 
 VECTOR_LANES = 8  # float32 lanes of an AVX2 register
+AVX512_ACC = 14  # accumulator registers an AVX-512 tile may take (more measured slower)
+TILE_CYCLES = 12  # the model's fixed cost of one register tile (stores, loop, epilogue)
 TASK_OUTPUTS = 8192  # outputs a parallel task should hold at least (planes are grouped)
 MIN_TASKS = 16  # ... unless that leaves fewer tasks than this
 
@@ -45,7 +51,12 @@ MIN_TASKS = 16  # ... unless that leaves fewer tasks than this
 @dataclass(frozen=True)
 class Tile:
     rows: int  # output rows of one register tile
-    cols: int  # output columns of one register tile (a multiple of VECTOR_LANES)
+    cols: int  # output columns of one register tile (a multiple of lanes)
+    lanes: int = VECTOR_LANES  # float32 lanes of one vector: 8 (AVX2) or 16 (AVX-512)
+    # taps held in registers: each kernel column's kh taps broadcast into kh vector registers
+    # once a tile, the input rows walked under it (else each tap is broadcast from memory at
+    # each multiply-add; the taps do not fit in AVX2's 16 registers beside the accumulators)
+    held_taps: bool = False
 
 
 def supports(spec: Conv2dSpec) -> str | None:
@@ -79,10 +90,13 @@ def pack_weight(spec: Conv2dSpec, w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(packed_weight_shape(spec)))
 
 
-def default_tile(spec: Conv2dSpec) -> Tile:
-    """8 columns for kernels up to 3x3 (the taps fit in registers beside the accumulators), 16
-    for larger ones (whose taps are reloaded anyway) when the output is wider than 8; the rows
-    (at most 8 accumulator registers) that waste the fewest rows past the output, 4 if tied."""
+def default_tile(spec: Conv2dSpec, cpu: CpuInfo | None = None) -> Tile:
+    """AVX2 (the default): 8 columns for kernels up to 3x3 (the taps fit in registers beside the
+    accumulators), 16 for larger ones (whose taps are reloaded anyway) when the output is wider
+    than 8; the rows (at most 8 accumulator registers) that waste the fewest rows past the
+    output, 4 if tied. AVX-512: `_avx512_tile`."""
+    if (cpu or AVX2).avx512:
+        return _avx512_tile(spec)
     small = spec.kernel[0] * spec.kernel[1] <= 9 or spec.out_width <= VECTOR_LANES
     cols = VECTOR_LANES if small else 2 * VECTOR_LANES
     oh = spec.out_height
@@ -91,28 +105,57 @@ def default_tile(spec: Conv2dSpec) -> Tile:
     return Tile(min(rows, oh), cols)
 
 
+def _avx512_tile(spec: Conv2dSpec) -> Tile:
+    """Taps held in registers; 16-lane vectors where the output is wider than 8 columns (8 lanes
+    for narrower ones: a 16-lane multiply-add costs the same and would compute 9+ dropped
+    columns); the tile (at most AVX512_ACC accumulators) with the fewest cycles by a model of
+    the hot loop: multiply-adds (two a cycle) against loads (two a cycle: one input vector a
+    padded row, tap column and vector, shared by the rows that read it; the taps once a tile),
+    plus a fixed cost a tile, over the tiles the output needs. Kernels of up to 9 taps on
+    outputs of 28+ rows (memory bound) take at most 4 accumulators: taller tiles measured up to
+    15 % slower there (figures in docs/notebook/compile.md)."""
+    kh, kw = spec.kernel
+    sh = spec.stride[0]
+    oh, ow = spec.out_height, spec.out_width
+    lanes = VECTOR_LANES if ow <= VECTOR_LANES else 2 * VECTOR_LANES
+    most = 4 if kh * kw <= 9 and oh >= 28 else AVX512_ACC  # accumulators
+    best = None
+    for nv in range(1, 5):
+        if nv > 1 and (nv - 1) * lanes >= ow:
+            break
+        for r in range(1, min(oh, most // nv) + 1):
+            ni = (r - 1) * sh + kh
+            fma, loads = r * nv * kh * kw, ni * nv * kw + kh * kw
+            cycles = _ceil(oh, r) * _ceil(ow, nv * lanes) * (max(fma, loads) / 2 + TILE_CYCLES)
+            if best is None or cycles < best[0]:
+                best = (cycles, Tile(r, nv * lanes, lanes, True))
+    return best[1]
+
+
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def primfunc(spec: Conv2dSpec, tile: Tile | None = None) -> tirx.PrimFunc:
+def primfunc(spec: Conv2dSpec, tile: Tile | None = None,
+             cpu: CpuInfo | None = None) -> tirx.PrimFunc:
     """PrimFunc(x, packed w, [bias], [residual], y) for one spec (ValueError when `supports`
-    refuses it); `tile` overrides `default_tile`."""
+    refuses it); `tile` overrides `default_tile(spec, cpu)`."""
     reason = supports(spec)
     if reason is not None:
         raise ValueError(f"depthwise conv2d: {reason}")
-    tile = tile or default_tile(spec)
+    tile = tile or default_tile(spec, cpu)
     ep = spec.epilogue
     N, C, H, W = spec.x_shape
     OH, OW = spec.out_height, spec.out_width
     KH, KW = spec.kernel
     SH, SW = spec.stride
     PT, PL = spec.padding[0], spec.padding[1]
-    R, V = tile.rows, tile.cols
-    L = VECTOR_LANES
+    R, V, L = tile.rows, tile.cols, tile.lanes
+    if L not in (VECTOR_LANES, 2 * VECTOR_LANES) or V % L or R < 1 or V < 1:
+        raise ValueError(f"bad depthwise tile {tile}: lanes 8 or 16, cols a multiple of lanes")
     NV = V // L
-    if V % L or R < 1:
-        raise ValueError(f"bad depthwise tile {tile}: cols must be a multiple of {L}")
+    HELD = tile.held_taps
+    S = min(L, VECTOR_LANES)  # lanes of one store of the last, partial column tile
     NRB = _ceil(OH, R)  # row tiles (the last may reach past OH: those rows are not stored)
     NCB, CB, CT = _ceil(OW, V), OW // V, OW % V  # column tiles, whole ones, columns left
     HS = (NRB * R - 1) * SH + KH  # padded rows read
@@ -175,22 +218,39 @@ def primfunc(spec: Conv2dSpec, tile: Tile | None = None) -> tirx.PrimFunc:
                         # loaded once and multiplies into every output row r that reads it
                         acc = T.alloc_buffer((R, NV, L), f32)
                         xin = T.alloc_buffer((L,), f32)
+                        wv = T.alloc_buffer((KH, L), f32)
                         for r in T.unroll(R):
                             for u in T.unroll(NV):
                                 for j in T.vectorized(L):
                                     acc[r, u, j] = T.float32(0)
-                        for i in T.unroll(NI):
+                        if HELD:  # by kernel column: its kh taps in registers, then the rows
                             for kx in T.unroll(KW):
-                                for u in T.unroll(NV):
+                                for ky in T.unroll(KH):
                                     for j in T.vectorized(L):
-                                        xin[j] = sc[kx % SW, rb * R * SH + i,
-                                                    cb * V + kx // SW + u * L + j]
-                                    for r in T.unroll(R):
-                                        if i - r * SH >= 0 and i - r * SH < KH:
-                                            for j in T.vectorized(L):
-                                                acc[r, u, j] = acc[r, u, j] + xin[j] * w[
-                                                    (t * per_task + pl) % C,
-                                                    (i - r * SH) * KW + kx]
+                                        wv[ky, j] = w[(t * per_task + pl) % C, ky * KW + kx]
+                                for i in T.unroll(NI):
+                                    for u in T.unroll(NV):
+                                        for j in T.vectorized(L):
+                                            xin[j] = sc[kx % SW, rb * R * SH + i,
+                                                        cb * V + kx // SW + u * L + j]
+                                        for r in T.unroll(R):
+                                            if i - r * SH >= 0 and i - r * SH < KH:
+                                                for j in T.vectorized(L):
+                                                    acc[r, u, j] = acc[r, u, j] + \
+                                                        xin[j] * wv[i - r * SH, j]
+                        else:
+                            for i in T.unroll(NI):
+                                for kx in T.unroll(KW):
+                                    for u in T.unroll(NV):
+                                        for j in T.vectorized(L):
+                                            xin[j] = sc[kx % SW, rb * R * SH + i,
+                                                        cb * V + kx // SW + u * L + j]
+                                        for r in T.unroll(R):
+                                            if i - r * SH >= 0 and i - r * SH < KH:
+                                                for j in T.vectorized(L):
+                                                    acc[r, u, j] = acc[r, u, j] + xin[j] * w[
+                                                        (t * per_task + pl) % C,
+                                                        (i - r * SH) * KW + kx]
                         for r in T.unroll(R):
                             if rb * R + r < OH:
                                 if cb < CB:
@@ -201,23 +261,25 @@ def primfunc(spec: Conv2dSpec, tile: Tile | None = None) -> tirx.PrimFunc:
                                                 acc[r, u, j], (t * per_task + pl) // C,
                                                 (t * per_task + pl) % C, rb * R + r,
                                                 cb * V + u * L + j, b, res)
-                                else:  # the last, partial column tile: whole vectors, then
-                                    for u in T.unroll(NV):  # the lanes left one at a time
-                                        if u * L + L <= CT:
-                                            for j in T.vectorized(L):
+                                else:  # the last, partial column tile: whole stores of S
+                                    for h in T.unroll(V // S):  # lanes, then the lanes left
+                                        if h * S + S <= CT:
+                                            for j in T.vectorized(S):
                                                 y[(t * per_task + pl) // C,
                                                   (t * per_task + pl) % C,
-                                                  rb * R + r, CB * V + u * L + j] = finish(
-                                                    acc[r, u, j], (t * per_task + pl) // C,
+                                                  rb * R + r, CB * V + h * S + j] = finish(
+                                                    acc[r, (h * S + j) // L, (h * S + j) % L],
+                                                    (t * per_task + pl) // C,
                                                     (t * per_task + pl) % C, rb * R + r,
-                                                    CB * V + u * L + j, b, res)
-                                        for j in T.unroll(L):
-                                            if u * L + j < CT and u * L + L > CT:
+                                                    CB * V + h * S + j, b, res)
+                                        for j in T.unroll(S):
+                                            if h * S + j < CT and h * S + S > CT:
                                                 y[(t * per_task + pl) // C,
                                                   (t * per_task + pl) % C,
-                                                  rb * R + r, CB * V + u * L + j] = finish(
-                                                    acc[r, u, j], (t * per_task + pl) // C,
+                                                  rb * R + r, CB * V + h * S + j] = finish(
+                                                    acc[r, (h * S + j) // L, (h * S + j) % L],
+                                                    (t * per_task + pl) // C,
                                                     (t * per_task + pl) % C, rb * R + r,
-                                                    CB * V + u * L + j, b, res)
+                                                    CB * V + h * S + j, b, res)
 
     return epilogue_params(dw, ep)

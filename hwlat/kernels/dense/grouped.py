@@ -18,7 +18,11 @@ accumulators to hide the FMA latency.
 The input is first copied into conv.py's zero-padded scratch split into stride phases
 (`conv._scratch_fill`): every tap of a pixel tile is one contiguous, shifted vector load
 whatever the stride and dilation, with positions q = oh * Wph + ow (columns ow >= OW computed
-and dropped). Parallel over (image, group block, chunk of output rows) tasks; a task runs its
+and dropped). Where that whole-image scratch passes TASK_FILL_BYTES (`task_fill`: regnet's
+64 x 112 x 112 stride-2 conv, 3.3 MB), each task instead copies the phase rows its output rows
+read, of its group block's channels only, into a scratch of its own just before its tiles read
+it (from L1/L2, not written out to memory and read back), the column phases split in one loop
+that LLVM vectorises as an interleaved group. Parallel over (image, group block, chunk of output rows) tasks; a task runs its
 pixel tiles, each over every channel block of its groups (the tile's input rows stay in L1, the
 group's weight in L1/L2), into a per-task buffer over whole rows of q, which the epilogue copies
 into y one output row at a time (vector stores along the row).
@@ -47,6 +51,7 @@ LANES = 8  # fp32 lanes of one AVX2 register
 ACC_REGISTERS = {8: 12, 16: 28}  # lanes -> accumulator registers a tile may take
 NARROW = 4  # groups of fewer output channels share a tile (gt groups a tile)
 TASK_Q = 512  # q positions (output rows x Wph) a task should hold at least
+TASK_FILL_BYTES = 1024 * 1024  # a whole-image scratch larger than this: each task fills its own
 
 
 def _ceil(a: int, b: int) -> int:
@@ -64,6 +69,9 @@ class Plan:
     gt: int = 1
     rows: int = 0
     lanes: int = LANES
+    # each task copies the phase rows it reads of its groups' channels into its own scratch
+    # (True), or one scratch holds the whole input (False); None: `task_fill`'s rule
+    task_fill: bool | None = None
 
     def __post_init__(self):
         if self.lanes not in ACC_REGISTERS:
@@ -174,6 +182,16 @@ def unpack_weight(spec: Conv2dSpec, packed: np.ndarray, plan: Plan | None = None
     return w
 
 
+def task_fill(spec: Conv2dSpec, plan: Plan) -> bool:
+    """Whether the plan's tasks each fill their own scratch: where the whole-image scratch passes
+    TASK_FILL_BYTES (it is written, evicted and read back from memory; a task's phase rows are
+    copied just before its tiles read them, from L1/L2) and the conv is strided or padded."""
+    if plan.task_fill is not None:
+        return plan.task_fill
+    g = _geometry(spec, plan)
+    return 4 * spec.batch * spec.cin * g.nph_h * g.nph_w * g.plane > TASK_FILL_BYTES
+
+
 def _geometry(spec: Conv2dSpec, plan: Plan):
     """conv.py's scratch geometry for the tile, never reading x in place (a 1x1 unpadded conv
     goes through the scratch too, whose zero tail the last tile overruns into)."""
@@ -213,11 +231,53 @@ def primfunc(spec: Conv2dSpec, plan: Plan | None = None,
     NCH = _ceil(OH, R)
     YW = _ceil(R * wph, nr) * nr
     ep = spec.epilogue
-    fill, xs_shape = conv._scratch_fill(spec, g)
     taps = T.unroll if KH * KW <= 9 else T.serial
+    LOCAL = task_fill(spec, plan)
+    if LOCAL:
+        # a task's scratch: the phase rows its R output rows read (LR of them a phase plane,
+        # tiles' overrun included), of its group block's gt * CIG input channels
+        rsh = (KH - 1) * spec.dilation[0] // spec.stride[0]
+        csh = (KW - 1) * spec.dilation[1] // spec.stride[1]
+        LR = _ceil(_ceil(R * wph, nr) * nr + rsh * wph + csh, wph)
+        gx = conv._Geom(False, g.nph_h, g.nph_w, g.hrows, wph, LR * wph, False)
+        H, W = spec.height, spec.width
+        sh, sw = spec.stride
+        pt, pl = spec.padding[0], spec.padding[1]
+        nph_h, nph_w = g.nph_h, g.nph_w
+        TW = _ceil(max(pl + W, nph_w + wph * sw), LANES) * LANES  # a zero-padded input row
+        xs_shape = (gt * CIG, nph_h * nph_w * gx.plane)
+    else:
+        gx = g
+        fill, xs_shape = conv._scratch_fill(spec, g)
 
     def tap(kh, kw):
-        return conv._tap_offset(spec, g, kh, kw)
+        return conv._tap_offset(spec, gx, kh, kw)
+
+    def row0(b, gb):  # the scratch row of the first input channel of group block gb
+        return 0 if LOCAL else b * C + gb * gt * CIG
+
+    @T.macro
+    def fill_rows(x, xs, tmp, b, gb, oh0):
+        # phase rows oh0 .. oh0 + LR of image b, the block's channels: input rows through the
+        # zero-padded row tmp (a stride-sw read of it per column phase), zero outside the input
+        for ci in range(T.min(gt, G - gb * gt) * CIG):
+            for a in range(nph_h):
+                for il in range(LR):
+                    if oh0 + il < g.hrows and a + (oh0 + il) * sh - pt >= 0 and \
+                            a + (oh0 + il) * sh - pt < H:
+                        for j in T.vectorized(W):
+                            tmp[pl + j] = x[b, gb * gt * CIG + ci, a + (oh0 + il) * sh - pt, j]
+                        # all column phases in one loop: LLVM vectorises its strided reads as
+                        # one interleaved group (whole vectors and shuffles)
+                        for j in range(wph):
+                            for bb in T.unroll(nph_w):
+                                xs[ci, (a * nph_w + bb) * gx.plane + il * wph + j] = \
+                                    tmp[bb + j * sw]
+                    else:
+                        for bb in range(nph_w):
+                            for j in T.vectorized(wph):
+                                xs[ci, (a * nph_w + bb) * gx.plane + il * wph + j] = \
+                                    T.float32(0)
 
     @T.macro
     def tile(wp, xs, acc, ybuf, b, gb, cb, base, it, gts, rows_):
@@ -234,7 +294,7 @@ def primfunc(spec: Conv2dSpec, plan: Plan | None = None,
                             for j in T.vectorized(nr):
                                 acc[gi * mr + r, j] = acc[gi * mr + r, j] + \
                                     wp[gb, cb, ci, kh, kw, gi * mr + r] * xs[
-                                        b * C + (gb * gt + gi) * CIG + ci,
+                                        row0(b, gb) + gi * CIG + ci,
                                         tap(kh, kw) + base + it * nr + j]
         for gi in T.unroll(gts):
             for r in T.unroll(rows_):
@@ -249,10 +309,7 @@ def primfunc(spec: Conv2dSpec, plan: Plan | None = None,
             tile(wp, xs, acc, ybuf, b, gb, NCB - 1, base, it, gts, MT)
 
     @T.macro
-    def body(x, wp, bias, rf, y):
-        yf = T.decl_buffer((N, CO, OH * OW), "float32", data=y.data)
-        xs = T.alloc_buffer(xs_shape, "float32")
-        fill(x, xs)
+    def tasks(x, wp, xs, yf, bias, rf):
         for t in T.parallel(N * NGB * NCH):
             acc = T.alloc_buffer((gt * mr, nr), "float32", scope="local")
             ybuf = T.alloc_buffer((gt * COG, YW), "float32")
@@ -260,15 +317,37 @@ def primfunc(spec: Conv2dSpec, plan: Plan | None = None,
             gb = t // NCH % NGB
             oh0 = t % NCH * R
             rows = T.min(R, OH - oh0)
-            if gb < NGB - 1:
-                block(wp, xs, acc, ybuf, b, gb, oh0 * wph, rows, gt)
+            if LOCAL:
+                xl = T.alloc_buffer(xs_shape, "float32")
+                tmp = T.alloc_buffer((TW,), "float32")
+                for e in range(TW // LANES):
+                    for e1 in T.vectorized(LANES):
+                        tmp[e * LANES + e1] = T.float32(0)
+                fill_rows(x, xl, tmp, b, gb, oh0)
+                if gb < NGB - 1:
+                    block(wp, xl, acc, ybuf, b, gb, 0, rows, gt)
+                else:
+                    block(wp, xl, acc, ybuf, b, gb, 0, rows, GTL)
             else:
-                block(wp, xs, acc, ybuf, b, gb, oh0 * wph, rows, GTL)
+                if gb < NGB - 1:
+                    block(wp, xs, acc, ybuf, b, gb, oh0 * wph, rows, gt)
+                else:
+                    block(wp, xs, acc, ybuf, b, gb, oh0 * wph, rows, GTL)
             for c in range(T.min(gt, G - gb * gt) * COG):
                 for i in range(rows):
                     for j in T.vectorized(OW):
                         yf[b, gb * gt * COG + c, (oh0 + i) * OW + j] = conv._finish(
                             ybuf[c, i * wph + j], ep, bias, rf, b, gb * gt * COG + c,
                             (oh0 + i) * OW + j)
+
+    @T.macro
+    def body(x, wp, bias, rf, y):
+        yf = T.decl_buffer((N, CO, OH * OW), "float32", data=y.data)
+        if LOCAL:
+            tasks(x, wp, None, yf, bias, rf)
+        else:
+            xs = T.alloc_buffer(xs_shape, "float32")
+            fill(x, xs)
+            tasks(x, wp, xs, yf, bias, rf)
 
     return conv._entry(body, spec, packed_weight_shape(spec, plan))

@@ -46,8 +46,10 @@ ONNX `Clip` with constant bounds is imported as `relax.clip` (TVM's converter em
 `call_tir`s, which nothing can fuse); the pass runs after constant folding, so that ONNX's
 reshaped conv biases are constants.
 
-Also rewritten (reduce.py): `relax.nn.layer_norm` over the last axis with constant scale and
-shift, and `relax.mean` over the two spatial axes of an NCHW tensor (a global average pool).
+Also rewritten (reduce.py): permute NCHW -> NHWC, `relax.nn.layer_norm` over the last axis,
+permute back (ConvNeXt's LayerNorm2d) as one channel norm over NCHW, no transposes;
+`relax.nn.layer_norm` over the last axis with constant scale and shift, and `relax.mean` over
+the two spatial axes of an NCHW tensor (a global average pool).
 
 First, a BatchNorm after a matmul with a constant weight is folded into the weight
 (linear_bn.py: LeViT's Linear -> BatchNorm1d), so that the matmul kernel takes its shift as bias.
@@ -107,6 +109,7 @@ KERNEL_NAMES = {"conv": "hwlat_conv2d", "depthwise": "hwlat_depthwise_conv2d",
                 "grouped": "hwlat_grouped_conv2d",
                 "winograd": "hwlat_conv2d_winograd", "mbconv": "hwlat_mbconv",
                 "matmul": "hwlat_matmul", "layer_norm": "hwlat_layer_norm",
+                "channel_norm": "hwlat_channel_norm",
                 "mean_pool": "hwlat_mean_pool", "channel_scale": "hwlat_channel_scale"}
 
 
@@ -118,9 +121,11 @@ def kernel_module(spec, cpu: CpuInfo | None = None) -> tuple[str, ModuleType]:
         return "mbconv", mbconv
     if isinstance(spec, scale.ChannelScaleSpec):
         return "channel_scale", scale
-    if not isinstance(spec, Conv2dSpec | MatmulSpec):  # reduce.py's LayerNormSpec, MeanPoolSpec
+    if not isinstance(spec, Conv2dSpec | MatmulSpec):  # reduce.py's norm and mean-pool specs
         from hwlat.kernels.dense import reduce
 
+        if isinstance(spec, reduce.ChannelNormSpec):
+            return "channel_norm", reduce
         return ("layer_norm" if isinstance(spec, reduce.LayerNormSpec) else "mean_pool"), reduce
     if isinstance(spec, MatmulSpec):
         from hwlat.kernels.dense import matmul
@@ -652,6 +657,11 @@ class _Rewriter(KernelRewriter):
         func = self._fuse_prologues(func)
         func = self._pool_first(func)
         func = self._concat_in_place(func)
+        cn_x, cn_g, cn_b = wildcard(), is_const(), is_const()
+        first = is_op("relax.permute_dims")(cn_x)
+        cn = is_op("relax.nn.layer_norm")(first, cn_g, cn_b)
+        func = rewrite_call(is_op("relax.permute_dims")(cn), functools.partial(
+            self._channel_norm_rewrite, cn_x, first, cn, cn_g, cn_b), func)
         ln_x, gamma, beta = wildcard(), is_const(), is_const()
         func = rewrite_call(is_op("relax.nn.layer_norm")(ln_x, gamma, beta),
                             functools.partial(self._layer_norm_rewrite, ln_x, gamma, beta), func)
@@ -680,6 +690,30 @@ class _Rewriter(KernelRewriter):
                                                  relax.const(b.reshape(-1))],
                              relax.TensorType((rows, dim), "float32"))
         return out if len(xs) == 2 else relax.op.reshape(out, xs)
+
+    def _channel_norm_rewrite(self, x, first, ln, gamma, beta, call: relax.Call,
+                              m: dict) -> relax.Expr:
+        """permute NCHW -> NHWC, layer norm over the last axis, permute back (ConvNeXt's
+        LayerNorm2d): one channel-norm kernel on the NCHW tensor, no transposes."""
+        from hwlat.kernels.dense.reduce import ChannelNormSpec
+
+        xs, g, b = static_f32_shape(m[x]), _const_array(m[gamma]), _const_array(m[beta])
+        if xs is None or len(xs) != 4 or g is None or b is None:
+            return call
+        a, fa = m[ln].attrs, m[first].attrs
+        if fa.axes is None or call.attrs.axes is None or not (a.center and a.scale):
+            return call
+        if [int(v) for v in fa.axes] != [0, 2, 3, 1] or \
+                [int(v) for v in call.attrs.axes] != [0, 3, 1, 2] or \
+                [int(v) % 4 for v in a.axes] != [3] or g.size != xs[1] or b.size != xs[1]:
+            return call
+        spec = ChannelNormSpec(*xs, float(a.epsilon))
+        if why_not(spec):
+            return call
+        self.count += 1
+        return relax.call_tir(self.kernel(spec), [m[x], relax.const(g.reshape(-1)),
+                                                  relax.const(b.reshape(-1))],
+                              relax.TensorType(xs, "float32"))
 
     def _mean_rewrite(self, x, call: relax.Call, m: dict) -> relax.Expr:
         """mean over the two spatial axes of an NCHW tensor (a global average pool)."""

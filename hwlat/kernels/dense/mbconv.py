@@ -43,7 +43,9 @@ depthwise tile is one contiguous vector load). Per row tile:
    are contiguous.
 
 On AVX-512 (`cpu`) the 1x1 register tiles are 6 channels x two 16-float vectors (32 columns or
-pixels, 12 of the 32 zmm registers); the packed weights and the depthwise tiles stay as above.
+pixels, 12 of the 32 zmm registers), and the depthwise tiles one 16-float vector wide (8 where
+the output has at most 8 columns) with each kernel column's taps held in registers, as tall as
+AVX2's (`dw_tile`); the packed weights stay as above.
 """
 
 from __future__ import annotations
@@ -213,17 +215,28 @@ def pack(spec: MBConvSpec, w1, b1, w2, b2, w3=None, b3=None) -> tuple[np.ndarray
     return tuple(np.ascontiguousarray(a) for a in out)
 
 
+def dw_tile(d: Conv2dSpec, cpu: CpuInfo | None = None) -> depthwise.Tile:
+    """The depthwise register tile of a fused block: depthwise.py's AVX2 tile; on AVX-512 its
+    rows (the window and band stay as tall), 16-lane vectors where the output is wider than 8
+    columns, one vector wide, the taps held in registers."""
+    t = depthwise.default_tile(d)
+    if not (cpu or AVX2).avx512:
+        return t
+    lanes = LANES if d.out_width <= LANES else 2 * LANES
+    return depthwise.Tile(t.rows, lanes, lanes, True)
+
+
 def primfunc(spec: MBConvSpec, tile: depthwise.Tile | None = None,
              cpu: CpuInfo | None = None) -> tirx.PrimFunc:
     """PrimFunc(x, [w1, b1], w2, b2, [w3, b3, [residual]], y) (ValueError when `supports`
-    refuses the spec); `tile` is the depthwise register tile (default: depthwise.default_tile);
+    refuses the spec); `tile` is the depthwise register tile (default: `dw_tile(spec.dw, cpu)`);
     on AVX-512 (`cpu`) the 1x1 register tiles are 6 channels x two vectors of 16 (32 columns
     or pixels), the packed weights the same as AVX2's."""
     reason = supports(spec)
     if reason is not None:
         raise ValueError(f"fused mbconv: {reason}")
     e, d, pr = spec.expand, spec.dw, spec.project
-    tile = tile or depthwise.default_tile(d)
+    tile = tile or dw_tile(d, cpu)
     EXPAND, PROJECT = e is not None, pr is not None
     RESIDUAL = PROJECT and pr.epilogue.residual
     ep1 = e.epilogue if EXPAND else None
@@ -235,12 +248,13 @@ def primfunc(spec: MBConvSpec, tile: depthwise.Tile | None = None,
     SH, SW = d.stride
     PT, PL = d.padding[0], d.padding[1]
     R, V = tile.rows, tile.cols
-    L = LANES  # the depthwise tiles' vectors
+    L = tile.lanes  # the depthwise tiles' vectors
+    HELD = tile.held_taps
     ML = 2 * LANES if (cpu or AVX2).avx512 else LANES  # the 1x1 tiles' vectors
     EV_, EW = EV, EV * ML  # vectors and columns of a 1x1 register tile
     NV = V // L
-    if V % L or R < 1:
-        raise ValueError(f"bad depthwise tile {tile}: cols must be a multiple of {L}")
+    if L not in (LANES, 2 * LANES) or V % L or R < 1 or V < 1:
+        raise ValueError(f"bad depthwise tile {tile}: lanes 8 or 16, cols a multiple of lanes")
     NRB = _ceil(OH, R)
     NCB, CB, CT = _ceil(OW, V), OW // V, OW % V
     # phase p's columns q in [q0(p), q1(p)) hold input; the rest of a window row is padding
@@ -386,21 +400,39 @@ def primfunc(spec: MBConvSpec, tile: depthwise.Tile | None = None,
                         for cb in range(NCB):
                             acc2 = T.alloc_buffer((R, NV, L), f32)
                             xin = T.alloc_buffer((L,), f32)
+                            wv = T.alloc_buffer((KH, L), f32)
                             for r in T.unroll(R):
                                 for u in T.unroll(NV):
                                     for j in T.vectorized(L):
                                         acc2[r, u, j] = T.float32(0)
-                            for i in T.unroll(NI):
+                            if HELD:  # by kernel column, its taps in registers (depthwise.py)
                                 for kx in T.unroll(KW):
-                                    for u in T.unroll(NV):
+                                    for ky in T.unroll(KH):
                                         for j in T.vectorized(L):
-                                            xin[j] = win[bl * G + c, kx % SW, i,
-                                                         cb * V + kx // SW + u * L + j]
-                                        for r in T.unroll(R):
-                                            if i - r * SH >= 0 and i - r * SH < KH:
-                                                for j in T.vectorized(L):
-                                                    acc2[r, u, j] = acc2[r, u, j] + xin[j] * w2[
-                                                        bl * G + c, (i - r * SH) * KW + kx]
+                                            wv[ky, j] = w2[bl * G + c, ky * KW + kx]
+                                    for i in T.unroll(NI):
+                                        for u in T.unroll(NV):
+                                            for j in T.vectorized(L):
+                                                xin[j] = win[bl * G + c, kx % SW, i,
+                                                             cb * V + kx // SW + u * L + j]
+                                            for r in T.unroll(R):
+                                                if i - r * SH >= 0 and i - r * SH < KH:
+                                                    for j in T.vectorized(L):
+                                                        acc2[r, u, j] = acc2[r, u, j] + \
+                                                            xin[j] * wv[i - r * SH, j]
+                            else:
+                                for i in T.unroll(NI):
+                                    for kx in T.unroll(KW):
+                                        for u in T.unroll(NV):
+                                            for j in T.vectorized(L):
+                                                xin[j] = win[bl * G + c, kx % SW, i,
+                                                             cb * V + kx // SW + u * L + j]
+                                            for r in T.unroll(R):
+                                                if i - r * SH >= 0 and i - r * SH < KH:
+                                                    for j in T.vectorized(L):
+                                                        acc2[r, u, j] = acc2[r, u, j] + \
+                                                            xin[j] * w2[bl * G + c,
+                                                                        (i - r * SH) * KW + kx]
                             for r in T.unroll(R):
                                 if rb * R + r < OH:
                                     if cb < CB:
@@ -413,19 +445,39 @@ def primfunc(spec: MBConvSpec, tile: depthwise.Tile | None = None,
                                                     yf[t // RSETS, bl * G + c,
                                                        (rb * R + r) * OW + cb * V + u * L + j] = \
                                                         mid_out(acc2[r, u, j], bl * G + c, b2)
-                                    else:  # the last, partial column tile, a lane at a time
-                                        for u in T.unroll(NV):
-                                            for j in T.unroll(L):
-                                                if u * L + j < CT:
+                                    else:  # the last, partial column tile: whole
+                                        for h in T.unroll(V // LANES):  # 8-lane stores, then
+                                            if h * LANES + LANES <= CT:  # a lane at a time
+                                                for j in T.vectorized(LANES):
                                                     if PROJECT:
-                                                        band[bl * G + c,
-                                                             r * OW + CB * V + u * L + j] = \
-                                                            mid_out(acc2[r, u, j], bl * G + c, b2)
+                                                        band[bl * G + c, r * OW + CB * V
+                                                             + h * LANES + j] = mid_out(
+                                                            acc2[r, (h * LANES + j) // L,
+                                                                 (h * LANES + j) % L],
+                                                            bl * G + c, b2)
                                                     else:
                                                         yf[t // RSETS, bl * G + c,
-                                                           (rb * R + r) * OW + CB * V + u * L
-                                                           + j] = mid_out(acc2[r, u, j],
-                                                                          bl * G + c, b2)
+                                                           (rb * R + r) * OW + CB * V
+                                                           + h * LANES + j] = mid_out(
+                                                            acc2[r, (h * LANES + j) // L,
+                                                                 (h * LANES + j) % L],
+                                                            bl * G + c, b2)
+                                            for j in T.unroll(LANES):
+                                                if h * LANES + j < CT and \
+                                                        h * LANES + LANES > CT:
+                                                    if PROJECT:
+                                                        band[bl * G + c, r * OW + CB * V
+                                                             + h * LANES + j] = mid_out(
+                                                            acc2[r, (h * LANES + j) // L,
+                                                                 (h * LANES + j) % L],
+                                                            bl * G + c, b2)
+                                                    else:
+                                                        yf[t // RSETS, bl * G + c,
+                                                           (rb * R + r) * OW + CB * V
+                                                           + h * LANES + j] = mid_out(
+                                                            acc2[r, (h * LANES + j) // L,
+                                                                 (h * LANES + j) % L],
+                                                            bl * G + c, b2)
                 if PROJECT:
                     # 3. the project conv over the band: 6 channels x 16 pixels a register tile
                     for ob in range(NOB):

@@ -1,5 +1,6 @@
-"""Two row reductions that untuned TVM leaves as slow scalar loops, as hand-scheduled TIR:
-layer norm over the last axis and the global average pool (mean over H and W of NCHW).
+"""Row reductions that untuned TVM leaves as slow scalar loops, as hand-scheduled TIR: layer
+norm over the last axis, layer norm over the channels of NCHW, and the global average pool (mean
+over H and W of NCHW).
 
 Layer norm (`LayerNormSpec`; PrimFunc(x[rows, dim], gamma[dim], beta[dim], y[rows, dim])):
 
@@ -11,6 +12,15 @@ sweeps): the float32 mean m with UNROLL partial-sum vectors of VECTOR_LANES lane
 way, the sums of d = x - m and of d^2 (the corrected two-pass algorithm: mean = m + E[d],
 var = E[d^2] - E[d]^2, accurate for rows far from zero); then y = ((x - m) - E[d]) * rstd * gamma
 + beta. The dim % 8 lanes left over are summed and written by a separate scalar loop.
+
+Channel layer norm (`ChannelNormSpec`; PrimFunc(x[b, c, h, w], gamma[c], beta[c], y[b, c, h, w])):
+the layer norm over the channel axis of NCHW, as ConvNeXt's LayerNorm2d computes it through
+permute -> layer norm over the last axis -> permute (which the rewrite replaces, transposes and
+all). Vector lanes are pixels: a block of BLOCK_BYTES / (4 * c) pixels (16 to 64, whole
+16-lane vectors; the last block of a plane overlaps the one before it, so that every block is
+whole) is swept over its channels three times, as the last-axis kernel sweeps a row (shift,
+corrected sums of d and d^2, normalise), each pixel vector with its own accumulators. Planes of
+fewer than 16 pixels are refused.
 
 Global average pool (`MeanPoolSpec`; PrimFunc(x[b, c, h, w], y[b, c, 1, 1]), or y[b, c] with
 keepdims=False): the mean of each channel's contiguous h*w run, summed with up to UNROLL
@@ -43,6 +53,23 @@ class LayerNormSpec:
     rows: int  # the leading axes, flattened
     dim: int  # the normalised (last) axis
     eps: float = 1e-5
+
+
+@dataclass(frozen=True)
+class ChannelNormSpec:
+    batch: int
+    channels: int
+    height: int
+    width: int
+    eps: float = 1e-5
+
+    @property
+    def x_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.channels, self.height, self.width)
+
+
+CHANNEL_LANES = 16  # the channel norm's pixel vectors (split in two by LLVM on AVX2)
+BLOCK_BYTES = 40 * 1024  # a channel-norm block's inputs (every channel of its pixels): in L1
 
 
 @dataclass(frozen=True)
@@ -79,8 +106,20 @@ def _positive_ints(**fields) -> str | None:
     return None
 
 
-def supports(spec: LayerNormSpec | MeanPoolSpec) -> str | None:
+def supports(spec: LayerNormSpec | ChannelNormSpec | MeanPoolSpec) -> str | None:
     """None when a kernel of this module takes the spec, else the reason."""
+    if isinstance(spec, ChannelNormSpec):
+        reason = _positive_ints(batch=spec.batch, channels=spec.channels, height=spec.height,
+                                width=spec.width)
+        if reason:
+            return reason
+        if not isinstance(spec.eps, (int, float)) or not math.isfinite(spec.eps) or spec.eps < 0:
+            return f"eps must be a finite float >= 0, got {spec.eps!r}"
+        if spec.height * spec.width < CHANNEL_LANES:
+            return f"planes of {spec.height}x{spec.width}: fewer than {CHANNEL_LANES} pixels"
+        if math.prod(spec.x_shape) > _INDEX_LIMIT:
+            return f"input {spec.x_shape} exceeds int32 indexing"
+        return None
     if isinstance(spec, LayerNormSpec):
         reason = _positive_ints(rows=spec.rows, dim=spec.dim)
         if reason:
@@ -98,16 +137,18 @@ def supports(spec: LayerNormSpec | MeanPoolSpec) -> str | None:
         if math.prod(spec.x_shape) > _INDEX_LIMIT:
             return f"input {spec.x_shape} exceeds int32 indexing"
         return None
-    return f"not a LayerNormSpec or MeanPoolSpec: {type(spec).__name__}"
+    return f"not a LayerNormSpec, ChannelNormSpec or MeanPoolSpec: {type(spec).__name__}"
 
 
-def primfunc(spec: LayerNormSpec | MeanPoolSpec) -> tirx.PrimFunc:
+def primfunc(spec: LayerNormSpec | ChannelNormSpec | MeanPoolSpec) -> tirx.PrimFunc:
     """The kernel of the spec (ValueError when `supports` refuses it)."""
     reason = supports(spec)
     if reason is not None:
         raise ValueError(f"reduce kernel: {reason}")
     if isinstance(spec, LayerNormSpec):
         return layer_norm_primfunc(spec)
+    if isinstance(spec, ChannelNormSpec):
+        return channel_norm_primfunc(spec)
     return mean_pool_primfunc(spec)
 
 
@@ -203,6 +244,85 @@ def layer_norm_primfunc(spec: LayerNormSpec) -> tirx.PrimFunc:
                         * gamma[NV * L + k] + beta[NV * L + k]
 
     return layer_norm
+
+
+def channel_norm_primfunc(spec: ChannelNormSpec) -> tirx.PrimFunc:
+    """PrimFunc(x[b, c, h, w], gamma[c], beta[c], y[b, c, h, w])."""
+    reason = supports(spec) if isinstance(spec, ChannelNormSpec) else "not a ChannelNormSpec"
+    if reason is not None:
+        raise ValueError(f"channel norm: {reason}")
+    N, C, H, W = spec.x_shape
+    P = H * W
+    L = CHANNEL_LANES
+    NV = max(1, min(4, BLOCK_BYTES // (4 * C * L), P // L))  # pixel vectors a block
+    B = NV * L
+    NB = _ceil(P, B)  # blocks a plane; the last starts at P - B
+    TASKS = N * NB
+    f32 = "float32"
+    inv_c = tirx.const(1.0 / C, f32)
+    eps = tirx.const(spec.eps, f32)
+    zero = tirx.const(0.0, f32)
+
+    @T.prim_func(s_tir=True, private=True)
+    def channel_norm(x: T.Buffer((N, C, H, W), f32), gamma: T.Buffer((C,), f32),
+                     beta: T.Buffer((C,), f32), y: T.Buffer((N, C, H, W), f32)):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        xf = T.decl_buffer((N, C, P), f32, data=x.data)
+        yf = T.decl_buffer((N, C, P), f32, data=y.data)
+        for t in T.parallel(TASKS):
+            acc = T.alloc_buffer((NV, L), f32)
+            sq = T.alloc_buffer((NV, L), f32)
+            shift = T.alloc_buffer((NV, L), f32)
+            rstd = T.alloc_buffer((NV, L), f32)
+            # pass 1: the sums over the channels, one vector of pixels each
+            for u in T.unroll(NV):
+                for j in T.vectorized(L):
+                    acc[u, j] = zero
+            for c in range(C):
+                for u in T.unroll(NV):
+                    for j in T.vectorized(L):
+                        acc[u, j] = acc[u, j] + xf[t // NB, c,
+                                                   T.min(t % NB * B, P - B) + u * L + j]
+            for u in T.unroll(NV):
+                for j in T.vectorized(L):
+                    shift[u, j] = acc[u, j] * inv_c
+                    acc[u, j] = zero
+                    sq[u, j] = zero
+            # pass 2: the sums of d = x - shift and d^2 (var = E[d^2] - E[d]^2)
+            for c in range(C):
+                for u in T.unroll(NV):
+                    for j in T.vectorized(L):
+                        acc[u, j] = acc[u, j] + (xf[t // NB, c, T.min(t % NB * B, P - B)
+                                                    + u * L + j] - shift[u, j])
+                        sq[u, j] = sq[u, j] + (xf[t // NB, c, T.min(t % NB * B, P - B)
+                                                  + u * L + j] - shift[u, j]) * (
+                            xf[t // NB, c, T.min(t % NB * B, P - B) + u * L + j] - shift[u, j])
+            for u in T.unroll(NV):
+                for j in T.vectorized(L):
+                    acc[u, j] = acc[u, j] * inv_c  # mean - shift
+                    rstd[u, j] = T.float32(1) / T.sqrt(
+                        T.max(sq[u, j] * inv_c - acc[u, j] * acc[u, j], zero) + eps)
+            # pass 3: normalise, scale, shift
+            for c in range(C):
+                for u in T.unroll(NV):
+                    for j in T.vectorized(L):
+                        yf[t // NB, c, T.min(t % NB * B, P - B) + u * L + j] = (
+                            (xf[t // NB, c, T.min(t % NB * B, P - B) + u * L + j] - shift[u, j])
+                            - acc[u, j]) * rstd[u, j] * gamma[c] + beta[c]
+
+    return channel_norm
+
+
+def channel_norm_reference(spec: ChannelNormSpec, x: np.ndarray, gamma: np.ndarray,
+                           beta: np.ndarray) -> np.ndarray:
+    """y[b, c, h, w] in float32, computed in float64 (layer norm over axis 1)."""
+    xd = np.asarray(x, np.float64).reshape(spec.x_shape)
+    mean = xd.mean(axis=1, keepdims=True)
+    var = ((xd - mean) ** 2).mean(axis=1, keepdims=True)
+    shape = (1, spec.channels, 1, 1)
+    y = (xd - mean) / np.sqrt(var + spec.eps) * np.asarray(gamma, np.float64).reshape(shape) \
+        + np.asarray(beta, np.float64).reshape(shape)
+    return y.astype(np.float32)
 
 
 def mean_pool_primfunc(spec: MeanPoolSpec) -> tirx.PrimFunc:

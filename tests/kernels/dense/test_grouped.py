@@ -63,6 +63,20 @@ CASES = [
     (gspec(1, 6, 8, 9, 20, 2, ep=Epilogue(True, True, "none")), P(4, 1, 1, rows=3), AVX2),
     (gspec(1, 8, 6, 6, 8, 4, ep=Epilogue(True, False, "clip", 0.0, 6.0)),
      P(2, 2, 2, rows=4, lanes=16), AVX512),
+    # each task filling its own scratch: group width 16 (regnet), 3x3 stride 2 on an odd map,
+    # 5 output rows a task (a partial last one); group width 8, stride 1, residual; narrow
+    # groups 3 a tile (a ragged last group block), 5x5 stride 2, asymmetric padding, batch 2;
+    # dilation 2; and a whole-image scratch forced on the same stride-2 shape
+    (gspec(1, 48, 23, 19, 48, 3, stride=(2, 2), ep=Epilogue(True, False, "relu")),
+     P(8, 2, 1, rows=5, lanes=16, task_fill=True), AVX512),
+    (gspec(1, 40, 11, 13, 40, 5, ep=Epilogue(True, True, "none")),
+     P(8, 1, 1, lanes=8, task_fill=True), AVX2),
+    (gspec(2, 14, 15, 12, 21, 7, (5, 5), (2, 2), (1, 2, 2, 1), ep=Epilogue(True, False, "gelu")),
+     P(3, 2, 3, rows=3, lanes=16, task_fill=True), AVX512),
+    (gspec(1, 12, 11, 9, 24, 3, pad=(2, 2, 2, 2), dilation=(2, 2), ep=Epilogue(bias=True)),
+     P(8, 1, 1, rows=4, lanes=8, task_fill=True), AVX2),
+    (gspec(1, 48, 23, 19, 48, 3, stride=(2, 2), ep=Epilogue(True, False, "relu")),
+     P(8, 2, 1, rows=5, lanes=16, task_fill=False), AVX512),
 ]
 
 
@@ -122,6 +136,17 @@ def test_plans_fit_the_registers_and_use_the_vector_width():
                     assert plan.gt == 1 and grouped.NARROW <= plan.mr <= min(cog, 8)
                 nb, ncb = grouped.packed_weight_shape(spec, plan)[:2]
                 assert nb * plan.gt >= groups and ncb * plan.mr >= cog
+
+
+def test_task_fill_rule():
+    """Large strided inputs (regnet's 64 x 112 x 112 stride-2 conv) fill a scratch a task; small
+    ones one scratch; an explicit plan field wins."""
+    big = gspec(1, 64, 112, 112, 64, 4, stride=(2, 2))
+    small = gspec(1, 288, 14, 14, 288, 18)
+    assert grouped.task_fill(big, grouped.default_plan(big, AVX512))
+    assert not grouped.task_fill(small, grouped.default_plan(small, AVX512))
+    assert not grouped.task_fill(big, P(8, 2, 1, lanes=16, task_fill=False))
+    assert grouped.task_fill(small, P(8, 2, 1, lanes=16, task_fill=True))
 
 
 def test_supports_and_the_rewrite_route():

@@ -317,6 +317,40 @@ def test_layer_norm_and_spatial_mean_become_kernels_and_match_numpy():
     np.testing.assert_allclose(got[3].numpy(), pv.mean(1), rtol=1e-5, atol=1e-6)
 
 
+def test_layer_norm_over_permuted_channels_becomes_a_channel_norm_and_matches_onnxruntime():
+    """ConvNeXt's LayerNorm2d as torch exports it: Transpose NCHW -> NHWC, LayerNormalization
+    over the last axis, Transpose back: one channel-norm kernel, no transposes left; a 3x3 map
+    (fewer than 16 pixels) keeps the transposes and the last-axis kernel."""
+    graphs = []
+    for hw in (9, 3):
+        c = 37
+        inits = [helper.make_tensor("g", TensorProto.FLOAT, [c], _f32(c).ravel()),
+                 helper.make_tensor("b", TensorProto.FLOAT, [c], _f32(c).ravel())]
+        nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+                 helper.make_node("LayerNormalization", ["t", "g", "b"], ["n"], axis=-1,
+                                  epsilon=1e-6),
+                 helper.make_node("Transpose", ["n"], ["y"], perm=[0, 3, 1, 2])]
+        graph = helper.make_graph(
+            nodes, "ln2d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, c, hw, hw])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, c, hw, hw])], inits)
+        graphs.append((hw, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))
+    for hw, model in graphs:
+        with TARGET:
+            calls = _calls(fuse_dense(relax.transform.FoldConstant()(import_onnx(model))))
+        if hw == 9:
+            assert calls.get("tir:hwlat_channel_norm") == 1, calls
+            assert "relax.permute_dims" not in calls and "relax.nn.layer_norm" not in calls, calls
+        else:
+            assert "tir:hwlat_channel_norm" not in calls and calls["tir:hwlat_layer_norm"] == 1
+        x = _f32(2, 37, hw, hw) * 2 + 50
+        want = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+        with TARGET:
+            ex = tvm.compile(make_pipeline("default", PipelineOptions(TARGET))(import_onnx(model)),
+                             target=TARGET)
+        got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_3x3_stride1_conv_with_enough_channels_takes_winograd_and_matches_numpy():
     w32, b32 = _f32(32, 32, 3, 3), _f32(32)
     bb = relax.BlockBuilder()

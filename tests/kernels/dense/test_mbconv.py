@@ -56,6 +56,12 @@ CASES = {
     "1x1-depthwise": (block(4, 5, 9, 6, (1, 1), pad=(0, 0, 0, 0)), None),
     "tall-tile": (block(4, 19, 30, 6, stride=(2, 2)), depthwise.Tile(6, 8)),
     "wide-tile": (block(4, 9, 37, 6, (5, 5), pad=(2, 2, 2, 2)), depthwise.Tile(2, 16)),
+    # 16-lane depthwise tiles with the taps held in registers (a 30-column output: one whole
+    # tile of 16 and 14 columns stored as 8 lanes, then single ones), and held taps on 8 lanes
+    "held-16-lanes": (block(4, 11, 30, 6, (5, 5), pad=(2, 2, 2, 2), cout=5),
+                      depthwise.Tile(3, 16, 16, True)),
+    "held-8-lanes-s2": (block(3, 13, 17, 6, (7, 7), (2, 2), (3, 3, 3, 3)),
+                        depthwise.Tile(2, 8, 8, True)),
     # with a project conv
     "full-s1-residual": (block(8, 13, 11, 20, cout=8, residual=True, acts=("relu", "relu", "none")),
                          None),

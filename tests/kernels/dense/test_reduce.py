@@ -1,5 +1,6 @@
-"""The layer norm and global average pool kernels (hwlat/kernels/dense/reduce.py) against their
-numpy references: dims and planes that leave vector tails (or are shorter than a vector), several
+"""The layer norm, channel norm and global average pool kernels (hwlat/kernels/dense/reduce.py)
+against their numpy references (the channel norm: channel counts no multiple of 16, planes no
+multiple of 16 pixels, batch 2, inputs far from zero): dims and planes that leave vector tails (or are shorter than a vector), several
 rows / batches and parallel tasks, keepdims both ways, offset and constant rows, and what
 `supports` refuses."""
 
@@ -12,7 +13,7 @@ import pytest
 import tvm
 
 from hwlat.kernels.dense import reduce
-from hwlat.kernels.dense.reduce import LayerNormSpec, MeanPoolSpec
+from hwlat.kernels.dense.reduce import ChannelNormSpec, LayerNormSpec, MeanPoolSpec
 from hwlat.lowering.targets import make_target
 
 pytestmark = pytest.mark.tvm
@@ -39,11 +40,19 @@ POOL_CASES = [
     MeanPoolSpec(1, 40, 14, 14),
 ]
 
+CN_CASES = [
+    ChannelNormSpec(1, 80, 9, 9, 1e-6),  # 81 pixels: blocks of 32, the last overlapping
+    ChannelNormSpec(2, 37, 7, 7),  # 49 pixels (3 vectors, 1 pixel over), batch 2
+    ChannelNormSpec(1, 640, 5, 4),  # 20 pixels: one 16-pixel vector, overlapping
+    ChannelNormSpec(1, 3, 4, 4, 0.0),  # exactly one vector
+    ChannelNormSpec(2, 21, 13, 11, 1e-5),  # 143 pixels in blocks of 64
+]
+
 
 @functools.cache
 def _library():
     """Every case's kernel, compiled as one module (one compile is faster)."""
-    cases = LN_CASES + POOL_CASES
+    cases = LN_CASES + POOL_CASES + CN_CASES
     mod = tvm.IRModule({f"k{i}": reduce.primfunc(s).with_attr("global_symbol", f"k{i}")
                         for i, s in enumerate(cases)})
     ex = tvm.compile(mod, target=TARGET)
@@ -103,6 +112,26 @@ def test_mean_pool(spec: MeanPoolSpec):
                                atol=1e-5 * max(1.0, float(np.abs(want).max())))
 
 
+@pytest.mark.parametrize("spec", CN_CASES, ids=str)
+def test_channel_norm(spec: ChannelNormSpec):
+    rng = np.random.default_rng(spec.channels)
+    x = (rng.standard_normal(spec.x_shape) * 3 + 100).astype(np.float32)  # far from zero
+    gamma = rng.standard_normal(spec.channels).astype(np.float32)
+    beta = rng.standard_normal(spec.channels).astype(np.float32)
+    out = tvm.runtime.tensor(np.full(spec.x_shape, np.nan, np.float32))
+    _library()[spec](*(tvm.runtime.tensor(a) for a in (x, gamma, beta)), out)
+    want = reduce.channel_norm_reference(spec, x, gamma, beta)
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-4, atol=2e-4)
+
+
+def test_channel_norm_refuses():
+    assert "fewer than 16 pixels" in reduce.supports(ChannelNormSpec(1, 8, 3, 5))
+    assert "eps" in reduce.supports(ChannelNormSpec(1, 8, 4, 4, float("nan")))
+    assert "channels" in reduce.supports(ChannelNormSpec(1, 0, 4, 4))
+    with pytest.raises(ValueError, match="fewer than 16"):
+        reduce.primfunc(ChannelNormSpec(1, 8, 1, 1))
+
+
 def test_primfunc_params():
     ln = reduce.primfunc(LayerNormSpec(3, 37))
     assert [tuple(p.shape) for p in ln.params] == [(3, 37), (37,), (37,), (3, 37)]
@@ -124,7 +153,7 @@ def test_primfunc_params():
     (MeanPoolSpec(1, 0, 7, 7), "channels"),
     (MeanPoolSpec(1, 8, 7, -7), "width"),
     (MeanPoolSpec(2**11, 2**10, 32, 32), "int32"),
-    ("layer norm", "not a LayerNormSpec or MeanPoolSpec"),
+    ("layer norm", "not a LayerNormSpec, ChannelNormSpec or MeanPoolSpec"),
 ])
 def test_supports_refuses(spec, words: str):
     reason = reduce.supports(spec)
