@@ -4,7 +4,10 @@ the Sq x Sk score matrix never exists (only a tq x tk tile of it per query tile)
     out[b, h, i, :] = sum_j softmax_j(scale * q[b, h, i, :] . k[b, h, j, :]) v[b, h, j, :]
 
 (plus bias[b, h, i, j] where the spec has an additive bias: a relative position bias or a
-mask, broadcast over batch and heads where its leading dims are 1) over the keys j that query i
+mask, broadcast over batch and heads where its leading dims are 1; times a per-head scale
+hs[h] where the spec has one; with q and k L2-normalised along the head dim first,
+x / max(||x||, eps), where the spec says `normalize_eps`: Swin-V2's scaled cosine attention,
+whose scores are cos(q, k) * exp(logit scale[h]) + bias) over the keys j that query i
 sees: all of them, or, with a causal offset c, those with
 j <= i + c. c = 0 is top-left alignment (torch SDPA's `is_causal`, TVM's "TopLeft");
 c = Sk - Sq is bottom-right alignment (flash-attention's; for Sq <= Sk also TVM's
@@ -59,6 +62,10 @@ class AttentionSpec:
     # an additive score bias (relative position bias, mask) of shape (Bb, Nb, Sq, Sk), Bb in
     # {1, batch} and Nb in {1, heads} (1: broadcast): (Bb, Nb); None: no bias operand
     bias: tuple[int, int] | None = None
+    # a (heads,) operand that multiplies each head's scores (with `scale`, before the bias)
+    head_scale: bool = False
+    # q and k divided by max(L2 norm along the head dim, eps) before the scores; None: not
+    normalize_eps: float | None = None
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -71,6 +78,9 @@ class AttentionSpec:
                                       or self.bias[1] not in (1, self.heads)):
             raise InvalidInputError(f"attention bias leading dims {self.bias} must each be 1 "
                                     f"or ({self.batch}, {self.heads})")
+        if self.normalize_eps is not None and not self.normalize_eps > 0:
+            raise InvalidInputError(f"attention normalize_eps must be > 0, "
+                                    f"got {self.normalize_eps}")
 
     def shape(self, seq: int, dim: int) -> tuple[int, int, int, int]:
         if self.layout == "BNSD":
@@ -133,8 +143,9 @@ def _ceil(a: int, b: int) -> int:
 
 
 def attention_primfunc(spec: AttentionSpec, tiles: Tiles | None = None) -> tirx.PrimFunc:
-    """The PrimFunc `(q, k, v, out)` for one spec, `(q, k, v, bias, out)` where it has a bias;
-    q, k, v and out in `spec.layout`, the bias (Bb, Nb, Sq, Sk) whatever the layout."""
+    """The PrimFunc `(q, k, v, [bias], [head scale], out)` for one spec (the bias where it has
+    one, the head scale where `spec.head_scale`); q, k, v and out in `spec.layout`, the bias
+    (Bb, Nb, Sq, Sk) and the head scale (N,) whatever the layout."""
     t = tiles or default_tiles(spec)
     B, N, Sq, Sk = spec.batch, spec.heads, spec.q_len, spec.kv_len
     D, Dv = spec.head_dim, spec.head_dim_v
@@ -196,9 +207,24 @@ def attention_primfunc(spec: AttentionSpec, tiles: Tiles | None = None) -> tirx.
     has_bias = spec.bias is not None
     bb_n, bn_n = spec.bias or (1, 1)
     bias_shape = (bb_n, bn_n, Sq, Sk)
+    has_hs = spec.head_scale
+    norm = spec.normalize_eps is not None
+    eps = float(spec.normalize_eps or 1.0)
+
+    def q_factor(hs, h):
+        """What a query row is multiplied by: scale * log2(e), times the head's scale."""
+        return T.float32(scale) * hs[h] if has_hs else T.float32(scale)
 
     @T.macro
-    def body(q, k, v, bias, o):
+    def inv_norm(x, bh, j, out):
+        # out[0] = 1 / max(||x[b, h, j, :]||, eps)
+        out[0] = T.float32(0)
+        for d in range(D):
+            out[0] = out[0] + x[bh // N, bh % N, j, d] * x[bh // N, bh % N, j, d]
+        out[0] = T.float32(1) / T.max(T.sqrt(out[0]), T.float32(eps))
+
+    @T.macro
+    def body(q, k, v, bias, hs, o):
         qv = T.decl_buffer((B, N, Sq, D), "float32", data=q.data, strides=q_str)
         kv = T.decl_buffer((B, N, Sk, D), "float32", data=k.data, strides=k_str)
         vv = T.decl_buffer((B, N, Sk, Dv), "float32", data=v.data, strides=v_str)
@@ -212,8 +238,15 @@ def attention_primfunc(spec: AttentionSpec, tiles: Tiles | None = None) -> tirx.
         else:
             vp = T.decl_buffer((B * N, Sk, Dv), "float32", data=v.data)
         for bh in T.parallel(B * N):
-            for j, d in T.grid(Sk, D):
-                kt[bh, j // tk, d, j % tk] = kv[bh // N, bh % N, j, d]
+            if norm:
+                kn = T.alloc_buffer((1,), "float32", scope="local")
+                for j in range(Sk):
+                    inv_norm(kv, bh, j, kn)
+                    for d in range(D):
+                        kt[bh, j // tk, d, j % tk] = kv[bh // N, bh % N, j, d] * kn[0]
+            else:
+                for j, d in T.grid(Sk, D):
+                    kt[bh, j // tk, d, j % tk] = kv[bh // N, bh % N, j, d]
             for d, j in T.grid(D, Skp - Sk):
                 kt[bh, nk - 1, d, tk - (Skp - Sk) + j] = T.float32(0)
             if pack_v:
@@ -231,6 +264,7 @@ def attention_primfunc(spec: AttentionSpec, tiles: Tiles | None = None) -> tirx.
             mx = T.alloc_buffer((G,), "float32", scope="local")
             acc = T.alloc_buffer((mr, nr), "float32", scope="local")
             acc_v = T.alloc_buffer((mv, nv), "float32", scope="local")
+            qf = T.alloc_buffer((1,), "float32", scope="local")
             bh = task // nq
             b = bh // N
             h = bh % N
@@ -239,8 +273,13 @@ def attention_primfunc(spec: AttentionSpec, tiles: Tiles | None = None) -> tirx.
             rows_p = (rows + P - 1) // P * P  # padded rows: zero queries, never written out
             for i in range(tq):
                 if i < rows:
+                    if norm:
+                        inv_norm(qv, bh, q0 + i, qf)
+                        qf[0] = qf[0] * q_factor(hs, h)
+                    else:
+                        qf[0] = q_factor(hs, h)
                     for d in T.vectorized(D):
-                        qs[i, d] = qv[b, h, q0 + i, d] * T.float32(scale)
+                        qs[i, d] = qv[b, h, q0 + i, d] * qf[0]
                 else:
                     for d in T.vectorized(D):
                         qs[i, d] = T.float32(0)
@@ -300,22 +339,38 @@ def attention_primfunc(spec: AttentionSpec, tiles: Tiles | None = None) -> tirx.
                 for d in T.vectorized(Dv):
                     ov[b, h, q0 + i, d] = acc_o[i, d] * inv
 
+    q_t, k_t, v_t = (T.Buffer(q_shape, "float32"), T.Buffer(k_shape, "float32"),
+                     T.Buffer(v_shape, "float32"))
+    o_t, bias_t, hs_t = (T.Buffer(o_shape, "float32"), T.Buffer(bias_shape, "float32"),
+                         T.Buffer((N,), "float32"))
+    if has_bias and has_hs:
+        @T.prim_func(s_tir=True, private=True)
+        def attention_bias_scale(q: q_t, k: k_t, v: v_t, bias: bias_t, hs: hs_t, o: o_t):
+            T.func_attr({"tirx.noalias": True})
+            body(q, k, v, bias, hs, o)
+
+        return attention_bias_scale
+
     if has_bias:
         @T.prim_func(s_tir=True, private=True)
-        def attention_bias(q: T.Buffer(q_shape, "float32"), k: T.Buffer(k_shape, "float32"),
-                           v: T.Buffer(v_shape, "float32"),
-                           bias: T.Buffer(bias_shape, "float32"),
-                           o: T.Buffer(o_shape, "float32")):
+        def attention_bias(q: q_t, k: k_t, v: v_t, bias: bias_t, o: o_t):
             T.func_attr({"tirx.noalias": True})
-            body(q, k, v, bias, o)
+            body(q, k, v, bias, q, o)
 
         return attention_bias
 
+    if has_hs:
+        @T.prim_func(s_tir=True, private=True)
+        def attention_scale(q: q_t, k: k_t, v: v_t, hs: hs_t, o: o_t):
+            T.func_attr({"tirx.noalias": True})
+            body(q, k, v, q, hs, o)
+
+        return attention_scale
+
     @T.prim_func(s_tir=True, private=True)
-    def attention(q: T.Buffer(q_shape, "float32"), k: T.Buffer(k_shape, "float32"),
-                  v: T.Buffer(v_shape, "float32"), o: T.Buffer(o_shape, "float32")):
+    def attention(q: q_t, k: k_t, v: v_t, o: o_t):
         T.func_attr({"tirx.noalias": True})
-        body(q, k, v, q, o)
+        body(q, k, v, q, q, o)
 
     return attention
 

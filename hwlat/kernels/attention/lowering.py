@@ -15,6 +15,12 @@ Two forms are rewritten into one `call_tir` of the kernel (kernel.py), before le
   of the add; a relative position bias, a mask; constant or not) is any float32 tensor that
   broadcasts to the scores: it goes to the kernel as (Bb, Nb, Sq, Sk), Bb and Nb 1 where it is
   broadcast over batch or heads (LeViT's and Swin's per-head position biases stay one copy).
+  c may also be a per-head tensor, constant or not, of shape (1, N, 1, 1) (or fewer leading
+  dims): the kernel's (N,) head-scale operand (Swin-V2's exp(clamped logit scale), folded by
+  the importer to a constant). q and k that are both L2-normalised along the head dim as
+  torch's F.normalize exports, `x / broadcast_to(clip(sqrt(sum(x * x, -1, keepdims)), eps,
+  inf))` (or `maximum(., eps)`; broadcast_to optional), with the same eps, are read before the
+  normalisation and normalised inside the kernel (Swin-V2's cosine attention).
   Swin's shifted-window form, `reshape(reshape(scores + bias, (B / nW, nW, ...)) + mask,
   scores' shape)`, takes bias and mask summed to one (B, N, Sq, Sk) bias (constants: folded).
 
@@ -37,6 +43,7 @@ from hwlat.kernels.attention.kernel import AttentionSpec, attention_primfunc
 from hwlat.kernels.relax_rewrite import KernelRewriter, as_kernel, module_pass, static_f32_shape
 
 KERNEL_NAME = "hwlat_attention"
+_Constant = tvm.ir.expr.Constant  # relax.const(...)
 
 
 @lru_cache(maxsize=64)
@@ -69,7 +76,9 @@ class _Rewriter(KernelRewriter):
     def rewrite_function(self, func: relax.Function) -> relax.Function:
         op_pat, op_fn = _op_pattern(self)
         dec_pat, dec_fn = _decomposed_pattern(self)
-        return rewrite_call(dec_pat, dec_fn, rewrite_call(op_pat, op_fn, func))
+        func = rewrite_call(op_pat, op_fn, func)
+        self.var2val = relax.analysis.get_var2val(func)  # to see how q and k were made
+        return rewrite_call(dec_pat, dec_fn, func)
 
 
 def _op_pattern(rw: _Rewriter):
@@ -100,10 +109,10 @@ def _op_pattern(rw: _Rewriter):
 
 
 def _decomposed_pattern(rw: _Rewriter):
-    q, k, kt_any, v, c = wildcard(), wildcard(), wildcard(), wildcard(), is_const()
+    q, k, kt_any, v, c, cm = wildcard(), wildcard(), wildcard(), wildcard(), is_const(), wildcard()
     kt_perm = is_op("relax.permute_dims")(k)
     scores = is_op("relax.matmul")(q, kt_perm | kt_any)
-    mul_r, mul_l = is_op("relax.multiply")(scores, c), is_op("relax.multiply")(c, scores)
+    mul_r, mul_l = is_op("relax.multiply")(scores, cm), is_op("relax.multiply")(cm, scores)
     div = is_op("relax.divide")(scores, c)
     scaled = mul_r | mul_l | div | scores
     bias = wildcard()
@@ -133,16 +142,26 @@ def _decomposed_pattern(rw: _Rewriter):
         sm = m[softmax]
         if int(sm.attrs.axis) not in (-1, len(qs) - 1):
             return call
-        scale = 1.0
-        if c in m:
-            value = _scalar(m[c])
-            if value is None or value == 0.0:
-                return call
-            scale = 1.0 / value if div in m else value
         if len(qs) == 4:
             b, n = lead
         else:
             b, n = 1, int(np.prod(lead, dtype=np.int64))
+        scale, head_scale = 1.0, None
+        if c in m:
+            value = _scalar(m[c])
+            if value is None or value == 0.0:
+                return call
+            scale = 1.0 / value
+        elif cm in m:
+            value = _scalar(m[cm]) if isinstance(m[cm], _Constant) else None
+            if value is not None:
+                if value == 0.0:
+                    return call
+                scale = value
+            else:
+                head_scale = _head_scale(m[cm], tuple(lead), sq, sk, n)
+                if head_scale is None:
+                    return call
         bias_dims, bias_expr = None, None
         if viewed in m:
             v5 = static_f32_shape(m[view5])
@@ -159,14 +178,21 @@ def _decomposed_pattern(rw: _Rewriter):
             bias_dims, bias_expr = _bias(m[bias], tuple(lead), sq, sk, b, n)
             if bias_expr is None:
                 return call
-        k_expr = _k_from(m, k, kt_perm, kt_any, len(qs))
-        spec = AttentionSpec(b, n, sq, sk, d, dv, scale, None, "BNSD", bias_dims)
-        args = [m[q], k_expr, m[v]]
+        q_expr, k_expr = m[q], _k_from(m, k, kt_perm, kt_any, len(qs))
+        qn, kn = _l2_normalized(q_expr, rw.var2val), _l2_normalized(k_expr, rw.var2val)
+        eps = None
+        if qn is not None and kn is not None and qn[1] == kn[1]:
+            (q_expr, eps), k_expr = qn, kn[0]
+        spec = AttentionSpec(b, n, sq, sk, d, dv, scale, None, "BNSD", bias_dims,
+                             head_scale is not None, eps)
+        args = [q_expr, k_expr, m[v]]
         if len(qs) != 4:
             shapes = ((b, n, sq, d), (b, n, sk, d), (b, n, sk, dv))
             args = [relax.op.reshape(a, s) for a, s in zip(args, shapes, strict=True)]
         if bias_expr is not None:
             args.append(bias_expr)
+        if head_scale is not None:
+            args.append(head_scale)
         rw.count += 1
         out = relax.call_tir(rw.kernel(spec), args, relax.TensorType((b, n, sq, dv), "float32"))
         if len(qs) != 4:
@@ -205,6 +231,76 @@ def _bias(x: relax.Expr, lead: tuple, sq: int, sk: int, b: int, n: int,
         if head == tuple(lead):
             return (1, n), relax.op.reshape(x, (1, n, sq, sk))
     return (b, n), relax.op.reshape(relax.op.broadcast_to(x, full), (b, n, sq, sk))
+
+
+def _head_scale(x: relax.Expr, lead: tuple, sq: int, sk: int, n: int) -> relax.Expr | None:
+    """A multiplier of the scores (*lead, Sq, Sk) that varies by head only, as the kernel's
+    (N,) head-scale operand; None where it is not one (a float32 tensor of static shape that
+    is 1 but on the heads axis: axis 1 of rank-4 scores, axis 0 of rank-3 ones)."""
+    shape = static_f32_shape(x)
+    full = (*lead, sq, sk)
+    if not _broadcasts(shape, full):
+        return None
+    shape = (1,) * (len(full) - len(shape)) + tuple(shape)
+    heads_axis = len(lead) - 1 if len(lead) else None
+    if any(s != 1 for i, s in enumerate(shape) if i != heads_axis):
+        return None
+    size = int(np.prod(shape, dtype=np.int64))
+    flat = relax.op.reshape(x, (size,))
+    return flat if size == n else relax.op.broadcast_to(flat, (n,))
+
+
+def _bound(expr: relax.Expr, var2val: dict) -> relax.Expr:
+    return var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
+
+
+def _is_call(expr: relax.Expr, op: str) -> bool:
+    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == op
+
+
+def _float_arg(a) -> float | None:
+    """A clip bound: a FloatImm, or a value that wraps one."""
+    v = getattr(a, "value", None)
+    v = getattr(v, "value", v)
+    return float(v) if isinstance(v, int | float) else None
+
+
+def _l2_normalized(expr: relax.Expr, var2val: dict) -> tuple[relax.Expr, float] | None:
+    """(x, eps) where `expr` is x L2-normalised along its last axis as torch's F.normalize
+    exports it: x / [broadcast_to](clip(sqrt(sum(x * x, axis=-1, keepdims=True)), eps, inf))
+    or with maximum(., eps) for the clip; else None."""
+    div = _bound(expr, var2val)
+    if not _is_call(div, "relax.divide"):
+        return None
+    x, den = div.args
+    den = _bound(den, var2val)
+    if _is_call(den, "relax.broadcast_to"):
+        den = _bound(den.args[0], var2val)
+    if _is_call(den, "relax.clip"):
+        lo, hi = (_float_arg(a) for a in den.args[1:])
+        if lo is None or hi is None or not math.isinf(hi) or hi < 0:
+            return None
+        eps, root = float(lo), _bound(den.args[0], var2val)
+    elif _is_call(den, "relax.maximum"):
+        lhs, rhs = den.args
+        const, other = (rhs, lhs) if isinstance(rhs, _Constant) else (lhs, rhs)
+        eps = _scalar(const) if isinstance(const, _Constant) else None
+        root = _bound(other, var2val)
+    else:
+        return None
+    if eps is None or not eps > 0 or not _is_call(root, "relax.sqrt"):
+        return None
+    red = _bound(root.args[0], var2val)
+    if not _is_call(red, "relax.sum") or not bool(red.attrs.keepdims):
+        return None
+    rank = len(static_f32_shape(x) or ())
+    axes = red.attrs.axis
+    if rank == 0 or axes is None or [int(a) % rank for a in axes] != [rank - 1]:
+        return None
+    sq = _bound(red.args[0], var2val)
+    if not _is_call(sq, "relax.multiply") or not all(a.same_as(x) for a in sq.args):
+        return None
+    return x, eps
 
 
 def _k_from(m: dict, k, kt_perm, kt_any, rank: int) -> relax.Expr:
