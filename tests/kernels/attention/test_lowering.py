@@ -296,3 +296,146 @@ def test_vit_tiny_compiles_with_the_kernel_and_matches_onnxruntime(vit_onnx, tmp
     assert report.max_abs_diff is not None and report.max_abs_diff < 1e-4
     lib = tvm.runtime.load_module(str(report.output))
     assert any(m.implements_function(KERNEL_NAME) for m in [lib, *lib.imports])
+
+
+def _l2_normalize(bb, x, eps: float, form: str):
+    """torch's F.normalize(x, dim=-1) as its ONNX export imports: ReduceL2 -> Clip -> Expand ->
+    Div; `form` "maximum" writes the clamp as a maximum and drops the broadcast_to."""
+    norm = bb.emit(relax.op.sqrt(bb.emit(relax.op.sum(bb.emit(relax.op.multiply(x, x)),
+                                                      axis=[-1], keepdims=True))))
+    if form == "maximum":
+        return bb.emit(relax.op.divide(x, bb.emit(relax.op.maximum(
+            norm, relax.const(eps, "float32")))))
+    clipped = bb.emit(relax.op.clip(norm, eps, float("inf")))
+    return bb.emit(relax.op.divide(x, bb.emit(relax.op.broadcast_to(clipped, x.ty.shape))))
+
+
+def cosine_module(b=2, nw=3, n=3, s_len=49, d=32, *, form="clip", rank=4, q_eps=1e-12,
+                  k_eps=1e-12, scale_input=False, mask=True):
+    """Swin-V2's attention as torch exports it: q and k L2-normalised (F.normalize), their
+    scores times a per-head exp(logit scale), plus a relative position bias, plus the shifted
+    windows' mask (viewed to (B, nW, N, S, S) and back), softmax, times v."""
+    lead = (b * nw, n) if rank == 4 else (b * nw * n,)
+    shapes = {"q": (*lead, s_len, d), "k": (*lead, s_len, d), "v": (*lead, s_len, d)}
+    rng = np.random.default_rng(5)
+    hs_shape = (1, n, 1, 1) if rank == 4 else (b * nw * n, 1, 1)
+    head_scale = np.exp(rng.uniform(0.0, np.log(100.0), hs_shape)).astype(np.float32)
+    bias = (16 * rng.random((n, s_len, s_len)) - 8).astype(np.float32)  # 16 * sigmoid(mlp)
+    bias_full = np.broadcast_to(bias, (b * nw, n, s_len, s_len)).reshape(*lead, s_len, s_len)
+    masks = np.where(rng.random((nw, 1, s_len, s_len)) < 0.3, -100.0, 0.0).astype(np.float32)
+    if scale_input:
+        shapes["head_scale"] = hs_shape
+    swap = [*range(rank - 2), rank - 1, rank - 2]
+
+    def body(bb, q, k, v, *rest):
+        hs = rest[0] if rest else relax.const(head_scale)
+        qn = _l2_normalize(bb, q, q_eps, form) if q_eps else q
+        kn = _l2_normalize(bb, k, k_eps, form) if k_eps else k
+        s = bb.emit(relax.op.matmul(qn, bb.emit(relax.op.permute_dims(kn, swap))))
+        s = bb.emit(relax.op.multiply(s, hs))
+        s = bb.emit(relax.op.add(s, relax.const(bias if rank == 4 else bias_full)))
+        if mask:
+            s = bb.emit(relax.op.reshape(s, (b, nw, n, s_len, s_len)))
+            s = bb.emit(relax.op.add(s, relax.const(masks)))
+            s = bb.emit(relax.op.reshape(s, (*lead, s_len, s_len)))
+        return relax.op.matmul(bb.emit(relax.op.nn.softmax(s, axis=-1)), v)
+
+    def reference(q, k, v, hs=None):
+        hs = head_scale if hs is None else hs
+        q, k = q.astype(np.float64), k.astype(np.float64)
+        if q_eps:
+            q = q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), q_eps)
+        if k_eps:
+            k = k / np.maximum(np.linalg.norm(k, axis=-1, keepdims=True), k_eps)
+        sc = np.einsum("...id,...jd->...ij", q, k) * hs + bias_full
+        if mask:
+            sc = (sc.reshape(b, nw, n, s_len, s_len) + masks[None]).reshape(*lead, s_len, s_len)
+        p = np.exp(sc - sc.max(-1, keepdims=True))
+        return (p / p.sum(-1, keepdims=True)) @ v.astype(np.float64)
+
+    return _function(shapes, body), shapes, reference
+
+
+NORM_OPS = ("relax.sqrt", "relax.sum", "relax.divide")
+
+
+@pytest.mark.parametrize(("form", "rank", "scale_input", "mask"), [
+    ("clip", 4, False, True),  # Swin-V2's shifted window, as torch exports it
+    ("maximum", 4, True, False),  # a logit scale that is an input, not a constant
+    ("clip", 3, False, False),  # heads folded into the batch: a (B * N, 1, 1) head scale
+])
+def test_swinv2_cosine_attention_is_rewritten_and_matches(form, rank, scale_input, mask):
+    mod, shapes, reference = cosine_module(form=form, rank=rank, scale_input=scale_input,
+                                           mask=mask, n=3 if rank == 4 else 1)
+    fused = fuse_attention(mod)
+    calls = _calls(fused)
+    assert kernel_calls(fused) == 1
+    # the normalisation, the scale and the softmax all run in the kernel
+    assert not set(calls) & {*NORM_OPS, "relax.nn.softmax", "relax.matmul", "relax.multiply"}
+    (q, k, v, *rest), got = build_and_run(mod, shapes)
+    np.testing.assert_allclose(got, reference(q, k, v, *rest), rtol=1e-4, atol=5e-5)
+
+
+@pytest.mark.parametrize(("q_eps", "k_eps"), [(1e-12, None), (1e-12, 1e-6)])
+def test_q_and_k_normalised_unalike_keep_their_normalisation(q_eps, k_eps):
+    # only q normalised, or with another eps than k: the kernel takes the scores as given
+    mod, shapes, reference = cosine_module(b=1, nw=2, n=5, s_len=16, q_eps=q_eps, k_eps=k_eps)
+    fused = fuse_attention(mod)
+    calls = _calls(fused)
+    assert kernel_calls(fused) == 1 and set(NORM_OPS) <= set(calls)
+    (q, k, v), got = build_and_run(mod, shapes)
+    np.testing.assert_allclose(got, reference(q, k, v), rtol=1e-4, atol=5e-5)
+
+
+def test_a_multiplier_that_varies_by_query_is_left_alone():
+    shapes = {"q": (2, 3, 8, 32), "k": (2, 3, 8, 32), "v": (2, 3, 8, 32)}
+    per_query = relax.const(np.linspace(0.5, 2.0, 8, dtype=np.float32).reshape(1, 1, 8, 1))
+
+    def body(bb, q, k, v):
+        s = bb.emit(relax.op.matmul(q, bb.emit(relax.op.permute_dims(k, [0, 1, 3, 2]))))
+        s = bb.emit(relax.op.multiply(s, per_query))
+        return relax.op.matmul(bb.emit(relax.op.nn.softmax(s)), v)
+
+    mod = _function(shapes, body)
+    assert fuse_attention(mod).same_as(mod)
+
+
+@pytest.fixture(scope="module")
+def swinv2_onnx(tmp_path_factory):
+    """A two-stage timm Swin-V2-CR at 56 x 56 (7 x 7 windows, 3 and 5 heads of 20 and 24
+    channels; the second block of stage 1 shifted, with the mask), random weights, exported by
+    torch's TorchScript exporter as the corpus's torch route does."""
+    torch = pytest.importorskip("torch")
+    from timm.models.swin_transformer_v2_cr import SwinTransformerV2Cr
+
+    torch.manual_seed(0)
+    model = SwinTransformerV2Cr(img_size=(56, 56), window_size=7, embed_dim=60, depths=(2, 2),
+                                num_heads=(3, 5), num_classes=10).eval()
+    with torch.no_grad():  # logit scales of their own per head (timm starts all at log 10)
+        for blk in model.modules():
+            if hasattr(blk, "logit_scale"):
+                blk.logit_scale.uniform_(0.0, 5.0)
+    path = tmp_path_factory.mktemp("swinv2") / "swinv2.onnx"
+    torch.onnx.export(model, torch.randn(1, 3, 56, 56), path, opset_version=17, dynamo=False,
+                      input_names=["input"])
+    return path
+
+
+@pytest.mark.heavy  # a timm export and a TVM build of the whole net (~1 minute on two cores)
+def test_swinv2_cr_compiles_with_cosine_attention_fused_and_matches_onnxruntime(swinv2_onnx,
+                                                                                 tmp_path):
+    from hwlat.graph.load import load
+    from hwlat.lowering.compile import compile_model
+    from hwlat.lowering.custom import import_onnx
+
+    mod = import_onnx(load(swinv2_onnx).meta["onnx"])
+    before, fused = _calls(mod), fuse_attention(mod)
+    calls = _calls(fused)
+    assert kernel_calls(fused) == 4
+    # q's and k's normalisation (a sqrt, a sum and a divide each) went into the kernel; GELU's
+    # divides stay
+    assert before.count("relax.sqrt") == 8 and not {"relax.sqrt", "relax.sum"} & set(calls)
+    assert before.count("relax.divide") - calls.count("relax.divide") == 8
+    assert "relax.nn.softmax" not in calls
+    report = compile_model(swinv2_onnx, "host", output=tmp_path / "swinv2.so")
+    assert report.max_abs_diff is not None and report.max_abs_diff < 1e-4
