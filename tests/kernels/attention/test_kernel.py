@@ -197,6 +197,28 @@ def test_fast_exp2_is_accurate_below_zero():
     assert 0.0 <= out.numpy()[4000] < 1e-37 and 0.0 <= out.numpy()[4001] < 1e-37
 
 
+def test_fast_exp2_flushed_gives_zeros_not_denormals_below_minus_126():
+    """The softmax's 2^x: masked keys (x far below -126) weigh exactly 0, and nothing between
+    0 and the smallest normal float32 comes out (denormal products slow x86 down)."""
+    @T.prim_func(s_tir=True)
+    def exp2_flush(a: T.Buffer((4096,), "float32"), b: T.Buffer((4096,), "float32")):
+        for i in T.vectorized(4096):
+            b[i] = fast_exp2(a[i], flush=True)
+
+    ex = tvm.compile(tvm.IRModule({"f": exp2_flush.with_attr("global_symbol", "f")}),
+                     target=TARGET)
+    x = np.concatenate([np.linspace(-125.9, 0.0, 4000), np.linspace(-200.0, -126.0, 90),
+                        [-1e30, -3e38, -126.2, -126.7, -127.0, -126.0]]).astype(np.float32)
+    out = tvm.runtime.tensor(np.full_like(x, np.nan))
+    ex["f"](tvm.runtime.tensor(x), out)
+    got = out.numpy()
+    want = np.exp2(x[:4000].astype(np.float64))
+    assert np.max(np.abs(got[:4000] - want) / want) < 1e-6
+    np.testing.assert_array_equal(got[4000:], 0.0)
+    tiny = np.finfo(np.float32).tiny
+    assert not np.any((got > 0) & (got < tiny))
+
+
 def test_bad_spec_and_tiles_are_refused():
     with pytest.raises(InvalidInputError, match="bias"):
         AttentionSpec(2, 3, 8, 8, 32, 32, 1.0, bias=(2, 2))
