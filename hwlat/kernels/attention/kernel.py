@@ -38,6 +38,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from hwlat.errors import InvalidInputError
+from hwlat.kernels.cpu import CpuInfo
 
 LAYOUTS = ("BNSD", "BSNH")
 _NEG = -3.0e38  # "minus infinity" that stays finite through subtraction and 2^x
@@ -147,11 +148,12 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def attention_primfunc(spec: AttentionSpec, tiles: Tiles | None = None) -> tirx.PrimFunc:
+def attention_primfunc(spec: AttentionSpec, tiles: Tiles | None = None,
+                       cpu: CpuInfo | None = None) -> tirx.PrimFunc:
     """The PrimFunc `(q, k, v, [bias], [head scale], out)` for one spec (the bias where it has
     one, the head scale where `spec.head_scale`); q, k, v and out in `spec.layout`, the bias
     (Bb, Nb, Sq, Sk) and the head scale (N,) whatever the layout."""
-    t = tiles or default_tiles(spec)
+    t = tiles or default_tiles(spec, cpu)
     B, N, Sq, Sk = spec.batch, spec.heads, spec.q_len, spec.kv_len
     D, Dv = spec.head_dim, spec.head_dim_v
     t.check(Dv)
@@ -381,21 +383,33 @@ def attention_primfunc(spec: AttentionSpec, tiles: Tiles | None = None) -> tirx.
     return attention
 
 
-def default_tiles(spec: AttentionSpec) -> Tiles:
-    """Tiles for a spec: the 6 x 16 micro-kernels (12 of the 16 AVX2 vector registers hold
-    accumulators); tq 48 x tk 64 keeps a tile's Q, scores and accumulator near L1. Measured best
-    of those tried on this project's AMD EPYC (znver3) at head dims 32-128. The P V micro-kernel's
-    columns must divide the value head dim: one that 16 does not divide (MobileViT's 20, 36, ...)
-    takes 8 columns where 8 divides it, the whole head dim up to 24, else its largest divisor
-    below 16."""
+def default_tiles(spec: AttentionSpec, cpu: CpuInfo | None = None) -> Tiles:
+    """Tiles for a spec on a CPU (None: the AVX2 reference). AVX2: the 6 x 16 micro-kernels (12
+    of the 16 ymm registers hold accumulators); tq 48 x tk 64 keeps a tile's Q, scores and
+    accumulator near L1. Measured best of those tried on this project's AMD EPYC (znver3) at
+    head dims 32-128. AVX-512 (32 zmm registers): 8 x 32 micro-kernels (16 accumulators),
+    softmax steps of 8 rows, key tiles of 128 where there are that many keys (else 64), query
+    tiles of 64 rows, or one tile of the rows rounded up to 8 where there are fewer (Swin's 49:
+    56, not 48 + a tile padded from 1 row to 8); on this project's Xeon (AVX-512, 1 thread)
+    0.78-0.90x the AVX2 tiles' time on ViT-S, DeiT-T, LeViT and Swin-V2 attentions. The P V
+    micro-kernel's columns must divide the value head dim: one that 16 (AVX-512: 32) does not
+    divide (MobileViT's 20, 36, ...) takes 16 or 8 columns where they divide it, the whole head
+    dim up to 24, else its largest divisor below 16."""
     dv = int(spec.head_dim_v)
-    if dv % 16 == 0:
-        return Tiles()
-    if dv % 8 == 0:
+    wide = cpu is not None and cpu.avx512
+    if dv % 32 == 0 and wide:
+        nv = 32
+    elif dv % 16 == 0:
+        nv = 16
+    elif dv % 8 == 0:
         nv = 8
     elif dv <= 24:
         nv = dv
     else:
         nv = max(n for n in range(1, 16) if dv % n == 0)
-    return Tiles(nv=nv)
-
+    if not wide:
+        return Tiles(nv=nv)
+    sq = int(spec.q_len)
+    tq = 64 if sq > 64 else max(8, -(-sq // 8) * 8)
+    tk = 128 if spec.kv_len >= 128 else 64
+    return Tiles(tq=tq, tk=tk, mr=8, nr=32, mv=8, nv=nv, g=8)

@@ -39,7 +39,9 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
+from hwlat.kernels import cpu as cpu_info
 from hwlat.kernels.attention.kernel import AttentionSpec, attention_primfunc
+from hwlat.kernels.cpu import CpuInfo
 from hwlat.kernels.relax_rewrite import KernelRewriter, as_kernel, module_pass, static_f32_shape
 
 KERNEL_NAME = "hwlat_attention"
@@ -47,8 +49,9 @@ _Constant = tvm.ir.expr.Constant  # relax.const(...)
 
 
 @lru_cache(maxsize=64)
-def kernel_for(spec: AttentionSpec) -> tvm.tirx.PrimFunc:
-    return as_kernel(attention_primfunc(spec))
+def kernel_for(spec: AttentionSpec, cpu: CpuInfo | None = None) -> tvm.tirx.PrimFunc:
+    """The kernel for a spec, tiled for `cpu` (None: the AVX2 reference tiles)."""
+    return as_kernel(attention_primfunc(spec, cpu=cpu))
 
 
 def fuse_attention_pass() -> tvm.transform.Pass:
@@ -71,7 +74,7 @@ def _scalar(c: relax.Expr) -> float | None:
 
 class _Rewriter(KernelRewriter):
     def make_kernel(self, spec: AttentionSpec):
-        return kernel_for(spec), KERNEL_NAME
+        return kernel_for(spec, cpu_info.current()), KERNEL_NAME
 
     def rewrite_function(self, func: relax.Function) -> relax.Function:
         op_pat, op_fn = _op_pattern(self)

@@ -21,6 +21,8 @@ from hwlat.kernels.attention import (
     attention_reference,
     fast_exp2,
 )
+from hwlat.kernels.attention.kernel import default_tiles
+from hwlat.kernels.cpu import AVX512
 from hwlat.lowering.targets import make_target
 
 pytestmark = pytest.mark.tvm
@@ -130,6 +132,31 @@ def test_cosine_attention_and_head_scale_match_reference(name):
     plain = dataclasses.replace(spec, head_scale=False, normalize_eps=None)
     assert np.abs(want - attention_reference(q, k, v, plain, bias)).max() > 0.1  # both matter
     # scores up to 100 x cos: a relative error of 1e-7 in a score moves the output ~1e-5
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-4, atol=5e-5)
+
+
+@pytest.mark.parametrize("name", [*CASES, *COSINE])
+def test_avx512_tiles_match_reference(name):
+    """The tiles AVX-512 targets get (8 x 32 micro-kernels, key tiles of 128, one query tile
+    for short sequences) on every case; built for this machine's CPU, any x86-64 runs them."""
+    spec = {**CASES, **COSINE}[name]
+    tiles = default_tiles(spec, AVX512)
+    assert tiles != default_tiles(spec) and tiles.nr == 32
+    func = attention_primfunc(spec, cpu=AVX512).with_attr("global_symbol", "attn")
+    ex = tvm.compile(tvm.IRModule({"attn": func}), target=TARGET)
+    rng = np.random.default_rng(6)
+    q, k, v = (rng.standard_normal(spec.shape(s, d)).astype(np.float32) for s, d in (
+        (spec.q_len, spec.head_dim), (spec.kv_len, spec.head_dim), (spec.kv_len, spec.head_dim_v)))
+    args, bias, head_scale = [q, k, v], None, None
+    if spec.bias is not None:
+        bias = rng.standard_normal((*spec.bias, spec.q_len, spec.kv_len)).astype(np.float32)
+        args.append(bias)
+    if spec.head_scale:
+        head_scale = rng.uniform(1.0, 20.0, spec.heads).astype(np.float32)
+        args.append(head_scale)
+    out = tvm.runtime.tensor(np.full(spec.shape(spec.q_len, spec.head_dim_v), np.nan, np.float32))
+    ex["attn"](*(tvm.runtime.tensor(x) for x in args), out)
+    want = attention_reference(q, k, v, spec, bias, head_scale)
     np.testing.assert_allclose(out.numpy(), want, rtol=1e-4, atol=5e-5)
 
 
