@@ -14,8 +14,10 @@ c = Sk - Sq is bottom-right alignment (flash-attention's; for Sq <= Sk also TVM'
 "BottomRight", which uses |Sq - Sk|). A query row that sees no key gets zeros.
 
 Layouts: "BNSD" (batch, heads, sequence, head dim; torch SDPA's and the decomposed ONNX form's)
-and "BSNH" (`relax.op.nn.attention`'s); the same loops serve both through strided views of the
-four tensors. float32, static shapes (one PrimFunc per shape), any Sq and Sk (tails are padded
+and "BSNH" (`relax.op.nn.attention`'s), and "QKV": q, k and v read where a fused qkv
+projection wrote them, (B, S, 3, N, D) as timm's ViT/Swin reshape it before permuting and
+splitting it, out written BSNH, where their output projection reads it (no copies around the
+kernel); the same loops serve all through strided views of the four tensors. float32, static shapes (one PrimFunc per shape), any Sq and Sk (tails are padded
 inside the kernel), any head dim that is a multiple of 16 (32, 64, 128, ...).
 
 Schedule (for AVX2/AVX-512 CPUs; hand-written loops, no TVM schedule): per (batch, head), K is
@@ -40,7 +42,7 @@ from tvm.script import tirx as T
 from hwlat.errors import InvalidInputError
 from hwlat.kernels.cpu import CpuInfo
 
-LAYOUTS = ("BNSD", "BSNH")
+LAYOUTS = ("BNSD", "BSNH", "QKV")
 _NEG = -3.0e38  # "minus infinity" that stays finite through subtraction and 2^x
 _LOG2E = 1.4426950408889634  # scores are kept in base 2: Q is scaled by scale * log2(e)
 _MAGIC = 12582912.0 + 127.0  # 1.5 * 2^23 + exponent bias
@@ -79,17 +81,28 @@ class AttentionSpec:
                                       or self.bias[1] not in (1, self.heads)):
             raise InvalidInputError(f"attention bias leading dims {self.bias} must each be 1 "
                                     f"or ({self.batch}, {self.heads})")
+        if self.layout == "QKV" and (self.q_len != self.kv_len
+                                     or self.head_dim != self.head_dim_v):
+            raise InvalidInputError("attention layout QKV (one packed input) needs equal q and "
+                                    f"kv lengths and head dims, got {dims}")
         if self.normalize_eps is not None and not self.normalize_eps > 0:
             raise InvalidInputError(f"attention normalize_eps must be > 0, "
                                     f"got {self.normalize_eps}")
 
     def shape(self, seq: int, dim: int) -> tuple[int, int, int, int]:
+        """The shape of q, k, v or out in this layout (QKV: of out; its q, k and v are
+        `packed_shape`)."""
         if self.layout == "BNSD":
             return (self.batch, self.heads, seq, dim)
         return (self.batch, seq, self.heads, dim)
 
+    @property
+    def packed_shape(self) -> tuple[int, int, int, int, int]:
+        """QKV's one input: (B, S, 3, N, D), q, k and v at index 0, 1, 2 of its third axis."""
+        return (self.batch, self.q_len, 3, self.heads, self.head_dim)
+
     def strides(self, seq: int, dim: int) -> tuple[int, int, int, int]:
-        """Strides of the (B, N, S, D) view of a tensor of this layout."""
+        """Strides of the (B, N, S, D) view of a tensor of this layout (QKV: of out)."""
         n = self.heads
         if self.layout == "BNSD":
             return (n * seq * dim, seq * dim, dim, 1)
@@ -151,7 +164,8 @@ def _ceil(a: int, b: int) -> int:
 def attention_primfunc(spec: AttentionSpec, tiles: Tiles | None = None,
                        cpu: CpuInfo | None = None) -> tirx.PrimFunc:
     """The PrimFunc `(q, k, v, [bias], [head scale], out)` for one spec (the bias where it has
-    one, the head scale where `spec.head_scale`); q, k, v and out in `spec.layout`, the bias
+    one, the head scale where `spec.head_scale`); q, k, v and out in `spec.layout` (QKV: q, k
+    and v are the same (B, S, 3, N, D) tensor, passed three times, out BSNH), the bias
     (Bb, Nb, Sq, Sk) and the head scale (N,) whatever the layout."""
     t = tiles or default_tiles(spec, cpu)
     B, N, Sq, Sk = spec.batch, spec.heads, spec.q_len, spec.kv_len
@@ -168,9 +182,14 @@ def attention_primfunc(spec: AttentionSpec, tiles: Tiles | None = None,
     v_shape, o_shape = spec.shape(Sk, Dv), spec.shape(Sq, Dv)
     q_str, k_str = spec.strides(Sq, D), spec.strides(Sk, D)
     v_str, o_str = spec.strides(Sk, Dv), spec.strides(Sq, Dv)
+    offsets = (0, 0, 0)  # of q, k and v in their operands
+    if spec.layout == "QKV":  # q, k and v are strided views of one (B, S, 3, N, D) operand
+        q_shape = k_shape = v_shape = spec.packed_shape
+        q_str = k_str = v_str = (Sq * 3 * N * D, D, 3 * N * D, 1)
+        offsets = (0, N * D, 2 * N * D)
     NEG = _NEG
     step = 1 if causal else 0
-    pack_v = spec.layout == "BSNH"
+    pack_v = spec.layout != "BNSD"
     def fexp(x):
         return fast_exp2(x, flush=True)
 
@@ -233,14 +252,17 @@ def attention_primfunc(spec: AttentionSpec, tiles: Tiles | None = None,
 
     @T.macro
     def body(q, k, v, bias, hs, o):
-        qv = T.decl_buffer((B, N, Sq, D), "float32", data=q.data, strides=q_str)
-        kv = T.decl_buffer((B, N, Sk, D), "float32", data=k.data, strides=k_str)
-        vv = T.decl_buffer((B, N, Sk, Dv), "float32", data=v.data, strides=v_str)
+        qv = T.decl_buffer((B, N, Sq, D), "float32", data=q.data, strides=q_str,
+                           elem_offset=offsets[0])
+        kv = T.decl_buffer((B, N, Sk, D), "float32", data=k.data, strides=k_str,
+                           elem_offset=offsets[1])
+        vv = T.decl_buffer((B, N, Sk, Dv), "float32", data=v.data, strides=v_str,
+                           elem_offset=offsets[2])
         ov = T.decl_buffer((B, N, Sq, Dv), "float32", data=o.data, strides=o_str)
         # K^T, one contiguous D x tk block per key tile, zero-padded past Sk
         kt = T.alloc_buffer((B * N, nk, D, tk), "float32")
-        # V as (B * N, Sk, Dv): BNSD already is; BSNH rows (N * Dv apart) are packed, or the
-        # rows of a key tile would fall into few cache sets
+        # V as (B * N, Sk, Dv): BNSD already is; BSNH rows (N * Dv apart; QKV's 3 * N * Dv)
+        # are packed, or the rows of a key tile would fall into few cache sets
         if pack_v:
             vp = T.alloc_buffer((B * N, Sk, Dv), "float32")
         else:

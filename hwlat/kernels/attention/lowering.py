@@ -73,6 +73,11 @@ def _scalar(c: relax.Expr) -> float | None:
 
 
 class _Rewriter(KernelRewriter):
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.var2val: dict = {}
+        self.packed = 0  # rewrites that read a packed qkv (layout QKV)
+
     def make_kernel(self, spec: AttentionSpec):
         return kernel_for(spec, cpu_info.current()), KERNEL_NAME
 
@@ -80,8 +85,9 @@ class _Rewriter(KernelRewriter):
         op_pat, op_fn = _op_pattern(self)
         dec_pat, dec_fn = _decomposed_pattern(self)
         func = rewrite_call(op_pat, op_fn, func)
-        self.var2val = relax.analysis.get_var2val(func)  # to see how q and k were made
-        return rewrite_call(dec_pat, dec_fn, func)
+        self.var2val = relax.analysis.get_var2val(func)  # to see how q, k and v were made
+        func = rewrite_call(dec_pat, dec_fn, func)
+        return _cancel_permutes(func) if self.packed else func
 
 
 def _op_pattern(rw: _Rewriter):
@@ -186,9 +192,17 @@ def _decomposed_pattern(rw: _Rewriter):
         eps = None
         if qn is not None and kn is not None and qn[1] == kn[1]:
             (q_expr, eps), k_expr = qn, kn[0]
-        spec = AttentionSpec(b, n, sq, sk, d, dv, scale, None, "BNSD", bias_dims,
+        packed = None
+        if len(qs) == 4 and sq == sk and d == dv:
+            packed = _packed_qkv(q_expr, k_expr, m[v], rw.var2val, (b, sq, 3, n, d),
+                                 scales=eps is None)
+        layout = "BNSD"
+        if packed is not None:
+            qkv, factor = packed
+            layout, scale = "QKV", scale * factor
+        spec = AttentionSpec(b, n, sq, sk, d, dv, scale, None, layout, bias_dims,
                              head_scale is not None, eps)
-        args = [q_expr, k_expr, m[v]]
+        args = [q_expr, k_expr, m[v]] if packed is None else [qkv, qkv, qkv]
         if len(qs) != 4:
             shapes = ((b, n, sq, d), (b, n, sk, d), (b, n, sk, dv))
             args = [relax.op.reshape(a, s) for a, s in zip(args, shapes, strict=True)]
@@ -197,6 +211,11 @@ def _decomposed_pattern(rw: _Rewriter):
         if head_scale is not None:
             args.append(head_scale)
         rw.count += 1
+        if packed is not None:  # out BSNH, viewed BNSD (the exporters' permute back cancels it)
+            rw.packed += 1
+            out = relax.call_tir(rw.kernel(spec), args,
+                                 relax.TensorType((b, sq, n, dv), "float32"))
+            return relax.op.permute_dims(out, [0, 2, 1, 3])
         out = relax.call_tir(rw.kernel(spec), args, relax.TensorType((b, n, sq, dv), "float32"))
         if len(qs) != 4:
             out = relax.op.reshape(out, (*lead, sq, dv))
@@ -234,6 +253,81 @@ def _bias(x: relax.Expr, lead: tuple, sq: int, sk: int, b: int, n: int,
         if head == tuple(lead):
             return (1, n), relax.op.reshape(x, (1, n, sq, sk))
     return (b, n), relax.op.reshape(relax.op.broadcast_to(x, full), (b, n, sq, sk))
+
+
+def _packed_qkv(q: relax.Expr, k: relax.Expr, v: relax.Expr, var2val: dict, shape: tuple,
+                scales: bool) -> tuple[relax.Expr, float] | None:
+    """(X, factor) where q, k and v (B, N, S, D) are X's slices 0, 1 and 2 as timm's attention
+    takes them from its qkv projection, `X (B, S, 3, N, D) -> permute_dims [2, 0, 3, 1, 4] ->
+    split(3, axis 0) -> squeeze(0)`, and q and k are, apart from that, only multiplied by scalar
+    constants (their product: `factor`; where `scales`) or transposed and transposed back
+    (torch's export of SDPA's q * sqrt(scale), k^T * sqrt(scale)); else None."""
+    found = [_qkv_slice(x, var2val, scales) for x in (q, k, v)]
+    if any(f is None for f in found):
+        return None
+    (xq, iq, fq), (xk, ik, fk), (xv, iv, fv) = found
+    if (iq, ik, iv) != (0, 1, 2) or fv != 1.0 or not (xq.same_as(xk) and xk.same_as(xv)):
+        return None
+    if static_f32_shape(xq) != tuple(shape):
+        return None
+    return xq, fq * fk
+
+
+def _qkv_slice(x: relax.Expr, var2val: dict, scales: bool) -> tuple[relax.Expr, int, float] | None:
+    """(X, i, factor): x is factor times slice i of X's third axis, viewed (B, N, S, D) (see
+    _packed_qkv), else None."""
+    factor, swapped = 1.0, False
+    while True:
+        e = _bound(x, var2val)
+        if _is_call(e, "relax.multiply") and scales:
+            lhs, rhs = e.args
+            const, x = (rhs, lhs) if isinstance(rhs, _Constant) else (lhs, rhs)
+            c = _scalar(const) if isinstance(const, _Constant) else None
+            if c is None:
+                return None
+            factor *= c
+        elif _is_call(e, "relax.permute_dims"):
+            axes = e.attrs.axes
+            if axes is None or [int(a) for a in axes] != [0, 1, 3, 2]:
+                return None
+            swapped, x = not swapped, e.args[0]
+        elif _is_call(e, "relax.squeeze") and not swapped:
+            axes = e.attrs.axis
+            item = _bound(e.args[0], var2val)
+            if axes is None or [int(a) for a in axes] != [0] or not isinstance(
+                    item, relax.TupleGetItem):
+                return None
+            split = _bound(item.tuple_value, var2val)
+            if not _is_call(split, "relax.split") or int(split.attrs.axis) != 0:
+                return None
+            sections = split.attrs.indices_or_sections
+            sections = [int(i) for i in sections] if hasattr(sections, "__len__") else [
+                int(sections)]
+            if sections not in ([1, 2], [3]):
+                return None
+            perm = _bound(split.args[0], var2val)
+            if not _is_call(perm, "relax.permute_dims") or perm.attrs.axes is None or [
+                    int(a) for a in perm.attrs.axes] != [2, 0, 3, 1, 4]:
+                return None
+            return perm.args[0], int(item.index), factor
+        else:
+            return None
+
+
+def _cancel_permutes(func: relax.Function) -> relax.Function:
+    """permute_dims(permute_dims(x, a), b) that composes to the identity -> x."""
+    x = wildcard()
+    inner = is_op("relax.permute_dims")(x)
+    pattern = is_op("relax.permute_dims")(inner)
+
+    def rewrite(call: relax.Call, m: dict) -> relax.Expr:
+        a, b = m[inner].attrs.axes, call.attrs.axes
+        if a is None or b is None:
+            return call
+        a, b = [int(i) for i in a], [int(i) for i in b]
+        return m[x] if [a[i] for i in b] == list(range(len(a))) else call
+
+    return rewrite_call(pattern, rewrite, func)
 
 
 def _head_scale(x: relax.Expr, lead: tuple, sq: int, sk: int, n: int) -> relax.Expr | None:

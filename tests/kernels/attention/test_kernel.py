@@ -160,6 +160,35 @@ def test_avx512_tiles_match_reference(name):
     np.testing.assert_allclose(out.numpy(), want, rtol=1e-4, atol=5e-5)
 
 
+@pytest.mark.parametrize("spec", [
+    AttentionSpec(1, 6, 197, 197, 64, 64, 0.125, layout="QKV"),  # ViT-S
+    AttentionSpec(3, 5, 49, 49, 32, 32, 1.0, layout="QKV", bias=(3, 5), head_scale=True,
+                  normalize_eps=1e-12),  # Swin-V2's shifted windows, odd heads
+    AttentionSpec(2, 3, 20, 20, 20, 20, 0.3, 4, layout="QKV"),  # causal, head dim 20
+])
+@pytest.mark.parametrize("cpu", [None, AVX512])
+def test_packed_qkv_matches_reference(spec, cpu):
+    """Layout QKV: q, k and v read from one (B, S, 3, N, D) tensor, passed three times; out
+    BSNH."""
+    func = attention_primfunc(spec, cpu=cpu).with_attr("global_symbol", "attn")
+    ex = tvm.compile(tvm.IRModule({"attn": func}), target=TARGET)
+    rng = np.random.default_rng(7)
+    packed = rng.standard_normal(spec.packed_shape).astype(np.float32)
+    args, bias, head_scale = [packed] * 3, None, None
+    if spec.bias is not None:
+        bias = rng.standard_normal((*spec.bias, spec.q_len, spec.kv_len)).astype(np.float32)
+        args.append(bias)
+    if spec.head_scale:
+        head_scale = rng.uniform(1.0, 20.0, spec.heads).astype(np.float32)
+        args.append(head_scale)
+    out = tvm.runtime.tensor(np.full(spec.shape(spec.q_len, spec.head_dim_v), np.nan, np.float32))
+    ex["attn"](*(tvm.runtime.tensor(x) for x in args), out)
+    q, k, v = (np.ascontiguousarray(packed[:, :, i]) for i in range(3))  # BSNH each
+    want = attention_reference(q, k, v, dataclasses.replace(spec, layout="BSNH"), bias,
+                               head_scale)
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-4, atol=5e-5)
+
+
 def test_causal_mask_changes_the_result():
     """The causal case is not the non-causal one by accident: row 0 sees key 0 only."""
     spec = CASES["self-causal-77-d32"]
@@ -253,6 +282,8 @@ def test_bad_spec_and_tiles_are_refused():
         AttentionSpec(1, 1, 4, 4, 32, 32, 1.0, None, "BHSD")
     with pytest.raises(InvalidInputError, match="dimensions"):
         AttentionSpec(1, 1, 0, 4, 32, 32, 1.0)
+    with pytest.raises(InvalidInputError, match="QKV"):
+        AttentionSpec(1, 1, 4, 8, 32, 32, 1.0, layout="QKV")
     with pytest.raises(InvalidInputError, match="normalize_eps"):
         AttentionSpec(1, 1, 4, 4, 32, 32, 1.0, normalize_eps=0.0)
     with pytest.raises(InvalidInputError, match="tiles"):

@@ -439,3 +439,69 @@ def test_swinv2_cr_compiles_with_cosine_attention_fused_and_matches_onnxruntime(
     assert "relax.nn.softmax" not in calls
     report = compile_model(swinv2_onnx, "host", output=tmp_path / "swinv2.so")
     assert report.max_abs_diff is not None and report.max_abs_diff < 1e-4
+
+
+def timm_qkv_module(b=1, s_len=23, n=3, d=32, *, q_scale=0.42, k_scale=0.42, cosine=False,
+                    same_source=True):
+    """timm's attention as torch exports it, from one fused qkv projection's output:
+    qkv (B, S, 3 * N * D) -> reshape (B, S, 3, N, D) -> permute [2, 0, 3, 1, 4] -> split ->
+    squeeze; q * sqrt(scale) and k^T * sqrt(scale) (SDPA's export) or q and k L2-normalised
+    (cosine); softmax; times v; the output permuted back to (B, S, N, D)."""
+    shapes = {"qkv": (b, s_len, 3 * n * d), "other": (b, s_len, 3 * n * d)}
+    swap = [0, 1, 3, 2]
+
+    def body(bb, qkv, other):
+        def heads(x):
+            x = bb.emit(relax.op.reshape(x, (b, s_len, 3, n, d)))
+            x = bb.emit(relax.op.permute_dims(x, [2, 0, 3, 1, 4]))
+            t = bb.emit(relax.op.split(x, [1, 2], axis=0))
+            return [bb.emit(relax.op.squeeze(bb.emit(relax.TupleGetItem(t, i)), axis=[0]))
+                    for i in range(3)]
+
+        q, k, v = heads(qkv)
+        if not same_source:
+            v = heads(other)[2]
+        if cosine:
+            q, k = _l2_normalize(bb, q, 1e-12, "clip"), _l2_normalize(bb, k, 1e-12, "clip")
+            kt = bb.emit(relax.op.permute_dims(k, swap))
+        else:
+            q = bb.emit(relax.op.multiply(q, relax.const(q_scale, "float32")))
+            kt = bb.emit(relax.op.permute_dims(k, swap))
+            kt = bb.emit(relax.op.multiply(kt, relax.const(k_scale, "float32")))
+        p = bb.emit(relax.op.nn.softmax(bb.emit(relax.op.matmul(q, kt)), axis=-1))
+        out = bb.emit(relax.op.permute_dims(bb.emit(relax.op.matmul(p, v)), [0, 2, 1, 3]))
+        return relax.op.reshape(out, (b, s_len, n * d))
+
+    def reference(qkv, other):
+        def heads(x):
+            return x.reshape(b, s_len, 3, n, d).transpose(2, 0, 3, 1, 4).astype(np.float64)
+
+        q, k, v = heads(qkv)
+        if not same_source:
+            v = heads(other)[2]
+        if cosine:
+            q, k = (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+                    for x in (q, k))
+            sc = q @ np.swapaxes(k, -1, -2)
+        else:
+            sc = (q * q_scale) @ (np.swapaxes(k, -1, -2) * k_scale)
+        p = np.exp(sc - sc.max(-1, keepdims=True))
+        out = (p / p.sum(-1, keepdims=True)) @ v
+        return out.transpose(0, 2, 1, 3).reshape(b, s_len, n * d)
+
+    return _function(shapes, body), shapes, reference
+
+
+@pytest.mark.parametrize(("cosine", "same_source"), [(False, True), (True, True), (False, False)])
+def test_a_fused_qkv_projection_is_read_in_place(cosine, same_source):
+    mod, shapes, reference = timm_qkv_module(cosine=cosine, same_source=same_source)
+    fused = fuse_attention(mod)
+    calls = _calls(fused)
+    assert kernel_calls(fused) == 1
+    if same_source:  # no permute, split, squeeze or scale multiply left around the kernel
+        assert not {"relax.permute_dims", "relax.split", "relax.squeeze", "relax.multiply",
+                    *NORM_OPS} & set(calls)
+    else:  # v from another tensor: the copies stay, the kernel reads BNSD
+        assert "relax.split" in calls
+    (qkv, other), got = build_and_run(mod, shapes)
+    np.testing.assert_allclose(got, reference(qkv, other), rtol=1e-4, atol=5e-5)
