@@ -15,6 +15,12 @@ Two forms are rewritten into one `call_tir` of the kernel (kernel.py), before le
   of the add; a relative position bias, a mask; constant or not) is any float32 tensor that
   broadcasts to the scores: it goes to the kernel as (Bb, Nb, Sq, Sk), Bb and Nb 1 where it is
   broadcast over batch or heads (LeViT's and Swin's per-head position biases stay one copy).
+  c may also be a per-head tensor, constant or not, of shape (1, N, 1, 1) (or fewer leading
+  dims): the kernel's (N,) head-scale operand (Swin-V2's exp(clamped logit scale), folded by
+  the importer to a constant). q and k that are both L2-normalised along the head dim as
+  torch's F.normalize exports, `x / broadcast_to(clip(sqrt(sum(x * x, -1, keepdims)), eps,
+  inf))` (or `maximum(., eps)`; broadcast_to optional), with the same eps, are read before the
+  normalisation and normalised inside the kernel (Swin-V2's cosine attention).
   Swin's shifted-window form, `reshape(reshape(scores + bias, (B / nW, nW, ...)) + mask,
   scores' shape)`, takes bias and mask summed to one (B, N, Sq, Sk) bias (constants: folded).
 
@@ -33,15 +39,19 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
+from hwlat.kernels import cpu as cpu_info
 from hwlat.kernels.attention.kernel import AttentionSpec, attention_primfunc
+from hwlat.kernels.cpu import CpuInfo
 from hwlat.kernels.relax_rewrite import KernelRewriter, as_kernel, module_pass, static_f32_shape
 
 KERNEL_NAME = "hwlat_attention"
+_Constant = tvm.ir.expr.Constant  # relax.const(...)
 
 
 @lru_cache(maxsize=64)
-def kernel_for(spec: AttentionSpec) -> tvm.tirx.PrimFunc:
-    return as_kernel(attention_primfunc(spec))
+def kernel_for(spec: AttentionSpec, cpu: CpuInfo | None = None) -> tvm.tirx.PrimFunc:
+    """The kernel for a spec, tiled for `cpu` (None: the AVX2 reference tiles)."""
+    return as_kernel(attention_primfunc(spec, cpu=cpu))
 
 
 def fuse_attention_pass() -> tvm.transform.Pass:
@@ -63,13 +73,21 @@ def _scalar(c: relax.Expr) -> float | None:
 
 
 class _Rewriter(KernelRewriter):
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.var2val: dict = {}
+        self.packed = 0  # rewrites that read a packed qkv (layout QKV)
+
     def make_kernel(self, spec: AttentionSpec):
-        return kernel_for(spec), KERNEL_NAME
+        return kernel_for(spec, cpu_info.current()), KERNEL_NAME
 
     def rewrite_function(self, func: relax.Function) -> relax.Function:
         op_pat, op_fn = _op_pattern(self)
         dec_pat, dec_fn = _decomposed_pattern(self)
-        return rewrite_call(dec_pat, dec_fn, rewrite_call(op_pat, op_fn, func))
+        func = rewrite_call(op_pat, op_fn, func)
+        self.var2val = relax.analysis.get_var2val(func)  # to see how q, k and v were made
+        func = rewrite_call(dec_pat, dec_fn, func)
+        return _cancel_permutes(func) if self.packed else func
 
 
 def _op_pattern(rw: _Rewriter):
@@ -100,10 +118,10 @@ def _op_pattern(rw: _Rewriter):
 
 
 def _decomposed_pattern(rw: _Rewriter):
-    q, k, kt_any, v, c = wildcard(), wildcard(), wildcard(), wildcard(), is_const()
+    q, k, kt_any, v, c, cm = wildcard(), wildcard(), wildcard(), wildcard(), is_const(), wildcard()
     kt_perm = is_op("relax.permute_dims")(k)
     scores = is_op("relax.matmul")(q, kt_perm | kt_any)
-    mul_r, mul_l = is_op("relax.multiply")(scores, c), is_op("relax.multiply")(c, scores)
+    mul_r, mul_l = is_op("relax.multiply")(scores, cm), is_op("relax.multiply")(cm, scores)
     div = is_op("relax.divide")(scores, c)
     scaled = mul_r | mul_l | div | scores
     bias = wildcard()
@@ -133,16 +151,26 @@ def _decomposed_pattern(rw: _Rewriter):
         sm = m[softmax]
         if int(sm.attrs.axis) not in (-1, len(qs) - 1):
             return call
-        scale = 1.0
-        if c in m:
-            value = _scalar(m[c])
-            if value is None or value == 0.0:
-                return call
-            scale = 1.0 / value if div in m else value
         if len(qs) == 4:
             b, n = lead
         else:
             b, n = 1, int(np.prod(lead, dtype=np.int64))
+        scale, head_scale = 1.0, None
+        if c in m:
+            value = _scalar(m[c])
+            if value is None or value == 0.0:
+                return call
+            scale = 1.0 / value
+        elif cm in m:
+            value = _scalar(m[cm]) if isinstance(m[cm], _Constant) else None
+            if value is not None:
+                if value == 0.0:
+                    return call
+                scale = value
+            else:
+                head_scale = _head_scale(m[cm], tuple(lead), sq, sk, n)
+                if head_scale is None:
+                    return call
         bias_dims, bias_expr = None, None
         if viewed in m:
             v5 = static_f32_shape(m[view5])
@@ -159,15 +187,35 @@ def _decomposed_pattern(rw: _Rewriter):
             bias_dims, bias_expr = _bias(m[bias], tuple(lead), sq, sk, b, n)
             if bias_expr is None:
                 return call
-        k_expr = _k_from(m, k, kt_perm, kt_any, len(qs))
-        spec = AttentionSpec(b, n, sq, sk, d, dv, scale, None, "BNSD", bias_dims)
-        args = [m[q], k_expr, m[v]]
+        q_expr, k_expr = m[q], _k_from(m, k, kt_perm, kt_any, len(qs))
+        qn, kn = _l2_normalized(q_expr, rw.var2val), _l2_normalized(k_expr, rw.var2val)
+        eps = None
+        if qn is not None and kn is not None and qn[1] == kn[1]:
+            (q_expr, eps), k_expr = qn, kn[0]
+        packed = None
+        if len(qs) == 4 and sq == sk and d == dv:
+            packed = _packed_qkv(q_expr, k_expr, m[v], rw.var2val, (b, sq, 3, n, d),
+                                 scales=eps is None)
+        layout = "BNSD"
+        if packed is not None:
+            qkv, factor = packed
+            layout, scale = "QKV", scale * factor
+        spec = AttentionSpec(b, n, sq, sk, d, dv, scale, None, layout, bias_dims,
+                             head_scale is not None, eps)
+        args = [q_expr, k_expr, m[v]] if packed is None else [qkv, qkv, qkv]
         if len(qs) != 4:
             shapes = ((b, n, sq, d), (b, n, sk, d), (b, n, sk, dv))
             args = [relax.op.reshape(a, s) for a, s in zip(args, shapes, strict=True)]
         if bias_expr is not None:
             args.append(bias_expr)
+        if head_scale is not None:
+            args.append(head_scale)
         rw.count += 1
+        if packed is not None:  # out BSNH, viewed BNSD (the exporters' permute back cancels it)
+            rw.packed += 1
+            out = relax.call_tir(rw.kernel(spec), args,
+                                 relax.TensorType((b, sq, n, dv), "float32"))
+            return relax.op.permute_dims(out, [0, 2, 1, 3])
         out = relax.call_tir(rw.kernel(spec), args, relax.TensorType((b, n, sq, dv), "float32"))
         if len(qs) != 4:
             out = relax.op.reshape(out, (*lead, sq, dv))
@@ -205,6 +253,151 @@ def _bias(x: relax.Expr, lead: tuple, sq: int, sk: int, b: int, n: int,
         if head == tuple(lead):
             return (1, n), relax.op.reshape(x, (1, n, sq, sk))
     return (b, n), relax.op.reshape(relax.op.broadcast_to(x, full), (b, n, sq, sk))
+
+
+def _packed_qkv(q: relax.Expr, k: relax.Expr, v: relax.Expr, var2val: dict, shape: tuple,
+                scales: bool) -> tuple[relax.Expr, float] | None:
+    """(X, factor) where q, k and v (B, N, S, D) are X's slices 0, 1 and 2 as timm's attention
+    takes them from its qkv projection, `X (B, S, 3, N, D) -> permute_dims [2, 0, 3, 1, 4] ->
+    split(3, axis 0) -> squeeze(0)`, and q and k are, apart from that, only multiplied by scalar
+    constants (their product: `factor`; where `scales`) or transposed and transposed back
+    (torch's export of SDPA's q * sqrt(scale), k^T * sqrt(scale)); else None."""
+    found = [_qkv_slice(x, var2val, scales) for x in (q, k, v)]
+    if any(f is None for f in found):
+        return None
+    (xq, iq, fq), (xk, ik, fk), (xv, iv, fv) = found
+    if (iq, ik, iv) != (0, 1, 2) or fv != 1.0 or not (xq.same_as(xk) and xk.same_as(xv)):
+        return None
+    if static_f32_shape(xq) != tuple(shape):
+        return None
+    return xq, fq * fk
+
+
+def _qkv_slice(x: relax.Expr, var2val: dict, scales: bool) -> tuple[relax.Expr, int, float] | None:
+    """(X, i, factor): x is factor times slice i of X's third axis, viewed (B, N, S, D) (see
+    _packed_qkv), else None."""
+    factor, swapped = 1.0, False
+    while True:
+        e = _bound(x, var2val)
+        if _is_call(e, "relax.multiply") and scales:
+            lhs, rhs = e.args
+            const, x = (rhs, lhs) if isinstance(rhs, _Constant) else (lhs, rhs)
+            c = _scalar(const) if isinstance(const, _Constant) else None
+            if c is None:
+                return None
+            factor *= c
+        elif _is_call(e, "relax.permute_dims"):
+            axes = e.attrs.axes
+            if axes is None or [int(a) for a in axes] != [0, 1, 3, 2]:
+                return None
+            swapped, x = not swapped, e.args[0]
+        elif _is_call(e, "relax.squeeze") and not swapped:
+            axes = e.attrs.axis
+            item = _bound(e.args[0], var2val)
+            if axes is None or [int(a) for a in axes] != [0] or not isinstance(
+                    item, relax.TupleGetItem):
+                return None
+            split = _bound(item.tuple_value, var2val)
+            if not _is_call(split, "relax.split") or int(split.attrs.axis) != 0:
+                return None
+            sections = split.attrs.indices_or_sections
+            sections = [int(i) for i in sections] if hasattr(sections, "__len__") else [
+                int(sections)]
+            if sections not in ([1, 2], [3]):
+                return None
+            perm = _bound(split.args[0], var2val)
+            if not _is_call(perm, "relax.permute_dims") or perm.attrs.axes is None or [
+                    int(a) for a in perm.attrs.axes] != [2, 0, 3, 1, 4]:
+                return None
+            return perm.args[0], int(item.index), factor
+        else:
+            return None
+
+
+def _cancel_permutes(func: relax.Function) -> relax.Function:
+    """permute_dims(permute_dims(x, a), b) that composes to the identity -> x."""
+    x = wildcard()
+    inner = is_op("relax.permute_dims")(x)
+    pattern = is_op("relax.permute_dims")(inner)
+
+    def rewrite(call: relax.Call, m: dict) -> relax.Expr:
+        a, b = m[inner].attrs.axes, call.attrs.axes
+        if a is None or b is None:
+            return call
+        a, b = [int(i) for i in a], [int(i) for i in b]
+        return m[x] if [a[i] for i in b] == list(range(len(a))) else call
+
+    return rewrite_call(pattern, rewrite, func)
+
+
+def _head_scale(x: relax.Expr, lead: tuple, sq: int, sk: int, n: int) -> relax.Expr | None:
+    """A multiplier of the scores (*lead, Sq, Sk) that varies by head only, as the kernel's
+    (N,) head-scale operand; None where it is not one (a float32 tensor of static shape that
+    is 1 but on the heads axis: axis 1 of rank-4 scores, axis 0 of rank-3 ones)."""
+    shape = static_f32_shape(x)
+    full = (*lead, sq, sk)
+    if not _broadcasts(shape, full):
+        return None
+    shape = (1,) * (len(full) - len(shape)) + tuple(shape)
+    heads_axis = len(lead) - 1 if len(lead) else None
+    if any(s != 1 for i, s in enumerate(shape) if i != heads_axis):
+        return None
+    size = int(np.prod(shape, dtype=np.int64))
+    flat = relax.op.reshape(x, (size,))
+    return flat if size == n else relax.op.broadcast_to(flat, (n,))
+
+
+def _bound(expr: relax.Expr, var2val: dict) -> relax.Expr:
+    return var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
+
+
+def _is_call(expr: relax.Expr, op: str) -> bool:
+    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == op
+
+
+def _float_arg(a) -> float | None:
+    """A clip bound: a FloatImm, or a value that wraps one."""
+    v = getattr(a, "value", None)
+    v = getattr(v, "value", v)
+    return float(v) if isinstance(v, int | float) else None
+
+
+def _l2_normalized(expr: relax.Expr, var2val: dict) -> tuple[relax.Expr, float] | None:
+    """(x, eps) where `expr` is x L2-normalised along its last axis as torch's F.normalize
+    exports it: x / [broadcast_to](clip(sqrt(sum(x * x, axis=-1, keepdims=True)), eps, inf))
+    or with maximum(., eps) for the clip; else None."""
+    div = _bound(expr, var2val)
+    if not _is_call(div, "relax.divide"):
+        return None
+    x, den = div.args
+    den = _bound(den, var2val)
+    if _is_call(den, "relax.broadcast_to"):
+        den = _bound(den.args[0], var2val)
+    if _is_call(den, "relax.clip"):
+        lo, hi = (_float_arg(a) for a in den.args[1:])
+        if lo is None or hi is None or not math.isinf(hi) or hi < 0:
+            return None
+        eps, root = float(lo), _bound(den.args[0], var2val)
+    elif _is_call(den, "relax.maximum"):
+        lhs, rhs = den.args
+        const, other = (rhs, lhs) if isinstance(rhs, _Constant) else (lhs, rhs)
+        eps = _scalar(const) if isinstance(const, _Constant) else None
+        root = _bound(other, var2val)
+    else:
+        return None
+    if eps is None or not eps > 0 or not _is_call(root, "relax.sqrt"):
+        return None
+    red = _bound(root.args[0], var2val)
+    if not _is_call(red, "relax.sum") or not bool(red.attrs.keepdims):
+        return None
+    rank = len(static_f32_shape(x) or ())
+    axes = red.attrs.axis
+    if rank == 0 or axes is None or [int(a) % rank for a in axes] != [rank - 1]:
+        return None
+    sq = _bound(red.args[0], var2val)
+    if not _is_call(sq, "relax.multiply") or not all(a.same_as(x) for a in sq.args):
+        return None
+    return x, eps
 
 
 def _k_from(m: dict, k, kt_perm, kt_any, rank: int) -> relax.Expr:

@@ -1,9 +1,11 @@
 """hwlat's fused attention kernel against the numpy reference (float64 softmax): non-causal and
 causal, self and cross attention, lengths that are not multiples of the tiles, head dims 32, 64
-and 128 and value head dims 16 does not divide (20, 36, 40), both layouts."""
+and 128 and value head dims 16 does not divide (20, 36, 40), both layouts; Swin-V2's cosine
+attention (q and k L2-normalised in the kernel, a per-head score scale)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -19,6 +21,8 @@ from hwlat.kernels.attention import (
     attention_reference,
     fast_exp2,
 )
+from hwlat.kernels.attention.kernel import default_tiles
+from hwlat.kernels.cpu import AVX512
 from hwlat.lowering.targets import make_target
 
 pytestmark = pytest.mark.tvm
@@ -88,6 +92,103 @@ def test_additive_bias_matches_reference(spec):
     np.testing.assert_allclose(out.numpy(), want, rtol=1e-4, atol=2e-5)
 
 
+COSINE = {
+    # Swin-V2 windows: odd head counts, 7x7 and 8x8 windows, a bias; the normalisation and head
+    # scale also without a bias, causal, in BSNH and with a head dim 16 does not divide
+    "swinv2-w7-3heads-bias": AttentionSpec(2, 3, 49, 49, 32, 32, 1.0, bias=(1, 3),
+                                           head_scale=True, normalize_eps=1e-12),
+    "swinv2-w8-5heads-bias-per-image": AttentionSpec(3, 5, 64, 64, 32, 32, 1.0, bias=(3, 1),
+                                                     head_scale=True, normalize_eps=1e-12),
+    "normalized-only-causal-d20": AttentionSpec(1, 3, 33, 41, 20, 20, 0.7, 8,
+                                                normalize_eps=1e-6),
+    "head-scale-only-bsnh": AttentionSpec(1, 7, 30, 70, 24, 40, 0.2, None, "BSNH",
+                                          head_scale=True),
+}
+
+
+@pytest.mark.parametrize("name", COSINE)
+def test_cosine_attention_and_head_scale_match_reference(name):
+    spec = COSINE[name]
+    func = attention_primfunc(spec).with_attr("global_symbol", "attn")
+    ex = tvm.compile(tvm.IRModule({"attn": func}), target=TARGET)
+    rng = np.random.default_rng(4)
+    # rows of different norms (and one zero row of q: eps keeps it finite, its scores 0)
+    q, k, v = (rng.standard_normal(spec.shape(s, d)).astype(np.float32)
+               * rng.uniform(0.1, 5.0, spec.shape(s, 1)).astype(np.float32)
+               for s, d in ((spec.q_len, spec.head_dim), (spec.kv_len, spec.head_dim),
+                            (spec.kv_len, spec.head_dim_v)))
+    q[0, ..., 0, :] = 0.0
+    args = [q, k, v]
+    bias = head_scale = None
+    if spec.bias is not None:
+        bias = (3 * rng.standard_normal((*spec.bias, spec.q_len, spec.kv_len))).astype(np.float32)
+        args.append(bias)
+    if spec.head_scale:  # exp(logit scale clamped to log(100)), one per head
+        head_scale = np.exp(rng.uniform(0.0, np.log(100.0), spec.heads)).astype(np.float32)
+        args.append(head_scale)
+    out = tvm.runtime.tensor(np.full(spec.shape(spec.q_len, spec.head_dim_v), np.nan, np.float32))
+    ex["attn"](*(tvm.runtime.tensor(x) for x in args), out)
+    want = attention_reference(q, k, v, spec, bias, head_scale)
+    plain = dataclasses.replace(spec, head_scale=False, normalize_eps=None)
+    assert np.abs(want - attention_reference(q, k, v, plain, bias)).max() > 0.1  # both matter
+    # scores up to 100 x cos: a relative error of 1e-7 in a score moves the output ~1e-5
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-4, atol=5e-5)
+
+
+@pytest.mark.parametrize("name", [*CASES, *COSINE])
+def test_avx512_tiles_match_reference(name):
+    """The tiles AVX-512 targets get (8 x 32 micro-kernels, key tiles of 128, one query tile
+    for short sequences) on every case; built for this machine's CPU, any x86-64 runs them."""
+    spec = {**CASES, **COSINE}[name]
+    tiles = default_tiles(spec, AVX512)
+    assert tiles != default_tiles(spec) and tiles.nr == 32
+    func = attention_primfunc(spec, cpu=AVX512).with_attr("global_symbol", "attn")
+    ex = tvm.compile(tvm.IRModule({"attn": func}), target=TARGET)
+    rng = np.random.default_rng(6)
+    q, k, v = (rng.standard_normal(spec.shape(s, d)).astype(np.float32) for s, d in (
+        (spec.q_len, spec.head_dim), (spec.kv_len, spec.head_dim), (spec.kv_len, spec.head_dim_v)))
+    args, bias, head_scale = [q, k, v], None, None
+    if spec.bias is not None:
+        bias = rng.standard_normal((*spec.bias, spec.q_len, spec.kv_len)).astype(np.float32)
+        args.append(bias)
+    if spec.head_scale:
+        head_scale = rng.uniform(1.0, 20.0, spec.heads).astype(np.float32)
+        args.append(head_scale)
+    out = tvm.runtime.tensor(np.full(spec.shape(spec.q_len, spec.head_dim_v), np.nan, np.float32))
+    ex["attn"](*(tvm.runtime.tensor(x) for x in args), out)
+    want = attention_reference(q, k, v, spec, bias, head_scale)
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-4, atol=5e-5)
+
+
+@pytest.mark.parametrize("spec", [
+    AttentionSpec(1, 6, 197, 197, 64, 64, 0.125, layout="QKV"),  # ViT-S
+    AttentionSpec(3, 5, 49, 49, 32, 32, 1.0, layout="QKV", bias=(3, 5), head_scale=True,
+                  normalize_eps=1e-12),  # Swin-V2's shifted windows, odd heads
+    AttentionSpec(2, 3, 20, 20, 20, 20, 0.3, 4, layout="QKV"),  # causal, head dim 20
+])
+@pytest.mark.parametrize("cpu", [None, AVX512])
+def test_packed_qkv_matches_reference(spec, cpu):
+    """Layout QKV: q, k and v read from one (B, S, 3, N, D) tensor, passed three times; out
+    BSNH."""
+    func = attention_primfunc(spec, cpu=cpu).with_attr("global_symbol", "attn")
+    ex = tvm.compile(tvm.IRModule({"attn": func}), target=TARGET)
+    rng = np.random.default_rng(7)
+    packed = rng.standard_normal(spec.packed_shape).astype(np.float32)
+    args, bias, head_scale = [packed] * 3, None, None
+    if spec.bias is not None:
+        bias = rng.standard_normal((*spec.bias, spec.q_len, spec.kv_len)).astype(np.float32)
+        args.append(bias)
+    if spec.head_scale:
+        head_scale = rng.uniform(1.0, 20.0, spec.heads).astype(np.float32)
+        args.append(head_scale)
+    out = tvm.runtime.tensor(np.full(spec.shape(spec.q_len, spec.head_dim_v), np.nan, np.float32))
+    ex["attn"](*(tvm.runtime.tensor(x) for x in args), out)
+    q, k, v = (np.ascontiguousarray(packed[:, :, i]) for i in range(3))  # BSNH each
+    want = attention_reference(q, k, v, dataclasses.replace(spec, layout="BSNH"), bias,
+                               head_scale)
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-4, atol=5e-5)
+
+
 def test_causal_mask_changes_the_result():
     """The causal case is not the non-causal one by accident: row 0 sees key 0 only."""
     spec = CASES["self-causal-77-d32"]
@@ -152,6 +253,28 @@ def test_fast_exp2_is_accurate_below_zero():
     assert 0.0 <= out.numpy()[4000] < 1e-37 and 0.0 <= out.numpy()[4001] < 1e-37
 
 
+def test_fast_exp2_flushed_gives_zeros_not_denormals_below_minus_126():
+    """The softmax's 2^x: masked keys (x far below -126) weigh exactly 0, and nothing between
+    0 and the smallest normal float32 comes out (denormal products slow x86 down)."""
+    @T.prim_func(s_tir=True)
+    def exp2_flush(a: T.Buffer((4096,), "float32"), b: T.Buffer((4096,), "float32")):
+        for i in T.vectorized(4096):
+            b[i] = fast_exp2(a[i], flush=True)
+
+    ex = tvm.compile(tvm.IRModule({"f": exp2_flush.with_attr("global_symbol", "f")}),
+                     target=TARGET)
+    x = np.concatenate([np.linspace(-125.9, 0.0, 4000), np.linspace(-200.0, -126.0, 90),
+                        [-1e30, -3e38, -126.2, -126.7, -127.0, -126.0]]).astype(np.float32)
+    out = tvm.runtime.tensor(np.full_like(x, np.nan))
+    ex["f"](tvm.runtime.tensor(x), out)
+    got = out.numpy()
+    want = np.exp2(x[:4000].astype(np.float64))
+    assert np.max(np.abs(got[:4000] - want) / want) < 1e-6
+    np.testing.assert_array_equal(got[4000:], 0.0)
+    tiny = np.finfo(np.float32).tiny
+    assert not np.any((got > 0) & (got < tiny))
+
+
 def test_bad_spec_and_tiles_are_refused():
     with pytest.raises(InvalidInputError, match="bias"):
         AttentionSpec(2, 3, 8, 8, 32, 32, 1.0, bias=(2, 2))
@@ -159,5 +282,9 @@ def test_bad_spec_and_tiles_are_refused():
         AttentionSpec(1, 1, 4, 4, 32, 32, 1.0, None, "BHSD")
     with pytest.raises(InvalidInputError, match="dimensions"):
         AttentionSpec(1, 1, 0, 4, 32, 32, 1.0)
+    with pytest.raises(InvalidInputError, match="QKV"):
+        AttentionSpec(1, 1, 4, 8, 32, 32, 1.0, layout="QKV")
+    with pytest.raises(InvalidInputError, match="normalize_eps"):
+        AttentionSpec(1, 1, 4, 4, 32, 32, 1.0, normalize_eps=0.0)
     with pytest.raises(InvalidInputError, match="tiles"):
         attention_primfunc(AttentionSpec(1, 1, 4, 4, 32, 32, 1.0), Tiles(tq=20))

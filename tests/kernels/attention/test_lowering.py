@@ -296,3 +296,212 @@ def test_vit_tiny_compiles_with_the_kernel_and_matches_onnxruntime(vit_onnx, tmp
     assert report.max_abs_diff is not None and report.max_abs_diff < 1e-4
     lib = tvm.runtime.load_module(str(report.output))
     assert any(m.implements_function(KERNEL_NAME) for m in [lib, *lib.imports])
+
+
+def _l2_normalize(bb, x, eps: float, form: str):
+    """torch's F.normalize(x, dim=-1) as its ONNX export imports: ReduceL2 -> Clip -> Expand ->
+    Div; `form` "maximum" writes the clamp as a maximum and drops the broadcast_to."""
+    norm = bb.emit(relax.op.sqrt(bb.emit(relax.op.sum(bb.emit(relax.op.multiply(x, x)),
+                                                      axis=[-1], keepdims=True))))
+    if form == "maximum":
+        return bb.emit(relax.op.divide(x, bb.emit(relax.op.maximum(
+            norm, relax.const(eps, "float32")))))
+    clipped = bb.emit(relax.op.clip(norm, eps, float("inf")))
+    return bb.emit(relax.op.divide(x, bb.emit(relax.op.broadcast_to(clipped, x.ty.shape))))
+
+
+def cosine_module(b=2, nw=3, n=3, s_len=49, d=32, *, form="clip", rank=4, q_eps=1e-12,
+                  k_eps=1e-12, scale_input=False, mask=True):
+    """Swin-V2's attention as torch exports it: q and k L2-normalised (F.normalize), their
+    scores times a per-head exp(logit scale), plus a relative position bias, plus the shifted
+    windows' mask (viewed to (B, nW, N, S, S) and back), softmax, times v."""
+    lead = (b * nw, n) if rank == 4 else (b * nw * n,)
+    shapes = {"q": (*lead, s_len, d), "k": (*lead, s_len, d), "v": (*lead, s_len, d)}
+    rng = np.random.default_rng(5)
+    hs_shape = (1, n, 1, 1) if rank == 4 else (b * nw * n, 1, 1)
+    head_scale = np.exp(rng.uniform(0.0, np.log(100.0), hs_shape)).astype(np.float32)
+    bias = (16 * rng.random((n, s_len, s_len)) - 8).astype(np.float32)  # 16 * sigmoid(mlp)
+    bias_full = np.broadcast_to(bias, (b * nw, n, s_len, s_len)).reshape(*lead, s_len, s_len)
+    masks = np.where(rng.random((nw, 1, s_len, s_len)) < 0.3, -100.0, 0.0).astype(np.float32)
+    if scale_input:
+        shapes["head_scale"] = hs_shape
+    swap = [*range(rank - 2), rank - 1, rank - 2]
+
+    def body(bb, q, k, v, *rest):
+        hs = rest[0] if rest else relax.const(head_scale)
+        qn = _l2_normalize(bb, q, q_eps, form) if q_eps else q
+        kn = _l2_normalize(bb, k, k_eps, form) if k_eps else k
+        s = bb.emit(relax.op.matmul(qn, bb.emit(relax.op.permute_dims(kn, swap))))
+        s = bb.emit(relax.op.multiply(s, hs))
+        s = bb.emit(relax.op.add(s, relax.const(bias if rank == 4 else bias_full)))
+        if mask:
+            s = bb.emit(relax.op.reshape(s, (b, nw, n, s_len, s_len)))
+            s = bb.emit(relax.op.add(s, relax.const(masks)))
+            s = bb.emit(relax.op.reshape(s, (*lead, s_len, s_len)))
+        return relax.op.matmul(bb.emit(relax.op.nn.softmax(s, axis=-1)), v)
+
+    def reference(q, k, v, hs=None):
+        hs = head_scale if hs is None else hs
+        q, k = q.astype(np.float64), k.astype(np.float64)
+        if q_eps:
+            q = q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), q_eps)
+        if k_eps:
+            k = k / np.maximum(np.linalg.norm(k, axis=-1, keepdims=True), k_eps)
+        sc = np.einsum("...id,...jd->...ij", q, k) * hs + bias_full
+        if mask:
+            sc = (sc.reshape(b, nw, n, s_len, s_len) + masks[None]).reshape(*lead, s_len, s_len)
+        p = np.exp(sc - sc.max(-1, keepdims=True))
+        return (p / p.sum(-1, keepdims=True)) @ v.astype(np.float64)
+
+    return _function(shapes, body), shapes, reference
+
+
+NORM_OPS = ("relax.sqrt", "relax.sum", "relax.divide")
+
+
+@pytest.mark.parametrize(("form", "rank", "scale_input", "mask"), [
+    ("clip", 4, False, True),  # Swin-V2's shifted window, as torch exports it
+    ("maximum", 4, True, False),  # a logit scale that is an input, not a constant
+    ("clip", 3, False, False),  # heads folded into the batch: a (B * N, 1, 1) head scale
+])
+def test_swinv2_cosine_attention_is_rewritten_and_matches(form, rank, scale_input, mask):
+    mod, shapes, reference = cosine_module(form=form, rank=rank, scale_input=scale_input,
+                                           mask=mask, n=3 if rank == 4 else 1)
+    fused = fuse_attention(mod)
+    calls = _calls(fused)
+    assert kernel_calls(fused) == 1
+    # the normalisation, the scale and the softmax all run in the kernel
+    assert not set(calls) & {*NORM_OPS, "relax.nn.softmax", "relax.matmul", "relax.multiply"}
+    (q, k, v, *rest), got = build_and_run(mod, shapes)
+    np.testing.assert_allclose(got, reference(q, k, v, *rest), rtol=1e-4, atol=5e-5)
+
+
+@pytest.mark.parametrize(("q_eps", "k_eps"), [(1e-12, None), (1e-12, 1e-6)])
+def test_q_and_k_normalised_unalike_keep_their_normalisation(q_eps, k_eps):
+    # only q normalised, or with another eps than k: the kernel takes the scores as given
+    mod, shapes, reference = cosine_module(b=1, nw=2, n=5, s_len=16, q_eps=q_eps, k_eps=k_eps)
+    fused = fuse_attention(mod)
+    calls = _calls(fused)
+    assert kernel_calls(fused) == 1 and set(NORM_OPS) <= set(calls)
+    (q, k, v), got = build_and_run(mod, shapes)
+    np.testing.assert_allclose(got, reference(q, k, v), rtol=1e-4, atol=5e-5)
+
+
+def test_a_multiplier_that_varies_by_query_is_left_alone():
+    shapes = {"q": (2, 3, 8, 32), "k": (2, 3, 8, 32), "v": (2, 3, 8, 32)}
+    per_query = relax.const(np.linspace(0.5, 2.0, 8, dtype=np.float32).reshape(1, 1, 8, 1))
+
+    def body(bb, q, k, v):
+        s = bb.emit(relax.op.matmul(q, bb.emit(relax.op.permute_dims(k, [0, 1, 3, 2]))))
+        s = bb.emit(relax.op.multiply(s, per_query))
+        return relax.op.matmul(bb.emit(relax.op.nn.softmax(s)), v)
+
+    mod = _function(shapes, body)
+    assert fuse_attention(mod).same_as(mod)
+
+
+@pytest.fixture(scope="module")
+def swinv2_onnx(tmp_path_factory):
+    """A two-stage timm Swin-V2-CR at 56 x 56 (7 x 7 windows, 3 and 5 heads of 20 and 24
+    channels; the second block of stage 1 shifted, with the mask), random weights, exported by
+    torch's TorchScript exporter as the corpus's torch route does."""
+    torch = pytest.importorskip("torch")
+    from timm.models.swin_transformer_v2_cr import SwinTransformerV2Cr
+
+    torch.manual_seed(0)
+    model = SwinTransformerV2Cr(img_size=(56, 56), window_size=7, embed_dim=60, depths=(2, 2),
+                                num_heads=(3, 5), num_classes=10).eval()
+    with torch.no_grad():  # logit scales of their own per head (timm starts all at log 10)
+        for blk in model.modules():
+            if hasattr(blk, "logit_scale"):
+                blk.logit_scale.uniform_(0.0, 5.0)
+    path = tmp_path_factory.mktemp("swinv2") / "swinv2.onnx"
+    torch.onnx.export(model, torch.randn(1, 3, 56, 56), path, opset_version=17, dynamo=False,
+                      input_names=["input"])
+    return path
+
+
+@pytest.mark.heavy  # a timm export and a TVM build of the whole net (~1 minute on two cores)
+def test_swinv2_cr_compiles_with_cosine_attention_fused_and_matches_onnxruntime(swinv2_onnx,
+                                                                                 tmp_path):
+    from hwlat.graph.load import load
+    from hwlat.lowering.compile import compile_model
+    from hwlat.lowering.custom import import_onnx
+
+    mod = import_onnx(load(swinv2_onnx).meta["onnx"])
+    before, fused = _calls(mod), fuse_attention(mod)
+    calls = _calls(fused)
+    assert kernel_calls(fused) == 4
+    # q's and k's normalisation (a sqrt, a sum and a divide each) went into the kernel; GELU's
+    # divides stay
+    assert before.count("relax.sqrt") == 8 and not {"relax.sqrt", "relax.sum"} & set(calls)
+    assert before.count("relax.divide") - calls.count("relax.divide") == 8
+    assert "relax.nn.softmax" not in calls
+    report = compile_model(swinv2_onnx, "host", output=tmp_path / "swinv2.so")
+    assert report.max_abs_diff is not None and report.max_abs_diff < 1e-4
+
+
+def timm_qkv_module(b=1, s_len=23, n=3, d=32, *, q_scale=0.42, k_scale=0.42, cosine=False,
+                    same_source=True):
+    """timm's attention as torch exports it, from one fused qkv projection's output:
+    qkv (B, S, 3 * N * D) -> reshape (B, S, 3, N, D) -> permute [2, 0, 3, 1, 4] -> split ->
+    squeeze; q * sqrt(scale) and k^T * sqrt(scale) (SDPA's export) or q and k L2-normalised
+    (cosine); softmax; times v; the output permuted back to (B, S, N, D)."""
+    shapes = {"qkv": (b, s_len, 3 * n * d), "other": (b, s_len, 3 * n * d)}
+    swap = [0, 1, 3, 2]
+
+    def body(bb, qkv, other):
+        def heads(x):
+            x = bb.emit(relax.op.reshape(x, (b, s_len, 3, n, d)))
+            x = bb.emit(relax.op.permute_dims(x, [2, 0, 3, 1, 4]))
+            t = bb.emit(relax.op.split(x, [1, 2], axis=0))
+            return [bb.emit(relax.op.squeeze(bb.emit(relax.TupleGetItem(t, i)), axis=[0]))
+                    for i in range(3)]
+
+        q, k, v = heads(qkv)
+        if not same_source:
+            v = heads(other)[2]
+        if cosine:
+            q, k = _l2_normalize(bb, q, 1e-12, "clip"), _l2_normalize(bb, k, 1e-12, "clip")
+            kt = bb.emit(relax.op.permute_dims(k, swap))
+        else:
+            q = bb.emit(relax.op.multiply(q, relax.const(q_scale, "float32")))
+            kt = bb.emit(relax.op.permute_dims(k, swap))
+            kt = bb.emit(relax.op.multiply(kt, relax.const(k_scale, "float32")))
+        p = bb.emit(relax.op.nn.softmax(bb.emit(relax.op.matmul(q, kt)), axis=-1))
+        out = bb.emit(relax.op.permute_dims(bb.emit(relax.op.matmul(p, v)), [0, 2, 1, 3]))
+        return relax.op.reshape(out, (b, s_len, n * d))
+
+    def reference(qkv, other):
+        def heads(x):
+            return x.reshape(b, s_len, 3, n, d).transpose(2, 0, 3, 1, 4).astype(np.float64)
+
+        q, k, v = heads(qkv)
+        if not same_source:
+            v = heads(other)[2]
+        if cosine:
+            q, k = (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+                    for x in (q, k))
+            sc = q @ np.swapaxes(k, -1, -2)
+        else:
+            sc = (q * q_scale) @ (np.swapaxes(k, -1, -2) * k_scale)
+        p = np.exp(sc - sc.max(-1, keepdims=True))
+        out = (p / p.sum(-1, keepdims=True)) @ v
+        return out.transpose(0, 2, 1, 3).reshape(b, s_len, n * d)
+
+    return _function(shapes, body), shapes, reference
+
+
+@pytest.mark.parametrize(("cosine", "same_source"), [(False, True), (True, True), (False, False)])
+def test_a_fused_qkv_projection_is_read_in_place(cosine, same_source):
+    mod, shapes, reference = timm_qkv_module(cosine=cosine, same_source=same_source)
+    fused = fuse_attention(mod)
+    calls = _calls(fused)
+    assert kernel_calls(fused) == 1
+    if same_source:  # no permute, split, squeeze or scale multiply left around the kernel
+        assert not {"relax.permute_dims", "relax.split", "relax.squeeze", "relax.multiply",
+                    *NORM_OPS} & set(calls)
+    else:  # v from another tensor: the copies stay, the kernel reads BNSD
+        assert "relax.split" in calls
+    (qkv, other), got = build_and_run(mod, shapes)
+    np.testing.assert_allclose(got, reference(qkv, other), rtol=1e-4, atol=5e-5)
