@@ -8,8 +8,12 @@ a one-node kernel. Rule lists compose with `+`.
 
 Kernel boundaries belong to the device: a device file's `fusion` names one of RULE_SETS
 ("default": what onnxruntime and TVM's own lowering run as one kernel; "tvm-cpu": the default
-plus a MobileNet block's convs as one kernel, as hwlat's x86-64 TVM lowering runs them,
-`hwlat.graph.mbconv`), and everything that cuts a model for a device passes it to `fuse`.
+plus what hwlat's x86-64 TVM lowering runs as one kernel: a MobileNet block's convs
+(`hwlat.graph.mbconv`), an inference BN + ReLU in front of a 1x1 conv with the conv, and
+DenseNet's transition pool with them (`hwlat.graph.dense_block`)), and everything that cuts a
+model for a device passes it to `fuse`. A rule that does not emit (`Rule.emits`) claims nodes
+that run as no kernel: "tvm-cpu"'s dense-block concats, whose producers write their slices of
+one buffer in place, so the table holds no copy the compiled model does not make.
 """
 
 from __future__ import annotations
