@@ -23,8 +23,9 @@ RPC_RUNNER = "hwlat.runners.tvm_rpc:TvmRpcRunner"
 PREDICTION_ROUTES = {"neuromorphic": "spikes", "roofline": "analytic"}
 # where a device's kernel boundaries lie: the fusion rule sets a device file's `fusion` names
 # (hwlat.graph.fuse.RULE_SETS holds their rules): "default", what onnxruntime and TVM's own
-# lowering run as one kernel; "tvm-cpu", also a MobileNet block's convs as one kernel, as
-# hwlat's x86-64 TVM lowering runs them
+# lowering run as one kernel; "tvm-cpu", also a MobileNet block's convs as one kernel and
+# DenseNet's BN + ReLU in its 1x1 convs (a dense block's concats no kernel), as hwlat's x86-64
+# TVM lowering runs them
 FUSION_RULE_SETS = ("default", "tvm-cpu")
 
 

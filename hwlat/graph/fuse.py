@@ -8,8 +8,12 @@ a one-node kernel. Rule lists compose with `+`.
 
 Kernel boundaries belong to the device: a device file's `fusion` names one of RULE_SETS
 ("default": what onnxruntime and TVM's own lowering run as one kernel; "tvm-cpu": the default
-plus a MobileNet block's convs as one kernel, as hwlat's x86-64 TVM lowering runs them,
-`hwlat.graph.mbconv`), and everything that cuts a model for a device passes it to `fuse`.
+plus what hwlat's x86-64 TVM lowering runs as one kernel: a MobileNet block's convs
+(`hwlat.graph.mbconv`), an inference BN + ReLU in front of a 1x1 conv with the conv, and
+DenseNet's transition pool with them (`hwlat.graph.dense_block`)), and everything that cuts a
+model for a device passes it to `fuse`. A rule that does not emit (`Rule.emits`) claims nodes
+that run as no kernel: "tvm-cpu"'s dense-block concats, whose producers write their slices of
+one buffer in place, so the table holds no copy the compiled model does not make.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwlat.errors import InvalidInputError, InvalidModelError
-from hwlat.graph import mbconv
+from hwlat.graph import dense_block, mbconv
 from hwlat.graph.ir import AttrValue, Graph, Node, TensorSig
 from hwlat.graph.kernel import Kernel, KernelKey, KernelKind
 from hwlat.graph.ops import (
@@ -60,6 +64,7 @@ class Rule:
     kind: KernelKind
     anchors: frozenset[Op]
     fn: Callable[[Graph, Node, Set[str]], Match | None]  # (graph, anchor, taken)
+    emits: bool = True  # False: the nodes it claims run as no kernel (written in place)
 
 
 # --- helpers shared by rules -------------------------------------------------------------
@@ -337,6 +342,149 @@ def mbconv_rule(g: Graph, dw: Node, taken: Set[str]) -> Match | None:
     return None
 
 
+def _ints(n: Node, key: str, default: int, count: int) -> tuple[int, ...]:
+    v = n.attr(key)
+    if v is None:
+        return (default,) * count
+    return tuple(v) if isinstance(v, tuple) else (v,)
+
+
+def _prologue(g: Graph, conv: Node, taken: Set[str]) -> list[Node] | None:
+    """[BatchNorm, Relu] in front of a conv the dense kernels read through a prologue
+    (`dense_block.prologue_conv`): a float32 static-shape 2-D conv, groups 1, constant weight,
+    whose input is relu(batch_norm(z)) (inference, constant parameters over z's channels), each
+    value read by the next alone; else None."""
+    if conv.op is not Op.Conv or conv.attr("group", 1) != 1 or not g.is_const(conv.inputs[1]) \
+            or conv.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
+        return None
+    x, y = mbconv.shape4(g, conv.inputs[0]), mbconv.shape4(g, conv.outputs[0])
+    w = mbconv.shape4(g, conv.inputs[1])
+    if x is None or y is None or w is None or any(d != 1 for d in _ints(conv, "dilations", 1, 2)):
+        return None
+    if not dense_block.prologue_conv(w[2:], _ints(conv, "strides", 1, 2), _ints(conv, "pads", 0, 4),
+                                     y[0] * y[2] * y[3]):
+        return None
+    relu = g.producer(conv.inputs[0])
+    if relu is None or relu.op is not Op.Relu or g.sole_user(conv.inputs[0]) is not conv \
+            or conv.inputs[0] in g.outputs:
+        return None
+    bn = g.producer(relu.inputs[0])
+    if bn is None or bn.op is not Op.BatchNormalization or g.sole_user(relu.inputs[0]) is not relu \
+            or relu.inputs[0] in g.outputs or len([o for o in bn.outputs if o]) != 1 \
+            or bn.attr("training_mode", 0) or mbconv.shape4(g, bn.inputs[0]) != x \
+            or not all(g.is_const(i) for i in bn.inputs[1:5] if i):
+        return None
+    if bn.name in taken or relu.name in taken:
+        return None
+    return [bn, relu]
+
+
+def _pool_after(g: Graph, nodes: list[Node], taken: Set[str]) -> Node | None:
+    """The 2x2 average pool that alone reads a prologue conv kernel's output, where the kernel
+    has no activation or residual: the pool the lowering runs first (`dense_block.half_pool`)."""
+    conv = next(n for n in nodes if n.op is Op.Conv)
+    if any(n.op is not Op.BatchNormalization and not (n.op is Op.Add and any(
+            g.is_const(i) for i in n.inputs)) for n in nodes if n.index > conv.index):
+        return None  # an activation or a residual after the conv
+    out = nodes[-1].outputs[0]
+    pool = g.sole_user(out)
+    if pool is None or pool.op is not Op.AveragePool or pool.name in taken or out in g.outputs:
+        return None
+    y = mbconv.shape4(g, out)
+    if y is None or y[2] < 2 or y[3] < 2 or (y[0] * (y[2] // 2) * (y[3] // 2)) <= 1:
+        return None  # (the conv after the pool would be a GEMV)
+    if not dense_block.half_pool(_ints(pool, "kernel_shape", 1, 2), _ints(pool, "strides", 1, 2),
+                                 _ints(pool, "pads", 0, 4), _ints(pool, "dilations", 1, 2),
+                                 bool(pool.attr("ceil_mode", 0))):
+        return None
+    return pool if mbconv.shape4(g, pool.outputs[0]) == (y[0], y[1], y[2] // 2, y[3] // 2) else None
+
+
+def prologue_conv_rule(g: Graph, conv: Node, taken: Set[str]) -> Match | None:
+    """BatchNorm -> Relu -> 1x1 conv (+ its epilogue) as one conv kernel, as hwlat's x86-64 TVM
+    lowering runs it (the BN and ReLU in the conv's input read; `hwlat.graph.dense_block`), with
+    DenseNet's transition pool after it where the lowering runs that pool first."""
+    pro = _prologue(g, conv, taken)
+    if pro is None:
+        return None
+    nodes = [*pro, *conv_rule(g, conv, taken).nodes]
+    pool = _pool_after(g, nodes, taken)
+    return Match(_ordered(g, [*nodes, *([pool] if pool is not None else [])]),
+                 (("prologue", 1), ("pool_first", int(pool is not None))))
+
+
+def _conv_output(g: Graph, value: str) -> bool:
+    """Whether a value is what a groups-1 conv kernel (the conv rule's cut) writes."""
+    p = g.producer(value)
+    for _ in range(4):  # back over the epilogue to its conv
+        if p is None:
+            return False
+        if p.op is Op.Conv:
+            return p.attr("group", 1) == 1 and conv_rule(g, p, frozenset()).nodes[-1].outputs[0] == value
+        p = g.producer(p.inputs[0]) if p.inputs and p.inputs[0] else None
+    return False
+
+
+def _channel_concat(g: Graph, n: Node) -> tuple[str, ...] | None:
+    """The inputs of a channel concat of float32 static NCHW tensors, each once, else None."""
+    if n.op is not Op.Concat or mbconv.shape4(g, n.outputs[0]) is None:
+        return None
+    if n.attr("axis") not in (1, -3) or len(set(n.inputs)) != len(n.inputs):
+        return None
+    return tuple(n.inputs) if all(mbconv.shape4(g, i) is not None for i in n.inputs) else None
+
+
+def concat_family_rule(g: Graph, anchor: Node, taken: Set[str]) -> Match | None:
+    """A dense block's channel concats (a concat and the concats of prefixes of its inputs, two
+    or more: `dense_block.prefix_family`) as no kernel, where hwlat's x86-64 TVM lowering writes
+    them as one buffer: the inputs after the first written in place by their conv kernels, read
+    by the family alone and written in order, and every shorter concat read only by prologue
+    conv kernels (1x1, one image) before the next input is written. Anchored at the family's
+    first concat; the rule claims them all."""
+    concats = {n.name: f for n in g.nodes if (f := _channel_concat(g, n)) is not None}
+    if anchor.name not in concats:
+        return None
+    for top in sorted(concats, key=lambda c: -len(concats[c])):
+        fields = concats[top]
+        family = dense_block.prefix_family(concats, top, lambda a, b: a == b)
+        if anchor.name not in family or len(family) < 2 or any(c in taken for c in family):
+            continue
+        if _in_place(g, fields, family, top):
+            return Match(_ordered(g, [g.node(c) for c in family]))
+        return None  # the longest family holding the anchor is the one the lowering tries first
+    return None
+
+
+def _in_place(g: Graph, fields: tuple[str, ...], family: Mapping[str, int], top: str) -> bool:
+    shapes = [mbconv.shape4(g, f) for f in fields]
+    if any(s is None or s[0] != 1 for s in shapes):
+        return False
+    fam = set(family)
+    producers = []
+    for i, f in enumerate(fields):
+        if i > 0 and (f in g.outputs or not _conv_output(g, f)
+                      or not {u.name for u in g.users(f)} <= fam):
+            return False
+        p = g.producer(f)
+        producers.append(p.index if p is not None else -1)
+    if any(a >= b for a, b in zip(producers[1:], producers[2:], strict=False)):
+        return False  # the writes in order
+    for c, n in family.items():
+        if c == top:
+            continue
+        out = g.node(c).outputs[0]
+        if out in g.outputs:
+            return False
+        for u in g.users(out):
+            conv = g.sole_user(u.outputs[0]) if u.op is Op.BatchNormalization else None
+            conv = g.sole_user(conv.outputs[0]) if conv is not None and conv.op is Op.Relu else None
+            if conv is None or _prologue(g, conv, frozenset()) is None:
+                return False
+            if n < len(fields) and conv.index >= producers[n]:
+                return False  # read after the next input's write
+    return True
+
+
 DEFAULT_RULES: list[Rule] = [
     # hwlat.SparseConv3d with its BatchNorm and activation: one gather-GEMM-scatter pass
     Rule("sparse_conv", KernelKind.SPARSE_CONV, frozenset({Op.SparseConv3d}), sparse_conv_rule),
@@ -364,10 +512,22 @@ def _with_mbconv(rules: list[Rule]) -> list[Rule]:
             *rules[at:]]
 
 
+def _with_dense_block(rules: list[Rule]) -> list[Rule]:
+    # after mbconv (the lowering fuses blocks before prologues), before the conv rule
+    at = next(i for i, r in enumerate(rules) if r.name == "conv")
+    return [*rules[:at],
+            # BN -> ReLU -> 1x1 conv [-> the transition's 2x2 average pool], anchored at the conv
+            Rule("prologue_conv", KernelKind.CONV, frozenset({Op.Conv}), prologue_conv_rule),
+            *rules[at:],
+            # a dense block's concats: one buffer written in place, no kernel
+            Rule("concat_family", KernelKind.VIEW, frozenset({Op.Concat}), concat_family_rule,
+                 emits=False)]
+
+
 # the rule sets a device file's `fusion` names (hwlat.devices.spec.FUSION_RULE_SETS lists them)
 RULE_SETS: dict[str, Callable[[], list[Rule]]] = {
     "default": lambda: DEFAULT_RULES,
-    "tvm-cpu": lambda: _with_mbconv(DEFAULT_RULES),
+    "tvm-cpu": lambda: _with_dense_block(_with_mbconv(DEFAULT_RULES)),
 }
 
 
@@ -419,7 +579,8 @@ def fuse(g: Graph, rules: list[Rule] | str = DEFAULT_RULES, *,
             if m is None or any(n.name in claimed for n in m.nodes):
                 continue
             claimed.update(n.name for n in m.nodes)
-            found.append((rule.name, rule.kind, m))
+            if rule.emits:
+                found.append((rule.name, rule.kind, m))
     for node in g.nodes:
         if node.name in claimed or g.is_foldable(node) or node.op in _NOT_KERNELS:
             continue

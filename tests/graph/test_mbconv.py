@@ -118,7 +118,10 @@ def test_rule_sets_are_named_and_an_unknown_one_is_refused():
 
     assert tuple(RULE_SETS) == FUSION_RULE_SETS
     names = [r.name for r in rule_set("tvm-cpu")]
-    assert names.index("mbconv") == names.index("conv") - 1
-    assert [r.name for r in rule_set("default")] == [n for n in names if n != "mbconv"]
+    # blocks, then BN + ReLU into 1x1 convs (the lowering's order), then each conv alone
+    assert names.index("mbconv") == names.index("prologue_conv") - 1 == names.index("conv") - 2
+    assert names[-1] == "concat_family"
+    tvm_only = {"mbconv", "prologue_conv", "concat_family"}
+    assert [r.name for r in rule_set("default")] == [n for n in names if n not in tvm_only]
     with pytest.raises(InvalidInputError, match="unknown fusion rule set 'fast'"):
         rule_set("fast")

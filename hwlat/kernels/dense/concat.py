@@ -30,6 +30,7 @@ import tvm
 from tvm import relax
 from tvm.script import tirx as T
 
+from hwlat.graph import dense_block
 from hwlat.kernels.dense.spec import Conv2dSpec
 from hwlat.kernels.relax_rewrite import static_f32_shape
 
@@ -117,8 +118,7 @@ def rewrite_block(rw, block: relax.DataflowBlock) -> tuple[relax.DataflowBlock, 
         fields = concats[top]
         if top in taken or len(fields) < 2:
             continue
-        family = {v: len(f) for v, f in concats.items()
-                  if len(f) <= len(fields) and all(a.same_as(b) for a, b in zip(f, fields, strict=False))}
+        family = dense_block.prefix_family(concats, top, lambda a, b: a.same_as(b))
         if len(family) < 2 or any(v in taken for v in family):
             continue  # (a lone concat: measured no faster without its copy, see the module doc)
         plan = _plan(fields, family, top, value, users, order, conv_call, new)

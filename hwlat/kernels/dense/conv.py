@@ -61,6 +61,7 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
+from hwlat.graph import dense_block
 from hwlat.kernels.cpu import AVX2, CpuInfo
 from hwlat.kernels.dense import matmul
 from hwlat.kernels.dense.activation import activate, residual_input
@@ -263,10 +264,11 @@ def supports(spec: Conv2dSpec) -> str | None:
         return "negative padding"
     if spec.out_height < 1 or spec.out_width < 1:
         return f"empty output {spec.y_shape}"
-    if spec.prologue and not (spec.kernel == (1, 1) and spec.stride == (1, 1) and not any(spec.padding)):
-        return "an input prologue needs a 1x1, stride-1, unpadded conv (its input read in place)"
-    if spec.prologue and spec.batch * spec.out_height * spec.out_width == 1:
-        return "an input prologue on a GEMV (one pixel of one image)"
+    if spec.prologue and not dense_block.prologue_conv(spec.kernel, spec.stride, spec.padding,
+                                                       spec.batch * spec.out_height * spec.out_width):
+        # (the "tvm-cpu" fusion rules ask the same predicate: hwlat.graph.dense_block)
+        return "an input prologue needs a 1x1, stride-1, unpadded conv (its input read in place) " \
+            "of more than one output pixel (not a GEMV)"
     return None
 
 

@@ -19,6 +19,7 @@ import tvm
 from tvm import relax
 from tvm.script import tirx as T
 
+from hwlat.graph import dense_block
 from hwlat.kernels.dense.spec import Conv2dSpec
 from hwlat.kernels.relax_rewrite import static_f32_shape
 
@@ -67,9 +68,10 @@ def primfunc(spec: ProloguePoolSpec) -> tvm.tirx.PrimFunc:
 
 def _is_half_pool(call) -> bool:
     a = call.attrs
-    return (tuple(int(v) for v in a.pool_size) == (2, 2) and tuple(int(v) for v in a.strides) == (2, 2)
-            and not any(int(v) for v in a.padding) and tuple(int(v) for v in a.dilation) == (1, 1)
-            and not a.ceil_mode and a.layout == "NCHW" and a.out_layout == "NCHW")
+    ints = lambda xs: [int(v) for v in xs]  # noqa: E731
+    return dense_block.half_pool(ints(a.pool_size), ints(a.strides), ints(a.padding),
+                                 ints(a.dilation), bool(a.ceil_mode)) \
+        and a.layout == "NCHW" and a.out_layout == "NCHW"
 
 
 def rewrite_block(rw, block: relax.DataflowBlock) -> tuple[relax.DataflowBlock, int]:
