@@ -10,7 +10,9 @@ Kernel boundaries belong to the device: a device file's `fusion` names one of RU
 ("default": what onnxruntime and TVM's own lowering run as one kernel; "tvm-cpu": the default
 plus what hwlat's x86-64 TVM lowering runs as one kernel: a MobileNet block's convs
 (`hwlat.graph.mbconv`), an inference BN + ReLU in front of a 1x1 conv with the conv, and
-DenseNet's transition pool with them (`hwlat.graph.dense_block`)), and everything that cuts a
+DenseNet's transition pool with them (`hwlat.graph.dense_block`), ConvNeXt's LayerNorm2d
+(transpose, layer norm, transpose) as one channel-norm kernel (`hwlat.graph.channel_norm`)), and
+everything that cuts a
 model for a device passes it to `fuse`. A rule that does not emit (`Rule.emits`) claims nodes
 that run as no kernel: "tvm-cpu"'s dense-block concats, whose producers write their slices of
 one buffer in place, so the table holds no copy the compiled model does not make.
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwlat.errors import InvalidInputError, InvalidModelError
-from hwlat.graph import dense_block, mbconv
+from hwlat.graph import channel_norm, dense_block, mbconv
 from hwlat.graph.ir import AttrValue, Graph, Node, TensorSig
 from hwlat.graph.kernel import Kernel, KernelKey, KernelKind
 from hwlat.graph.ops import (
@@ -485,6 +487,45 @@ def _in_place(g: Graph, fields: tuple[str, ...], family: Mapping[str, int], top:
     return True
 
 
+def channel_norm_rule(g: Graph, ln: Node, taken: Set[str]) -> Match | None:
+    """Transpose(NCHW -> NHWC) -> LayerNormalization(last axis) -> Transpose(back) as one
+    layer-norm kernel (`channels=1`), as hwlat's x86-64 TVM lowering runs it: one channel-norm
+    kernel on the NCHW tensor, no transposes (`channel_norm.channel_norm`); each value read by
+    the next alone, the norm's mean and inverse-deviation outputs unread, gamma and beta
+    constant."""
+    if ln.op is not Op.LayerNormalization or len(ln.inputs) < 2 or not ln.inputs[0] \
+            or not g.is_const(ln.inputs[1]):
+        return None
+    beta = ln.inputs[2] if len(ln.inputs) > 2 and ln.inputs[2] else None
+    if beta is not None and not g.is_const(beta):
+        return None
+    if any(o and (o in g.outputs or g.users(o)) for o in ln.outputs[1:]):
+        return None
+    first, last = g.producer(ln.inputs[0]), g.sole_user(ln.outputs[0])
+    if first is None or last is None or first.op is not Op.Transpose or last.op is not Op.Transpose:
+        return None
+    if g.sole_user(ln.inputs[0]) is not ln or ln.inputs[0] in g.outputs \
+            or ln.outputs[0] in g.outputs or last.inputs[0] != ln.outputs[0]:
+        return None
+    if any(n.name in taken for n in (first, ln, last)):
+        return None
+    shape = mbconv.shape4(g, first.inputs[0])
+    perms = first.attr("perm"), last.attr("perm")
+    if shape is None or any(not isinstance(p, tuple) for p in perms):
+        return None
+
+    def size(value: str) -> int:
+        s = g.values[value].shape
+        return int(np.prod(s)) if s is not None and all(isinstance(d, int) for d in s) else -1
+
+    eps = ln.attr("epsilon", 1e-5)
+    if not channel_norm.channel_norm(shape, perms[0], perms[1], [ln.attr("axis", -1)],
+                                     size(ln.inputs[1]), size(beta) if beta else size(ln.inputs[1]),
+                                     float(eps) if isinstance(eps, (int, float)) else float("nan")):
+        return None
+    return Match((first, ln, last), (("channels", 1),))
+
+
 DEFAULT_RULES: list[Rule] = [
     # hwlat.SparseConv3d with its BatchNorm and activation: one gather-GEMM-scatter pass
     Rule("sparse_conv", KernelKind.SPARSE_CONV, frozenset({Op.SparseConv3d}), sparse_conv_rule),
@@ -524,10 +565,18 @@ def _with_dense_block(rules: list[Rule]) -> list[Rule]:
                  emits=False)]
 
 
+def _with_channel_norm(rules: list[Rule]) -> list[Rule]:
+    # before the layer-norm rule, which would claim the norm alone
+    at = next(i for i, r in enumerate(rules) if r.name == "layer_norm")
+    # Transpose -> LayerNormalization -> Transpose (ConvNeXt's LayerNorm2d), anchored at the norm
+    return [*rules[:at], Rule("channel_norm", KernelKind.LAYER_NORM,
+                              frozenset({Op.LayerNormalization}), channel_norm_rule), *rules[at:]]
+
+
 # the rule sets a device file's `fusion` names (hwlat.devices.spec.FUSION_RULE_SETS lists them)
 RULE_SETS: dict[str, Callable[[], list[Rule]]] = {
     "default": lambda: DEFAULT_RULES,
-    "tvm-cpu": lambda: _with_dense_block(_with_mbconv(DEFAULT_RULES)),
+    "tvm-cpu": lambda: _with_channel_norm(_with_dense_block(_with_mbconv(DEFAULT_RULES))),
 }
 
 
@@ -662,6 +711,8 @@ def _make_kernel(g: Graph, rule: str, kind: KernelKind, m: Match) -> Kernel:
         next((n for n in m.nodes if _is_anchor(n, kind)), m.nodes[0])
     if rule == "mbconv":  # a block is told apart by its depthwise conv: kernel, stride, padding
         anchor = next(n for n in m.nodes if n.op in CONV and (n.attr("group", 1) or 1) > 1)
+    if rule == "channel_norm":  # the norm's axis and epsilon, not the transpose's perm
+        anchor = next(n for n in m.nodes if n.op is Op.LayerNormalization)
     key = KernelKey(
         kind=kind,
         ops=tuple(n.op.qualname for n in m.nodes),

@@ -121,7 +121,9 @@ def test_rule_sets_are_named_and_an_unknown_one_is_refused():
     # blocks, then BN + ReLU into 1x1 convs (the lowering's order), then each conv alone
     assert names.index("mbconv") == names.index("prologue_conv") - 1 == names.index("conv") - 2
     assert names[-1] == "concat_family"
-    tvm_only = {"mbconv", "prologue_conv", "concat_family"}
+    # ConvNeXt's LayerNorm2d as one kernel, before the layer-norm rule would take the norm alone
+    assert names.index("channel_norm") == names.index("layer_norm") - 1
+    tvm_only = {"mbconv", "prologue_conv", "concat_family", "channel_norm"}
     assert [r.name for r in rule_set("default")] == [n for n in names if n not in tvm_only]
     with pytest.raises(InvalidInputError, match="unknown fusion rule set 'fast'"):
         rule_set("fast")

@@ -695,17 +695,18 @@ class _Rewriter(KernelRewriter):
                               m: dict) -> relax.Expr:
         """permute NCHW -> NHWC, layer norm over the last axis, permute back (ConvNeXt's
         LayerNorm2d): one channel-norm kernel on the NCHW tensor, no transposes."""
+        from hwlat.graph.channel_norm import channel_norm
         from hwlat.kernels.dense.reduce import ChannelNormSpec
 
         xs, g, b = static_f32_shape(m[x]), _const_array(m[gamma]), _const_array(m[beta])
-        if xs is None or len(xs) != 4 or g is None or b is None:
+        if xs is None or g is None or b is None:
             return call
         a, fa = m[ln].attrs, m[first].attrs
         if fa.axes is None or call.attrs.axes is None or not (a.center and a.scale):
             return call
-        if [int(v) for v in fa.axes] != [0, 2, 3, 1] or \
-                [int(v) for v in call.attrs.axes] != [0, 3, 1, 2] or \
-                [int(v) % 4 for v in a.axes] != [3] or g.size != xs[1] or b.size != xs[1]:
+        # (the "tvm-cpu" fusion rules ask the same predicate: hwlat.graph.channel_norm)
+        if not channel_norm(xs, [int(v) for v in fa.axes], [int(v) for v in call.attrs.axes],
+                            [int(v) for v in a.axes], g.size, b.size, float(a.epsilon)):
             return call
         spec = ChannelNormSpec(*xs, float(a.epsilon))
         if why_not(spec):

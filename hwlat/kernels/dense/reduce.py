@@ -41,6 +41,8 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
+from hwlat.graph.channel_norm import PIXEL_LANES
+
 VECTOR_LANES = 8  # float32 lanes of an AVX2 register
 UNROLL = 4  # partial-sum vectors of a reduction (hides the add latency)
 TASK_ELEMENTS = 8192  # inputs a parallel task should hold at least ...
@@ -68,7 +70,9 @@ class ChannelNormSpec:
         return (self.batch, self.channels, self.height, self.width)
 
 
-CHANNEL_LANES = 16  # the channel norm's pixel vectors (split in two by LLVM on AVX2)
+# the channel norm's pixel vectors (split in two by LLVM on AVX2); the "tvm-cpu" fusion rules
+# ask for planes of at least as many pixels (hwlat.graph.channel_norm)
+CHANNEL_LANES = PIXEL_LANES
 BLOCK_BYTES = 40 * 1024  # a channel-norm block's inputs (every channel of its pixels): in L1
 
 
