@@ -198,20 +198,16 @@ def window_primfunc(spec: WindowPoolSpec) -> tvm.tirx.PrimFunc:
             v = red(v, rb[j * sw + q])
         return v
 
-    # a row loop of e >= L lanes: ceil(e / L) vectors of L, the last one overlapping the one
-    # before (each lane's value is a pure function of x, so computing it twice is harmless);
-    # of e < L: vectors of 8 and 4, then single lanes
-    L = 16
+    # a row loop of e lanes in vectors of 16, 8 or 4 (the widest that e fills): ceil(e / V)
+    # of them, the last overlapping the one before where e is not a multiple (each lane's value
+    # is a pure function of x, so computing it twice is harmless); the rows a window clips at
+    # the top or bottom accumulate, so there e // V vectors and single lanes after them
+    def vec(e):
+        return 16 if e >= 16 else 8 if e >= 8 else 4 if e >= 4 else 1
 
-    def parts(e):
-        if e >= L:
-            return -(-e // L), 0, 0, 0, 0, 0
-        return 0, e // 8, (e % 8) // 4, e % 4, 0, e // 8 * 8
-
-    xa, xb, xc, xd, xo8, xo4 = parts(cw)
-    xo1 = xo4 + xc * 4
-    ya, yb, yc, yd, yo8, yo4 = parts(ow)
-    yo1 = yo4 + yc * 4
+    xv, yv = vec(cw), vec(ow)
+    xn, yn = -(-cw // xv), -(-ow // yv)
+    xf, xt = cw // xv, cw % xv
     planes = n * c
     per_task = -(-planes // min(planes, 256))
     tasks = -(-planes // per_task)
@@ -241,45 +237,32 @@ def window_primfunc(spec: WindowPoolSpec) -> tvm.tirx.PrimFunc:
                     r0 = T.max(i * sh - pt, 0)
                     r1 = T.min(i * sh - pt + kh, h)
                     if r1 - r0 == kh:  # the whole window inside x: one pass
-                        for k in range(xa):
-                            for v in T.vectorized(L):
-                                rb[pl + T.min(k * L, cw - L) + v] = vsum(
+                        for k in range(xn):
+                            for v in T.vectorized(xv):
+                                rb[pl + T.min(k * xv, cw - xv) + v] = vsum(
                                     x, (t * per_task + pp) // c, (t * per_task + pp) % c, r0,
-                                    T.min(k * L, cw - L) + v)
-                        for k in range(xb):
-                            for v in T.vectorized(8):
-                                rb[pl + k * 8 + v] = vsum(
-                                    x, (t * per_task + pp) // c, (t * per_task + pp) % c, r0, k * 8 + v)
-                        for _k in range(xc):
-                            for v in T.vectorized(4):
-                                rb[pl + xo4 + v] = vsum(
-                                    x, (t * per_task + pp) // c, (t * per_task + pp) % c, r0, xo4 + v)
-                        for v in range(xd):
-                            rb[pl + xo1 + v] = vsum(
-                                x, (t * per_task + pp) // c, (t * per_task + pp) % c, r0, xo1 + v)
+                                    T.min(k * xv, cw - xv) + v)
                     else:  # rows left out at the top or bottom
-                        for q in range(cw):
-                            rb[pl + q] = x[(t * per_task + pp) // c, (t * per_task + pp) % c, r0, q]
+                        for k in range(xf):
+                            for v in T.vectorized(xv):
+                                rb[pl + k * xv + v] = x[(t * per_task + pp) // c, (t * per_task + pp) % c,
+                                                        r0, k * xv + v]
+                        for v in range(xt):
+                            rb[pl + xf * xv + v] = x[(t * per_task + pp) // c, (t * per_task + pp) % c,
+                                                     r0, xf * xv + v]
                         for r in range(r0 + 1, r1):
-                            for q in range(cw):
-                                rb[pl + q] = red(rb[pl + q], x[(t * per_task + pp) // c,
-                                                               (t * per_task + pp) % c, r, q])
-                    for k in range(ya):
-                        for v in T.vectorized(L):
+                            for k in range(xf):
+                                for v in T.vectorized(xv):
+                                    rb[pl + k * xv + v] = red(rb[pl + k * xv + v], x[
+                                        (t * per_task + pp) // c, (t * per_task + pp) % c, r, k * xv + v])
+                            for v in range(xt):
+                                rb[pl + xf * xv + v] = red(rb[pl + xf * xv + v], x[
+                                    (t * per_task + pp) // c, (t * per_task + pp) % c, r, xf * xv + v])
+                    for k in range(yn):
+                        for v in T.vectorized(yv):
                             y[(t * per_task + pp) // c, (t * per_task + pp) % c, i,
-                              T.min(k * L, ow - L) + v] = scaled(
-                                hsum(rb, T.min(k * L, ow - L) + v), d, i, T.min(k * L, ow - L) + v)
-                    for k in range(yb):
-                        for v in T.vectorized(8):
-                            y[(t * per_task + pp) // c, (t * per_task + pp) % c, i, k * 8 + v] = scaled(
-                                hsum(rb, k * 8 + v), d, i, k * 8 + v)
-                    for _k in range(yc):
-                        for v in T.vectorized(4):
-                            y[(t * per_task + pp) // c, (t * per_task + pp) % c, i, yo4 + v] = scaled(
-                                hsum(rb, yo4 + v), d, i, yo4 + v)
-                    for v in range(yd):
-                        y[(t * per_task + pp) // c, (t * per_task + pp) % c, i, yo1 + v] = scaled(
-                            hsum(rb, yo1 + v), d, i, yo1 + v)
+                              T.min(k * yv, ow - yv) + v] = scaled(
+                                hsum(rb, T.min(k * yv, ow - yv) + v), d, i, T.min(k * yv, ow - yv) + v)
 
     # a root block: Relax asks a call_tir with one non-constant input whether it is a reshape
     root = s_tir.SBlockRealize([], True, s_tir.SBlock([], [], [], "root", pool.body))
