@@ -69,6 +69,8 @@ Then, for DenseNet's layers and transitions:
   concat before every layer goes (`_fuse_prologues`);
 - a 2x2 average pool of such a conv with no activation runs first, with the prologue, and the
   conv after it on a quarter of the pixels (pool.py);
+- every NCHW max and average pool (any window, stride, padding, ceil mode; not dilated) runs as
+  pool.py's separable kernel, rows reduced in vectors, then the window's columns;
 - a channel concat and the concats of prefixes of its inputs (a dense block; not a lone concat)
   share one buffer that the producers write into and the 1x1 convs read the first channels of
   (concat.py).
