@@ -71,6 +71,8 @@ Then, for DenseNet's layers and transitions:
   concat before every layer goes (`_fuse_prologues`);
 - a 2x2 average pool of such a conv with no activation runs first, with the prologue, and the
   conv after it on a quarter of the pixels (pool.py);
+- every NCHW max and average pool (any window, stride, padding, ceil mode; not dilated) runs as
+  pool.py's separable kernel, rows reduced in vectors, then the window's columns;
 - a channel concat and the concats of prefixes of its inputs (a dense block; not a lone concat)
   share one buffer that the producers write into and the 1x1 convs read the first channels of
   (concat.py).
@@ -639,6 +641,8 @@ class _Rewriter(KernelRewriter):
             return as_kernel(concat.copy_primfunc(spec)), "hwlat_concat_copy"
         if isinstance(spec, pool.ProloguePoolSpec):
             return as_kernel(pool.primfunc(spec)), "hwlat_prologue_pool"
+        if isinstance(spec, pool.WindowPoolSpec):
+            return as_kernel(pool.window_primfunc(spec)), f"hwlat_{spec.kind}_pool"
         return kernel_for(spec, self.cpu), KERNEL_NAMES[kernel_module(spec, self.cpu)[0]]
 
     def rewrite_function(self, func: relax.Function) -> relax.Function:
@@ -665,9 +669,20 @@ class _Rewriter(KernelRewriter):
         ln_x, gamma, beta = wildcard(), is_const(), is_const()
         func = rewrite_call(is_op("relax.nn.layer_norm")(ln_x, gamma, beta),
                             functools.partial(self._layer_norm_rewrite, ln_x, gamma, beta), func)
+        func = self._window_pools(func)
         mean_x = wildcard()
         return rewrite_call(is_op("relax.mean")(mean_x),
                             functools.partial(self._mean_rewrite, mean_x), func)
+
+    def _window_pools(self, func: relax.Function) -> relax.Function:
+        """max and average pools (NCHW, any window, stride, padding, ceil mode) as pool.py's
+        separable kernel."""
+        from hwlat.kernels.dense import pool
+
+        for op in ("relax.nn.max_pool2d", "relax.nn.avg_pool2d"):
+            func = rewrite_call(is_op(op)(wildcard()),
+                                lambda call, _m: pool.window_rewrite(self, call), func)
+        return func
 
     def _layer_norm_rewrite(self, x, gamma, beta, call: relax.Call, m: dict) -> relax.Expr:
         from hwlat.kernels.dense.reduce import LayerNormSpec
