@@ -7,8 +7,7 @@ from the distribution real networks use, time them, and learn per kind from them
   models and any ONNX files given); a draw picks one of them at random and moves its sizes
   (channels, map, tokens) by up to a factor of 2 either way (values up to 4, such as an image's
   3 channels, stay), and sometimes its kernel size; equal sizes stay equal (a depthwise conv
-  stays depthwise, a square map square, a grouped conv keeps its group width and draws at
-  least GROUPED_SHARE of the convs), so the draw keeps the structure of real kernels; a
+  stays depthwise, a square map square), so the draw keeps the structure of real kernels; a
   draw above MAX_MACS or MAX_ELEMENTS is drawn again (a kernel that runs longer than a
   scheduler time slice is timed with other processes' time in it on a shared machine);
 * adaptive: after a first round, a cross-validated predictor of the kind (`hwlat.lut.learned`)
@@ -43,9 +42,6 @@ from hwlat.lut.features import FEATURE_VERSION, key_features, parse_key
 
 KINDS = ("conv", "matmul", "layer_norm", "attention", "pool", "elementwise")
 MAX_MACS = 4e8  # ~5 ms on one core at 80 GMAC/s
-# grouped convs (RegNet, ResNeXt) are a few percent of a corpus's convs and run at a cost per
-# group that no dense or depthwise conv shows: at least this share of conv draws is made around them
-GROUPED_SHARE = 0.25
 MAX_ELEMENTS = 8e6  # activations of a sample, inputs and outputs together
 OPSET = 17
 _UNARY = {"Relu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "LeakyRelu"}
@@ -214,11 +210,6 @@ def _moved(cfg: dict, rng: np.random.Generator, spread: float) -> dict | None:
             if same or new_k >= k[0]:
                 out["k"] = [new_k, new_k]
                 out["pads"] = [(new_k - 1) // 2 * dil] * 4 if same else cfg["pads"]
-        if _grouped(cfg):  # keep the group width (RegNet's 8 or 16 channels, ResNeXt's 4), move the groups
-            width, per_out = cfg["x"][1] // cfg["group"], cfg["cout"] // cfg["group"]
-            g = max(2, round(out["x"][1] / width))
-            out["x"] = [out["x"][0], g * width, *out["x"][2:]]
-            out["group"], out["cout"] = g, g * per_out
         cin, g = out["x"][1], out["group"]
         if cin % g or out["cout"] % g:
             return None
@@ -233,11 +224,6 @@ def _moved(cfg: dict, rng: np.random.Generator, spread: float) -> dict | None:
     if _numel(out) > MAX_ELEMENTS or _macs(out) > MAX_MACS:
         return None
     return out
-
-
-def _grouped(cfg: dict) -> bool:
-    """A grouped conv that is not depthwise (1 < groups < input channels)."""
-    return cfg["kind"] == "conv" and 1 < cfg["group"] < cfg["x"][1]
 
 
 def _macs(cfg: dict) -> float:
@@ -494,18 +480,13 @@ def sample(store, spec, timer: Callable[[dict], int], prior: dict[str, list[dict
             if rnd == 1:
                 centres = _worst(store, spec.name, kind) or cfgs
                 spread = 0.5
-            # around the worst-predicted configurations too, if none of them is grouped
-            grouped = [c for c in centres if _grouped(c)] or [c for c in cfgs if _grouped(c)]
             with tempfile.TemporaryDirectory(prefix="hwlat-sample-") as tmp:
                 todo, rows = {}, []
                 table_keys = store.keys(spec.name)
                 attempts = 0
                 while len(todo) < target - count and attempts < 20 * (target - count):
                     attempts += 1
-                    pool = centres
-                    if grouped and rng.random() < GROUPED_SHARE:
-                        pool = grouped
-                    cfg = draw(pool[int(rng.integers(len(pool)))], rng, spread)
+                    cfg = draw(centres[int(rng.integers(len(centres)))], rng, spread)
                     s = None if cfg is None else cut(cfg, Path(tmp), seed=int(rng.integers(2**31)))
                     if s is None:
                         dropped += 1

@@ -331,37 +331,6 @@ def test_draws_stay_under_the_sampler_size_caps():
     assert all(_macs(d) <= MAX_MACS for d in drawn if d is not None)
 
 
-def test_a_grouped_conv_is_drawn_with_its_group_width_and_the_groups_moved():
-    regnet = {"kind": "conv", "x": [1, 368, 7, 7], "cout": 368, "k": [3, 3], "epilogue": ["Relu"], "group": 46,
-              "strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1]}
-    rng = np.random.default_rng(0)
-    drawn = [d for d in (draw(regnet, rng) for _ in range(30)) if d is not None]
-    assert len(drawn) >= 25  # a group count that does not divide the channels is no reason to drop a draw
-    assert all(d["x"][1] == 8 * d["group"] and d["cout"] == 8 * d["group"] for d in drawn)
-    assert len({d["group"] for d in drawn}) > 5 and all(1 < d["group"] < d["x"][1] for d in drawn)
-
-
-def test_grouped_convs_get_their_share_of_the_conv_draws():
-    from types import SimpleNamespace
-
-    from hwlat.lut.sample import GROUPED_SHARE, sample
-
-    dense = {"kind": "conv", "x": [1, 64, 14, 14], "cout": 64, "k": [1, 1], "epilogue": [], "group": 1,
-             "strides": [1, 1], "pads": [0, 0, 0, 0], "dilations": [1, 1]}
-    grouped = {**dense, "k": [3, 3], "pads": [1, 1, 1, 1], "group": 8}
-    drawn = []
-
-    def timer(todo):
-        drawn.extend(config_of(k) for k in todo)
-        return len(todo)
-
-    with TableStore(":memory:") as store:
-        sample(store, SimpleNamespace(name="cpu-ort"), timer, {"conv": [dense] * 49 + [grouped]}, 80,
-               adaptive=False)
-    share = sum(d["group"] > 1 for d in drawn) / len(drawn)
-    assert len(drawn) == 80 and GROUPED_SHARE * 0.6 < share < GROUPED_SHARE * 1.6  # 2 % by frequency alone
-
-
 def test_training_leaves_out_entries_whose_runs_spread_too_wide(tmp_path):
     from hwlat.lut.learned import MAX_TRAIN_CV, training_set
 
