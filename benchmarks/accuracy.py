@@ -39,8 +39,14 @@ Per family F (leave-one-family-out): the table holds the other families' kernels
 sampled kernels, less any key only F has; per-kind xgboost predictors trained on that table (in
 the clock) estimate F's kernels; the correction is fitted on the other families. "before": the
 correction with the prior it had before (per-kind scales loose, per-node cost held near 0);
-"after": hwlat's (scales held near 1, the per-node cost loose). "seen": every kernel of every
+"after": hwlat's (`hwlat.lut.correct._PRIOR_SCALE`; `--refit` compares the priors). "seen": every kernel of every
 model in the table, the correction still fitted without F.
+
+The rows (OUT/rows-FIGURE.json) keep each model's features, LOFO and seen; `--refit` fits the
+correction priors of REFIT_PRIORS again on them and compares them, in seconds, without profiling,
+measuring or training:
+
+    .venv/bin/python benchmarks/accuracy.py --refit --out OUT
 """
 
 from __future__ import annotations
@@ -55,10 +61,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from hwlat.devices import load_device
 from hwlat.graph import fuse, load
 from hwlat.lut import TableStore
-from hwlat.lut.correct import PRIOR_SCALE_BEFORE, fit_correction
+from hwlat.lut.correct import PRIOR_SCALE_BEFORE, PRIOR_SCALE_NODE, fit_correction
 from hwlat.lut.metrics import accuracy_metrics
 from hwlat.lut.predict import predict
 from hwlat.runners import get_runner
@@ -275,12 +283,56 @@ def corpus_main(args) -> None:
                             "before": max(before.apply(p.features), 0.0), "sum": p.kernel_sum_ms,
                             "estimated": p.estimated_share, "seen": max(after.apply(seen), 0.0),
                             "seen_before": max(before.apply(seen), 0.0),
-                            "seen_sum": full[m["path"]].kernel_sum_ms})
+                            "seen_sum": full[m["path"]].kernel_sum_ms,
+                            "features": p.features, "seen_features": seen})
             print(f"  {family}: done ({after.describe()})", flush=True)
         if sampled is not None:
             sampled.close()
     (out / f"rows-{fig}.json").write_text(json.dumps(rows, indent=1))
     corpus_report(rows, fig)
+
+
+# correction priors compared by --refit (scales aligned with hwlat.lut.correct.FEATURES:
+# conv, dense, other scale; us/kernel, us/node, ms/MB, ms, long-conv scale)
+REFIT_PRIORS = {
+    "now": None,
+    "before": PRIOR_SCALE_BEFORE,
+    "node (scales near 1, per-node cost loose)": PRIOR_SCALE_NODE,
+    "loose scales, node loose": [0.5, 0.5, 0.5, 0.05, 0.05, 1.0, 0.05, 0.25],
+    "tight scales, node pinned": [0.25, 0.25, 0.25, 0.05, 0.01, 1.0, 0.05, 1e-9],
+}
+
+
+def refit_report(rows, priors: dict | None = None) -> None:
+    """Each correction prior fitted again per family on the rows of a finished run (rows-*.json
+    with the models' features: no profiling, measuring or training): seen and LOFO within 5/10 %
+    and RMSPE, per family and over all."""
+    priors = REFIT_PRIORS if priors is None else priors
+    if any("features" not in r for r in rows):
+        raise SystemExit("error: these rows hold no model features; rerun the evaluation with this version")
+    fams = sorted({r["family"] for r in rows})
+    print("\n### correction priors refitted on the rows (seen / LOFO: within 5 % / 10 %, RMSPE)\n")
+    print("| prior | " + " | ".join(fams) + " | all seen | all LOFO |")
+    print("|---" * (len(fams) + 3) + "|")
+    for name, scale in priors.items():
+        seen, lofo = {}, {}
+        for fam in fams:
+            samples = [(r["seen_features"], r["measured"]) for r in rows if r["family"] != fam]
+            c = fit_correction(samples, None if scale is None else np.asarray(scale, dtype=float))
+            for i, r in enumerate(rows):
+                if r["family"] == fam:
+                    seen[i] = max(c.apply(r["seen_features"]), 0.0)
+                    lofo[i] = max(c.apply(r["features"]), 0.0)
+        cells = []
+        for fam in [*fams, "all"]:
+            idx = [i for i, r in enumerate(rows) if fam in ("all", r["family"])]
+            ms = [rows[i]["measured"] for i in idx]
+            a = accuracy_metrics([lofo[i] for i in idx], ms)
+            if fam == "all":
+                s = accuracy_metrics([seen[i] for i in idx], ms)
+                cells.append(f"{s['within_5']:.0%} / {s['within_10']:.0%}, {s['rmspe']:.1%}")
+            cells.append(f"{a['within_5']:.0%} / {a['within_10']:.0%}, {a['rmspe']:.1%}")
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def in_model_cpu_table(master: TableStore, path: Path, below_ms: float) -> TableStore:
@@ -377,8 +429,14 @@ def main() -> None:
                     help="corpus mode: evaluate with the in-model durations of kernels timed inside their "
                     "model under MS as their CPU time (profile's rule, SHORT_IN_MODEL_MS), the cut-out "
                     "CPU time of the rest; 0: every kernel's cut-out CPU time (the table as profiled otherwise)")
+    ap.add_argument("--refit", action="store_true", help="corpus mode: refit the correction priors on the "
+                    "rows of a finished run (OUT/rows-FIGURE.json) and compare them; no profiling or training")
     ap.add_argument("--measure-only", action="store_true", help="corpus mode: profile and measure, then stop")
     args = ap.parse_args()
+    if args.refit:
+        rows = json.loads((Path(args.out) / f"rows-{args.figure}.json").read_text())
+        refit_report(rows)
+        return
     if args.corpus:
         corpus_main(args)
         return
