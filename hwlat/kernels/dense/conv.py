@@ -450,55 +450,6 @@ def task_scratch(spec: Conv2dSpec, plan: Plan | None = None,
     return per_plane * _task_geom(spec, plan, g)[0].plane <= 64 * 1024 < per_plane * g.plane
 
 
-def exact_columns(spec: Conv2dSpec, plan: Plan | None = None,
-                  cpu: CpuInfo | None = None) -> bool:
-    """Whether a "cout"-rows plan through the whole-image scratch reads planes of exactly OW
-    columns (AVX-512, two-vector tiles, stride and dilation 1, "same" padding: OW == W, e.g. 3x3
-    pad 1): each channel's plane is the image itself after pt rows and pl columns of zeros, and
-    the taps' lanes left of column 0 or right of the last (the neighbour row's elements) are
-    masked to zero in the FMA loop, instead of a zero column between the rows whose outputs are
-    computed and dropped (1 of 29 columns at 28x28, 1 of 15 at 14x14)."""
-    plan = plan or default_plan(spec, cpu)
-    kh, kw = spec.kernel
-    pt, pl, pb, pr = spec.padding
-    g = _geom(spec, plan)
-    return (plan.rows == "cout" and plan.lanes == 2 * LANES and plan.nv == 2 and not g.direct
-            and not g.dense and spec.stride == (1, 1) and spec.dilation == (1, 1)
-            and pl == pr and kw == 2 * pl + 1 and pt + pb == kh - 1
-            and not task_scratch(spec, plan))
-
-
-def _exact_geom(spec: Conv2dSpec, plan: Plan) -> _Geom:
-    """The scratch of `exact_columns`: one phase, planes of OW (== W) columns, hrows rows (the
-    image's and the vertical padding's), the image at offset pl + pt * W, zero around it; tap
-    (kh, kw) of output q reads q + kh * W + kw."""
-    kh, kw = spec.kernel
-    w = spec.width
-    hrows = spec.out_height + kh - 1
-    q_end = spec.out_height * w + plan.nr  # tiles overrun the last output row by < a tile
-    plane = _ceil(max(spec.padding[1] + hrows * w, q_end + (kh - 1) * w + kw), LANES) * LANES
-    return _Geom(False, 1, 1, hrows, w, plane, False)
-
-
-def _exact_fill(spec: Conv2dSpec, g: _Geom):
-    """Macro: xs[image * cin + ci, pl + (pt + i) * W + j] = x[image, ci, i, j], zero elsewhere."""
-    N, C, H, W = spec.x_shape
-    pt, pl = spec.padding[0], spec.padding[1]
-    plane = g.plane
-
-    @T.macro
-    def fill(x, xs):
-        for t in T.parallel(N * C):
-            for e in range(plane // LANES):
-                for e1 in T.vectorized(LANES):
-                    xs[t, e * LANES + e1] = T.float32(0)
-            for i in range(H):
-                for j in T.vectorized(W):
-                    xs[t, pl + (pt + i) * W + j] = x[t // C, t % C, i, j]
-
-    return fill, (N * C, plane)
-
-
 def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
     N, C, H, W = spec.x_shape
     CO = spec.cout
@@ -511,15 +462,9 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
     ep = spec.epilogue
     fin = _finish
     tap = _tap_offset
-    EXACT = exact_columns(spec, plan)
-    if EXACT:  # planes of OW columns, the taps' border lanes masked to zero
-        g = _exact_geom(spec, plan)
     direct, dense, wph = g.direct, g.dense, g.wph
     co_outer = plan.co_outer
-    if EXACT:
-        fill, xs_shape = _exact_fill(spec, g)
-    else:
-        fill, xs_shape = (None, None) if direct else _scratch_fill(spec, g)
+    fill, xs_shape = (None, None) if direct else _scratch_fill(spec, g)
 
     @T.macro
     def mac(src, wp, acc, b, cb, q0, width, pf):
@@ -701,17 +646,6 @@ def _body_cout(spec: Conv2dSpec, plan: Plan, g: _Geom):
                                 for j in T.vectorized(VL):
                                     acc[r, v * VL + j] = acc[r, v * VL + j] + wp[cb, ci, kh, kw, r] * xs[
                                         row0 + ci, tap(spec, gx, kh, kw) + base + it * nr + v * VL + j]
-                    elif EXACT:
-                        # lane j is output column (it * nr + j) % OW (base: whole rows); a tap
-                        # reading left of column 0 or right of the last reads the neighbour
-                        # row's element: zero (pl == kw: no lane; the condition folds away)
-                        for r in T.unroll(rows_):
-                            for j in T.vectorized(nr):
-                                acc[r, j] = acc[r, j] + wp[cb, ci, kh, kw, r] * T.Select(
-                                    T.Or(kw == pl, T.And((it * nr + j) % OW + kw >= pl,
-                                                         (it * nr + j) % OW + kw < OW + pl)),
-                                    xs[row0 + ci, tap(spec, gx, kh, kw) + base + it * nr + j],
-                                    T.float32(0))
                     else:
                         for r in T.unroll(rows_):
                             for j in T.vectorized(nr):
