@@ -49,7 +49,7 @@ weight's layout depends on the plan: pack with the plan the PrimFunc is built wi
 The CPU (`hwlat.kernels.cpu`, default AVX2) picks the plan: on AVX-512 (32 zmm registers) the
 plans have vectors of 16 floats (`Plan.lanes`), "cout" tiles of up to 12 channels x 32 pixels (24
 accumulators; 7x7 stems 8 x 48, three 16-lane vectors) and "pixels" tiles twice as many channels
-wide (four times, 64 channels, for long reductions through the scratch), reduction blocks sized
+wide (long reductions through the scratch: 8 or 7 pixels x 32 channels), reduction blocks sized
 by the L1d (`_plan_512`); AVX2 targets get the plans above, unchanged.
 """
 
@@ -174,13 +174,17 @@ def _plan_512(spec: Conv2dSpec, cpu: CpuInfo) -> Plan:
     if is_gemv(spec, base):
         return base  # the matmul kernel's GEMV: memory bound, panels of 16 channels
     if base.rows == "pixels":
-        nv = base.nv
-        if base.mr >= 3 and spec.cin >= 128 and spec.cout >= 64 and not _geom(spec, base).direct:
-            # long reductions through the scratch (3x3 on 7x7 maps): rows of 64 channels, not
-            # 32 (16 accumulators): 0.95x the time isolated, 0.94-0.98x in resnet18 (512x7x7
-            # 3x3, 256x14x14 -> 512 3x3 s2); docs/notebook/compile.md
-            nv = 4
-        return Plan("pixels", base.mr, nv, kc=base.kc, lanes=2 * LANES)
+        g = _geom(spec, base)
+        if base.mr >= 3 and spec.cin >= 128 and spec.cout >= 64 and not g.direct:
+            # long reductions through the scratch (3x3 on 7x7 maps): 8 (or 7) pixels x 32
+            # channels (16 accumulators), the tile over the q positions with the fewest padded
+            # ones: per FMA half the weight vectors of 4 pixels x 64 channels, whose weight
+            # block streams from L2 (512x7x7 3x3 0.92x, 256x14x14 -> 512 s2 0.90x the time of
+            # 4 x 64 isolated; 12 or 14 rows were far slower; docs/notebook/compile.md)
+            qv = spec.out_height * g.wph
+            mr = min((8, 7), key=lambda m: _ceil(qv, m) * m)
+            return Plan("pixels", mr, 2, kc=base.kc, lanes=2 * LANES)
+        return Plan("pixels", base.mr, base.nv, kc=base.kc, lanes=2 * LANES)
     mr = min(CONV_MR_512, key=lambda m: _ceil(spec.cout, m) * m * (1 + 0.03 * (12 - m)))
     g = _geom(spec, Plan("cout", mr, 2, lanes=2 * LANES))
     if g.dense:

@@ -163,7 +163,8 @@ AVX512_GEOMETRIES = [
     Conv2dSpec(1, 31, 1, 1, 70, (1, 1), epilogue=EP),  # a GEMV
     Conv2dSpec(1, 3, 224, 224, 24, (3, 3), (2, 2), (1, 1, 1, 1), epilogue=EP),  # task scratch
     Conv2dSpec(2, 3, 29, 27, 20, (7, 7), (2, 2), (3, 2, 3, 4), epilogue=EP),  # 8 x 48 stem tile
-    # pixel rows of 64 channels (cin >= 128 through the scratch): 70 = 64 + 6, stride 2
+    # long pixel rows (cin >= 128 through the scratch): 7 pixels (7x6 map: 42 q positions)
+    # x 32 channels, 70 = 32 + 32 + 6; 8 x 32 at stride 2 (7 x 8 q positions)
     Conv2dSpec(2, 130, 7, 6, 70, (3, 3), (1, 1), (1, 1, 1, 1), epilogue=EP),
     Conv2dSpec(1, 128, 13, 13, 96, (3, 3), (2, 2), (1, 1, 1, 1), epilogue=EP),
 ]
@@ -217,10 +218,13 @@ def test_avx512_large_stems_and_long_pixel_rows():
     assert plan(3, 224, 32, 3, 2, 1).nv == 2
     assert plan(16, 56, 64, 7, 1, 3).nv == 2  # not a stem: more input channels
     assert plan(3, 224, 64, 7, 2, 3, AVX2).nv == 2  # AVX2 plans unchanged
-    # 3x3 convs on 7x7 maps with long reductions: pixel rows of 64 channels (AVX2: 16)
-    assert (plan(512, 7, 512, 3, 1, 1).rows, plan(512, 7, 512, 3, 1, 1).nr) == ("pixels", 64)
+    # 3x3 convs on small maps with long reductions: pixel rows of 8 or 7 pixels (the fewer
+    # padded q positions: 7 x 8 on 7x7, 6 x 7 on 6x6) x 32 channels (AVX2: 16 channels)
+    p = plan(512, 7, 512, 3, 1, 1)
+    assert (p.rows, p.mr, p.nr) == ("pixels", 8, 32)
+    assert (plan(256, 6, 256, 3, 1, 1).mr, plan(256, 14, 512, 3, 2, 1).mr) == (7, 8)
     assert plan(512, 7, 512, 3, 1, 1, AVX2).nr == 16
-    assert plan(48, 7, 128, 3, 1, 1).nr == 32  # short reduction: 32 channels
+    assert (plan(48, 7, 128, 3, 1, 1).mr, plan(48, 7, 128, 3, 1, 1).nr) == (4, 32)  # short
     assert plan(512, 7, 512, 1, 1, 0).nr == 32  # read in place
     # three vectors a row, ragged channel block (20 = 8 + 8 + 4), batch 2, asymmetric pads
     spec = Conv2dSpec(2, 3, 29, 27, 20, (7, 7), (2, 2), (3, 2, 3, 4), epilogue=EP)
