@@ -35,23 +35,15 @@ import numpy as np
 from hwlat.devices import load_device
 from hwlat.graph import fuse, load
 from hwlat.graph.extract import extract_kernel
-from hwlat.runners.ort import OrtRunner, _bound_run, _ort_owner, _session, random_feeds
+from hwlat.runners.ort import (
+    OrtRunner,
+    _bound_run,
+    _ort_owner,
+    _session,
+    kernel_owners,
+    random_feeds,
+)
 from hwlat.runners.profile import kernel_inputs
-
-
-def owners(g, kernels) -> dict[str, int]:
-    """Name -> kernel index, as OrtRunner.time_in_model builds it."""
-    owner: dict[str, int] = {}
-    sources, model = g.meta.get("sources", {}), g.meta.get("onnx")
-    for idx, k in enumerate(kernels):
-        for name in k.nodes:
-            owner[name.rsplit("#", 1)[0]] = idx
-            owner.update((o, idx) for o in g.node(name).outputs if o)
-            for i in sources.get(name, ()) if model is not None else ():
-                written = model.graph.node[i]
-                owner[written.name or written.op_type] = idx
-                owner.update((o, idx) for o in written.output if o)
-    return owner
 
 
 def in_model(runner: OrtRunner, path: str, kernels, owner, runs: int) -> dict:
@@ -137,7 +129,7 @@ def main() -> None:
     for path in args.models:
         g = load(path)
         kernels = fuse(g, spec.fusion)
-        owner = owners(g, kernels)
+        owner = kernel_owners(g, kernels)
         m_cpu0, m_wall0 = model_cpu(path, args.runs)
         im = in_model(runner, path, kernels, owner, args.runs)
         cut: dict[str, float] = {}

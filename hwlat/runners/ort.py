@@ -56,6 +56,23 @@ EDGE_RUNS = 5  # profiled runs that find the boundary Reorders' share
 MAX_ACTIVATION_BYTES = 512 << 20  # a model's values kept at once to feed its cut-out kernels
 
 
+def kernel_owners(g, kernels) -> dict[str, int]:
+    """Node name or output value -> the index of the kernel it belongs to, for attributing an
+    onnxruntime profile to kernels. A node of the graph may stand for several of the file's
+    (graph.canon: a Gelu), so the file's nodes behind it are mapped too."""
+    owner: dict[str, int] = {}
+    sources, model = g.meta.get("sources", {}), g.meta.get("onnx")
+    for idx, k in enumerate(kernels):
+        for name in k.nodes:
+            owner[name.rsplit("#", 1)[0]] = idx
+            owner.update((o, idx) for o in g.node(name).outputs if o)
+            for i in sources.get(name, ()) if model is not None else ():
+                written = model.graph.node[i]
+                owner[written.name or written.op_type] = idx
+                owner.update((o, idx) for o in written.output if o)
+    return owner
+
+
 class OrtRunner(InModelRunner):
     pipeline = "ort-profiler"
     in_model_pipeline = "ort-in-model"
@@ -239,17 +256,7 @@ class OrtRunner(InModelRunner):
         for each kernel).
         """
         self.pin()
-        owner: dict[str, int] = {}
-        # a node of the graph may stand for several of the file's (graph.canon: a Gelu)
-        sources, model = g.meta.get("sources", {}), g.meta.get("onnx")
-        for idx, k in enumerate(kernels):
-            for name in k.nodes:
-                owner[name.rsplit("#", 1)[0]] = idx
-                owner.update((o, idx) for o in g.node(name).outputs if o)
-                for i in sources.get(name, ()) if model is not None else ():
-                    written = model.graph.node[i]
-                    owner[written.name or written.op_type] = idx
-                    owner.update((o, idx) for o in written.output if o)
+        owner = kernel_owners(g, kernels)
         tails = {idx: frozenset(k.key.ops) - _NOT_TAIL for idx, k in enumerate(kernels)}
         best: dict[int, Timing] = {}
         for _ in range(self.spec.measure.max_rounds):
