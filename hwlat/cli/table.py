@@ -407,7 +407,7 @@ def lut_delete(device: DeviceOpt,
 def lut_sample(
     device: DeviceOpt = "cpu-ort",
     kinds: Annotated[str, typer.Option(help="comma-separated kernel kinds: " + ", ".join(
-        ("conv", "matmul", "layer_norm", "attention", "pool", "elementwise")))] = "conv,matmul,layer_norm,attention",
+        ("conv", "matmul", "layer_norm", "attention", "pool", "elementwise", "data_movement")))] = "conv,matmul,layer_norm,attention",
     n: Annotated[int, typer.Option("--n", help="sampled kernels of each kind the table should hold")] = 100,
     corpus: Annotated[Path | None, typer.Option(help="folder of ONNX models whose kernels, with the zoo's, form the prior")] = None,
     zoo_prior: Annotated[bool, typer.Option("--zoo/--no-zoo", help="fit the prior to the zoo's models too")] = True,

@@ -15,7 +15,8 @@ from the distribution real networks use, time them, and learn per kind from them
   a smaller spread;
 * each configuration is built as a small ONNX graph (onnx.helper) in the form exporters write it
   in (a conv with its folded bias, residual Add and activation, GELU written out; a matmul with
-  its bias; LayerNormalization; attention as MatMul -> scale -> Softmax -> MatMul), then cut by
+  its bias; LayerNormalization; attention as MatMul -> scale -> Softmax -> MatMul; data movement
+  as one Slice, Split, Transpose or constant Pad with its constants), then cut by
   hwlat's own `load` + `fuse`: the stored key is the key a real model with that kernel produces;
   a graph that does not fuse into one kernel of the intended kind is dropped;
 * timed like any kernel by the profile machinery (cut out and timed alone) and committed in small
@@ -40,7 +41,7 @@ from onnx import TensorProto, helper, numpy_helper
 from hwlat.errors import InvalidInputError
 from hwlat.lut.features import FEATURE_VERSION, key_features, parse_key
 
-KINDS = ("conv", "matmul", "layer_norm", "attention", "pool", "elementwise")
+KINDS = ("conv", "matmul", "layer_norm", "attention", "pool", "elementwise", "data_movement")
 MAX_MACS = 4e8  # ~5 ms on one core at 80 GMAC/s
 MAX_ELEMENTS = 8e6  # activations of a sample, inputs and outputs together
 OPSET = 17
@@ -122,6 +123,39 @@ def config_of(key: str) -> dict | None:
             return {"kind": "elementwise", "op": op, "x": ins[0], "y": ins[1]}
         if op in _UNARY - {"LeakyRelu"} and len(ins) == 1:
             return {"kind": "elementwise", "op": op, "x": ins[0], "y": None}
+    if p.kind == "data_movement" and len(p.ops) == 1 and len(ins) == 1:
+        return _data_movement_config(p.ops[0], ins[0], [list(o.shape) for o in p.outputs],
+                                     [s.shape for s in p.params], a)
+    return None
+
+
+def _data_movement_config(op: str, x: list[int], outs: list[list[int]], params, a) -> dict | None:
+    """Slice along one axis (a channel split, a window shift's strip), Split, Transpose and
+    constant Pad; a cut's sizes are kept as shares of the axis so that a draw keeps them."""
+    if op == "Transpose" and len(outs) == 1:
+        perm = _ints(a.get("perm"))
+        if sorted(perm) != list(range(len(x))):
+            return None
+        return {"kind": "data_movement", "op": "Transpose", "x": x, "perm": perm}
+    if op == "Slice" and len(outs) == 1 and len(params) == 3 and len(outs[0]) == len(x):
+        axes = [i for i, (d, o) in enumerate(zip(x, outs[0], strict=True)) if d != o]
+        if len(axes) != 1 or not 0 < outs[0][axes[0]] < x[axes[0]]:
+            return None
+        return {"kind": "data_movement", "op": "Slice", "x": x, "axis": axes[0],
+                "share": outs[0][axes[0]] / x[axes[0]]}
+    if op == "Split" and len(outs) >= 2 and len(params) == 1:
+        axis = int(a.get("axis", 0)) % len(x)
+        if any(len(o) != len(x) for o in outs) or sum(o[axis] for o in outs) != x[axis]:
+            return None
+        return {"kind": "data_movement", "op": "Split", "x": x, "axis": axis,
+                "shares": [o[axis] / x[axis] for o in outs]}
+    if op == "Pad" and len(outs) == 1 and a.get("mode", "constant") == "constant" and len(outs[0]) == len(x) \
+            and params and params[0] == (2 * len(x),) and len(params) <= 2:
+        grow = [o - d for d, o in zip(x, outs[0], strict=True)]
+        if any(g < 0 or g > 4 for g in grow):
+            return None
+        # the begin/end split is not in the key: TF-style "same" pads put the odd one at the end
+        return {"kind": "data_movement", "op": "Pad", "x": x, "grow": grow, "value": len(params) == 2}
     return None
 
 
@@ -216,6 +250,8 @@ def _moved(cfg: dict, rng: np.random.Generator, spread: float) -> dict | None:
         out.pop("out_hw", None)
     if cfg["kind"] == "attention" and cfg["mask"] and out["mask_heads"] not in (1, out["q"][1]):
         return None
+    if cfg["kind"] == "data_movement" and not _cuts(out):
+        return None
     if cfg["kind"] == "elementwise" and cfg.get("y") is not None:
         if any(a != b and 1 not in (a, b) for a, b in zip(out["x"], out["y"], strict=True)):
             return None
@@ -224,6 +260,20 @@ def _moved(cfg: dict, rng: np.random.Generator, spread: float) -> dict | None:
     if _numel(out) > MAX_ELEMENTS or _macs(out) > MAX_MACS:
         return None
     return out
+
+
+def _cuts(cfg: dict) -> list[int] | None:
+    """The sizes along the axis a Slice keeps or a Split cuts into (None where the axis is too
+    short for a cut of every part)."""
+    if cfg["op"] not in ("Slice", "Split"):
+        return [0]
+    n = cfg["x"][cfg["axis"]]
+    if cfg["op"] == "Slice":
+        k = int(round(n * cfg["share"]))
+        return [k] if 0 < k < n else None
+    parts = [max(1, int(round(n * f))) for f in cfg["shares"][:-1]]
+    last = n - sum(parts)
+    return [*parts, last] if last >= 1 else None
 
 
 def _macs(cfg: dict) -> float:
@@ -380,7 +430,42 @@ def build(cfg: dict, seed: int = 0) -> onnx.ModelProto:
                 return b.model(b.node("HardSigmoid", [x], alpha=1.0 / 6, beta=0.5))
             return b.model(b.node(cfg["op"], [x]))
         return b.model(b.node(cfg["op"], [x, b.input(cfg["y"])]))
+    if kind == "data_movement":
+        return _build_data_movement(b, cfg)
     raise InvalidInputError(f"no sampler for kernel kind '{kind}'")
+
+
+def _int64(b: _B, values) -> str:
+    n = b.name("c")
+    b.inits.append(numpy_helper.from_array(np.asarray(values, np.int64), n))
+    return n
+
+
+def _build_data_movement(b: _B, cfg: dict) -> onnx.ModelProto:
+    x = b.input(cfg["x"])
+    op, rank = cfg["op"], len(cfg["x"])
+    cuts = _cuts(cfg)
+    if cuts is None:
+        raise InvalidInputError(f"a {op} of {cfg['x']} along axis {cfg['axis']} has no valid cut")
+    if op == "Transpose":
+        return b.model(b.node("Transpose", [x], perm=cfg["perm"]))
+    if op == "Slice":  # the exporter's form: starts, ends, axes as constants
+        ax = cfg["axis"]
+        return b.model(b.node("Slice", [x, _int64(b, [0]), _int64(b, [cuts[0]]), _int64(b, [ax])]))
+    if op == "Split":
+        outs = [b.name("t") for _ in cuts]
+        b.nodes.append(helper.make_node("Split", [x, _int64(b, cuts)], outs, name=b.name("Split"),
+                                        axis=cfg["axis"]))
+        model = b.model(outs[0])
+        inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+        model.graph.output.extend(inferred[o] for o in outs[1:])
+        return model
+    if op == "Pad":
+        grow = cfg["grow"]
+        pads = [0] * rank + list(grow)  # begins, then ends
+        ins = [x, _int64(b, pads)] + ([b.const(np.float32(0.0))] if cfg["value"] else [])
+        return b.model(b.node("Pad", ins, mode="constant"))
+    raise InvalidInputError(f"no sampler for data-movement op '{op}'")
 
 
 @dataclass(frozen=True)
