@@ -13,6 +13,7 @@ from torch import nn
 import hwlat
 from hwlat import api, fastpath
 from hwlat.errors import InvalidInputError
+from tests.helpers.torch_modules import Rolls
 
 DEVICE = "roofline-sd855"  # a roofline device: no table needed
 
@@ -21,17 +22,6 @@ def small() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
-
-
-class Rolls(nn.Module):
-    """No fast-path mapping (torch.roll): `route="auto"` exports it."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3)
-
-    def forward(self, x):
-        return torch.roll(self.conv(x), 1, dims=2)
 
 
 @pytest.fixture

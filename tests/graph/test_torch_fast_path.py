@@ -15,6 +15,7 @@ from hwlat import fastpath, zoo
 from hwlat.api import to_graph
 from hwlat.errors import InvalidInputError
 from hwlat.graph import fuse
+from tests.helpers.torch_modules import Rolls
 
 # the shared data folder beside the checkout; the test skips without it
 OFA_DATA = (Path(__file__).resolve().parents[3] / "shared" / "data" / "ofa" / "net_configs"
@@ -214,15 +215,6 @@ def test_identical_blocks_are_converted_once_and_give_the_same_graph(monkeypatch
     fastpath.clear_cache()
     assert keys(fastpath.to_graph(b, (x,))) == cached
     assert sum(first.values()) == 3 * 2  # per block: the depthwise conv, the 1x1 conv + add
-
-
-class Rolls(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3)
-
-    def forward(self, x):
-        return torch.roll(self.conv(x), 1, dims=2)
 
 
 class DataDependent(nn.Module):
